@@ -1,0 +1,39 @@
+//! Names of maps, globals and programs: the strings the daemon looks up in the loaded
+//! object. The kernel side uses the same names for its statics and functions.
+
+/// Hash map: thread-group id (the PID userspace sees) → [`crate::process::ProcessInfo`].
+/// Pinned under bpffs so that other eBPF programs can resolve a PID to its cgroups.
+pub const PROCESSES_MAP: &str = "PROCESSES";
+/// Ring buffer of lifecycle events ([`crate::event`]).
+pub const EVENTS_MAP: &str = "EVENTS";
+/// Per-CPU array of [`crate::counters`].
+pub const COUNTERS_MAP: &str = "COUNTERS";
+/// Global [`crate::offsets::KernelOffsets`], set by the daemon before loading.
+pub const OFFSETS_GLOBAL: &str = "OFFSETS";
+
+/// BTF tracepoint on `task_newtask`: a new task (process or thread) exists, not yet running.
+pub const PROGRAM_TASK_NEWTASK: &str = "on_task_newtask";
+/// BTF tracepoint on `sched_process_exec`.
+pub const PROGRAM_PROCESS_EXEC: &str = "on_process_exec";
+/// BTF tracepoint on `sched_process_exit`.
+pub const PROGRAM_PROCESS_EXIT: &str = "on_process_exit";
+/// BTF tracepoint on `cgroup_attach_task`: a task moved between cgroups.
+pub const PROGRAM_CGROUP_ATTACH: &str = "on_cgroup_attach_task";
+/// BTF tracepoint on `cgroup_mkdir`.
+pub const PROGRAM_CGROUP_MKDIR: &str = "on_cgroup_mkdir";
+/// BTF tracepoint on `cgroup_rmdir`.
+pub const PROGRAM_CGROUP_RMDIR: &str = "on_cgroup_rmdir";
+
+/// Task iterator (`iter/task`) that seeds `PROCESSES` with the processes alive at start-up
+/// and writes them to its file for the daemon.
+pub const PROGRAM_SEED_TASKS: &str = "seed_tasks";
+
+/// Every program of the object with the kernel tracepoint it attaches to.
+pub const BTF_TRACEPOINTS: [(&str, &str); 6] = [
+    (PROGRAM_TASK_NEWTASK, "task_newtask"),
+    (PROGRAM_PROCESS_EXEC, "sched_process_exec"),
+    (PROGRAM_PROCESS_EXIT, "sched_process_exit"),
+    (PROGRAM_CGROUP_ATTACH, "cgroup_attach_task"),
+    (PROGRAM_CGROUP_MKDIR, "cgroup_mkdir"),
+    (PROGRAM_CGROUP_RMDIR, "cgroup_rmdir"),
+];

@@ -1,0 +1,365 @@
+//! Routes of the socket API. Every error is a JSON `{"error": ...}` with 400 (bad input),
+//! 404 (unknown PID, inode or route), 405, 413 (body or batch too large) or 500.
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    body::Body,
+    extract::{ConnectInfo, MatchedPath, Path, Request, State},
+    http::{StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::Serialize;
+
+use super::{
+    MAX_BATCH, MAX_BODY_BYTES, PID_MAX_LIMIT,
+    schema::{ContainerBody, ErrorBody, HealthBody, InodeBody, PidBody},
+    server::PeerCredentials,
+};
+use crate::{
+    cgroupfs::CgroupMode,
+    identity::{Identity, LookupError},
+    metrics::Metrics,
+};
+
+/// What the handlers share.
+pub struct ApiState {
+    /// The identity service.
+    pub identity: Arc<Identity>,
+    /// Why the kernel programs are off, when they are.
+    pub ebpf_disabled_reason: Option<String>,
+    /// The daemon's metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The socket API's router.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/pid/{pid}", get(pid))
+        .route("/v1/pids", post(pids))
+        .route("/v1/inode/{inode}", get(inode))
+        .route("/v1/self", get(self_container))
+        .route("/v1/containers", get(containers))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            count_requests,
+        ))
+        .with_state(state)
+}
+
+/// The TCP listener's router: metrics and health only (identity stays on the socket,
+/// whose permissions say who may ask).
+pub fn metrics_router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// An error answer.
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+impl From<LookupError> for ApiError {
+    fn from(e: LookupError) -> Self {
+        let status = match e {
+            LookupError::PidNotFound { .. } | LookupError::InodeNotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            LookupError::Procfs { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self::new(status, e.to_string())
+    }
+}
+
+fn json<T: Serialize>(value: &T) -> Response {
+    Json(value).into_response()
+}
+
+async fn healthz(State(state): State<Arc<ApiState>>) -> Json<HealthBody> {
+    let identity = &state.identity;
+    let kernel = identity.kernel();
+    let (live, exited) = identity.process_counts();
+    Json(HealthBody {
+        status: "ok".to_owned(),
+        ebpf: kernel.is_some(),
+        ebpf_disabled_reason: state.ebpf_disabled_reason.clone(),
+        cgroup_mode: match identity.layout().mode {
+            CgroupMode::V1 => "v1",
+            CgroupMode::V2 => "v2",
+            CgroupMode::Hybrid => "hybrid",
+        }
+        .to_owned(),
+        processes_live: kernel.map(|_| live),
+        processes_exited: kernel.map(|_| exited),
+        cgroups: identity.cgroup_count(),
+        events_lost: kernel.map(|k| k.counters()[collector_common::counters::EVENTS_LOST as usize]),
+        exited_grace_secs: identity.exited_grace().as_secs(),
+    })
+}
+
+async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    match state.metrics.encode() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding metrics: {e}"),
+        )
+        .into_response(),
+    }
+}
+
+/// Parses a PID from the API's text: a decimal integer in `1..=PID_MAX_LIMIT`.
+pub fn parse_pid(raw: &str) -> Result<u32, String> {
+    match raw.parse::<u64>() {
+        Ok(pid) if (1..=u64::from(PID_MAX_LIMIT)).contains(&pid) => {
+            Ok(u32::try_from(pid).unwrap_or(u32::MAX))
+        }
+        _ => Err(format!(
+            "invalid pid {raw:?}: expected a decimal integer between 1 and {PID_MAX_LIMIT}"
+        )),
+    }
+}
+
+async fn pid(
+    State(state): State<Arc<ApiState>>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let pid = parse_pid(&raw).map_err(ApiError::bad_request)?;
+    let answer = state.identity.lookup_pid(pid)?;
+    Ok(json(&PidBody::from(&answer)))
+}
+
+async fn pids(State(state): State<Arc<ApiState>>, request: Request) -> Result<Response, ApiError> {
+    let body = read_body(request.into_body()).await?;
+    let pids = parse_pid_array(&body)?;
+    let answers: Vec<PidBody> = state
+        .identity
+        .lookup_pids(&pids)
+        .iter()
+        .zip(&pids)
+        .map(|(answer, &pid)| match answer {
+            Ok(a) => PidBody::from(a),
+            Err(e) => PidBody::error(pid, e),
+        })
+        .collect();
+    Ok(json(&answers))
+}
+
+async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|e| {
+            let too_large =
+                std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+                    e.source()
+                })
+                .any(<dyn std::error::Error>::is::<http_body_util::LengthLimitError>);
+            if too_large {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body over {MAX_BODY_BYTES} bytes"),
+                )
+            } else {
+                ApiError::bad_request(format!("reading the request body failed: {e}"))
+            }
+        })
+}
+
+/// Parses `POST /v1/pids`'s body: a JSON array of PIDs.
+pub fn parse_pid_array(body: &[u8]) -> Result<Vec<u32>, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "malformed JSON body: {e}; expected an array of PIDs such as [1, 42]"
+        ))
+    })?;
+    let serde_json::Value::Array(items) = value else {
+        return Err(ApiError::bad_request(
+            "expected a JSON array of PIDs such as [1, 42]",
+        ));
+    };
+    if items.len() > MAX_BATCH {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{} pids in one request; at most {MAX_BATCH}", items.len()),
+        ));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            item.as_u64()
+                .filter(|pid| (1..=u64::from(PID_MAX_LIMIT)).contains(pid))
+                .and_then(|pid| u32::try_from(pid).ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "element {i} ({item}) is not a pid: expected an integer between 1 and {PID_MAX_LIMIT}"
+                    ))
+                })
+        })
+        .collect()
+}
+
+async fn inode(
+    State(state): State<Arc<ApiState>>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    // Inodes 0-2 are never directories of a cgroup filesystem's cgroups... except the
+    // root's own id (1): accept from 1.
+    let inode = raw.parse::<u64>().ok().filter(|&i| i >= 1).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "invalid inode {raw:?}: expected a positive decimal integer"
+        ))
+    })?;
+    let answer = state.identity.lookup_inode(inode)?;
+    Ok(json(&InodeBody::from(&answer)))
+}
+
+async fn self_container(
+    State(state): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<PeerCredentials>,
+) -> Result<Response, ApiError> {
+    let pid = peer.pid.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the kernel gave no PID for this connection (SO_PEERCRED)",
+        )
+    })?;
+    let answer = state.identity.lookup_pid(pid)?;
+    Ok(json(&PidBody::from(&answer)))
+}
+
+async fn containers(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
+    let identity = Arc::clone(&state.identity);
+    // Without eBPF this reads every /proc/<pid>/cgroup: keep it off the async workers.
+    let views = tokio::task::spawn_blocking(move || identity.containers())
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let bodies: Vec<ContainerBody> = views.iter().map(ContainerBody::from).collect();
+    Ok(json(&bodies))
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no route for {} {}; see the README's API section",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "method {} not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+async fn count_requests(
+    State(state): State<Arc<ApiState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    state
+        .metrics
+        .count_request(route, response.status().as_u16());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pids_are_decimal_integers_in_range() {
+        assert_eq!(parse_pid("1"), Ok(1));
+        assert_eq!(parse_pid("4194304"), Ok(4_194_304));
+        for bad in [
+            "0",
+            "-1",
+            "4194305",
+            "abc",
+            "",
+            "1.5",
+            "18446744073709551616",
+            " 1",
+        ] {
+            assert!(parse_pid(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn pid_arrays_are_validated_element_by_element() {
+        assert_eq!(parse_pid_array(b"[1, 2, 3]").ok(), Some(vec![1, 2, 3]));
+        assert_eq!(parse_pid_array(b"[]").ok(), Some(vec![]));
+        for (body, status) in [
+            (&b"[1, \"x\"]"[..], StatusCode::BAD_REQUEST),
+            (b"[1, 0]", StatusCode::BAD_REQUEST),
+            (b"[-5]", StatusCode::BAD_REQUEST),
+            (b"[1.5]", StatusCode::BAD_REQUEST),
+            (b"{\"pids\": [1]}", StatusCode::BAD_REQUEST),
+            (b"[1,", StatusCode::BAD_REQUEST),
+            (b"", StatusCode::BAD_REQUEST),
+        ] {
+            let err = parse_pid_array(body).expect_err("rejected");
+            assert_eq!(err.status, status, "{}", String::from_utf8_lossy(body));
+        }
+        let huge = format!("[{}]", vec!["1"; MAX_BATCH + 1].join(","));
+        assert_eq!(
+            parse_pid_array(huge.as_bytes()).err().map(|e| e.status),
+            Some(StatusCode::PAYLOAD_TOO_LARGE)
+        );
+    }
+}

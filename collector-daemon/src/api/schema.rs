@@ -1,0 +1,214 @@
+//! JSON bodies of the socket API (the contract in the README's "API" section). Absent data
+//! is `null`, never 0 or "".
+use serde::{Deserialize, Serialize};
+
+use crate::identity::{CgroupAnswer, CgroupRef, ContainerView, LookupError, ProcessAnswer};
+
+/// `GET /v1/pid/{pid}`, `GET /v1/self`, and each element of `POST /v1/pids`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PidBody {
+    /// The PID asked about.
+    pub pid: u32,
+    /// Its container's id, null when in none (or unknown, with `error` set).
+    pub container_id: Option<String>,
+    /// The container's runtime when the cgroup path tells it.
+    pub runtime: Option<String>,
+    /// Kubernetes pod UID when the cgroup path has one.
+    pub pod_uid: Option<String>,
+    /// The cgroup the answer comes from: its id (the directory's inode).
+    pub cgroup_id: Option<u64>,
+    /// That cgroup's path from its hierarchy's root.
+    pub cgroup_path: Option<String>,
+    /// That cgroup's hierarchy: 0 for cgroup v2, the v1 hierarchy id otherwise.
+    pub cgroup_hierarchy_id: Option<u32>,
+    /// True when the process has exited (it is kept for the grace period).
+    pub exited: Option<bool>,
+    /// "ebpf" or "procfs".
+    pub source: Option<String>,
+    /// Process start time, ns since boot; with the PID, the process's identity.
+    pub start_time_ns: Option<u64>,
+    /// Command name.
+    pub comm: Option<String>,
+    /// Set (and everything else null) when this PID has no answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl From<&ProcessAnswer> for PidBody {
+    fn from(a: &ProcessAnswer) -> Self {
+        let container = a.container.as_deref();
+        Self {
+            pid: a.pid,
+            container_id: container.map(|c| c.id.clone()),
+            runtime: container
+                .and_then(|c| c.runtime)
+                .map(|r| r.as_str().to_owned()),
+            pod_uid: container.and_then(|c| c.pod_uid.clone()),
+            cgroup_id: a.cgroup.as_ref().map(|c| c.id),
+            cgroup_path: a.cgroup.as_ref().map(|c| c.path.to_string()),
+            cgroup_hierarchy_id: a.cgroup.as_ref().map(|c| c.hierarchy_id),
+            exited: Some(a.exited),
+            source: Some(a.source.as_str().to_owned()),
+            start_time_ns: Some(a.start_boottime_ns),
+            comm: Some(a.comm.to_string()),
+            error: None,
+        }
+    }
+}
+
+impl PidBody {
+    /// The element of a batch answer for a PID without an answer.
+    pub fn error(pid: u32, error: &LookupError) -> Self {
+        Self {
+            pid,
+            container_id: None,
+            runtime: None,
+            pod_uid: None,
+            cgroup_id: None,
+            cgroup_path: None,
+            cgroup_hierarchy_id: None,
+            exited: None,
+            source: None,
+            start_time_ns: None,
+            comm: None,
+            error: Some(error.to_string()),
+        }
+    }
+}
+
+/// `GET /v1/inode/{inode}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InodeBody {
+    /// The inode asked about.
+    pub inode: u64,
+    /// Its container's id, null when in none.
+    pub container_id: Option<String>,
+    /// The container's runtime when the path tells it.
+    pub runtime: Option<String>,
+    /// Kubernetes pod UID when the path has one.
+    pub pod_uid: Option<String>,
+    /// Same as `inode`: the cgroup id.
+    pub cgroup_id: u64,
+    /// The cgroup's path from its hierarchy's root.
+    pub cgroup_path: String,
+    /// 0 for cgroup v2, the v1 hierarchy id otherwise.
+    pub cgroup_hierarchy_id: u32,
+    /// True when the directory was removed (it is kept for the grace period).
+    pub removed: bool,
+}
+
+impl From<&CgroupAnswer> for InodeBody {
+    fn from(a: &CgroupAnswer) -> Self {
+        let container = a.container.as_deref();
+        Self {
+            inode: a.cgroup.id,
+            container_id: container.map(|c| c.id.clone()),
+            runtime: container
+                .and_then(|c| c.runtime)
+                .map(|r| r.as_str().to_owned()),
+            pod_uid: container.and_then(|c| c.pod_uid.clone()),
+            cgroup_id: a.cgroup.id,
+            cgroup_path: a.cgroup.path.to_string(),
+            cgroup_hierarchy_id: a.cgroup.hierarchy_id,
+            removed: a.removed,
+        }
+    }
+}
+
+/// One cgroup directory of a container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupBody {
+    /// 0 for cgroup v2, the v1 hierarchy id otherwise.
+    pub hierarchy_id: u32,
+    /// Cgroup id (directory inode).
+    pub id: u64,
+    /// Path from the hierarchy's root.
+    pub path: String,
+}
+
+impl From<&CgroupRef> for CgroupBody {
+    fn from(c: &CgroupRef) -> Self {
+        Self {
+            hierarchy_id: c.hierarchy_id,
+            id: c.id,
+            path: c.path.to_string(),
+        }
+    }
+}
+
+/// An element of `GET /v1/containers`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerBody {
+    /// Container id.
+    pub container_id: String,
+    /// Runtime, when the cgroup path tells it.
+    pub runtime: Option<String>,
+    /// "default", or "kata" for Kata Containers (not visible from the host's cgroups).
+    pub flavor: String,
+    /// Name, image and labels come from runtime APIs; null until a runtime collector
+    /// provides them.
+    pub name: Option<String>,
+    /// See `name`.
+    pub image: Option<String>,
+    /// See `name`.
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+    /// Kubernetes pod UID when the cgroup path has one.
+    pub pod_uid: Option<String>,
+    /// The container's main cgroup: v2 when it has one there, else v1.
+    pub cgroup_path: Option<String>,
+    /// That cgroup's id.
+    pub cgroup_id: Option<u64>,
+    /// Every top cgroup directory of the container, one per hierarchy.
+    pub cgroups: Vec<CgroupBody>,
+    /// Live processes in the container (its nested cgroups included), ascending.
+    pub pids: Vec<u32>,
+}
+
+impl From<&ContainerView> for ContainerBody {
+    fn from(v: &ContainerView) -> Self {
+        let main = v.cgroups.first();
+        Self {
+            container_id: v.container.id.clone(),
+            runtime: v.container.runtime.map(|r| r.as_str().to_owned()),
+            flavor: "default".to_owned(),
+            name: None,
+            image: None,
+            labels: None,
+            pod_uid: v.container.pod_uid.clone(),
+            cgroup_path: main.map(|c| c.path.to_string()),
+            cgroup_id: main.map(|c| c.id),
+            cgroups: v.cgroups.iter().map(CgroupBody::from).collect(),
+            pids: v.pids.clone(),
+        }
+    }
+}
+
+/// `GET /healthz`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthBody {
+    /// "ok" while the daemon serves.
+    pub status: String,
+    /// True when answers come from the kernel programs.
+    pub ebpf: bool,
+    /// Why the kernel programs are off, when they are.
+    pub ebpf_disabled_reason: Option<String>,
+    /// "v1", "v2" or "hybrid".
+    pub cgroup_mode: String,
+    /// Live processes in the kernel-fed index (null without eBPF).
+    pub processes_live: Option<usize>,
+    /// Exited processes kept for the grace period (null without eBPF).
+    pub processes_exited: Option<usize>,
+    /// Live cgroups known.
+    pub cgroups: usize,
+    /// Kernel events lost since start (null without eBPF).
+    pub events_lost: Option<u64>,
+    /// The grace period for exited processes, in seconds.
+    pub exited_grace_secs: u64,
+}
+
+/// Every error body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong and, where it helps, what to send instead.
+    pub error: String,
+}

@@ -1,0 +1,324 @@
+//! The command line: `run` starts the daemon, `query` asks a running one over its socket.
+use std::{fmt::Write as _, path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use hyper::Method;
+
+use crate::{
+    api::{
+        PID_MAX_LIMIT, client,
+        schema::{ContainerBody, ErrorBody, InodeBody, PidBody},
+    },
+    daemon::RunOptions,
+};
+
+/// Default API socket.
+pub const DEFAULT_SOCKET: &str = "/run/collector/collector.sock";
+/// Default metrics address (loopback: scrape it locally or through a proxy).
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9479";
+/// Default pin directory under bpffs.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/collector";
+
+/// Which container is a process or cgroup in, and what does each container use.
+#[derive(Debug, Parser)]
+#[command(name = "collector-daemon", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (as root: it loads eBPF programs and reads every process's cgroups).
+    Run(RunArgs),
+    /// Ask a running daemon.
+    Query(QueryArgs),
+}
+
+/// `run` flags.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Unix socket to serve the API on (mode 0660).
+    #[arg(long, env = "COLLECTOR_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Group that owns the socket (name or gid), so its members may query.
+    #[arg(long)]
+    pub socket_group: Option<String>,
+    /// TCP address for /metrics and /healthz ("none" to disable).
+    #[arg(long, default_value = DEFAULT_METRICS_ADDR)]
+    pub metrics_addr: String,
+    /// Seconds an exited process stays resolvable (marked exited).
+    #[arg(long, default_value_t = 60)]
+    pub exited_grace: u64,
+    /// Do not load eBPF programs: answer from procfs and cgroupfs only.
+    #[arg(long)]
+    pub no_ebpf: bool,
+    /// bpffs directory to pin the PID→cgroup map in (as `processes`), for other eBPF
+    /// programs to read.
+    #[arg(long, default_value = DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
+    /// Do not pin the PID→cgroup map.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Capacity of the kernel PID→cgroup map (live processes).
+    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1024..=4_194_304))]
+    pub max_processes: u32,
+    /// procfs mount point.
+    #[arg(long, default_value = "/proc", hide = true)]
+    pub proc_root: PathBuf,
+}
+
+impl RunArgs {
+    /// The daemon's settings.
+    pub fn options(&self) -> RunOptions {
+        RunOptions {
+            socket: self.socket.clone(),
+            socket_group: self.socket_group.clone(),
+            metrics_addr: match self.metrics_addr.as_str() {
+                "" | "none" => None,
+                addr => Some(addr.to_owned()),
+            },
+            exited_grace: Duration::from_secs(self.exited_grace),
+            no_ebpf: self.no_ebpf,
+            pin_dir: (!self.no_pin).then(|| self.pin_dir.clone()),
+            max_processes: self.max_processes,
+            proc_root: self.proc_root.clone(),
+        }
+    }
+}
+
+/// `query` flags.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The daemon's socket.
+    #[arg(long, env = "COLLECTOR_SOCKET", default_value = DEFAULT_SOCKET, global = true)]
+    pub socket: PathBuf,
+    /// Print the JSON answer instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The question.
+    #[command(subcommand)]
+    pub what: Query,
+}
+
+/// Questions.
+#[derive(Debug, Subcommand)]
+pub enum Query {
+    /// Which container is this PID in.
+    Pid {
+        /// The PID.
+        #[arg(value_parser = clap::value_parser!(u32).range(1..=i64::from(PID_MAX_LIMIT)))]
+        pid: u32,
+    },
+    /// Which containers are these PIDs in.
+    Pids {
+        /// The PIDs.
+        #[arg(required = true, value_parser = clap::value_parser!(u32).range(1..=i64::from(PID_MAX_LIMIT)))]
+        pids: Vec<u32>,
+    },
+    /// Which container owns the cgroup directory with this inode (v1 or v2).
+    Inode {
+        /// The inode (cgroup id).
+        inode: u64,
+    },
+    /// Which container is this command in.
+    #[command(name = "self")]
+    Myself,
+    /// Every known container.
+    Containers,
+}
+
+/// Runs `query`: prints the answer, and returns failure for error answers.
+pub async fn query(args: QueryArgs) -> anyhow::Result<ExitCode> {
+    let (method, path, body) = match &args.what {
+        Query::Pid { pid } => (Method::GET, format!("/v1/pid/{pid}"), None),
+        Query::Pids { pids } => (
+            Method::POST,
+            "/v1/pids".to_owned(),
+            Some(serde_json::to_vec(pids)?),
+        ),
+        Query::Inode { inode } => (Method::GET, format!("/v1/inode/{inode}"), None),
+        Query::Myself => (Method::GET, "/v1/self".to_owned(), None),
+        Query::Containers => (Method::GET, "/v1/containers".to_owned(), None),
+    };
+    let answer = client::request(&args.socket, method, &path, body).await?;
+    if !answer.status.is_success() {
+        let message = serde_json::from_slice::<ErrorBody>(&answer.body).map_or_else(
+            |_| String::from_utf8_lossy(&answer.body).into_owned(),
+            |e| e.error,
+        );
+        if args.json {
+            println!("{}", String::from_utf8_lossy(&answer.body));
+        }
+        eprintln!("error ({}): {message}", answer.status);
+        return Ok(ExitCode::FAILURE);
+    }
+    if args.json {
+        println!("{}", String::from_utf8_lossy(&answer.body));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let table = match &args.what {
+        Query::Pid { .. } | Query::Myself => {
+            pid_table(&[serde_json::from_slice::<PidBody>(&answer.body)?])
+        }
+        Query::Pids { .. } => pid_table(&serde_json::from_slice::<Vec<PidBody>>(&answer.body)?),
+        Query::Inode { .. } => inode_table(&serde_json::from_slice::<InodeBody>(&answer.body)?),
+        Query::Containers => {
+            container_table(&serde_json::from_slice::<Vec<ContainerBody>>(&answer.body)?)
+        }
+    };
+    print!("{table}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Docker's short form, for tables (JSON has the full id).
+fn short(id: Option<&str>) -> String {
+    id.map_or_else(|| "-".to_owned(), |id| id.chars().take(12).collect())
+}
+
+fn or_dash<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+fn render(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i == last {
+                out.push_str(cell);
+            } else {
+                let _ = write!(out, "{cell:<w$}  ");
+            }
+        }
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+fn pid_table(bodies: &[PidBody]) -> String {
+    let rows: Vec<Vec<String>> = bodies
+        .iter()
+        .map(|b| {
+            vec![
+                b.pid.to_string(),
+                if b.error.is_some() {
+                    "?".to_owned()
+                } else {
+                    short(b.container_id.as_deref())
+                },
+                or_dash(b.runtime.as_deref()),
+                or_dash(b.comm.as_deref()),
+                or_dash(b.exited.map(|e| if e { "yes" } else { "no" })),
+                or_dash(b.source.as_deref()),
+                b.error
+                    .clone()
+                    .unwrap_or_else(|| or_dash(b.cgroup_path.as_deref())),
+            ]
+        })
+        .collect();
+    render(
+        &[
+            "PID",
+            "CONTAINER",
+            "RUNTIME",
+            "COMM",
+            "EXITED",
+            "SOURCE",
+            "CGROUP",
+        ],
+        &rows,
+    )
+}
+
+fn inode_table(body: &InodeBody) -> String {
+    render(
+        &["INODE", "CONTAINER", "RUNTIME", "REMOVED", "CGROUP"],
+        &[vec![
+            body.inode.to_string(),
+            short(body.container_id.as_deref()),
+            or_dash(body.runtime.as_deref()),
+            if body.removed { "yes" } else { "no" }.to_owned(),
+            body.cgroup_path.clone(),
+        ]],
+    )
+}
+
+fn container_table(bodies: &[ContainerBody]) -> String {
+    let rows: Vec<Vec<String>> = bodies
+        .iter()
+        .map(|b| {
+            vec![
+                short(Some(&b.container_id)),
+                or_dash(b.runtime.as_deref()),
+                b.pids.len().to_string(),
+                or_dash(b.pod_uid.as_deref()),
+                or_dash(b.cgroup_path.as_deref()),
+            ]
+        })
+        .collect();
+    render(&["CONTAINER", "RUNTIME", "PIDS", "POD", "CGROUP"], &rows)
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`). Records of the `log` crate
+/// (aya-log's kernel-side messages among them) are forwarded to `tracing`: this must happen
+/// before aya-log's reader is created, as it captures the `log` logger then.
+pub fn init_logging() -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    tracing_log::LogTracer::init().context("installing the log→tracing bridge")?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("installing the tracing subscriber: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns_and_show_dashes_for_null() {
+        let body = PidBody {
+            pid: 42,
+            container_id: None,
+            runtime: None,
+            pod_uid: None,
+            cgroup_id: Some(1),
+            cgroup_path: Some("/".into()),
+            cgroup_hierarchy_id: Some(0),
+            exited: Some(false),
+            source: Some("ebpf".into()),
+            start_time_ns: Some(1),
+            comm: Some("sh".into()),
+            error: None,
+        };
+        let table = pid_table(&[body]);
+        assert_eq!(
+            table,
+            "PID  CONTAINER  RUNTIME  COMM  EXITED  SOURCE  CGROUP\n42   -          -        sh    no      ebpf    /\n"
+        );
+    }
+
+    #[test]
+    fn cli_rejects_out_of_range_pids() {
+        assert!(Cli::try_parse_from(["collector-daemon", "query", "pid", "0"]).is_err());
+        assert!(Cli::try_parse_from(["collector-daemon", "query", "pid", "abc"]).is_err());
+        assert!(Cli::try_parse_from(["collector-daemon", "query", "pid", "7"]).is_ok());
+        assert!(Cli::try_parse_from(["collector-daemon", "query", "--json", "self"]).is_ok());
+    }
+}

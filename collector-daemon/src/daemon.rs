@@ -1,0 +1,219 @@
+//! `collector-daemon run`: discover cgroups, load the kernel programs (or fall back to
+//! procfs and say why), build the identity indexes, and serve the socket API and metrics
+//! until SIGINT or SIGTERM.
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use tokio::io::{Interest, unix::AsyncFd};
+
+use crate::{
+    api::{
+        routes::{self, ApiState},
+        server::{self, PeerCredentials},
+    },
+    cgroupfs::CgroupLayout,
+    ebpf::{KernelTracker, LoadOptions, loader},
+    identity::{Identity, IdentityOptions},
+    metrics::Metrics,
+};
+
+/// Settings of `run`.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// API socket path.
+    pub socket: PathBuf,
+    /// Group owning the socket (name or gid).
+    pub socket_group: Option<String>,
+    /// TCP address for `/metrics` and `/healthz`; `None` to not listen.
+    pub metrics_addr: Option<String>,
+    /// How long exited processes stay resolvable.
+    pub exited_grace: Duration,
+    /// Serve from procfs only.
+    pub no_ebpf: bool,
+    /// Where to pin the `PROCESSES` map; `None` to not pin.
+    pub pin_dir: Option<PathBuf>,
+    /// Size of the kernel `PROCESSES` map.
+    pub max_processes: u32,
+    /// procfs mount.
+    pub proc_root: PathBuf,
+}
+
+/// How often upkeep runs (GC of exited processes, lost-event repair, cgroup re-walks).
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Runs the daemon until a signal.
+pub async fn run(options: RunOptions) -> anyhow::Result<()> {
+    let layout = CgroupLayout::discover(&options.proc_root).context("discovering cgroup mounts")?;
+    tracing::info!(mode = ?layout.mode, hierarchies = layout.hierarchies.len(), "cgroup layout");
+
+    let (kernel, logger, disabled_reason) = load_kernel(&options, &layout);
+
+    let identity = Arc::new(Identity::start(
+        layout,
+        kernel,
+        IdentityOptions {
+            proc_root: options.proc_root.clone(),
+            exited_grace: options.exited_grace,
+        },
+    ));
+    let metrics = Arc::new(Metrics::new(Arc::clone(&identity)));
+    let state = Arc::new(ApiState {
+        identity: Arc::clone(&identity),
+        ebpf_disabled_reason: disabled_reason,
+        metrics,
+    });
+
+    let mut tasks = tokio::task::JoinSet::new();
+    spawn_background(&mut tasks, &identity, logger)?;
+
+    let (listener, socket_file) =
+        server::bind_socket(&options.socket, options.socket_group.as_deref())
+            .context("binding the API socket")?;
+    tracing::info!(socket = %options.socket.display(), "serving the API");
+    if let Some(addr) = &options.metrics_addr {
+        let listener = server::bind_metrics(addr).await?;
+        let local: SocketAddr = listener.local_addr().context("metrics listener address")?;
+        tracing::info!(addr = %local, "serving /metrics");
+        let router = routes::metrics_router(Arc::clone(&state));
+        tasks.spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        });
+    }
+
+    let app = routes::router(state).into_make_service_with_connect_info::<PeerCredentials>();
+    let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
+    let result = serve.await.context("serving the API socket");
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    drop(socket_file);
+    // Other programs must not go on reading a map nobody updates. (The programs detach
+    // when the process exits and their descriptors close.)
+    if let Some(kernel) = identity.kernel() {
+        kernel.unpin();
+    }
+    tracing::info!("stopped");
+    result
+}
+
+/// The kernel programs, their aya-log reader, or why they are off.
+fn load_kernel(
+    options: &RunOptions,
+    layout: &CgroupLayout,
+) -> (Option<KernelTracker>, Option<KernelLogger>, Option<String>) {
+    if options.no_ebpf {
+        tracing::warn!("eBPF disabled by --no-ebpf: answers come from procfs");
+        return (None, None, Some("disabled by --no-ebpf".to_owned()));
+    }
+    let load_options = LoadOptions {
+        max_processes: options.max_processes,
+        pin_dir: options.pin_dir.clone(),
+        tracked_v1_controller: tracked_v1_controller(layout),
+    };
+    match loader::load(&load_options) {
+        Ok(loaded) => {
+            let (kernel, logger) = KernelTracker::new(loaded);
+            tracing::info!(
+                pin_dir = ?options.pin_dir,
+                max_processes = options.max_processes,
+                "kernel programs attached"
+            );
+            (Some(kernel), logger, None)
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            tracing::warn!(error = %reason, "eBPF unavailable: answers come from procfs");
+            (None, None, Some(reason))
+        }
+    }
+}
+
+/// aya-log's reader of the kernel programs' log records.
+type KernelLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
+
+/// Background work: applying kernel events as they arrive, forwarding kernel log records,
+/// and upkeep once a second.
+fn spawn_background(
+    tasks: &mut tokio::task::JoinSet<()>,
+    identity: &Arc<Identity>,
+    logger: Option<KernelLogger>,
+) -> anyhow::Result<()> {
+    if let Some(kernel) = identity.kernel() {
+        let fd = kernel
+            .events_fd()
+            .context("duplicating the ring buffer descriptor")?;
+        // SAFETY: an OwnedFd is open until dropped and always returns the same descriptor.
+        let events = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)
+            .context("registering the ring buffer with epoll")?;
+        let identity = Arc::clone(identity);
+        tasks.spawn(async move {
+            loop {
+                let Ok(mut guard) = events.readable().await else {
+                    break;
+                };
+                // Clear first: an event committed while draining re-arms readiness.
+                guard.clear_ready();
+                identity.sync();
+            }
+        });
+    }
+    if let Some(logger) = logger {
+        // SAFETY: the logger owns its ring buffer's descriptor until dropped, and as_raw_fd
+        // always returns that descriptor.
+        let mut logger = unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)
+            .context("registering the aya-log ring buffer with epoll")?;
+        tasks.spawn(async move {
+            loop {
+                let Ok(mut guard) = logger.readable_mut().await else {
+                    break;
+                };
+                guard.clear_ready();
+                guard.get_inner_mut().flush();
+            }
+        });
+    }
+    let identity = Arc::clone(identity);
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let identity = Arc::clone(&identity);
+            let _ = tokio::task::spawn_blocking(move || identity.upkeep()).await;
+        }
+    });
+    Ok(())
+}
+
+/// The v1 controller whose hierarchy the kernel tracks per process.
+fn tracked_v1_controller(layout: &CgroupLayout) -> Option<String> {
+    let hierarchy = layout.tracked_v1()?;
+    match &hierarchy.kind {
+        crate::cgroupfs::HierarchyKind::V1 { controllers, .. } => {
+            if controllers.iter().any(|c| c == "memory") {
+                Some("memory".to_owned())
+            } else {
+                controllers.first().cloned()
+            }
+        }
+        crate::cgroupfs::HierarchyKind::V2 => None,
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}

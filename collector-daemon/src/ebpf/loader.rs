@@ -1,0 +1,398 @@
+//! Loading and attaching the kernel programs, pinning `PROCESSES`, and wiring aya-log.
+//!
+//! Needs: `CAP_BPF` + `CAP_PERFMON` (or root), kernel BTF, BTF tracepoints (5.5+) and ring
+//! buffers (5.8+). Any of these missing is a `LoadError` and the daemon falls back to procfs.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, Iter, ProgramError},
+};
+use collector_common::{
+    event::{KIND_SEED, ProcessEvent},
+    names::{
+        BTF_TRACEPOINTS, COUNTERS_MAP, EVENTS_MAP, OFFSETS_GLOBAL, PROCESSES_MAP,
+        PROGRAM_SEED_TASKS,
+    },
+    process::ProcessInfo,
+};
+
+use super::btf_offsets::{self, OffsetError, VMLINUX_BTF};
+
+/// The object built by `build.rs` from `collector-ebpf`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/collector"));
+
+/// File name of the pinned `PROCESSES` map inside the pin directory.
+pub const PROCESSES_PIN_NAME: &str = "processes";
+
+/// Why the kernel programs could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Kernel BTF unreadable.
+    #[error("kernel BTF unavailable at {VMLINUX_BTF}: {source} (needs CONFIG_DEBUG_INFO_BTF=y)")]
+    Btf {
+        /// aya's error.
+        #[source]
+        source: aya::BtfError,
+    },
+    /// Offsets could not be computed.
+    #[error(transparent)]
+    Offsets(#[from] OffsetError),
+    /// The object failed to load (permissions, verifier, map creation).
+    #[error("loading the eBPF object failed: {source} (needs root or CAP_BPF+CAP_PERFMON)")]
+    Load {
+        /// aya's error.
+        #[source]
+        source: aya::EbpfError,
+    },
+    /// A program is missing from the object, or failed to load or attach.
+    #[error("program {program} (tracepoint {tracepoint}): {source}")]
+    Program {
+        /// Program name.
+        program: &'static str,
+        /// Kernel tracepoint.
+        tracepoint: &'static str,
+        /// aya's error.
+        #[source]
+        source: ProgramError,
+    },
+    /// A map is missing from the object or has the wrong type.
+    #[error("map {map}: {source}")]
+    Map {
+        /// Map name.
+        map: &'static str,
+        /// aya's error.
+        #[source]
+        source: MapError,
+    },
+    /// A map is missing from the object.
+    #[error("map {map} is missing from the eBPF object")]
+    MissingMap {
+        /// Map name.
+        map: &'static str,
+    },
+    /// The pin directory could not be prepared or the map pinned.
+    #[error("pinning {map} at {}: {source}", path.display())]
+    Pin {
+        /// Map name.
+        map: &'static str,
+        /// Pin path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// How to load.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Size of the `PROCESSES` map (live processes tracked in the kernel).
+    pub max_processes: u32,
+    /// Directory under bpffs to pin `PROCESSES` in; `None` to not pin.
+    pub pin_dir: Option<PathBuf>,
+    /// The v1 controller whose hierarchy is tracked per process, if any.
+    pub tracked_v1_controller: Option<String>,
+}
+
+/// The loaded object's handles. Dropping it detaches the programs and unpins the map.
+pub struct Loaded {
+    /// The object (owns the programs and their links).
+    pub ebpf: Ebpf,
+    /// Lifecycle events.
+    pub events: RingBuf<MapData>,
+    /// Per-CPU counters.
+    pub counters: PerCpuArray<MapData, u64>,
+    /// Live processes.
+    pub processes: HashMap<MapData, u32, ProcessInfo>,
+    /// aya-log's reader, when the object has log statements.
+    pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// Where `PROCESSES` is pinned.
+    pub pin: Option<PinnedMap>,
+}
+
+/// A pinned map file, removed on drop (with its directory when we created it and it is
+/// empty), so other programs never read a map nobody updates any more.
+pub struct PinnedMap {
+    path: PathBuf,
+    created_dir: Option<PathBuf>,
+}
+
+impl PinnedMap {
+    /// The pin's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for PinnedMap {
+    fn drop(&mut self) {
+        if let Err(e) = fs::remove_file(&self.path) {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not unpin map");
+        }
+        if let Some(dir) = &self.created_dir {
+            // Fails (harmlessly) when something else was put there meanwhile.
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Loads the object, pins `PROCESSES`, and attaches every program.
+pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
+    raise_memlock_limit();
+    let btf = Btf::from_sys_fs().map_err(|source| LoadError::Btf { source })?;
+    let offsets = btf_offsets::kernel_offsets(
+        Path::new(VMLINUX_BTF),
+        options.tracked_v1_controller.as_deref(),
+    )?;
+    tracing::debug!(?offsets, "kernel struct offsets from BTF");
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(&btf))
+        .override_global(OFFSETS_GLOBAL, &offsets, true)
+        .map_max_entries(PROCESSES_MAP, options.max_processes)
+        .load(OBJECT)
+        .map_err(|source| LoadError::Load { source })?;
+
+    let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+        Ok(logger) => Some(logger),
+        Err(e) => {
+            tracing::warn!(error = %e, "kernel-side logging unavailable");
+            None
+        }
+    };
+
+    let pin = match &options.pin_dir {
+        Some(dir) => Some(pin_processes(&ebpf, dir)?),
+        None => None,
+    };
+    let events =
+        RingBuf::try_from(take_map(&mut ebpf, EVENTS_MAP)?).map_err(|source| LoadError::Map {
+            map: EVENTS_MAP,
+            source,
+        })?;
+    let counters = PerCpuArray::try_from(take_map(&mut ebpf, COUNTERS_MAP)?).map_err(|source| {
+        LoadError::Map {
+            map: COUNTERS_MAP,
+            source,
+        }
+    })?;
+    let processes = HashMap::try_from(take_map(&mut ebpf, PROCESSES_MAP)?).map_err(|source| {
+        LoadError::Map {
+            map: PROCESSES_MAP,
+            source,
+        }
+    })?;
+
+    for (program, tracepoint) in BTF_TRACEPOINTS {
+        attach(&mut ebpf, &btf, program, tracepoint)?;
+    }
+    // Loaded after the tracepoints are attached: a process created from now on is seen by
+    // `task_newtask`, so the iterator and the events together miss nothing.
+    let iter_err = |source| LoadError::Program {
+        program: PROGRAM_SEED_TASKS,
+        tracepoint: "iter/task",
+        source,
+    };
+    let seeder: &mut Iter = ebpf
+        .program_mut(PROGRAM_SEED_TASKS)
+        .ok_or_else(|| iter_err(ProgramError::UnexpectedProgramType))?
+        .try_into()
+        .map_err(iter_err)?;
+    seeder.load("task", &btf).map_err(iter_err)?;
+    Ok(Loaded {
+        ebpf,
+        events,
+        counters,
+        processes,
+        logger,
+        pin,
+    })
+}
+
+/// Runs the task iterator once: every live process is inserted into `PROCESSES` (where
+/// absent) and returned, with exact kernel start times and cgroup ids.
+pub fn seed_processes(ebpf: &mut Ebpf) -> Result<Vec<(u32, ProcessInfo, String)>, SeedError> {
+    use std::io::Read as _;
+    let seeder: &mut Iter = ebpf
+        .program_mut(PROGRAM_SEED_TASKS)
+        .ok_or(SeedError::Missing)?
+        .try_into()
+        .map_err(|source| SeedError::Program { source })?;
+    let link_id = seeder
+        .attach()
+        .map_err(|source| SeedError::Program { source })?;
+    let link = seeder
+        .take_link(link_id)
+        .map_err(|source| SeedError::Program { source })?;
+    let mut file = link
+        .into_file()
+        .map_err(|source| SeedError::Link { source })?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|source| SeedError::Read { source })?;
+    let mut out = Vec::with_capacity(bytes.len() / size_of::<ProcessEvent>());
+    for record in bytes.chunks_exact(size_of::<ProcessEvent>()) {
+        // SAFETY: ProcessEvent is Pod; the chunk has exactly its size.
+        let event: ProcessEvent =
+            unsafe { record.as_ptr().cast::<ProcessEvent>().read_unaligned() };
+        if event.kind == KIND_SEED {
+            out.push((event.tgid, event.info, super::events::c_string(&event.comm)));
+        }
+    }
+    Ok(out)
+}
+
+/// Why the start-up task iterator failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    /// The iterator program is missing from the object.
+    #[error("program {PROGRAM_SEED_TASKS} missing from the eBPF object")]
+    Missing,
+    /// Attaching the iterator failed.
+    #[error("task iterator: {source}")]
+    Program {
+        /// aya's error.
+        #[source]
+        source: ProgramError,
+    },
+    /// Creating the iterator's file failed.
+    #[error("task iterator file: {source}")]
+    Link {
+        /// aya's error.
+        #[source]
+        source: aya::programs::links::LinkError,
+    },
+    /// Reading the iterator's file failed.
+    #[error("reading the task iterator: {source}")]
+    Read {
+        /// The read error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn take_map(ebpf: &mut Ebpf, map: &'static str) -> Result<aya::maps::Map, LoadError> {
+    ebpf.take_map(map).ok_or(LoadError::MissingMap { map })
+}
+
+fn attach(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    program: &'static str,
+    tracepoint: &'static str,
+) -> Result<(), LoadError> {
+    let err = |source| LoadError::Program {
+        program,
+        tracepoint,
+        source,
+    };
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(program)
+        .ok_or_else(|| err(ProgramError::UnexpectedProgramType))?
+        .try_into()
+        .map_err(err)?;
+    prog.load(tracepoint, btf).map_err(err)?;
+    prog.attach().map_err(err)?;
+    Ok(())
+}
+
+/// Pins `PROCESSES` at `<dir>/processes`. A pin left by an earlier run that did not stop
+/// cleanly is replaced: its contents are stale, and the path is ours.
+fn pin_processes(ebpf: &Ebpf, dir: &Path) -> Result<PinnedMap, LoadError> {
+    let path = dir.join(PROCESSES_PIN_NAME);
+    let pin_err = |source: Box<dyn std::error::Error + Send + Sync>| LoadError::Pin {
+        map: PROCESSES_MAP,
+        path: path.clone(),
+        source,
+    };
+    ensure_bpffs(dir).map_err(|e| pin_err(Box::new(e)))?;
+    let created_dir = if dir.exists() {
+        None
+    } else {
+        fs::create_dir_all(dir).map_err(|e| pin_err(Box::new(e)))?;
+        Some(dir.to_owned())
+    };
+    if path.exists() {
+        tracing::info!(path = %path.display(), "replacing a stale pinned map");
+        fs::remove_file(&path).map_err(|e| pin_err(Box::new(e)))?;
+    }
+    let map = ebpf
+        .map(PROCESSES_MAP)
+        .ok_or(LoadError::MissingMap { map: PROCESSES_MAP })?;
+    map.pin(&path).map_err(|e| pin_err(Box::new(e)))?;
+    Ok(PinnedMap { path, created_dir })
+}
+
+/// The conventional bpffs mount point.
+const BPFFS_MOUNT: &str = "/sys/fs/bpf";
+/// `BPF_FS_MAGIC` from `include/uapi/linux/magic.h`.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Pins need a bpffs. When the pin directory is under `/sys/fs/bpf` and nothing is mounted
+/// there (tracefs and bpffs are not mounted at boot on every distribution), mount it, as
+/// bpftool and systemd do; elsewhere, require that the caller mounted one.
+fn ensure_bpffs(dir: &Path) -> std::io::Result<()> {
+    let mount_point = Path::new(BPFFS_MOUNT);
+    if is_bpffs(mount_point) || !dir.starts_with(mount_point) {
+        return if dir.starts_with(mount_point) || nearest_existing_is_bpffs(dir) {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!(
+                "{} is not on a bpf filesystem; mount one (mount -t bpf bpf DIR) or use --pin-dir under {BPFFS_MOUNT}",
+                dir.display()
+            )))
+        };
+    }
+    tracing::info!("mounting bpffs at {BPFFS_MOUNT}");
+    fs::create_dir_all(mount_point)?;
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            c"bpf".as_ptr(),
+            c"/sys/fs/bpf".as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs into a zeroed struct with a valid path.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statfs(c_path.as_ptr(), &raw mut stat) };
+    rc == 0 && stat.f_type == BPF_FS_MAGIC
+}
+
+fn nearest_existing_is_bpffs(dir: &Path) -> bool {
+    dir.ancestors().find(|p| p.exists()).is_some_and(is_bpffs)
+}
+
+/// Kernels before 5.11 charge BPF maps to `RLIMIT_MEMLOCK`; later ones use memcg accounting
+/// and ignore it. Raising it is harmless either way.
+fn raise_memlock_limit() {
+    let limit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall with a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const limit) } != 0 {
+        tracing::debug!(
+            error = %std::io::Error::last_os_error(),
+            "could not raise RLIMIT_MEMLOCK"
+        );
+    }
+}

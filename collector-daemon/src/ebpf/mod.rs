@@ -1,0 +1,167 @@
+//! The kernel side seen from the daemon: loading the programs (`loader`), the offsets they
+//! need (`btf_offsets`), decoding their events (`events`) and reading their counters.
+pub mod btf_offsets;
+pub mod events;
+pub mod loader;
+
+use std::sync::Mutex;
+
+use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
+use collector_common::{counters, process::ProcessInfo};
+
+pub use events::{Event, ProcessChange};
+pub use loader::{LoadError, LoadOptions, Loaded};
+
+/// Handles the daemon keeps on the kernel programs after loading.
+pub struct KernelTracker {
+    /// Lifecycle events. Behind a mutex: one reader at a time (the event loop, or a lookup
+    /// that drains pending events before answering).
+    events: Mutex<RingBuf<MapData>>,
+    counters: PerCpuArray<MapData, u64>,
+    processes: Mutex<HashMap<MapData, u32, ProcessInfo>>,
+    /// The object: keeps the programs attached; runs the seeding iterator.
+    ebpf: Mutex<aya::Ebpf>,
+    /// Unpins `PROCESSES` on drop or `unpin`.
+    pin: Mutex<Option<loader::PinnedMap>>,
+}
+
+impl KernelTracker {
+    /// Splits the loaded object into the handles the daemon uses, and returns the aya-log
+    /// reader (to be polled by the caller) apart.
+    pub fn new(loaded: Loaded) -> (Self, Option<aya_log::EbpfLogger<&'static dyn log::Log>>) {
+        let Loaded {
+            ebpf,
+            events,
+            counters,
+            processes,
+            logger,
+            pin,
+        } = loaded;
+        (
+            Self {
+                events: Mutex::new(events),
+                counters,
+                processes: Mutex::new(processes),
+                ebpf: Mutex::new(ebpf),
+                pin: Mutex::new(pin),
+            },
+            logger,
+        )
+    }
+
+    /// A duplicate of the ring buffer's descriptor, to wait for readability with epoll.
+    pub fn events_fd(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd as _;
+        let ring = self
+            .events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        ring.as_fd().try_clone_to_owned()
+    }
+
+    /// Decodes every pending event and hands it to `apply`, in ring-buffer order. Returns
+    /// how many records were read. Cheap when nothing is pending (two atomic loads).
+    pub fn drain(&self, mut apply: impl FnMut(Event)) -> usize {
+        let mut ring = self
+            .events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut n = 0;
+        while let Some(record) = ring.next() {
+            n += 1;
+            match events::decode(&record) {
+                Ok(event) => apply(event),
+                Err(e) => tracing::warn!(error = %e, "skipping ring-buffer record"),
+            }
+        }
+        n
+    }
+
+    /// Every live process, read by the kernel's task iterator (which also fills in any
+    /// of them missing from `PROCESSES`).
+    pub fn seed(&self) -> Result<Vec<(u32, ProcessInfo, String)>, loader::SeedError> {
+        let mut ebpf = self
+            .ebpf
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        loader::seed_processes(&mut ebpf)
+    }
+
+    /// Removes the pin of `PROCESSES` (at shutdown).
+    pub fn unpin(&self) {
+        self.pin
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+    }
+
+    /// Where `PROCESSES` is pinned, if it is.
+    pub fn pin_path(&self) -> Option<std::path::PathBuf> {
+        self.pin
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|p| p.path().to_owned())
+    }
+
+    /// The kernel counters, summed over CPUs, in `collector_common::counters` order.
+    pub fn counters(&self) -> [u64; counters::COUNT as usize] {
+        let mut out = [0u64; counters::COUNT as usize];
+        for (index, slot) in (0..counters::COUNT).zip(out.iter_mut()) {
+            if let Ok(values) = self.counters.get(&index, 0) {
+                *slot = values.iter().sum();
+            }
+        }
+        out
+    }
+
+    /// The kernel's entry for `tgid`, if any.
+    pub fn process(&self, tgid: u32) -> Option<ProcessInfo> {
+        let map = self
+            .processes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(&tgid, 0).ok()
+    }
+
+    /// Inserts an entry unless the kernel has one for `tgid` (its own is newer). Returns
+    /// false when the map is full.
+    pub fn insert_if_absent(&self, tgid: u32, info: &ProcessInfo) -> bool {
+        /// `BPF_NOEXIST`: fail instead of replacing.
+        const BPF_NOEXIST: u64 = 1;
+        let mut map = self
+            .processes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        !matches!(
+            map.insert(tgid, info, BPF_NOEXIST),
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() != Some(libc::EEXIST)
+        )
+    }
+
+    /// Removes the kernel's entry for `tgid` if it still describes the process that started
+    /// at `start_boottime_ns`: an entry the seeding iterator wrote just after the process's
+    /// exit tracepoint ran (a narrow race) is removed when the daemon sees that exit.
+    pub fn forget_process(&self, tgid: u32, start_boottime_ns: u64) {
+        let mut map = self
+            .processes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map
+            .get(&tgid, 0)
+            .is_ok_and(|info| info.start_boottime_ns == start_boottime_ns)
+        {
+            let _ = map.remove(&tgid);
+        }
+    }
+
+    /// Number of entries in `PROCESSES` (walks the keys: for metrics, not hot paths).
+    pub fn process_count(&self) -> usize {
+        let map = self
+            .processes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.keys().flatten().count()
+    }
+}

@@ -1,0 +1,279 @@
+//! Index of processes by PID, kept from kernel events: the live process of each PID and
+//! the processes that exited under it within the grace period.
+//!
+//! Identity is `(pid, start time)`: a PID reused by a new process gets a new live entry,
+//! and the old one stays findable only as exited, so a lookup never answers with the old
+//! process's cgroups for the new one. Start times come from the kernel
+//! (`task_struct.start_boottime`, ns), so equal means the same process.
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use collector_common::process::{FLAG_PROCFS, ProcessInfo};
+use dashmap::DashMap;
+
+/// Nanoseconds per clock tick of procfs start times (`USER_HZ` is 100 on every Linux
+/// architecture's ABI).
+const NS_PER_TICK: u64 = 10_000_000;
+
+/// True when `a` and `b` are the same process's start. Kernel start times are exact; a
+/// start time from procfs (`FLAG_PROCFS`) is known to the clock tick, and the kernel
+/// truncates when converting, so compare ticks then.
+pub fn same_start(a: &ProcessInfo, b: &ProcessInfo) -> bool {
+    if (a.flags | b.flags) & FLAG_PROCFS != 0 {
+        a.start_boottime_ns / NS_PER_TICK == b.start_boottime_ns / NS_PER_TICK
+    } else {
+        a.start_boottime_ns == b.start_boottime_ns
+    }
+}
+
+/// What is known about one process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessEntry {
+    /// The kernel's view: start time, cgroups, parent.
+    pub info: ProcessInfo,
+    /// Command name.
+    pub comm: Arc<str>,
+    /// When the daemon learned that its last thread exited.
+    pub exited_at: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Slot {
+    live: Option<ProcessEntry>,
+    /// Exited processes of this PID, oldest first (PID reuse within the grace period is
+    /// rare, so this stays tiny).
+    exited: Vec<ProcessEntry>,
+}
+
+/// The index.
+#[derive(Default)]
+pub struct ProcessIndex {
+    slots: DashMap<u32, Slot>,
+}
+
+impl ProcessIndex {
+    /// A process exists with this state (fork, exec, attach, or a seed).
+    pub fn upsert_live(&self, tgid: u32, info: ProcessInfo, comm: &str, now: Instant) {
+        let mut slot = self.slots.entry(tgid).or_default();
+        if slot.exited.iter().any(|e| same_start(&e.info, &info)) {
+            // Its exit was already applied (a seed record read after the exit event).
+            return;
+        }
+        match &mut slot.live {
+            Some(live) if same_start(&live.info, &info) => {
+                // Keep the exact start time when the update only knows it to the tick.
+                let start = if info.flags & FLAG_PROCFS != 0 {
+                    live.info.start_boottime_ns
+                } else {
+                    info.start_boottime_ns
+                };
+                live.info = ProcessInfo {
+                    start_boottime_ns: start,
+                    ..info
+                };
+                if &*live.comm != comm {
+                    live.comm = Arc::from(comm);
+                }
+            }
+            other => {
+                // A different live process under this PID means we missed its exit
+                // (events lost): it is gone, since the PID was reused.
+                if let Some(mut stale) = other.take() {
+                    stale.exited_at = Some(now);
+                    slot.exited.push(stale);
+                }
+                slot.live = Some(ProcessEntry {
+                    info,
+                    comm: Arc::from(comm),
+                    exited_at: None,
+                });
+            }
+        }
+    }
+
+    /// The process `(tgid, info.start_boottime_ns)` exited; `info` is its final state.
+    pub fn exit(&self, tgid: u32, info: ProcessInfo, comm: &str, now: Instant) {
+        let mut slot = self.slots.entry(tgid).or_default();
+        if slot
+            .live
+            .as_ref()
+            .is_some_and(|l| same_start(&l.info, &info))
+        {
+            slot.live = None;
+        }
+        if !slot.exited.iter().any(|e| same_start(&e.info, &info)) {
+            slot.exited.push(ProcessEntry {
+                info,
+                comm: Arc::from(comm),
+                exited_at: Some(now),
+            });
+        }
+    }
+
+    /// The live process of `pid`, else the last one that exited within the grace period.
+    pub fn get(&self, pid: u32) -> Option<ProcessEntry> {
+        let slot = self.slots.get(&pid)?;
+        slot.live.clone().or_else(|| slot.exited.last().cloned())
+    }
+
+    /// Calls `f` with every live process.
+    pub fn for_each_live(&self, mut f: impl FnMut(u32, &ProcessEntry)) {
+        for slot in &self.slots {
+            if let Some(live) = &slot.live {
+                f(*slot.key(), live);
+            }
+        }
+    }
+
+    /// Live processes.
+    pub fn live_count(&self) -> usize {
+        self.slots.iter().filter(|s| s.live.is_some()).count()
+    }
+
+    /// Exited processes still kept.
+    pub fn exited_count(&self) -> usize {
+        self.slots.iter().map(|s| s.exited.len()).sum()
+    }
+
+    /// Marks exited every live process not in `alive` (a complete list of the live
+    /// processes): their exits were lost. Returns how many.
+    pub fn reconcile(
+        &self,
+        alive: &std::collections::HashMap<u32, ProcessInfo>,
+        now: Instant,
+    ) -> usize {
+        let mut gone = 0;
+        for mut slot in self.slots.iter_mut() {
+            let tgid = *slot.key();
+            let lost = slot.live.as_ref().is_some_and(|l| {
+                !alive
+                    .get(&tgid)
+                    .is_some_and(|info| same_start(&l.info, info))
+            });
+            if lost && let Some(mut entry) = slot.live.take() {
+                entry.exited_at = Some(now);
+                slot.exited.push(entry);
+                gone += 1;
+            }
+        }
+        gone
+    }
+
+    /// Forgets processes that exited more than `grace` ago.
+    pub fn gc(&self, now: Instant, grace: Duration) {
+        self.slots.retain(|_, slot| {
+            slot.exited
+                .retain(|e| e.exited_at.is_none_or(|at| now.duration_since(at) <= grace));
+            slot.live.is_some() || !slot.exited.is_empty()
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn info(start: u64, cgroup: u64) -> ProcessInfo {
+        ProcessInfo {
+            start_boottime_ns: start,
+            cgroup_v2_id: cgroup,
+            ..ProcessInfo::default()
+        }
+    }
+
+    #[test]
+    fn exited_process_is_found_until_the_grace_period_ends() {
+        let index = ProcessIndex::default();
+        let t0 = Instant::now();
+        index.upsert_live(7, info(100, 5), "sh", t0);
+        index.exit(7, info(100, 5), "sh", t0);
+        let found = index.get(7).unwrap();
+        assert_eq!(found.info.cgroup_v2_id, 5);
+        assert_eq!(found.exited_at, Some(t0));
+        index.gc(t0 + Duration::from_secs(59), Duration::from_mins(1));
+        assert!(index.get(7).is_some());
+        index.gc(t0 + Duration::from_secs(61), Duration::from_mins(1));
+        assert!(index.get(7).is_none());
+    }
+
+    #[test]
+    fn a_reused_pid_answers_with_the_new_process() {
+        let index = ProcessIndex::default();
+        let t0 = Instant::now();
+        index.upsert_live(7, info(100, 5), "old", t0);
+        index.exit(7, info(100, 5), "old", t0);
+        index.upsert_live(7, info(200, 6), "new", t0);
+        let found = index.get(7).unwrap();
+        assert_eq!(found.info.cgroup_v2_id, 6);
+        assert_eq!(found.exited_at, None);
+        assert_eq!(&*found.comm, "new");
+        // The new one exits too: the newest exited one answers.
+        index.exit(7, info(200, 6), "new", t0);
+        assert_eq!(index.get(7).unwrap().info.cgroup_v2_id, 6);
+        assert_eq!(index.exited_count(), 2);
+    }
+
+    #[test]
+    fn a_missed_exit_is_repaired_by_the_next_process_of_the_pid() {
+        let index = ProcessIndex::default();
+        let t0 = Instant::now();
+        index.upsert_live(7, info(100, 5), "old", t0);
+        index.upsert_live(7, info(200, 6), "new", t0);
+        assert_eq!(index.get(7).unwrap().info.start_boottime_ns, 200);
+        assert_eq!(index.exited_count(), 1);
+    }
+
+    #[test]
+    fn a_late_seed_does_not_resurrect_an_exited_process() {
+        let index = ProcessIndex::default();
+        let t0 = Instant::now();
+        index.exit(7, info(100, 5), "sh", t0);
+        index.upsert_live(7, info(100, 5), "sh", t0);
+        assert!(index.get(7).unwrap().exited_at.is_some());
+        assert_eq!(index.live_count(), 0);
+    }
+
+    #[test]
+    fn reconcile_marks_unlisted_processes_exited() {
+        let index = ProcessIndex::default();
+        let t0 = Instant::now();
+        index.upsert_live(7, info(100, 5), "a", t0);
+        index.upsert_live(8, info(101, 5), "b", t0);
+        let alive: HashMap<u32, ProcessInfo> = [(8, info(101, 5))].into();
+        assert_eq!(index.reconcile(&alive, t0), 1);
+        assert!(index.get(7).unwrap().exited_at.is_some());
+        assert!(index.get(8).unwrap().exited_at.is_none());
+    }
+
+    #[test]
+    fn procfs_start_times_match_kernel_ones_to_the_tick() {
+        let index = ProcessIndex::default();
+        let t0 = Instant::now();
+        let from_procfs = ProcessInfo {
+            start_boottime_ns: 250_000_000,
+            flags: FLAG_PROCFS,
+            ..info(0, 5)
+        };
+        index.upsert_live(1, from_procfs, "init", t0);
+        // The kernel's exact start time of the same process, at exit.
+        index.exit(1, info(252_627_829, 5), "init", t0);
+        assert_eq!(index.live_count(), 0);
+        assert_eq!(index.exited_count(), 1);
+        // Another tick is another process.
+        assert!(!same_start(&from_procfs, &info(262_627_829, 5)));
+    }
+
+    #[test]
+    fn attach_updates_the_live_process_in_place() {
+        let index = ProcessIndex::default();
+        let t0 = Instant::now();
+        index.upsert_live(7, info(100, 5), "a", t0);
+        index.upsert_live(7, info(100, 9), "a", t0);
+        assert_eq!(index.get(7).unwrap().info.cgroup_v2_id, 9);
+        assert_eq!(index.exited_count(), 0);
+    }
+}

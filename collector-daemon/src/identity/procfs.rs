@@ -1,0 +1,81 @@
+//! The procfs view of one process: start time and cgroups from `/proc/<pid>/{stat,cgroup}`.
+//! Used where the kernel programs are off (`--no-ebpf`) and for PIDs the kernel index does
+//! not hold (thread ids). `/proc/<tid>` exists for every thread, though `readdir` hides it.
+use std::{fs, io, path::Path};
+
+use crate::cgroupfs::mounts::{ProcCgroupLine, parse_proc_cgroup};
+
+/// One process as procfs shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcfsProcess {
+    /// Start time in ns since boot, at clock-tick resolution (`stat` field 22 × 10⁹/HZ).
+    pub start_boottime_ns: u64,
+    /// Command name.
+    pub comm: String,
+    /// Parent PID.
+    pub ppid: u32,
+    /// One line per hierarchy from `/proc/<pid>/cgroup`.
+    pub cgroups: Vec<ProcCgroupLine>,
+}
+
+/// Reads one process. `NotFound` when it does not exist (or exited and was reaped).
+pub fn read_process(proc_root: &Path, pid: u32) -> io::Result<ProcfsProcess> {
+    let dir = proc_root.join(pid.to_string());
+    let process = procfs::process::Process::new_with_root(dir.clone()).map_err(to_io)?;
+    let stat = process.stat().map_err(to_io)?;
+    let cgroups = parse_proc_cgroup(&fs::read_to_string(dir.join("cgroup"))?);
+    let ns_per_tick = 1_000_000_000 / procfs::ticks_per_second().max(1);
+    Ok(ProcfsProcess {
+        start_boottime_ns: stat.starttime.saturating_mul(ns_per_tick),
+        comm: stat.comm,
+        ppid: u32::try_from(stat.ppid).unwrap_or(0),
+        cgroups,
+    })
+}
+
+/// PIDs of every process (thread-group leaders) under `proc_root`.
+pub fn list_pids(proc_root: &Path) -> io::Result<Vec<u32>> {
+    Ok(fs::read_dir(proc_root)?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect())
+}
+
+fn to_io(e: procfs::ProcError) -> io::Error {
+    match e {
+        procfs::ProcError::NotFound(_) => io::Error::new(io::ErrorKind::NotFound, e),
+        procfs::ProcError::PermissionDenied(_) => {
+            io::Error::new(io::ErrorKind::PermissionDenied, e)
+        }
+        procfs::ProcError::Io(inner, _) => inner,
+        other => io::Error::new(io::ErrorKind::InvalidData, other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let me = read_process(Path::new("/proc"), std::process::id()).unwrap();
+        assert!(me.start_boottime_ns > 0);
+        assert!(
+            me.cgroups
+                .iter()
+                .any(|l| l.hierarchy_id == 0 || !l.controllers.is_empty())
+        );
+        assert!(
+            list_pids(Path::new("/proc"))
+                .unwrap()
+                .contains(&std::process::id())
+        );
+    }
+
+    #[test]
+    fn a_missing_pid_is_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = read_process(dir.path(), 12345).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+}

@@ -1,0 +1,16 @@
+//! collector-daemon as a library: the daemon and its CLI, split by concern. `main.rs` only
+//! parses the command line and calls in here.
+//!
+//! - `ebpf`: loading the kernel programs, their offsets, events and counters;
+//! - `cgroupfs`: cgroup mount discovery (v1, v2, hybrid);
+//! - `identity`: PID, cgroup and container indexes, container ids from cgroup paths;
+//! - `api`: the unix-socket HTTP API and the CLI's client;
+//! - `metrics`: the daemon's own Prometheus metrics;
+//! - `daemon`, `cli`: `run` and the command line.
+pub mod api;
+pub mod cgroupfs;
+pub mod cli;
+pub mod daemon;
+pub mod ebpf;
+pub mod identity;
+pub mod metrics;

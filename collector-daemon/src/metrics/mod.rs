@@ -1,0 +1,208 @@
+//! The daemon's own health as Prometheus metrics (`OpenMetrics` text), built per scrape from
+//! the live state: kernel counters, index sizes, repairs, and API requests by route.
+use std::sync::{Arc, atomic::Ordering};
+
+use collector_common::counters;
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric as _},
+    metrics::{
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::ConstGauge,
+    },
+    registry::Registry,
+};
+
+use crate::identity::Identity;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The registry and the metrics updated as requests arrive.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<Labels, Counter>,
+}
+
+impl Metrics {
+    /// Metrics for a daemon serving `identity`.
+    pub fn new(identity: Arc<Identity>) -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "collector_api_requests",
+            "Socket API requests by route and HTTP status",
+            requests.clone(),
+        );
+        registry.register_collector(Box::new(IdentityCollector { identity }));
+        Self { registry, requests }
+    }
+
+    /// Counts one API request.
+    pub fn count_request(&self, route: String, status: u16) {
+        self.requests
+            .get_or_create(&vec![("route", route), ("code", status.to_string())])
+            .inc();
+    }
+
+    /// The exposition text.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+#[derive(Debug)]
+struct IdentityCollector {
+    identity: Arc<Identity>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity").finish_non_exhaustive()
+    }
+}
+
+fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> std::fmt::Result {
+    let metric = ConstGauge::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> std::fmt::Result {
+    let metric = ConstCounter::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn as_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl Collector for IdentityCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        self.encode_identity(&mut encoder)?;
+        if let Some(kernel) = self.identity.kernel() {
+            encode_kernel(&mut encoder, &kernel.counters())?;
+        }
+        Ok(())
+    }
+}
+
+impl IdentityCollector {
+    fn encode_identity(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
+        let identity = &self.identity;
+        {
+            let info = ConstGauge::new(1i64);
+            let mut family = encoder.encode_descriptor(
+                "collector_build_info",
+                "Build information",
+                None,
+                info.metric_type(),
+            )?;
+            let labels = [("version", env!("CARGO_PKG_VERSION"))];
+            info.encode(family.encode_family(&labels)?)?;
+        }
+        gauge(
+            encoder,
+            "collector_ebpf_enabled",
+            "1 when identity answers come from the kernel programs, 0 when from procfs",
+            i64::from(identity.kernel().is_some()),
+        )?;
+        let (live, exited) = identity.process_counts();
+        {
+            let mut family = encoder.encode_descriptor(
+                "collector_identity_processes",
+                "Processes in the identity index, live and exited within the grace period",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for (state, n) in [("live", live), ("exited", exited)] {
+                ConstGauge::new(as_i64(n)).encode(family.encode_family(&[("state", state)])?)?;
+            }
+        }
+        gauge(
+            encoder,
+            "collector_identity_cgroups",
+            "Live cgroup directories in the index, all hierarchies",
+            as_i64(identity.cgroup_count()),
+        )?;
+        let stats = identity.stats();
+        for (name, help, value) in [
+            (
+                "collector_identity_events_applied",
+                "Kernel lifecycle events applied to the index",
+                &stats.events_applied,
+            ),
+            (
+                "collector_identity_repairs",
+                "Repairs (kernel re-seed and cgroup walk) after lost events",
+                &stats.repairs,
+            ),
+            (
+                "collector_identity_cgroup_scans",
+                "Walks of the cgroup mounts",
+                &stats.cgroup_scans,
+            ),
+            (
+                "collector_identity_procfs_fallbacks",
+                "PID lookups answered from procfs while the kernel programs run (thread ids, untracked processes)",
+                &stats.procfs_fallbacks,
+            ),
+        ] {
+            counter(encoder, name, help, value.load(Ordering::Relaxed))?;
+        }
+        Ok(())
+    }
+}
+
+fn encode_kernel(
+    encoder: &mut DescriptorEncoder,
+    values: &[u64; counters::COUNT as usize],
+) -> std::fmt::Result {
+    {
+        let mut family = encoder.encode_descriptor(
+            "collector_kernel_events",
+            "Lifecycle events seen by the kernel programs, by kind",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for index in [
+            counters::PROCESSES_CREATED,
+            counters::THREADS_CREATED,
+            counters::PROCESSES_EXITED,
+            counters::EXECS,
+            counters::ATTACHES,
+            counters::CGROUPS_CREATED,
+            counters::CGROUPS_REMOVED,
+        ] {
+            let kind = counters::NAMES[index as usize];
+            ConstCounter::new(values[index as usize])
+                .encode(family.encode_family(&[("kind", kind)])?)?;
+        }
+    }
+    for (index, name, help) in [
+        (
+            counters::EVENTS_LOST,
+            "collector_kernel_events_lost",
+            "Events dropped because the ring buffer was full (each triggers a repair)",
+        ),
+        (
+            counters::PROCESS_MAP_FULL,
+            "collector_kernel_process_map_full",
+            "Processes not inserted in the pinned PROCESSES map because it was full (see --max-processes)",
+        ),
+        (
+            counters::READ_ERRORS,
+            "collector_kernel_read_errors",
+            "Failed reads of kernel structures in the programs",
+        ),
+    ] {
+        counter(encoder, name, help, values[index as usize])?;
+    }
+    Ok(())
+}

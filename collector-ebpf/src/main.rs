@@ -1,0 +1,31 @@
+//! The collector's kernel programs. They keep `PROCESSES` (thread-group id → cgroups) current
+//! as processes fork, exec, exit and move between cgroups, and stream those lifecycle events
+//! and cgroup mkdir/rmdir to the daemon through the `EVENTS` ring buffer.
+//!
+//! All programs are BTF tracepoints (`tp_btf`, kernel ≥ 5.5): their arguments are typed kernel
+//! pointers, with no tracefs record layout to depend on. Kernel struct members are read at
+//! offsets the daemon computed from the running kernel's BTF (`kernel.rs`).
+#![no_std]
+#![no_main]
+
+use collector_ebpf as _;
+
+mod cgroup;
+mod counters;
+mod emit;
+mod kernel;
+mod maps;
+mod process;
+mod seed;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // Unreachable in a verified program: the verifier rejects any path that could get here.
+    loop {}
+}
+
+// GPL: tp_btf programs and bpf_probe_read_kernel are GPL-only.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,46 @@
+//! The maps and the one global shared with the daemon (names in `collector_common::names`).
+use aya_ebpf::{
+    Global,
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+use collector_common::{counters, offsets::KernelOffsets, process::ProcessInfo};
+
+/// Live processes. 65,536 by default; the daemon resizes it (`--max-processes`) before load.
+/// Preallocated (flags 0): inserts from tracepoint context never allocate.
+#[map(name = "PROCESSES")]
+pub static PROCESSES: HashMap<u32, ProcessInfo> = HashMap::with_max_entries(65_536, 0);
+
+/// Lifecycle events. 4 MiB holds about 50,000 process events: a fork storm of that size
+/// between two daemon reads is lost and counted (`EVENTS_LOST`), then repaired by re-scan.
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+/// Per-CPU counters (`collector_common::counters`).
+#[map(name = "COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counters::COUNT, 0);
+
+/// Struct member offsets, filled by the daemon before load (all zero, `ready == 0`, until then).
+#[unsafe(no_mangle)]
+pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
+    task_pid: 0,
+    task_tgid: 0,
+    task_start_boottime: 0,
+    task_cgroups: 0,
+    task_signal: 0,
+    task_real_parent: 0,
+    task_group_leader: 0,
+    task_comm: 0,
+    signal_live: 0,
+    css_set_dfl_cgrp: 0,
+    css_set_subsys: 0,
+    css_cgroup: 0,
+    cgroup_kn: 0,
+    cgroup_root: 0,
+    cgroup_level: 0,
+    cgroup_root_hierarchy_id: 0,
+    kernfs_node_id: 0,
+    v1_subsys_index: 0,
+    track_v1: 0,
+    ready: 0,
+});
