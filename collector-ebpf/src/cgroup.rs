@@ -8,7 +8,9 @@ use aya_ebpf::{
     macros::btf_tracepoint, programs::BtfTracePointContext,
 };
 use collector_common::{
-    counters::{ATTACHES, CGROUPS_CREATED, CGROUPS_REMOVED, EVENTS_LOST, PROCESS_MAP_FULL, READ_ERRORS},
+    counters::{
+        ATTACHES, CGROUPS_CREATED, CGROUPS_REMOVED, EVENTS_LOST, PROCESS_MAP_FULL, READ_ERRORS,
+    },
     event::{CGROUP_PATH_LEN, CgroupEvent, KIND_ATTACH, KIND_CGROUP_MKDIR, KIND_CGROUP_RMDIR},
     offsets::KernelOffsets,
 };
@@ -27,7 +29,12 @@ pub fn on_cgroup_attach_task(ctx: BtfTracePointContext) -> i32 {
     // (struct cgroup *dst_cgrp, const char *path, struct task_struct *task, bool threadgroup)
     let task = Task(ctx.arg::<*const u8>(2));
     if try_on_cgroup_attach_task(&ctx, &o, task).is_err() {
-        failure(&ctx, READ_ERRORS, "cgroup_attach_task: kernel read failed", ctx.tgid());
+        failure(
+            &ctx,
+            READ_ERRORS,
+            "cgroup_attach_task: kernel read failed",
+            ctx.tgid(),
+        );
     }
     0
 }
@@ -44,7 +51,7 @@ fn try_on_cgroup_attach_task(
         return Ok(());
     }
     let (v2, v1) = task.cgroup_ids(o)?;
-    let info = match PROCESSES.get_ptr_mut(&tgid) {
+    let info = match PROCESSES.get_ptr_mut(tgid) {
         Some(entry) => {
             // SAFETY: valid map value pointer; see process.rs on concurrent writers.
             unsafe {
@@ -59,8 +66,13 @@ fn try_on_cgroup_attach_task(
         }
         None => {
             let info = process_info(o, task, 0)?;
-            if PROCESSES.insert(&tgid, &info, u64::from(BPF_ANY)).is_err() {
-                failure(ctx, PROCESS_MAP_FULL, "PROCESSES map full, process not tracked", tgid);
+            if PROCESSES.insert(tgid, info, u64::from(BPF_ANY)).is_err() {
+                failure(
+                    ctx,
+                    PROCESS_MAP_FULL,
+                    "PROCESSES map full, process not tracked",
+                    tgid,
+                );
             }
             info
         }
@@ -120,8 +132,13 @@ fn try_cgroup_event(
     };
     match read {
         Ok(len) => {
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "len <= CGROUP_PATH_LEN (1024)"
+            )]
+            let len = len as u32;
             // SAFETY: as above.
-            unsafe { (*event).path_len = len as u32 };
+            unsafe { (*event).path_len = len };
             entry.submit(0);
             Ok(())
         }

@@ -7,6 +7,18 @@
 //! offsets the daemon computed from the running kernel's BTF (`kernel.rs`).
 #![no_std]
 #![no_main]
+#![allow(
+    clippy::needless_pass_by_value,
+    reason = "aya's program macros fix the entry points' signature: the context by value"
+)]
+#![allow(
+    clippy::single_match_else,
+    reason = "map lookups read better as a match on Some/None with both arms spelled out"
+)]
+#![allow(
+    clippy::inline_always,
+    reason = "small helpers on every program's path; inlining avoids BPF-to-BPF calls"
+)]
 
 use collector_ebpf as _;
 

@@ -9,7 +9,9 @@ use aya_ebpf::{
     EbpfContext as _, bindings::BPF_ANY, macros::btf_tracepoint, programs::BtfTracePointContext,
 };
 use collector_common::{
-    counters::{EXECS, PROCESS_MAP_FULL, PROCESSES_CREATED, PROCESSES_EXITED, READ_ERRORS, THREADS_CREATED},
+    counters::{
+        EXECS, PROCESS_MAP_FULL, PROCESSES_CREATED, PROCESSES_EXITED, READ_ERRORS, THREADS_CREATED,
+    },
     event::{KIND_EXEC, KIND_EXIT, KIND_FORK},
     offsets::KernelOffsets,
     process::{FLAG_EXECED, ProcessInfo},
@@ -48,8 +50,13 @@ fn try_on_task_newtask(
     let tgid = task.tgid(o)?;
     let info = process_info(o, task, 0)?;
     bump(PROCESSES_CREATED);
-    if PROCESSES.insert(&tgid, &info, u64::from(BPF_ANY)).is_err() {
-        failure(ctx, PROCESS_MAP_FULL, "PROCESSES map full, process not tracked", tgid);
+    if PROCESSES.insert(tgid, info, u64::from(BPF_ANY)).is_err() {
+        failure(
+            ctx,
+            PROCESS_MAP_FULL,
+            "PROCESSES map full, process not tracked",
+            tgid,
+        );
     }
     emit::process_event(ctx, KIND_FORK, tgid, info, task.comm(o)?);
     Ok(())
@@ -60,7 +67,12 @@ pub fn on_process_exec(ctx: BtfTracePointContext) -> i32 {
     let Some(o) = offsets() else { return 0 };
     let task = Task(ctx.arg::<*const u8>(0));
     if try_on_process_exec(&ctx, &o, task).is_err() {
-        failure(&ctx, READ_ERRORS, "sched_process_exec: kernel read failed", ctx.tgid());
+        failure(
+            &ctx,
+            READ_ERRORS,
+            "sched_process_exec: kernel read failed",
+            ctx.tgid(),
+        );
     }
     0
 }
@@ -73,7 +85,7 @@ fn try_on_process_exec(
     // After de_thread() the exec'ing task is the group leader: tgid is the PID it keeps.
     let tgid = task.tgid(o)?;
     bump(EXECS);
-    let info = match PROCESSES.get_ptr_mut(&tgid) {
+    let info = match PROCESSES.get_ptr_mut(tgid) {
         Some(entry) => {
             // SAFETY: a valid map value pointer; concurrent writers only touch other keys
             // (one exec per process at a time) or write whole values of this one.
@@ -85,8 +97,13 @@ fn try_on_process_exec(
         None => {
             // Not tracked (map was full, or the process predates the start-up scan).
             let info = process_info(o, task, FLAG_EXECED)?;
-            if PROCESSES.insert(&tgid, &info, u64::from(BPF_ANY)).is_err() {
-                failure(ctx, PROCESS_MAP_FULL, "PROCESSES map full, process not tracked", tgid);
+            if PROCESSES.insert(tgid, info, u64::from(BPF_ANY)).is_err() {
+                failure(
+                    ctx,
+                    PROCESS_MAP_FULL,
+                    "PROCESSES map full, process not tracked",
+                    tgid,
+                );
             }
             info
         }
@@ -100,7 +117,12 @@ pub fn on_process_exit(ctx: BtfTracePointContext) -> i32 {
     let Some(o) = offsets() else { return 0 };
     let task = Task(ctx.arg::<*const u8>(0));
     if try_on_process_exit(&ctx, &o, task).is_err() {
-        failure(&ctx, READ_ERRORS, "sched_process_exit: kernel read failed", ctx.tgid());
+        failure(
+            &ctx,
+            READ_ERRORS,
+            "sched_process_exit: kernel read failed",
+            ctx.tgid(),
+        );
     }
     0
 }
@@ -117,12 +139,12 @@ fn try_on_process_exit(
     let tgid = task.tgid(o)?;
     bump(PROCESSES_EXITED);
     // SAFETY: the value is copied out before the key is removed.
-    let info = match unsafe { PROCESSES.get(&tgid) } {
+    let info = match unsafe { PROCESSES.get(tgid) } {
         Some(info) => *info,
         None => process_info(o, task.group_leader(o)?, 0)?,
     };
     // An absent key (untracked process) is not an error worth counting.
-    let _ = PROCESSES.remove(&tgid);
+    let _ = PROCESSES.remove(tgid);
     emit::process_event(ctx, KIND_EXIT, tgid, info, task.comm(o)?);
     Ok(())
 }

@@ -18,6 +18,10 @@ use crate::{
     process::process_info,
 };
 
+/// Size of a seed record.
+#[expect(clippy::cast_possible_truncation, reason = "a 64-byte record")]
+const RECORD_LEN: u32 = size_of::<ProcessEvent>() as u32;
+
 /// `BPF_NOEXIST`: insert only if absent.
 const BPF_NOEXIST: u64 = 1;
 
@@ -60,7 +64,7 @@ fn try_seed(
         return Ok(());
     }
     let info = process_info(o, task, collector_common::process::FLAG_SEEDED)?;
-    let _ = PROCESSES.insert(&tgid, &info, BPF_NOEXIST);
+    let _ = PROCESSES.insert(tgid, info, BPF_NOEXIST);
     let record = ProcessEvent {
         kind: KIND_SEED,
         tgid,
@@ -71,11 +75,7 @@ fn try_seed(
     };
     // SAFETY: `seq` is the iterator's seq_file; the record is on the stack, size exact.
     unsafe {
-        bpf_seq_write(
-            seq.cast(),
-            (&raw const record).cast(),
-            size_of::<ProcessEvent>() as u32,
-        );
+        bpf_seq_write(seq.cast(), (&raw const record).cast(), RECORD_LEN);
     }
     Ok(())
 }
