@@ -61,6 +61,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         identity: Arc::clone(&identity),
         ebpf_disabled_reason: disabled_reason,
         metrics,
+        metrics_addr: std::sync::OnceLock::new(),
     });
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -74,6 +75,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         let listener = server::bind_metrics(addr).await?;
         let local: SocketAddr = listener.local_addr().context("metrics listener address")?;
         tracing::info!(addr = %local, "serving /metrics");
+        let _ = state.metrics_addr.set(local.to_string());
         let router = routes::metrics_router(Arc::clone(&state));
         tasks.spawn(async move {
             if let Err(e) = axum::serve(listener, router).await {

@@ -32,6 +32,8 @@ pub struct ApiState {
     pub ebpf_disabled_reason: Option<String>,
     /// The daemon's metrics.
     pub metrics: Arc<Metrics>,
+    /// The bound metrics address, once listening.
+    pub metrics_addr: std::sync::OnceLock<String>,
 }
 
 /// The socket API's router.
@@ -129,6 +131,10 @@ async fn healthz(State(state): State<Arc<ApiState>>) -> Json<HealthBody> {
         cgroups: identity.cgroup_count(),
         events_lost: kernel.map(|k| k.counters()[collector_common::counters::EVENTS_LOST as usize]),
         exited_grace_secs: identity.exited_grace().as_secs(),
+        metrics_addr: state.metrics_addr.get().cloned(),
+        pinned_map: kernel
+            .and_then(crate::ebpf::KernelTracker::pin_path)
+            .map(|p| p.display().to_string()),
     })
 }
 

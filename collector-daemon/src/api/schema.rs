@@ -204,6 +204,10 @@ pub struct HealthBody {
     pub events_lost: Option<u64>,
     /// The grace period for exited processes, in seconds.
     pub exited_grace_secs: u64,
+    /// Where `/metrics` is served over TCP (the bound address), null when it is not.
+    pub metrics_addr: Option<String>,
+    /// Where the PID→cgroup map is pinned, null when it is not.
+    pub pinned_map: Option<String>,
 }
 
 /// Every error body.

@@ -1,0 +1,87 @@
+//! What the integration tests and benches share: a daemon under test, an HTTP client for its
+//! socket, test cgroups, processes started inside them, and Docker containers. Everything that
+//! creates something is a guard that removes it on drop, also when the test fails.
+
+pub mod cgroup;
+pub mod daemon;
+pub mod docker;
+pub mod http;
+pub mod process;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Whether we run in CI (`CI=true`), where no test may skip.
+#[must_use]
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// Gate for what a test needs: returns `available`; when it is false, panics in CI
+/// ("required in CI: {what}") and otherwise prints `skipping: {what}` so the test can return.
+///
+/// ```no_run
+/// # use collector_tests::support::{is_root, require};
+/// if !require("root", is_root()) {
+///     return;
+/// }
+/// ```
+#[must_use]
+pub fn require(what: &str, available: bool) -> bool {
+    if available {
+        return true;
+    }
+    assert!(!in_ci(), "required in CI: {what}");
+    // Written to the real stderr, not through eprintln!, which the test harness captures and
+    // only shows for failed tests.
+    let _ = writeln!(std::io::stderr(), "skipping: {what}");
+    false
+}
+
+/// Whether this process runs with effective uid 0.
+#[must_use]
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A name no other test object has, in this or any other running test process:
+/// `collector-test-<pid>-<n>`. Everything the tests create outside their temp dirs (cgroups,
+/// pin dirs) is named this way, so leftovers are easy to find and nothing else is touched.
+#[must_use]
+pub fn unique_name() -> String {
+    format!("collector-test-{}-{}", std::process::id(), next_serial())
+}
+
+/// A process-wide counter for unique names.
+pub(crate) fn next_serial() -> usize {
+    static SERIAL: AtomicUsize = AtomicUsize::new(0);
+    SERIAL.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The workspace root (where `target/` is by default).
+#[must_use]
+pub fn workspace_root() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lives one level below the workspace root")
+        .to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{require, unique_name};
+
+    #[test]
+    fn unique_names_differ_and_carry_the_pid() {
+        let (a, b) = (unique_name(), unique_name());
+        assert_ne!(a, b);
+        assert!(a.starts_with(&format!("collector-test-{}-", std::process::id())));
+    }
+
+    #[test]
+    fn require_passes_what_is_available() {
+        assert!(require("something that is there", true));
+    }
+}

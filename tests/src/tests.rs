@@ -1,0 +1,4 @@
+//! The integration tests, one module per feature in `src/tests/` (declare each one here).
+//! Each test gets a daemon from `support::daemon` (its own, or the shared one), creates its
+//! cgroups, processes and containers through guards from `support`, and uses
+//! `support::require` for anything it cannot do here, so that CI (`CI=true`) never skips.

@@ -1,0 +1,87 @@
+//! Developer tasks for the collector workspace: `cargo xtask <task>` (see `--help`).
+//! It orchestrates set-up, root and test runs; the eBPF object itself is built by
+//! collector-daemon's build.rs, never here.
+
+mod bench;
+mod cmd;
+mod docker;
+mod run;
+mod setup;
+mod test;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::cmd::{Cmd, cargo, workspace_root};
+
+#[derive(Parser)]
+#[command(
+    bin_name = "cargo xtask",
+    about = "Developer tasks for the collector workspace"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Make this machine ready to build and run the agent: nightly `rust-src`, bpf-linker
+    /// 0.10.2, tracefs and bpffs mounted. Idempotent, and quick when already done.
+    Setup,
+    /// Set up, then build the release daemon (`cargo build --release -p collector-daemon`).
+    Build,
+    /// Set up, build, then run `collector-daemon run ARGS...` as root in the foreground
+    /// (through `sudo -E` when not root); exits with the daemon's status.
+    Run {
+        /// Arguments for `collector-daemon run`, after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, install and start what the tests need (docker.io, busybox-static,
+    /// dockerd, the test image), then run the unit tests and, as root, the integration tests.
+    Test {
+        /// Arguments for every test binary (a name filter, `--nocapture`, ...), after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, prepare Docker as for `test`, then run `cargo bench -p collector-tests`
+    /// as root.
+    Bench {
+        /// Arguments for the bench binaries, after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+/// `cargo build --release -p collector-daemon`, after set-up (its build.rs needs it).
+fn build() -> Result<()> {
+    Cmd::new(cargo())
+        .current_dir(workspace_root())
+        .args(["build", "--release", "-p", "collector-daemon"])
+        .run()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = std::env::set_current_dir(workspace_root())
+        .map_err(anyhow::Error::from)
+        .and_then(|()| match cli.task {
+            Task::Setup => setup::setup().map(|()| ExitCode::SUCCESS),
+            Task::Build => setup::setup()
+                .and_then(|()| build())
+                .map(|()| ExitCode::SUCCESS),
+            Task::Run { args } => run::run(&args),
+            Task::Test { args } => test::test(&args).map(|()| ExitCode::SUCCESS),
+            Task::Bench { args } => bench::bench(&args).map(|()| ExitCode::SUCCESS),
+        });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! `cargo xtask test`: everything the tests need, then the unit tests and the root-only
+//! integration tests (`collector-tests`), each run even when the other failed.
+//!
+//! Only the integration test binaries run as root: cargo builds as the calling user and runs
+//! them through a `sudo -E` runner when that user is not root, so `target/` never becomes
+//! root-owned.
+
+use std::fmt::Write as _;
+
+use anyhow::{Result, bail};
+
+use crate::cmd::{Cmd, cargo, is_root, root_prefix, target_dir};
+use crate::docker::{self, TEST_IMAGE};
+
+/// Runs the unit tests, then the integration tests; `args` go to every test binary.
+pub fn test(args: &[String]) -> Result<()> {
+    crate::setup::setup()?;
+    crate::build()?;
+    let _dockerd = docker::prepare()?;
+
+    let mut failed = Vec::new();
+    // collector-ebpf only builds for the BPF target; collector-tests runs below, as root.
+    let mut unit = Cmd::new(cargo());
+    unit.args([
+        "test",
+        "--no-fail-fast",
+        "--workspace",
+        "--exclude",
+        "collector-ebpf",
+        "--exclude",
+        "collector-tests",
+        "--",
+    ])
+    .args(args);
+    if let Err(e) = unit.run() {
+        eprintln!("error: {e:#}");
+        failed.push("unit tests");
+    }
+
+    let mut integration = Cmd::new(cargo());
+    integration.args(["test", "--no-fail-fast", "-p", "collector-tests"]);
+    root_env(&mut integration)?;
+    integration.arg("--");
+    if !args
+        .iter()
+        .any(|a| a == "--test-threads" || a.starts_with("--test-threads="))
+    {
+        integration.arg(format!("--test-threads={}", test_threads()));
+    }
+    integration.args(args);
+    if let Err(e) = integration.run() {
+        eprintln!("error: {e:#}");
+        failed.push("integration tests");
+    }
+
+    if !failed.is_empty() {
+        bail!("failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// What the integration tests and benches get: the daemon built by `cargo xtask build`, the
+/// test image, and (when we are not root) a runner that runs their binaries as root.
+pub fn root_env(cmd: &mut Cmd) -> Result<()> {
+    let daemon = target_dir().join("release").join("collector-daemon");
+    let daemon = std::path::absolute(&daemon)?;
+    cmd.env("COLLECTOR_DAEMON_BIN", daemon)
+        .env("COLLECTOR_TEST_IMAGE", TEST_IMAGE);
+    if !is_root() {
+        let runner = root_prefix()
+            .iter()
+            .map(|word| toml_string(&word.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        cmd.arg("--config")
+            .arg(format!("target.'cfg(all())'.runner = [{runner}]"));
+    }
+    Ok(())
+}
+
+/// Integration-test threads: `COLLECTOR_TEST_THREADS`, else one per CPU.
+fn test_threads() -> usize {
+    std::env::var("COLLECTOR_TEST_THREADS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
+/// A TOML basic string holding `s`.
+fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::toml_string;
+
+    #[test]
+    fn toml_strings_are_escaped() {
+        assert_eq!(toml_string(r#"PATH=/a b:"c"\d"#), r#""PATH=/a b:\"c\"\\d""#);
+        assert_eq!(toml_string("x\ty"), r#""x\u0009y""#);
+    }
+}
