@@ -2,3 +2,11 @@
 //! Each test gets a daemon from `support::daemon` (its own, or the shared one), creates its
 //! cgroups, processes and containers through guards from `support`, and uses
 //! `support::require` for anything it cannot do here, so that CI (`CI=true`) never skips.
+
+mod api_errors;
+mod docker;
+mod fallback;
+mod kernel_map;
+mod layouts;
+mod lifecycle;
+mod util;

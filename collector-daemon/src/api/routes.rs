@@ -258,7 +258,11 @@ async fn inode(
             "invalid inode {raw:?}: expected a positive decimal integer"
         ))
     })?;
-    let answer = state.identity.lookup_inode(inode)?;
+    let identity = Arc::clone(&state.identity);
+    // A miss may walk the cgroup mounts (without eBPF): off the async workers.
+    let answer = tokio::task::spawn_blocking(move || identity.lookup_inode(inode))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     Ok(json(&InodeBody::from(&answer)))
 }
 

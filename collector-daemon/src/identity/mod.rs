@@ -171,12 +171,16 @@ pub struct Identity {
     processes: ProcessIndex,
     kernel: Option<KernelTracker>,
     upkeep: Mutex<Upkeep>,
+    /// Serializes walks triggered by inode misses.
+    miss_walk: Mutex<()>,
     stats: IdentityStats,
 }
 
-/// Without kernel events, the cgroup index is refreshed by a walk this often (and on a
-/// missed inode lookup, at most this often).
+/// Without kernel events, the cgroup index is refreshed by a walk this often.
 const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
+/// Walks triggered by lookups of unknown inodes (without kernel events) are at least this
+/// far apart.
+const MISS_WALK_INTERVAL: Duration = Duration::from_millis(50);
 
 impl Identity {
     /// Builds the indexes: one walk of the cgroup mounts and, with the kernel programs, one
@@ -201,6 +205,7 @@ impl Identity {
                 events_lost_seen: 0,
                 last_scan: now,
             }),
+            miss_walk: Mutex::new(()),
             stats: IdentityStats::default(),
         };
         identity.rescan_cgroups(now);
@@ -439,14 +444,44 @@ impl Identity {
 
     /// Which container owns the cgroup directory with this inode, in any hierarchy (v2
     /// first, since v2 ids are what clients normally send).
+    ///
+    /// With the kernel programs, mkdir events keep the index current: a miss is an answer.
+    /// Without them, a miss walks the cgroup mounts (at most every `MISS_WALK_INTERVAL`,
+    /// waiting for the next walk when one just ran), so a cgroup that existed when the
+    /// request came is always found. This can block for a walk: call it off async workers.
     pub fn lookup_inode(&self, inode: u64) -> Result<CgroupAnswer, LookupError> {
         self.sync();
         if let Some(answer) = self.find_inode(inode) {
             return Ok(answer);
         }
-        self.rescan_cgroups_rate_limited();
-        self.find_inode(inode)
-            .ok_or(LookupError::InodeNotFound { inode })
+        if self.kernel.is_none() {
+            self.rescan_after_miss(Instant::now());
+            if let Some(answer) = self.find_inode(inode) {
+                return Ok(answer);
+            }
+        }
+        Err(LookupError::InodeNotFound { inode })
+    }
+
+    /// Walks the cgroup mounts unless a walk started after `missed_at`; walks at most every
+    /// `MISS_WALK_INTERVAL` (a client asking for unknown inodes in a loop costs at most that).
+    fn rescan_after_miss(&self, missed_at: Instant) {
+        let _walking = self
+            .miss_walk
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let last = self
+            .upkeep
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .last_scan;
+        if last > missed_at {
+            return;
+        }
+        if let Some(wait) = MISS_WALK_INTERVAL.checked_sub(last.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        self.rescan_cgroups(Instant::now());
     }
 
     fn find_inode(&self, inode: u64) -> Option<CgroupAnswer> {
@@ -605,6 +640,7 @@ impl Identity {
     }
 
     fn rescan_cgroups(&self, now: Instant) {
+        // Record the walk's start: what exists from here on is seen by this walk.
         let summary = self.cgroups.scan(&self.layout, now);
         self.stats.cgroup_scans.fetch_add(1, Ordering::Relaxed);
         self.upkeep

@@ -331,7 +331,9 @@ fn mkdir(dir: &Path) {
         .unwrap_or_else(|e| panic!("creating test cgroup {} (needs root): {e}", dir.display()));
 }
 
-fn inode(dir: &Path) -> u64 {
+/// The inode number of a directory (a cgroup id for cgroup directories).
+#[must_use]
+pub fn inode(dir: &Path) -> u64 {
     fs::metadata(dir)
         .unwrap_or_else(|e| panic!("stat {}: {e}", dir.display()))
         .ino()

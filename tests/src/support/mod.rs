@@ -2,7 +2,9 @@
 //! socket, test cgroups, processes started inside them, and Docker containers. Everything that
 //! creates something is a guard that removes it on drop, also when the test fails.
 
+pub mod bpf;
 pub mod cgroup;
+pub mod clone3;
 pub mod daemon;
 pub mod docker;
 pub mod http;

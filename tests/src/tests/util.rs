@@ -1,0 +1,69 @@
+//! Small helpers shared by the integration tests.
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{daemon::Daemon, is_root, require};
+
+/// A 64-hex container id unique to this test process and `tag`, shaped like Docker's.
+pub fn container_id(tag: &str) -> String {
+    let seed = format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        crate::support::next_serial()
+    );
+    // FNV-1a, expanded to 32 bytes: stable, and no dependency for a test id.
+    let mut out = String::with_capacity(64);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for round in 0u8..4 {
+        for b in seed.bytes().chain([round]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        let _ = write!(out, "{h:016x}");
+    }
+    out
+}
+
+/// `GET /v1/pid/{pid}`, asserting 200.
+pub fn lookup(daemon: &Daemon, pid: u32) -> Value {
+    let response = daemon.get(&format!("/v1/pid/{pid}"));
+    assert_eq!(
+        response.status, 200,
+        "GET /v1/pid/{pid}: {} {}",
+        response.status, response.body
+    );
+    response.json()
+}
+
+/// `GET /v1/inode/{inode}`, asserting 200.
+pub fn lookup_inode(daemon: &Daemon, inode: u64) -> Value {
+    let response = daemon.get(&format!("/v1/inode/{inode}"));
+    assert_eq!(
+        response.status, 200,
+        "GET /v1/inode/{inode}: {} {}",
+        response.status, response.body
+    );
+    response.json()
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// These tests load eBPF and create cgroups: root only (skips outside CI when not root).
+pub fn root() -> bool {
+    require("root (eBPF programs and cgroups)", is_root())
+}
