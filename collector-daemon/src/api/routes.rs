@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     body::Body,
-    extract::{ConnectInfo, MatchedPath, Path, Request, State},
+    extract::{ConnectInfo, MatchedPath, Path, Request, State, rejection::PathRejection},
     http::{StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -168,10 +168,17 @@ pub fn parse_pid(raw: &str) -> Result<u32, String> {
     }
 }
 
+/// A path parameter, or a JSON 400 when it is not valid UTF-8 after percent-decoding.
+fn path_param(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(raw)| raw)
+        .map_err(|e| ApiError::bad_request(format!("invalid path parameter: {e}")))
+}
+
 async fn pid(
     State(state): State<Arc<ApiState>>,
-    Path(raw): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let raw = path_param(path)?;
     let pid = parse_pid(&raw).map_err(ApiError::bad_request)?;
     let answer = state.identity.lookup_pid(pid)?;
     Ok(json(&PidBody::from(&answer)))
@@ -249,8 +256,9 @@ pub fn parse_pid_array(body: &[u8]) -> Result<Vec<u32>, ApiError> {
 
 async fn inode(
     State(state): State<Arc<ApiState>>,
-    Path(raw): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let raw = path_param(path)?;
     // Inodes 0-2 are never directories of a cgroup filesystem's cgroups... except the
     // root's own id (1): accept from 1.
     let inode = raw.parse::<u64>().ok().filter(|&i| i >= 1).ok_or_else(|| {

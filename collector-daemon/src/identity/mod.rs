@@ -319,7 +319,13 @@ impl Identity {
 
     fn lookup_pid_synced(&self, pid: u32) -> Result<ProcessAnswer, LookupError> {
         if self.kernel.is_some() {
-            if let Some(entry) = self.processes.get(pid) {
+            // An exited process's PID may since have been taken by a thread of another
+            // process (PIDs and thread ids share one number space, and threads are not in
+            // the index): when the PID is in use again, procfs answers for its user.
+            let entry = self.processes.get(pid).filter(|e| {
+                e.exited_at.is_none() || !self.options.proc_root.join(pid.to_string()).exists()
+            });
+            if let Some(entry) = entry {
                 if let Some(answer) = self.answer_from_entry(pid, &entry) {
                     return Ok(answer);
                 }

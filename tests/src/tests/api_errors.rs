@@ -45,6 +45,8 @@ fn bad_requests_get_json_errors_and_the_daemon_keeps_serving() {
         "/v1/pid/99999999999999999999999",
         "/v1/pid/1.5",
         "/v1/pid/%20",
+        "/v1/pid/%ff",
+        "/v1/inode/%ff%fe",
         "/v1/inode/abc",
         "/v1/inode/-3",
         "/v1/inode/0",
