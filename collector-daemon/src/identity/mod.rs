@@ -190,9 +190,7 @@ impl Identity {
         kernel: Option<KernelTracker>,
         options: IdentityOptions,
     ) -> Self {
-        let tracked_v1 = kernel
-            .as_ref()
-            .and_then(|_| layout.tracked_v1().map(|h| h.id));
+        let tracked_v1 = layout.tracked_v1().map(|h| h.id);
         let now = Instant::now();
         let identity = Self {
             layout,
@@ -409,23 +407,17 @@ impl Identity {
         })
     }
 
-    /// The container from `/proc/<pid>/cgroup` lines: v2 first, then the tracked v1
-    /// hierarchy, then the other v1 hierarchies.
+    /// The container from `/proc/<pid>/cgroup` lines, by the same rule as from kernel
+    /// cgroup ids: the v2 cgroup's, else the tracked v1 hierarchy's.
     fn resolve_paths(
         &self,
         lines: &[ProcCgroupLine],
     ) -> (Option<Arc<ContainerRef>>, Option<CgroupRef>) {
-        let tracked = self.layout.tracked_v1().map(|h| h.id);
-        let rank = |line: &ProcCgroupLine| match line.hierarchy_id {
-            0 => 0,
-            h if Some(h) == tracked => 1,
-            _ => 2,
-        };
-        let mut ordered: Vec<&ProcCgroupLine> = lines
-            .iter()
-            .filter(|l| self.layout.by_id(l.hierarchy_id).is_some())
-            .collect();
-        ordered.sort_by_key(|l| rank(l));
+        let v2 = self.layout.v2().map(|h| h.id);
+        let ordered = [v2, self.tracked_v1]
+            .into_iter()
+            .flatten()
+            .filter_map(|h| lines.iter().find(|l| l.hierarchy_id == h));
         let mut first: Option<CgroupRef> = None;
         for line in ordered {
             let id = self
