@@ -65,6 +65,11 @@ pub struct RunArgs {
     /// Capacity of the kernel PID→cgroup map (live processes).
     #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1024..=4_194_304))]
     pub max_processes: u32,
+    /// Size of the kernel→daemon event ring buffer in bytes (a power of two, at least one
+    /// page). A burst of events larger than this while the daemon is not reading is lost,
+    /// counted, and repaired by a re-scan.
+    #[arg(long, default_value_t = 4 << 20, value_parser = parse_ring_buffer_bytes)]
+    pub ring_buffer_bytes: u32,
     /// procfs mount point.
     #[arg(long, default_value = "/proc", hide = true)]
     pub proc_root: PathBuf,
@@ -84,8 +89,20 @@ impl RunArgs {
             no_ebpf: self.no_ebpf,
             pin_dir: (!self.no_pin).then(|| self.pin_dir.clone()),
             max_processes: self.max_processes,
+            ring_buffer_bytes: self.ring_buffer_bytes,
             proc_root: self.proc_root.clone(),
         }
+    }
+}
+
+/// The kernel requires a ring buffer's size to be a power of two and a multiple of the page
+/// size (4 KiB on every architecture this runs on).
+fn parse_ring_buffer_bytes(raw: &str) -> Result<u32, String> {
+    let bytes: u32 = raw.parse().map_err(|e| format!("{raw:?}: {e}"))?;
+    if bytes.is_power_of_two() && bytes >= 4096 {
+        Ok(bytes)
+    } else {
+        Err(format!("{bytes} is not a power of two of at least 4096"))
     }
 }
 
@@ -321,5 +338,14 @@ mod tests {
         assert!(Cli::try_parse_from(["collector-daemon", "query", "pid", "abc"]).is_err());
         assert!(Cli::try_parse_from(["collector-daemon", "query", "pid", "7"]).is_ok());
         assert!(Cli::try_parse_from(["collector-daemon", "query", "--json", "self"]).is_ok());
+    }
+
+    #[test]
+    fn ring_buffer_sizes_are_powers_of_two_of_a_page_or_more() {
+        assert_eq!(parse_ring_buffer_bytes("4096"), Ok(4096));
+        assert_eq!(parse_ring_buffer_bytes("4194304"), Ok(4_194_304));
+        for bad in ["0", "2048", "5000", "-1", "x"] {
+            assert!(parse_ring_buffer_bytes(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub pin_dir: Option<PathBuf>,
     /// Size of the kernel `PROCESSES` map.
     pub max_processes: u32,
+    /// Size of the event ring buffer in bytes.
+    pub ring_buffer_bytes: u32,
     /// procfs mount.
     pub proc_root: PathBuf,
 }
@@ -110,6 +112,7 @@ fn load_kernel(
     }
     let load_options = LoadOptions {
         max_processes: options.max_processes,
+        ring_buffer_bytes: options.ring_buffer_bytes,
         pin_dir: options.pin_dir.clone(),
         tracked_v1_controller: tracked_v1_controller(layout),
     };

@@ -9,4 +9,5 @@ mod fallback;
 mod kernel_map;
 mod layouts;
 mod lifecycle;
+mod repair;
 mod util;

@@ -93,6 +93,8 @@ pub enum LoadError {
 pub struct LoadOptions {
     /// Size of the `PROCESSES` map (live processes tracked in the kernel).
     pub max_processes: u32,
+    /// Size of the `EVENTS` ring buffer in bytes (a power of two, at least a page).
+    pub ring_buffer_bytes: u32,
     /// Directory under bpffs to pin `PROCESSES` in; `None` to not pin.
     pub pin_dir: Option<PathBuf>,
     /// The v1 controller whose hierarchy is tracked per process, if any.
@@ -154,6 +156,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         .btf(Some(&btf))
         .override_global(OFFSETS_GLOBAL, &offsets, true)
         .map_max_entries(PROCESSES_MAP, options.max_processes)
+        .map_max_entries(EVENTS_MAP, options.ring_buffer_bytes)
         .load(OBJECT)
         .map_err(|source| LoadError::Load { source })?;
 

@@ -1,0 +1,121 @@
+//! Loss and overflow: events dropped by a full ring buffer are counted and repaired by a
+//! re-seed from the kernel and a cgroup walk; a full PID map is counted and logged through
+//! aya-log, and lookups stay right because the daemon's index does not depend on the map.
+use std::time::Duration;
+
+use super::util::{container_id, lookup, root, wait_for};
+use crate::support::{
+    cgroup::TestCgroup,
+    daemon::Daemon,
+    process::{ChildGuard, spawn_in_cgroup},
+};
+
+fn metric(daemon: &Daemon, name: &str) -> u64 {
+    let body = daemon.get("/metrics").body;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in\n{body}"))
+}
+
+/// Stops the daemon (SIGSTOP) so it cannot read the ring buffer; continues it on drop.
+struct Stopped(u32);
+
+impl Stopped {
+    fn new(pid: u32) -> Self {
+        // SAFETY: signalling the daemon this test started.
+        assert_eq!(unsafe { libc::kill(pid.cast_signed(), libc::SIGSTOP) }, 0);
+        Self(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.0.cast_signed(), libc::SIGCONT) };
+    }
+}
+
+#[test]
+fn lost_events_are_counted_and_repaired() {
+    if !root() {
+        return;
+    }
+    // One page of ring buffer: a few cgroup events fill it.
+    let daemon = Daemon::start(&["--ring-buffer-bytes", "4096"]);
+    assert_eq!(metric(&daemon, "collector_kernel_events_lost_total"), 0);
+    let id = container_id("lost");
+    let cg = TestCgroup::new(&format!("system.slice/docker-{id}.scope"));
+    let gone_id = container_id("lost-gone");
+    let gone_cg = TestCgroup::new(&format!("system.slice/docker-{gone_id}.scope"));
+    let before = spawn_in_cgroup(&gone_cg, &["sleep", "60"]);
+    assert_eq!(
+        lookup(&daemon, before.pid())["container_id"],
+        gone_id.as_str()
+    );
+
+    let (live, nested_cg) = {
+        let _stopped = Stopped::new(daemon.pid());
+        // While the daemon sleeps: cgroups are made (1 KiB events), processes start in the
+        // container, and one it knew exits.
+        let mut nested_cg = TestCgroup::new(&format!("system.slice/docker-{id}.scope"));
+        for i in 0..8 {
+            nested_cg.mkdir_nested(&format!("n{i}"));
+        }
+        let live: Vec<ChildGuard> = (0..10)
+            .map(|_| spawn_in_cgroup(&cg, &["sleep", "60"]))
+            .collect();
+        drop(before);
+        (live, nested_cg)
+    };
+    wait_for(
+        "a repair after lost events",
+        Duration::from_secs(10),
+        || {
+            (metric(&daemon, "collector_kernel_events_lost_total") > 0
+                && metric(&daemon, "collector_identity_repairs_total") > 0)
+                .then_some(())
+        },
+    );
+    // Processes whose fork events were lost are known (re-seeded from the kernel).
+    for child in &live {
+        let answer = lookup(&daemon, child.pid());
+        assert_eq!(answer["container_id"], id.as_str(), "{answer}");
+        assert_eq!(answer["source"], "ebpf", "{answer}");
+        assert_eq!(answer["exited"], false, "{answer}");
+    }
+    // Cgroups whose mkdir events were lost are known (walked again).
+    let nested = super::util::lookup_inode(
+        &daemon,
+        crate::support::cgroup::inode(&nested_cg.v2_dir().join("n7")),
+    );
+    assert!(nested["container_id"].is_string(), "{nested}");
+    assert!(daemon.healthz()["events_lost"].as_u64().unwrap() > 0);
+    drop(live);
+}
+
+#[test]
+fn a_full_pid_map_is_counted_and_logged_and_lookups_stay_right() {
+    if !root() {
+        return;
+    }
+    let daemon = Daemon::start(&["--max-processes", "1024"]);
+    let id = container_id("full");
+    let cg = TestCgroup::new(&format!("docker/{id}"));
+    // More processes than the map holds, on top of the host's own.
+    let children: Vec<ChildGuard> = (0..1100)
+        .map(|_| spawn_in_cgroup(&cg, &["sleep", "60"]))
+        .collect();
+    assert!(metric(&daemon, "collector_kernel_process_map_full_total") > 0);
+    for child in children.iter().rev().take(50) {
+        let answer = lookup(&daemon, child.pid());
+        assert_eq!(answer["container_id"], id.as_str(), "{answer}");
+        assert_eq!(answer["source"], "ebpf", "{answer}");
+    }
+    // The kernel's own diagnostic reached the daemon's log through aya-log.
+    wait_for(
+        "the kernel's map-full warning in the log",
+        Duration::from_secs(5),
+        || daemon.log().contains("PROCESSES map full").then_some(()),
+    );
+    drop(children);
+}
