@@ -115,15 +115,6 @@ impl KernelTracker {
         out
     }
 
-    /// The kernel's entry for `tgid`, if any.
-    pub fn process(&self, tgid: u32) -> Option<ProcessInfo> {
-        let map = self
-            .processes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.get(&tgid, 0).ok()
-    }
-
     /// Inserts an entry unless the kernel has one for `tgid` (its own is newer). Returns
     /// false when the map is full.
     pub fn insert_if_absent(&self, tgid: u32, info: &ProcessInfo) -> bool {
@@ -154,14 +145,5 @@ impl KernelTracker {
         {
             let _ = map.remove(&tgid);
         }
-    }
-
-    /// Number of entries in `PROCESSES` (walks the keys: for metrics, not hot paths).
-    pub fn process_count(&self) -> usize {
-        let map = self
-            .processes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.keys().flatten().count()
     }
 }

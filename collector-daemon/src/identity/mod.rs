@@ -13,7 +13,7 @@ pub mod procfs;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
@@ -211,11 +211,6 @@ impl Identity {
             identity.reseed(now);
         }
         identity
-    }
-
-    /// True when answers come from the kernel programs.
-    pub fn ebpf_enabled(&self) -> bool {
-        self.kernel.is_some()
     }
 
     /// The kernel programs' handles, when loaded.
@@ -657,10 +652,5 @@ impl Identity {
         if due {
             self.rescan_cgroups(now);
         }
-    }
-
-    /// procfs mount in use.
-    pub fn proc_root(&self) -> &Path {
-        &self.options.proc_root
     }
 }
