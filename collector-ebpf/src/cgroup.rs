@@ -4,13 +4,11 @@
 //! `cgroup_attach_task` fires once per migration, after it completed (the task's `css_set`
 //! is already the new one), with the thread-group leader when a whole process moved.
 use aya_ebpf::{
-    EbpfContext as _, bindings::BPF_ANY, helpers::bpf_probe_read_kernel_str_bytes,
-    macros::btf_tracepoint, programs::BtfTracePointContext,
+    EbpfContext as _, helpers::bpf_probe_read_kernel_str_bytes, macros::btf_tracepoint,
+    programs::BtfTracePointContext,
 };
 use collector_common::{
-    counters::{
-        ATTACHES, CGROUPS_CREATED, CGROUPS_REMOVED, EVENTS_LOST, PROCESS_MAP_FULL, READ_ERRORS,
-    },
+    counters::{ATTACHES, CGROUPS_CREATED, CGROUPS_REMOVED, EVENTS_LOST, READ_ERRORS},
     event::{CGROUP_PATH_LEN, CgroupEvent, KIND_ATTACH, KIND_CGROUP_MKDIR, KIND_CGROUP_RMDIR},
     offsets::KernelOffsets,
 };
@@ -20,7 +18,7 @@ use crate::{
     emit,
     kernel::{ReadError, Task, cgroup_hierarchy_id, cgroup_id, cgroup_level, offsets},
     maps::{EVENTS, PROCESSES},
-    process::process_info,
+    process::{process_info, track},
 };
 
 #[btf_tracepoint(function = "cgroup_attach_task")]
@@ -66,14 +64,7 @@ fn try_on_cgroup_attach_task(
         }
         None => {
             let info = process_info(o, task, 0)?;
-            if PROCESSES.insert(tgid, info, u64::from(BPF_ANY)).is_err() {
-                failure(
-                    ctx,
-                    PROCESS_MAP_FULL,
-                    "PROCESSES map full, process not tracked",
-                    tgid,
-                );
-            }
+            track(ctx, tgid, info);
             info
         }
     };

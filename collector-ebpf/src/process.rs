@@ -50,14 +50,7 @@ fn try_on_task_newtask(
     let tgid = task.tgid(o)?;
     let info = process_info(o, task, 0)?;
     bump(PROCESSES_CREATED);
-    if PROCESSES.insert(tgid, info, u64::from(BPF_ANY)).is_err() {
-        failure(
-            ctx,
-            PROCESS_MAP_FULL,
-            "PROCESSES map full, process not tracked",
-            tgid,
-        );
-    }
+    track(ctx, tgid, info);
     emit::process_event(ctx, KIND_FORK, tgid, info, task.comm(o)?);
     Ok(())
 }
@@ -97,14 +90,7 @@ fn try_on_process_exec(
         None => {
             // Not tracked (map was full, or the process predates the start-up scan).
             let info = process_info(o, task, FLAG_EXECED)?;
-            if PROCESSES.insert(tgid, info, u64::from(BPF_ANY)).is_err() {
-                failure(
-                    ctx,
-                    PROCESS_MAP_FULL,
-                    "PROCESSES map full, process not tracked",
-                    tgid,
-                );
-            }
+            track(ctx, tgid, info);
             info
         }
     };
@@ -147,6 +133,18 @@ fn try_on_process_exit(
     let _ = PROCESSES.remove(tgid);
     emit::process_event(ctx, KIND_EXIT, tgid, info, task.comm(o)?);
     Ok(())
+}
+
+/// Inserts or replaces the process's entry; a full map is counted and logged.
+pub fn track(ctx: &BtfTracePointContext, tgid: u32, info: ProcessInfo) {
+    if PROCESSES.insert(tgid, info, u64::from(BPF_ANY)).is_err() {
+        failure(
+            ctx,
+            PROCESS_MAP_FULL,
+            "PROCESSES map full, process not tracked",
+            tgid,
+        );
+    }
 }
 
 /// Builds the map value of a process from its (leader) task.

@@ -1,16 +1,20 @@
 //! Real Docker containers: the main process and `docker exec`'d processes resolve to the
 //! container's full id, on this host's cgroup layout (v1 controllers plus the v2 tree).
-use super::util::{lookup, lookup_inode, root, wait_for};
+use super::util::{listed_container, lookup, lookup_inode, root, wait_for};
 use crate::support::{daemon::Daemon, docker, require};
 
-#[test]
-fn a_docker_containers_main_and_exec_processes_resolve_to_it() {
-    if !root()
-        || !require(
+/// Root, and a Docker daemon (`cargo xtask test` starts one).
+fn docker_ready() -> bool {
+    root()
+        && require(
             "a running Docker daemon (cargo xtask test starts one)",
             docker::docker_available(),
         )
-    {
+}
+
+#[test]
+fn a_docker_containers_main_and_exec_processes_resolve_to_it() {
+    if !docker_ready() {
         return;
     }
     let daemon = Daemon::shared();
@@ -49,13 +53,7 @@ fn a_docker_containers_main_and_exec_processes_resolve_to_it() {
     let by_inode = lookup_inode(daemon, crate::support::cgroup::inode(&dir));
     assert_eq!(by_inode["container_id"], container.id(), "{by_inode}");
 
-    let list = daemon.get("/v1/containers").json();
-    let entry = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["container_id"] == container.id())
-        .unwrap_or_else(|| panic!("container missing from {list}"));
+    let entry = listed_container(daemon, container.id()).expect("the container is listed");
     assert!(
         entry["pids"].as_array().unwrap().contains(&main.into()),
         "{entry}"
@@ -68,12 +66,7 @@ fn a_docker_containers_main_and_exec_processes_resolve_to_it() {
 
 #[test]
 fn a_short_lived_docker_container_is_resolved_after_it_exited() {
-    if !root()
-        || !require(
-            "a running Docker daemon (cargo xtask test starts one)",
-            docker::docker_available(),
-        )
-    {
+    if !docker_ready() {
         return;
     }
     let daemon = Daemon::shared();

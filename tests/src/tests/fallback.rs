@@ -2,7 +2,7 @@
 //! from procfs and cgroupfs, says so in `source`, and health says why eBPF is off.
 use serde_json::Value;
 
-use super::util::{container_id, lookup, lookup_inode, root};
+use super::util::{container_id, listed_container, lookup, lookup_inode, root};
 use crate::support::{cgroup::TestCgroup, daemon::Daemon, process::spawn_in_cgroup};
 
 #[test]
@@ -52,13 +52,7 @@ fn no_ebpf_serves_the_same_api_from_procfs() {
     assert_eq!(plain["container_id"], Value::Null, "{plain}");
     assert_eq!(plain["source"], "procfs", "{plain}");
 
-    let list = daemon.get("/v1/containers").json();
-    let entry = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["container_id"] == id.as_str())
-        .unwrap_or_else(|| panic!("{id} not in {list}"));
+    let entry = listed_container(&daemon, &id).unwrap_or_else(|| panic!("{id} not listed"));
     assert_eq!(entry["pids"], serde_json::json!([child.pid()]), "{entry}");
 
     // Without the kernel's events an exited process cannot be told: it is not found

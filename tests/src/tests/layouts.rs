@@ -3,7 +3,7 @@
 //! UID; and the layouts that are not containers.
 use serde_json::Value;
 
-use super::util::{container_id, lookup, root};
+use super::util::{container_id, lookup, root, sleep_in};
 use crate::support::{cgroup::TestCgroup, daemon::Daemon, process::spawn_in_cgroup};
 
 struct Layout {
@@ -179,17 +179,11 @@ fn a_cgroup_nested_below_a_container_belongs_to_it() {
     let mut cg = TestCgroup::with_v1(&format!("system.slice/docker-{id}.scope"), &["memory"]);
     let nested = cg.mkdir_nested("init.scope/workers/w1");
     // A process in the nested cgroup, in v2 and v1 alike.
-    let mut cmd = std::process::Command::new("sleep");
-    cmd.arg("60");
-    crate::support::process::enter_before_exec(
-        &mut cmd,
-        &[
-            nested.join("cgroup.procs"),
-            cg.v1_dir("memory")
-                .join("init.scope/workers/w1/cgroup.procs"),
-        ],
-    );
-    let child = crate::support::process::ChildGuard::new(cmd.spawn().expect("spawn"));
+    let child = sleep_in(&[
+        nested.join("cgroup.procs"),
+        cg.v1_dir("memory")
+            .join("init.scope/workers/w1/cgroup.procs"),
+    ]);
     let answer = lookup(daemon, child.pid());
     assert_container(&answer, &id, Some("docker"), None);
     assert_eq!(

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::util::{container_id, lookup, lookup_inode, root, wait_for};
+use super::util::{container_id, listed_container, lookup, lookup_inode, root, sleep_in, wait_for};
 use crate::support::{
     cgroup::TestCgroup,
     clone3::{Clone3Child, Then},
@@ -145,16 +145,10 @@ fn v1_only_placement_is_resolved_from_the_memory_hierarchy() {
     // process's v2 cgroup is not a container's.
     let cg = TestCgroup::with_v1(&format!("docker/{id}"), &["memory"]);
     let plain = TestCgroup::new("system.slice/cron.service");
-    let mut cmd = std::process::Command::new("sleep");
-    cmd.arg("60");
-    crate::support::process::enter_before_exec(
-        &mut cmd,
-        &[
-            plain.v2_dir().join("cgroup.procs"),
-            cg.v1_dir("memory").join("cgroup.procs"),
-        ],
-    );
-    let child = crate::support::process::ChildGuard::new(cmd.spawn().expect("spawn"));
+    let child = sleep_in(&[
+        plain.v2_dir().join("cgroup.procs"),
+        cg.v1_dir("memory").join("cgroup.procs"),
+    ]);
     let answer = lookup(daemon, child.pid());
     assert_eq!(answer["container_id"], id.as_str(), "{answer}");
     assert_ne!(answer["cgroup_hierarchy_id"], 0, "{answer}");
@@ -293,19 +287,8 @@ fn containers_lists_cgroups_and_live_pids() {
     let mut cg = TestCgroup::new(&format!("machine.slice/libpod-{id}.scope"));
     let nested = cg.mkdir_nested("container");
     let a = spawn_in_cgroup(&cg, &["sleep", "60"]);
-    let mut cmd = std::process::Command::new("sleep");
-    cmd.arg("60");
-    crate::support::process::enter_before_exec(&mut cmd, &[nested.join("cgroup.procs")]);
-    let b = crate::support::process::ChildGuard::new(cmd.spawn().expect("spawn"));
-    let list = daemon.get("/v1/containers");
-    assert_eq!(list.status, 200, "{}", list.body);
-    let list = list.json();
-    let entry = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["container_id"] == id.as_str())
-        .unwrap_or_else(|| panic!("{id} not in {list}"));
+    let b = sleep_in(&[nested.join("cgroup.procs")]);
+    let entry = listed_container(daemon, &id).unwrap_or_else(|| panic!("{id} not listed"));
     assert_eq!(entry["runtime"], "podman", "{entry}");
     assert_eq!(entry["cgroup_path"], cg.v2_path(), "{entry}");
     assert_eq!(entry["cgroup_id"], cg.inode_v2(), "{entry}");
@@ -315,13 +298,8 @@ fn containers_lists_cgroups_and_live_pids() {
     drop(a);
     drop(b);
     drop(cg);
-    let list = daemon.get("/v1/containers").json();
     assert!(
-        !list
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|c| c["container_id"] == id.as_str()),
+        listed_container(daemon, &id).is_none(),
         "{id} still listed after its cgroups were removed"
     );
 }

@@ -4,7 +4,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{daemon::Daemon, is_root, require};
+use crate::support::{
+    daemon::Daemon,
+    is_root,
+    process::{ChildGuard, enter_before_exec},
+    require,
+};
 
 /// A 64-hex container id unique to this test process and `tag`, shaped like Docker's.
 pub fn container_id(tag: &str) -> String {
@@ -46,6 +51,28 @@ pub fn lookup_inode(daemon: &Daemon, inode: u64) -> Value {
         response.status, response.body
     );
     response.json()
+}
+
+/// The entry of container `id` in `GET /v1/containers`, if listed.
+pub fn listed_container(daemon: &Daemon, id: &str) -> Option<Value> {
+    let response = daemon.get("/v1/containers");
+    assert_eq!(response.status, 200, "{}", response.body);
+    response
+        .json()
+        .as_array()
+        .expect("an array")
+        .iter()
+        .find(|c| c["container_id"] == id)
+        .cloned()
+}
+
+/// `sleep 60` started inside the cgroups whose `cgroup.procs` files are given (nested
+/// directories, or a mix of hierarchies), from before its first instruction.
+pub fn sleep_in(procs_files: &[std::path::PathBuf]) -> ChildGuard {
+    let mut cmd = std::process::Command::new("sleep");
+    cmd.arg("60");
+    enter_before_exec(&mut cmd, procs_files);
+    ChildGuard::new(cmd.spawn().expect("spawning sleep"))
 }
 
 /// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
