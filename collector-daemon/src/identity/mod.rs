@@ -314,9 +314,20 @@ impl Identity {
         if self.kernel.is_some() {
             // An exited process's PID may since have been taken by a thread of another
             // process (PIDs and thread ids share one number space, and threads are not in
-            // the index): when the PID is in use again, procfs answers for its user.
+            // the index): when a task with another start time holds the PID, procfs answers
+            // for it. (The same start time is the exited process itself, a zombie.)
             let entry = self.processes.get(pid).filter(|e| {
-                e.exited_at.is_none() || !self.options.proc_root.join(pid.to_string()).exists()
+                e.exited_at.is_none()
+                    || procfs::start_time_ns(&self.options.proc_root, pid).is_none_or(|start| {
+                        processes::same_start(
+                            &e.info,
+                            &ProcessInfo {
+                                start_boottime_ns: start,
+                                flags: FLAG_PROCFS,
+                                ..ProcessInfo::default()
+                            },
+                        )
+                    })
             });
             if let Some(entry) = entry {
                 if let Some(answer) = self.answer_from_entry(pid, &entry) {

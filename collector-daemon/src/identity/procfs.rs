@@ -33,6 +33,22 @@ pub fn read_process(proc_root: &Path, pid: u32) -> io::Result<ProcfsProcess> {
     })
 }
 
+/// The start time of task `pid` (process or thread) in ns since boot, at clock-tick
+/// resolution; `None` when no task has this id.
+pub fn start_time_ns(proc_root: &Path, pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
+    // Fields after the command name, which may hold spaces and parentheses: count from the
+    // last ')'. Field 22 (starttime) is the 20th after it.
+    let ticks: u64 = stat
+        .rsplit_once(')')?
+        .1
+        .split_ascii_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()?;
+    Some(ticks.saturating_mul(1_000_000_000 / procfs::ticks_per_second().max(1)))
+}
+
 /// PIDs of every process (thread-group leaders) under `proc_root`.
 pub fn list_pids(proc_root: &Path) -> io::Result<Vec<u32>> {
     Ok(fs::read_dir(proc_root)?
@@ -70,6 +86,26 @@ mod tests {
                 .unwrap()
                 .contains(&std::process::id())
         );
+    }
+
+    #[test]
+    fn start_times_agree_with_the_full_read() {
+        let me = std::process::id();
+        let full = read_process(Path::new("/proc"), me).unwrap();
+        assert_eq!(
+            start_time_ns(Path::new("/proc"), me),
+            Some(full.start_boottime_ns)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("7")).unwrap();
+        std::fs::write(
+            dir.path().join("7/stat"),
+            "7 (a) b) c) S 1 7 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 250 0 0",
+        )
+        .unwrap();
+        let ns_per_tick = 1_000_000_000 / procfs::ticks_per_second();
+        assert_eq!(start_time_ns(dir.path(), 7), Some(250 * ns_per_tick));
+        assert_eq!(start_time_ns(dir.path(), 8), None);
     }
 
     #[test]

@@ -25,8 +25,16 @@ fn a_process_that_lived_microseconds_is_resolved_after_it_exited() {
     // Created inside the container's cgroup (CLONE_INTO_CGROUP); it calls _exit at once,
     // and is reaped before we ask.
     let mut child = Clone3Child::spawn(Some(cg.v2_dir()), None, Then::Exit).expect("clone3");
-    child.wait().expect("waitpid");
     let pid = child.pid();
+    // Exited but not yet reaped (a zombie): already exited.
+    wait_for("the child to be a zombie", Duration::from_secs(5), || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        (stat.rsplit_once(") ")?.1.starts_with('Z')).then_some(())
+    });
+    let zombie = lookup(daemon, pid);
+    assert_eq!(zombie["container_id"], id.as_str(), "{zombie}");
+    assert_eq!(zombie["exited"], true, "{zombie}");
+    child.wait().expect("waitpid");
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
     let answer = lookup(daemon, pid);
     assert_eq!(answer["container_id"], id.as_str(), "{answer}");
