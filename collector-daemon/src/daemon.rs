@@ -40,6 +40,8 @@ pub struct RunOptions {
     pub proc_root: PathBuf,
 }
 
+/// How often pending kernel events are applied when no lookup or wakeup did it.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 /// How often upkeep runs (GC of exited processes, lost-event repair, cgroup re-walks).
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -154,12 +156,20 @@ fn spawn_background(
             .context("registering the ring buffer with epoll")?;
         let identity = Arc::clone(identity);
         tasks.spawn(async move {
+            // The kernel wakes us only when the buffer fills up (a wakeup per event would
+            // cost more than the event itself); drain on a timer too, so exits are stamped
+            // close to when they happened and memory stays bounded. Lookups drain first.
+            let mut tick = tokio::time::interval(DRAIN_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                let Ok(mut guard) = events.readable().await else {
-                    break;
-                };
-                // Clear first: an event committed while draining re-arms readiness.
-                guard.clear_ready();
+                tokio::select! {
+                    ready = events.readable() => {
+                        let Ok(mut guard) = ready else { break };
+                        // Clear first: an event committed while draining re-arms readiness.
+                        guard.clear_ready();
+                    }
+                    _ = tick.tick() => {}
+                }
                 identity.sync();
             }
         });

@@ -130,7 +130,7 @@ fn try_cgroup_event(
             let len = len as u32;
             // SAFETY: as above.
             unsafe { (*event).path_len = len };
-            entry.submit(0);
+            entry.submit(emit::submit_flags());
             Ok(())
         }
         Err(_) => {

@@ -1,5 +1,15 @@
 //! Writing events into the ring buffer. A full buffer is counted, never silently dropped.
-use aya_ebpf::{helpers::bpf_ktime_get_boot_ns, programs::BtfTracePointContext};
+//!
+//! Waking the reader is what an event costs most: on the 6.18 VM this was measured on, a
+//! wakeup (an `irq_work` self-IPI) took ~9 µs, the rest of a fork's program ~1 µs. So events
+//! are submitted without a wakeup, and the reader is woken only once the buffer is a quarter
+//! full; the daemon otherwise drains on a short timer and before every lookup, which is what
+//! keeps answers current.
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
+    helpers::bpf_ktime_get_boot_ns,
+    programs::BtfTracePointContext,
+};
 use collector_common::{
     counters::EVENTS_LOST,
     event::{COMM_LEN, ProcessEvent},
@@ -27,5 +37,18 @@ pub fn process_event(
         timestamp_ns: unsafe { bpf_ktime_get_boot_ns() },
         comm,
     });
-    entry.submit(0);
+    entry.submit(submit_flags());
+}
+
+/// `BPF_RB_FORCE_WAKEUP` once a quarter of the buffer waits to be read, else
+/// `BPF_RB_NO_WAKEUP`.
+#[inline(always)]
+pub fn submit_flags() -> u64 {
+    let waiting = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
+    let size = EVENTS.query(u64::from(BPF_RB_RING_SIZE));
+    if waiting.saturating_mul(4) >= size {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    }
 }

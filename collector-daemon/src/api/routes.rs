@@ -114,6 +114,7 @@ fn json<T: Serialize>(value: &T) -> Response {
 
 async fn healthz(State(state): State<Arc<ApiState>>) -> Json<HealthBody> {
     let identity = &state.identity;
+    identity.sync();
     let kernel = identity.kernel();
     let (live, exited) = identity.process_counts();
     Json(HealthBody {

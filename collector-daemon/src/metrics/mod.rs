@@ -85,6 +85,7 @@ fn as_i64(n: usize) -> i64 {
 
 impl Collector for IdentityCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        self.identity.sync();
         self.encode_identity(&mut encoder)?;
         if let Some(kernel) = self.identity.kernel() {
             encode_kernel(&mut encoder, &kernel.counters())?;
