@@ -34,7 +34,6 @@ use std::fmt::Write as _;
 use std::hash::{BuildHasher as _, RandomState};
 use std::io::{self, ErrorKind, Read as _, Write as _};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Barrier;
@@ -44,7 +43,7 @@ use std::{fs, panic, thread};
 use collector_tests::support::cgroup::{TestCgroup, v2_mount};
 use collector_tests::support::daemon::Daemon;
 use collector_tests::support::http::parse_response;
-use collector_tests::support::process::{ChildGuard, spawn_command_in_cgroup};
+use collector_tests::support::process::{ChildGuard, die_with_parent, spawn_command_in_cgroup};
 use collector_tests::support::{is_root, require};
 use serde_json::Value;
 // Dependencies of the support lib and the integration tests that this bench does not use.
@@ -214,23 +213,8 @@ fn sleeper() -> Command {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let parent = libc::pid_t::try_from(std::process::id()).expect("pid fits pid_t");
-    let tie = move || -> io::Result<()> {
-        // SAFETY: prctl and getppid are async-signal-safe syscalls. The death signal fires
-        // when the spawning thread exits: we spawn from the main thread, which lives as long
-        // as the process.
-        unsafe {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::getppid() != parent {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
-            }
-        }
-        Ok(())
-    };
-    // SAFETY: the closure only makes async-signal-safe calls and allocates nothing.
-    unsafe { cmd.pre_exec(tie) };
+    // We spawn from the main thread, which lives as long as the process.
+    die_with_parent(&mut cmd, libc::SIGKILL);
     cmd
 }
 

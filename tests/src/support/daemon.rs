@@ -10,7 +10,6 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -378,22 +377,7 @@ type SpawnJob = (Command, mpsc::Sender<io::Result<Child>>);
 /// a thread that lives as long as the process (the signal follows the spawning thread).
 fn spawn_tied_to_process(mut cmd: Command) -> io::Result<Child> {
     static SPAWNER: OnceLock<mpsc::Sender<SpawnJob>> = OnceLock::new();
-    let parent = libc::pid_t::try_from(std::process::id()).expect("pid fits pid_t");
-    let tie = move || -> io::Result<()> {
-        // SAFETY: prctl and getppid are async-signal-safe syscalls.
-        unsafe {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // Had the test process died before prctl, nothing would ever signal us.
-            if libc::getppid() != parent {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
-            }
-        }
-        Ok(())
-    };
-    // SAFETY: the closure only makes async-signal-safe calls and allocates nothing.
-    unsafe { cmd.pre_exec(tie) };
+    super::process::die_with_parent(&mut cmd, libc::SIGTERM);
     let spawner = SPAWNER.get_or_init(|| {
         let (jobs, inbox) = mpsc::channel::<SpawnJob>();
         thread::Builder::new()

@@ -54,6 +54,28 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Makes the child of `cmd` get `signal` when the thread that spawns it exits
+/// (`PR_SET_PDEATHSIG`), and fail to start if its parent is already gone (nothing would ever
+/// signal it then). Spawn from a thread that lives as long as the process to tie the child to
+/// the process.
+pub fn die_with_parent(cmd: &mut Command, signal: libc::c_int) {
+    let parent = libc::pid_t::try_from(std::process::id()).expect("pid fits pid_t");
+    let tie = move || -> io::Result<()> {
+        // SAFETY: prctl and getppid are async-signal-safe syscalls.
+        unsafe {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, signal) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the closure only makes async-signal-safe calls and allocates nothing.
+    unsafe { cmd.pre_exec(tie) };
+}
+
 /// Starts `argv` (program looked up in PATH, stdin closed, output inherited) inside `cg`, in
 /// every hierarchy the guard has, from before its first instruction.
 #[must_use]
