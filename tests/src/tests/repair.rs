@@ -24,6 +24,23 @@ impl Stopped {
     fn new(pid: u32) -> Self {
         // SAFETY: signalling the daemon this test started.
         assert_eq!(unsafe { libc::kill(pid.cast_signed(), libc::SIGSTOP) }, 0);
+        // The stop is delivered asynchronously: until every thread is stopped, one may still
+        // drain the ring buffer. Wait for all of them to show state T.
+        wait_for("the daemon to stop", Duration::from_secs(5), || {
+            let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+            tasks
+                .flatten()
+                .all(|task| {
+                    std::fs::read_to_string(task.path().join("stat"))
+                        .ok()
+                        .and_then(|stat| {
+                            stat.rsplit_once(") ")
+                                .map(|(_, rest)| rest.starts_with('T'))
+                        })
+                        .unwrap_or(true)
+                })
+                .then_some(())
+        });
         Self(pid)
     }
 }
