@@ -14,3 +14,4 @@ pub mod daemon;
 pub mod ebpf;
 pub mod identity;
 pub mod metrics;
+pub mod provider;

@@ -5,7 +5,7 @@
 use std::fmt;
 
 /// Container runtimes that can be told from a cgroup path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Runtime {
     Docker,
     Containerd,
