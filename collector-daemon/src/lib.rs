@@ -14,4 +14,5 @@ pub mod daemon;
 pub mod ebpf;
 pub mod identity;
 pub mod metrics;
+pub mod procfs_stats;
 pub mod provider;
