@@ -12,6 +12,7 @@ use crate::{
         server::{self, PeerCredentials},
     },
     cgroupfs::CgroupLayout,
+    collectors::StatsCollectors,
     ebpf::{KernelTracker, LoadOptions, loader},
     identity::{Identity, IdentityOptions},
     metrics::Metrics,
@@ -60,16 +61,21 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
             exited_grace: options.exited_grace,
         },
     ));
+    let collectors = Arc::new(StatsCollectors::start(
+        Arc::clone(&identity),
+        &options.proc_root,
+    ));
     let metrics = Arc::new(Metrics::new(Arc::clone(&identity)));
     let state = Arc::new(ApiState {
         identity: Arc::clone(&identity),
         ebpf_disabled_reason: disabled_reason,
         metrics,
         metrics_addr: std::sync::OnceLock::new(),
+        collectors: Arc::clone(&collectors),
     });
 
     let mut tasks = tokio::task::JoinSet::new();
-    spawn_background(&mut tasks, &identity, logger)?;
+    spawn_background(&mut tasks, &identity, &collectors, logger)?;
 
     let (listener, socket_file) =
         server::bind_socket(&options.socket, options.socket_group.as_deref())
@@ -144,6 +150,7 @@ type KernelLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
 fn spawn_background(
     tasks: &mut tokio::task::JoinSet<()>,
     identity: &Arc<Identity>,
+    collectors: &Arc<StatsCollectors>,
     logger: Option<KernelLogger>,
 ) -> anyhow::Result<()> {
     if let Some(kernel) = identity.kernel() {
@@ -191,13 +198,19 @@ fn spawn_background(
         });
     }
     let identity = Arc::clone(identity);
+    let collectors = Arc::clone(collectors);
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             let identity = Arc::clone(&identity);
-            let _ = tokio::task::spawn_blocking(move || identity.upkeep()).await;
+            let collectors = Arc::clone(&collectors);
+            let _ = tokio::task::spawn_blocking(move || {
+                identity.upkeep();
+                collectors.upkeep();
+            })
+            .await;
         }
     });
     Ok(())

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod cgroupfs;
 pub mod cli;
+pub mod collectors;
 pub mod daemon;
 pub mod ebpf;
 pub mod identity;

@@ -10,4 +10,5 @@ mod kernel_map;
 mod layouts;
 mod lifecycle;
 mod repair;
+mod stats;
 mod util;

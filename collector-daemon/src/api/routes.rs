@@ -20,6 +20,7 @@ use super::{
 };
 use crate::{
     cgroupfs::CgroupMode,
+    collectors::StatsCollectors,
     identity::{Identity, LookupError},
     metrics::Metrics,
 };
@@ -34,6 +35,8 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// The bound metrics address, once listening.
     pub metrics_addr: std::sync::OnceLock<String>,
+    /// The stats collectors behind the metrics provider.
+    pub collectors: Arc<StatsCollectors>,
 }
 
 /// The socket API's router.
@@ -46,6 +49,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/inode/{inode}", get(inode))
         .route("/v1/self", get(self_container))
         .route("/v1/containers", get(containers))
+        .route("/v1/containers/{id}/stats", get(container_stats))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
@@ -297,6 +301,70 @@ async fn containers(State(state): State<Arc<ApiState>>) -> Result<Response, ApiE
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let bodies: Vec<ContainerBody> = views.iter().map(ContainerBody::from).collect();
     Ok(json(&bodies))
+}
+
+/// Longest accepted `max_age_ms`: a day. Longer would not be a staleness tolerance.
+const MAX_AGE_LIMIT_MS: u64 = 86_400_000;
+
+async fn container_stats(
+    State(state): State<Arc<ApiState>>,
+    path: Result<Path<String>, PathRejection>,
+    query: axum::extract::RawQuery,
+) -> Result<Response, ApiError> {
+    let id = path_param(path)?;
+    if id.is_empty()
+        || id.len() > 256
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(ApiError::bad_request(format!(
+            "invalid container id {id:?}: expected up to 256 letters, digits, '-', '_' or '.'"
+        )));
+    }
+    let max_age = parse_max_age(query.0.as_deref())?;
+    let collectors = Arc::clone(&state.collectors);
+    // Reads cgroupfs, procfs and BPF maps: off the async workers.
+    let answer = tokio::task::spawn_blocking(move || {
+        let answer = collectors.container_stats(&id, max_age);
+        (id, answer)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    match answer {
+        (_, Ok(Some(body))) => Ok(json(&body)),
+        (id, Ok(None)) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("container {id} is not known (no collector has it)"),
+        )),
+        (id, Err(e)) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("stats of container {id}: {e}"),
+        )),
+    }
+}
+
+/// `max_age_ms=N` from the query string: how stale cached values may be (default 0: read
+/// now). Other parameters are ignored.
+fn parse_max_age(query: Option<&str>) -> Result<std::time::Duration, ApiError> {
+    let mut max_age = std::time::Duration::ZERO;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key != "max_age_ms" {
+            continue;
+        }
+        let ms = value
+            .parse::<u64>()
+            .ok()
+            .filter(|&ms| ms <= MAX_AGE_LIMIT_MS)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "invalid max_age_ms {value:?}: expected milliseconds, 0 to {MAX_AGE_LIMIT_MS}"
+                ))
+            })?;
+        max_age = std::time::Duration::from_millis(ms);
+    }
+    Ok(max_age)
 }
 
 async fn not_found(request: Request) -> ApiError {

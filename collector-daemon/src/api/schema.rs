@@ -216,3 +216,18 @@ pub struct ErrorBody {
     /// What went wrong and, where it helps, what to send instead.
     pub error: String,
 }
+
+/// `GET /v1/containers/{id}/stats`: the seed's `ContainerStats` (timestamp, cpu, memory,
+/// io, pid) with the network stats and open-files count beside it, which collector answered
+/// each part (`sources`), and the chains that failed while others answered (`errors`).
+/// Absent values are null.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatsBody {
+    /// The container asked about.
+    pub container_id: String,
+    /// Its runtime when known.
+    pub runtime: Option<String>,
+    /// The provider's answer.
+    #[serde(flatten)]
+    pub full: crate::provider::FullStats,
+}

@@ -148,6 +148,13 @@ impl CgroupIndex {
         }
     }
 
+    /// Calls `f` with every node, removed ones (still in their grace period) included.
+    pub fn for_each(&self, mut f: impl FnMut(CgroupKey, &CgroupNode)) {
+        for entry in &self.nodes {
+            f(*entry.key(), entry.value());
+        }
+    }
+
     /// Forgets nodes removed more than `grace` ago, and containers no node uses.
     pub fn gc(&self, now: Instant, grace: std::time::Duration) {
         self.nodes.retain(|_, node| {

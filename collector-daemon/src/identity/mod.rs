@@ -176,6 +176,46 @@ pub struct Identity {
     stats: IdentityStats,
 }
 
+/// One cgroup of a container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupMember {
+    /// `(hierarchy id, cgroup id)`.
+    pub key: CgroupKey,
+    /// Removed, and kept for the grace period.
+    pub removed: bool,
+}
+
+/// A container as the indexes know it.
+#[derive(Clone, Debug)]
+pub struct ContainerEntry {
+    /// The container.
+    pub container: Arc<ContainerRef>,
+    /// Its live top directories, one per hierarchy it has one in (v2 first).
+    pub roots: Vec<CgroupRef>,
+    /// Every cgroup of it in every hierarchy: the roots, nested ones, and removed ones still
+    /// in their grace period.
+    pub members: Vec<CgroupMember>,
+    /// Its live processes, nested cgroups included, when the kernel index is on (`None`
+    /// without it: procfs would need a read of every process).
+    pub pids: Option<Vec<u32>>,
+}
+
+impl ContainerEntry {
+    /// True when every cgroup of the container is gone (kept for the grace period).
+    pub fn is_removed(&self) -> bool {
+        self.roots.is_empty()
+    }
+}
+
+/// Every known container, at one instant.
+#[derive(Clone, Debug)]
+pub struct ContainerSnapshot {
+    /// When it was taken.
+    pub taken: Instant,
+    /// By container id.
+    pub containers: HashMap<String, ContainerEntry>,
+}
+
 /// Without kernel events, the cgroup index is refreshed by a walk this often.
 const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
 /// Walks triggered by lookups of unknown inodes (without kernel events) are at least this
@@ -553,6 +593,95 @@ impl Identity {
                 .sort_by_key(|c| (c.hierarchy_id != 0, c.hierarchy_id));
         }
         out
+    }
+
+    /// Every container the index knows, in one pass over the cgroup index (and, with the
+    /// kernel programs, the process index): what the stats collectors need to find a
+    /// container's directories, all its cgroups (nested and recently removed ones included,
+    /// whose counters add up into the container) and its processes.
+    pub fn container_snapshot(&self) -> ContainerSnapshot {
+        self.sync();
+        let mut containers: HashMap<String, ContainerEntry> = HashMap::new();
+        self.cgroups.for_each(|key, node| {
+            let Some(container) = &node.container else {
+                return;
+            };
+            let entry = containers
+                .entry(container.id.clone())
+                .or_insert_with(|| ContainerEntry {
+                    container: Arc::clone(container),
+                    roots: Vec::new(),
+                    members: Vec::new(),
+                    pids: None,
+                });
+            let removed = node.removed_at.is_some();
+            entry.members.push(CgroupMember { key, removed });
+            if node.is_container_root && !removed {
+                entry.roots.push(CgroupRef {
+                    hierarchy_id: key.0,
+                    id: key.1,
+                    path: Arc::clone(&node.path),
+                });
+            }
+        });
+        if self.kernel.is_some() {
+            for entry in containers.values_mut() {
+                entry.pids = Some(Vec::new());
+            }
+            self.processes.for_each_live(|pid, process| {
+                if let Some((Some(container), _)) = self.resolve_kernel_cgroups(&process.info)
+                    && let Some(Some(pids)) = containers.get_mut(&container.id).map(|e| &mut e.pids)
+                {
+                    pids.push(pid);
+                }
+            });
+        }
+        for entry in containers.values_mut() {
+            entry.roots.sort_by_key(|c| (c.hierarchy_id != 0, c.hierarchy_id));
+            entry.members.sort_unstable_by_key(|m| m.key);
+            if let Some(pids) = &mut entry.pids {
+                pids.sort_unstable();
+            }
+        }
+        ContainerSnapshot {
+            taken: Instant::now(),
+            containers,
+        }
+    }
+
+    /// The kernel index's answer for `pid`, without the procfs fallback: `Ok(None)` when the
+    /// kernel programs do not know it (a thread id, or the programs are off).
+    pub fn lookup_pid_kernel(&self, pid: u32) -> Option<ProcessAnswer> {
+        self.kernel.as_ref()?;
+        self.sync();
+        let entry = self.processes.get(pid)?;
+        if entry.exited_at.is_some()
+            && procfs::start_time_ns(&self.options.proc_root, pid).is_some_and(|start| {
+                !processes::same_start(
+                    &entry.info,
+                    &ProcessInfo {
+                        start_boottime_ns: start,
+                        flags: FLAG_PROCFS,
+                        ..ProcessInfo::default()
+                    },
+                )
+            })
+        {
+            // The PID now names another task: the kernel index's entry is not its answer.
+            return None;
+        }
+        self.answer_from_entry(pid, &entry)
+    }
+
+    /// Whether the cgroup `key` is removed: `None` when the index does not know it (never
+    /// seen, or removed longer ago than the grace period).
+    pub fn cgroup_removed(&self, key: CgroupKey) -> Option<bool> {
+        self.cgroups.get(key).map(|node| node.removed_at.is_some())
+    }
+
+    /// The procfs answer for `pid`, without the kernel index.
+    pub fn lookup_pid_procfs(&self, pid: u32) -> Result<ProcessAnswer, LookupError> {
+        self.lookup_procfs(pid)
     }
 
     /// Periodic upkeep (the daemon calls it every second): applies events, forgets what

@@ -1,0 +1,373 @@
+//! The eBPF collector (priority 0): answers from the kernel programs' maps.
+//!
+//! - Network: bytes and packets per cgroup-v2 cgroup, counted by `cgroup_skb` programs on
+//!   the v2 root (loopback excluded), summed over the container's cgroups. Per container,
+//!   also when containers share a network namespace or use the host's; interfaces are not
+//!   known at that hook, so `interfaces` is null and the totals are the answer.
+//! - IO: bytes and operations per (owning cgroup, disk), counted at the block layer and
+//!   charged to the memory cgroup that owns the pages (so writeback by kernel workers goes
+//!   to the writer), summed over the container's cgroups in every hierarchy.
+//! - PIDs and container ids: the process index the lifecycle programs keep.
+//!
+//! Counters of removed cgroups: `retire` (run by the daemon's upkeep) folds a removed
+//! cgroup's final values into its container's retired totals and frees the map entry, so
+//! maps stay bounded and a container's counters never go backwards when a nested cgroup
+//! goes away. A removed container's totals stay readable until read once after it is gone
+//! (or `RETIRED_KEEP` passes).
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::cgroupfs::diskstats::DeviceNames;
+use crate::ebpf::{IoKey, IoTotals, NetTotals};
+use crate::identity::{CgroupKey, ContainerEntry};
+use crate::procfs_stats::net;
+use crate::provider::{
+    CollectorError, CollectorResult, ContainerIdForInode, ContainerIdForPid, DeviceIoStats,
+    IoCollector, IoStats, MaxAge, NetworkCollector, NetworkStats, PidsCollector,
+    SelfContainerId,
+};
+
+use super::containers::ContainerDirectory;
+
+/// The collector's id (the source named in answers).
+pub const ID: &str = "ebpf";
+
+/// How long a removed container's final counters are kept when nobody reads them.
+const RETIRED_KEEP: Duration = Duration::from_secs(600);
+
+/// One read of both counter maps, indexed by cgroup.
+struct CounterSnapshot {
+    taken: Instant,
+    net: HashMap<u64, NetTotals>,
+    /// Per cgroup `(hierarchy id, cgroup id)`: per disk `(major, minor)`.
+    io: HashMap<CgroupKey, Vec<((u32, u32), IoTotals)>>,
+}
+
+/// Final counters of a container's removed cgroups.
+#[derive(Default)]
+struct Retired {
+    net: NetTotals,
+    io: HashMap<(u32, u32), IoTotals>,
+    /// When the container itself was last seen gone from the index.
+    gone_since: Option<Instant>,
+    /// Read by a caller since it is gone: may be dropped.
+    read_since_gone: bool,
+}
+
+pub struct EbpfCollector {
+    directory: Arc<ContainerDirectory>,
+    proc_root: PathBuf,
+    devices: DeviceNames,
+    host_netns: Option<u64>,
+    latest: Mutex<Option<Arc<CounterSnapshot>>>,
+    retired: Mutex<HashMap<String, Retired>>,
+    /// Map keys of cgroups the index did not know at the last `retire`.
+    unknown: Mutex<HashSet<(u32, u64)>>,
+}
+
+impl EbpfCollector {
+    pub fn new(directory: Arc<ContainerDirectory>, proc_root: &std::path::Path) -> Self {
+        Self {
+            directory,
+            proc_root: proc_root.to_owned(),
+            devices: DeviceNames::new(proc_root),
+            host_netns: net::host_netns_inode(proc_root).ok(),
+            latest: Mutex::new(None),
+            retired: Mutex::new(HashMap::new()),
+            unknown: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// True when the network and IO counters are attached (and this collector can serve
+    /// those capabilities).
+    pub fn counters_available(&self) -> bool {
+        self.directory
+            .identity()
+            .kernel()
+            .is_some_and(|k| k.counters_unavailable().is_none())
+    }
+
+    fn counters(&self, max_age: MaxAge) -> Result<Arc<CounterSnapshot>, CollectorError> {
+        let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(snapshot) = latest.as_ref()
+            && !max_age.is_zero()
+            && snapshot.taken.elapsed() <= max_age
+        {
+            return Ok(Arc::clone(snapshot));
+        }
+        let fresh = Arc::new(self.read_counters()?);
+        *latest = Some(Arc::clone(&fresh));
+        Ok(fresh)
+    }
+
+    fn read_counters(&self) -> Result<CounterSnapshot, CollectorError> {
+        let kernel = self
+            .directory
+            .identity()
+            .kernel()
+            .ok_or_else(|| CollectorError::Failed("kernel programs not loaded".to_owned()))?;
+        let failed = |e: &dyn std::fmt::Display| CollectorError::Failed(e.to_string());
+        let net = kernel.net_snapshot().map_err(|e| failed(&e))?;
+        let mut io: HashMap<CgroupKey, Vec<((u32, u32), IoTotals)>> = HashMap::new();
+        for (key, totals) in kernel.io_snapshot().map_err(|e| failed(&e))? {
+            io.entry((key.hierarchy_id, key.cgroup_id))
+                .or_default()
+                .push(((key.major, key.minor), totals));
+        }
+        Ok(CounterSnapshot {
+            taken: Instant::now(),
+            net,
+            io,
+        })
+    }
+
+    /// The container's entry, or `None` when neither the index nor the retired totals
+    /// know it.
+    fn entry(&self, id: &str, max_age: MaxAge) -> Option<ContainerEntry> {
+        self.directory.entry(id, max_age)
+    }
+
+    fn network_totals(&self, entry: Option<&ContainerEntry>, id: &str, max_age: MaxAge) -> CollectorResult<NetTotals> {
+        let counters = self.counters(max_age)?;
+        let mut retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner);
+        let from_retired = retired.get_mut(id).map(|r| {
+            if r.gone_since.is_some() {
+                r.read_since_gone = true;
+            }
+            r.net
+        });
+        let Some(entry) = entry else {
+            return Ok(from_retired);
+        };
+        let mut totals = from_retired.unwrap_or_default();
+        for member in entry.members.iter().filter(|m| m.key.0 == 0) {
+            if let Some(live) = counters.net.get(&member.key.1) {
+                totals.add(live);
+            }
+        }
+        Ok(Some(totals))
+    }
+
+    fn io_totals(
+        &self,
+        entry: Option<&ContainerEntry>,
+        id: &str,
+        max_age: MaxAge,
+    ) -> CollectorResult<HashMap<(u32, u32), IoTotals>> {
+        let counters = self.counters(max_age)?;
+        let mut retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner);
+        let from_retired = retired.get_mut(id).map(|r| {
+            if r.gone_since.is_some() {
+                r.read_since_gone = true;
+            }
+            r.io.clone()
+        });
+        let Some(entry) = entry else {
+            return Ok(from_retired);
+        };
+        let mut per_disk = from_retired.unwrap_or_default();
+        for member in &entry.members {
+            for (disk, live) in counters.io.get(&member.key).into_iter().flatten() {
+                per_disk.entry(*disk).or_default().add(live);
+            }
+        }
+        Ok(Some(per_disk))
+    }
+
+    /// Folds the counters of removed cgroups into their containers' retired totals and
+    /// frees their map entries; forgets retired totals of containers long gone. Called
+    /// periodically by the daemon (every second).
+    pub fn retire(&self) {
+        let Some(kernel) = self.directory.identity().kernel() else {
+            return;
+        };
+        if kernel.counters_unavailable().is_some() {
+            return;
+        }
+        let counters = match self.read_counters() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the counter maps failed");
+                return;
+            }
+        };
+        let containers = self.directory.snapshot(Duration::ZERO);
+        let identity = self.directory.identity();
+        let mut owner: HashMap<CgroupKey, &str> = HashMap::new();
+        for (id, entry) in &containers.containers {
+            for member in &entry.members {
+                owner.insert(member.key, id);
+            }
+        }
+        let mut retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut unknown = self.unknown.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut still_unknown = HashSet::new();
+        // A cgroup may be removed while sockets it created live on (their packets keep its
+        // id), so an entry can come back after being freed: it is folded in again then.
+        let mut should_free = |key: CgroupKey| match identity.cgroup_removed(key) {
+            Some(removed) => removed,
+            // Not in the index: removed and forgotten, or created after the snapshot. Free
+            // it only when it was already unknown at the previous pass.
+            None => {
+                still_unknown.insert(key);
+                unknown.contains(&key)
+            }
+        };
+        for (&cgroup_id, totals) in &counters.net {
+            let key = (0, cgroup_id);
+            if should_free(key) {
+                if let Some(id) = owner.get(&key) {
+                    retired.entry((*id).to_owned()).or_default().net.add(totals);
+                }
+                kernel.remove_net(cgroup_id);
+            }
+        }
+        for (&key, disks) in &counters.io {
+            if should_free(key) {
+                for ((major, minor), totals) in disks {
+                    if let Some(id) = owner.get(&key) {
+                        let r = retired.entry((*id).to_owned()).or_default();
+                        r.io.entry((*major, *minor)).or_default().add(totals);
+                    }
+                    kernel.remove_io(&IoKey {
+                        hierarchy_id: key.0,
+                        cgroup_id: key.1,
+                        major: *major,
+                        minor: *minor,
+                    });
+                }
+            }
+        }
+        *unknown = still_unknown;
+        let now = Instant::now();
+        retired.retain(|id, r| {
+            if containers.containers.contains_key(id) {
+                r.gone_since = None;
+                r.read_since_gone = false;
+                return true;
+            }
+            let since = *r.gone_since.get_or_insert(now);
+            !r.read_since_gone && now.duration_since(since) < RETIRED_KEEP
+        });
+        // The snapshot cached for callers may hold freed entries: drop it.
+        *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// The network namespace of the container's first live process.
+    fn netns_of(&self, entry: &ContainerEntry) -> Option<u64> {
+        entry
+            .pids
+            .iter()
+            .flatten()
+            .find_map(|&pid| net::netns_inode(&self.proc_root, pid).ok())
+    }
+}
+
+impl NetworkCollector for EbpfCollector {
+    fn container_network(
+        &self,
+        _namespace: &str,
+        container_id: &str,
+        max_age: MaxAge,
+    ) -> CollectorResult<NetworkStats> {
+        let entry = self.entry(container_id, max_age);
+        let Some(totals) = self.network_totals(entry.as_ref(), container_id, max_age)? else {
+            return Ok(None);
+        };
+        let netns = entry.as_ref().and_then(|e| self.netns_of(e));
+        Ok(Some(NetworkStats {
+            timestamp: Some(SystemTime::now()),
+            bytes_sent: Some(totals.tx_bytes),
+            bytes_rcvd: Some(totals.rx_bytes),
+            packets_sent: Some(totals.tx_packets),
+            packets_rcvd: Some(totals.rx_packets),
+            interfaces: None,
+            network_isolation_group_id: netns,
+            using_host_network: netns.zip(self.host_netns).map(|(own, host)| own == host),
+        }))
+    }
+}
+
+impl IoCollector for EbpfCollector {
+    fn container_io(
+        &self,
+        _namespace: &str,
+        container_id: &str,
+        max_age: MaxAge,
+    ) -> CollectorResult<IoStats> {
+        let entry = self.entry(container_id, max_age);
+        let Some(per_disk) = self.io_totals(entry.as_ref(), container_id, max_age)? else {
+            return Ok(None);
+        };
+        let mut totals = IoTotals::default();
+        let mut devices = BTreeMap::new();
+        for ((major, minor), disk) in &per_disk {
+            totals.add(disk);
+            // Disks missing from /proc/diskstats (gone since) count in the totals only.
+            if let Some(name) = self.devices.name(*major, *minor) {
+                devices.insert(
+                    name,
+                    DeviceIoStats {
+                        read_bytes: Some(disk.read_bytes),
+                        write_bytes: Some(disk.write_bytes),
+                        read_operations: Some(disk.read_ops),
+                        write_operations: Some(disk.write_ops),
+                    },
+                );
+            }
+        }
+        Ok(Some(IoStats {
+            read_bytes: Some(totals.read_bytes),
+            write_bytes: Some(totals.write_bytes),
+            read_operations: Some(totals.read_ops),
+            write_operations: Some(totals.write_ops),
+            partial_stall_time: None,
+            devices: Some(devices),
+        }))
+    }
+}
+
+impl PidsCollector for EbpfCollector {
+    fn container_pids(
+        &self,
+        _namespace: &str,
+        container_id: &str,
+        max_age: MaxAge,
+    ) -> CollectorResult<Vec<u32>> {
+        Ok(self
+            .directory
+            .entry(container_id, max_age)
+            .filter(|e| !e.is_removed())
+            .and_then(|e| e.pids))
+    }
+}
+
+impl ContainerIdForPid for EbpfCollector {
+    fn container_id_for_pid(&self, pid: u32, _max_age: MaxAge) -> CollectorResult<String> {
+        Ok(self
+            .directory
+            .identity()
+            .lookup_pid_kernel(pid)
+            .and_then(|answer| answer.container.map(|c| c.id.clone())))
+    }
+}
+
+impl ContainerIdForInode for EbpfCollector {
+    fn container_id_for_inode(&self, inode: u64, _max_age: MaxAge) -> CollectorResult<String> {
+        // With the kernel's mkdir events the index is current: a miss is an answer.
+        Ok(self
+            .directory
+            .identity()
+            .lookup_inode(inode)
+            .ok()
+            .and_then(|answer| answer.container.map(|c| c.id.clone())))
+    }
+}
+
+impl SelfContainerId for EbpfCollector {
+    fn self_container_id(&self) -> CollectorResult<String> {
+        self.container_id_for_pid(std::process::id(), Duration::ZERO)
+    }
+}

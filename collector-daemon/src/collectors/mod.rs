@@ -1,0 +1,170 @@
+//! The concrete collectors behind the metrics provider, one file per collector, and the
+//! wiring that registers them.
+//!
+//! | collector | stats (cpu, memory, pid) | io | network | open files | pids | container ids |
+//! |---|---|---|---|---|---|---|
+//! | `ebpf` (kernel maps) | – | 0 | 0 | – | 0 | 0 |
+//! | `system` (cgroupfs, procfs) | 0 | via stats | 1 | 0 | 1 | 1 |
+//!
+//! Lower wins; a collector that errs or does not know hands over to the next. The eBPF
+//! collector's constructor fails for good when the kernel programs are off (`--no-ebpf` or
+//! a load failure): the system collector then answers everything, as the spine's procfs
+//! fallback does for lookups. The runtime APIs (Docker, containerd, ...) come later.
+pub mod containers;
+pub mod ebpf;
+pub mod system;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::schema::StatsBody;
+use crate::identity::Identity;
+use crate::provider::cache::Cache;
+use crate::provider::cached::make_cached;
+use crate::provider::{
+    ALL_LINUX_RUNTIMES, ChainError, CollectorCatalog, CollectorFactory, CollectorRef, Collectors,
+    ConstructError, Flavor, Provider, RuntimeMetadata,
+};
+
+use self::containers::ContainerDirectory;
+use self::ebpf::EbpfCollector;
+use self::system::SystemCollector;
+
+/// The namespace argument of the seed's getters; container ids are unique on a node.
+const NAMESPACE: &str = "";
+
+/// The provider and its collectors.
+pub struct StatsCollectors {
+    provider: Provider,
+    directory: Arc<ContainerDirectory>,
+    ebpf: Option<Arc<EbpfCollector>>,
+}
+
+impl StatsCollectors {
+    /// Builds the collectors over `identity` and registers them with a new provider.
+    pub fn start(identity: Arc<Identity>, proc_root: &Path) -> Self {
+        let directory = Arc::new(ContainerDirectory::new(Arc::clone(&identity)));
+        // One cache for every collector: keys carry the collector's id.
+        let cache = Arc::new(Cache::default());
+        let system = Arc::new(SystemCollector::new(
+            Arc::clone(&directory),
+            identity.layout().clone(),
+            proc_root,
+        ));
+        let ebpf = identity
+            .kernel()
+            .map(|_| Arc::new(EbpfCollector::new(Arc::clone(&directory), proc_root)));
+        let factories = vec![
+            system_factory(system, Arc::clone(&cache)),
+            ebpf_factory(ebpf.clone(), cache),
+        ];
+        Self {
+            provider: Provider::new(factories),
+            directory,
+            ebpf,
+        }
+    }
+
+    pub fn provider(&self) -> &Provider {
+        &self.provider
+    }
+
+    /// Everything known about container `id`, no older than `max_age`: `Ok(None)` when no
+    /// collector knows the container.
+    pub fn container_stats(
+        &self,
+        id: &str,
+        max_age: Duration,
+    ) -> Result<Option<StatsBody>, ChainError> {
+        let runtime = self
+            .directory
+            .entry(id, max_age)
+            .and_then(|entry| entry.container.runtime);
+        // A runtime nobody serves yet, or an unknown one: every collector, in order.
+        let collector = runtime
+            .and_then(|r| self.provider.collector(RuntimeMetadata::new(r, Flavor::Default)))
+            .unwrap_or_else(|| self.provider.collector_any());
+        Ok(collector
+            .full_stats(NAMESPACE, id, max_age)?
+            .map(|full| StatsBody {
+                container_id: id.to_owned(),
+                runtime: runtime.map(|r| r.as_str().to_owned()),
+                full,
+            }))
+    }
+
+    /// Periodic upkeep (every second): frees the counters of removed cgroups.
+    pub fn upkeep(&self) {
+        if let Some(ebpf) = &self.ebpf {
+            ebpf.retire();
+        }
+    }
+}
+
+fn reference<T: ?Sized>(collector: Arc<T>, priority: u8, id: &'static str) -> Option<CollectorRef<T>> {
+    Some(CollectorRef {
+        collector,
+        priority,
+        id,
+    })
+}
+
+/// The same offer for every runtime this collector serves (default flavor: Kata
+/// containers' cgroups are inside their VM, invisible here).
+fn for_every_runtime(offer: &Collectors) -> CollectorCatalog {
+    ALL_LINUX_RUNTIMES
+        .iter()
+        .map(|&runtime| (RuntimeMetadata::new(runtime, Flavor::Default), offer.clone()))
+        .collect()
+}
+
+fn system_factory(system: Arc<SystemCollector>, cache: Arc<Cache>) -> CollectorFactory {
+    let id = system::ID;
+    CollectorFactory {
+        id,
+        constructor: Box::new(move || {
+            let offer = Collectors {
+                stats: reference(system.clone(), 0, id),
+                io: None,
+                network: reference(system.clone(), 1, id),
+                open_files: reference(system.clone(), 0, id),
+                pids: reference(system.clone(), 1, id),
+                container_id_for_pid: reference(system.clone(), 1, id),
+                container_id_for_inode: reference(system.clone(), 1, id),
+                self_container_id: reference(system.clone(), 1, id),
+                container_id_for_pod_uid_and_name: None,
+            };
+            Ok(for_every_runtime(&make_cached(id, &cache, &offer)))
+        }),
+    }
+}
+
+fn ebpf_factory(ebpf: Option<Arc<EbpfCollector>>, cache: Arc<Cache>) -> CollectorFactory {
+    let id = ebpf::ID;
+    CollectorFactory {
+        id,
+        constructor: Box::new(move || {
+            let Some(ebpf) = &ebpf else {
+                return Err(ConstructError::Permanent(
+                    "the kernel programs are not loaded".to_owned(),
+                ));
+            };
+            // Without the counters (no cgroup-v2 hierarchy to attach to, or attach failed),
+            // the identity capabilities still come from the kernel index.
+            let counters = ebpf.counters_available();
+            let offer = Collectors {
+                stats: None,
+                io: if counters { reference(ebpf.clone(), 0, id) } else { None },
+                network: if counters { reference(ebpf.clone(), 0, id) } else { None },
+                open_files: None,
+                pids: reference(ebpf.clone(), 0, id),
+                container_id_for_pid: reference(ebpf.clone(), 0, id),
+                container_id_for_inode: reference(ebpf.clone(), 0, id),
+                self_container_id: reference(ebpf.clone(), 0, id),
+                container_id_for_pod_uid_and_name: None,
+            };
+            Ok(for_every_runtime(&make_cached(id, &cache, &offer)))
+        }),
+    }
+}

@@ -1,0 +1,259 @@
+//! The system collector: cgroupfs (v1, v2, hybrid) and procfs, for every runtime (the seed's
+//! `system` collector, study §3). It serves CPU, memory, IO and PIDs stats from the
+//! container's cgroup directories, network from `/proc/<pid>/net/dev` once per network
+//! namespace, open files from `/proc/<pid>/fd`, and container ids from procfs.
+//!
+//! With the kernel programs loaded, the eBPF collector answers network, IO, PIDs and ids
+//! first (priority 0) and this one is the fallback (priority 1); CPU, memory and PIDs stats
+//! have no other source here, so they are priority 0.
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::cgroupfs::CgroupLayout;
+use crate::cgroupfs::stats_reader::{CgroupDirs, CgroupStatsReader};
+use crate::identity::{ContainerEntry, LookupError};
+use crate::procfs_stats::{fds, net, tasks};
+use crate::provider::{
+    CollectorError, CollectorResult, ContainerIdForInode, ContainerIdForPid, ContainerStats,
+    MaxAge, NetworkCollector, NetworkStats, OpenFilesCollector, PidStats, PidsCollector,
+    SelfContainerId, StatsCollector,
+};
+
+use super::containers::ContainerDirectory;
+
+/// The collector's id (the source named in answers).
+pub const ID: &str = "system";
+
+/// Network namespaces' counters are read at most once per this long for callers that accept
+/// answers this old, so containers sharing a namespace (a pod) cost one read.
+type NetnsCache = HashMap<u64, (Instant, Option<NetworkStats>)>;
+
+pub struct SystemCollector {
+    directory: Arc<ContainerDirectory>,
+    layout: CgroupLayout,
+    proc_root: PathBuf,
+    reader: CgroupStatsReader,
+    /// The host's network namespace inode (PID 1's), when readable.
+    host_netns: Option<u64>,
+    netns: Mutex<NetnsCache>,
+}
+
+impl SystemCollector {
+    pub fn new(directory: Arc<ContainerDirectory>, layout: CgroupLayout, proc_root: &Path) -> Self {
+        let reader = CgroupStatsReader::new(&layout, proc_root);
+        Self {
+            directory,
+            layout,
+            proc_root: proc_root.to_owned(),
+            reader,
+            host_netns: net::host_netns_inode(proc_root).ok(),
+            netns: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Drops what is held open for a removed cgroup directory.
+    pub fn forget_dir(&self, dir: &Path) {
+        self.reader.forget(dir);
+    }
+
+    fn live_entry(&self, id: &str, max_age: MaxAge) -> Option<ContainerEntry> {
+        self.directory.entry(id, max_age).filter(|e| !e.is_removed())
+    }
+
+    fn dirs(&self, entry: &ContainerEntry) -> CgroupDirs {
+        let paths: Vec<(u32, &str)> = entry
+            .roots
+            .iter()
+            .map(|r| (r.hierarchy_id, &*r.path))
+            .collect();
+        CgroupDirs::from_paths(&self.layout, &paths)
+    }
+
+    /// The container's processes from its cgroups' `cgroup.procs`, nested cgroups
+    /// included: the v2 directory when there is one (every process has a v2 cgroup), else
+    /// each v1 root in turn.
+    fn pids_of(&self, entry: &ContainerEntry) -> Result<Vec<u32>, CollectorError> {
+        let mut last_error = None;
+        for root in &entry.roots {
+            let Some(dir) = self.layout.cgroup_dir(root.hierarchy_id, &root.path) else {
+                continue;
+            };
+            match tasks::cgroup_pids_recursive(&dir) {
+                Ok(pids) => return Ok(pids),
+                Err(e) => last_error = Some(format!("{}: {e}", dir.display())),
+            }
+        }
+        Err(CollectorError::Failed(last_error.unwrap_or_else(|| {
+            "no cgroup directory of the container is mounted".to_owned()
+        })))
+    }
+
+    fn network_of_pids(&self, pids: &[u32], max_age: MaxAge) -> CollectorResult<NetworkStats> {
+        for &pid in pids {
+            let inode = match net::netns_inode(&self.proc_root, pid) {
+                Ok(inode) => inode,
+                // Exited since the list was made: try the next process.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(CollectorError::Failed(format!("pid {pid}: {e}"))),
+            };
+            let cached = {
+                let cache = self.netns.lock().unwrap_or_else(PoisonError::into_inner);
+                cache
+                    .get(&inode)
+                    .filter(|(at, _)| !max_age.is_zero() && at.elapsed() <= max_age)
+                    .map(|(_, stats)| stats.clone())
+            };
+            let stats = match cached {
+                Some(stats) => stats,
+                None => match net::read_net_dev(&self.proc_root, pid) {
+                    Ok(stats) => {
+                        let mut cache = self.netns.lock().unwrap_or_else(PoisonError::into_inner);
+                        // Namespaces come and go with containers: keep only recent reads.
+                        cache.retain(|_, (at, _)| at.elapsed() < Duration::from_secs(60));
+                        cache.insert(inode, (Instant::now(), stats.clone()));
+                        stats
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(CollectorError::Failed(format!("pid {pid}: {e}"))),
+                },
+            };
+            return Ok(stats.map(|mut stats| {
+                stats.network_isolation_group_id = Some(inode);
+                stats.using_host_network = self.host_netns.map(|host| host == inode);
+                stats
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Threads of the container from procfs, for cgroups without a `pids` controller.
+    fn thread_count_from_procfs(&self, pids: &[u32]) -> Option<u64> {
+        let mut total = 0u64;
+        let mut any = false;
+        for &pid in pids {
+            if let Ok(n) = tasks::thread_count(&self.proc_root, pid) {
+                total += n;
+                any = true;
+            }
+        }
+        any.then_some(total)
+    }
+}
+
+impl StatsCollector for SystemCollector {
+    fn container_stats(
+        &self,
+        _namespace: &str,
+        container_id: &str,
+        max_age: MaxAge,
+    ) -> CollectorResult<ContainerStats> {
+        let Some(entry) = self.live_entry(container_id, max_age) else {
+            return Ok(None);
+        };
+        let mut stats = self.reader.read(&self.dirs(&entry));
+        if stats.pid.as_ref().is_none_or(|p| p.thread_count.is_none())
+            && let Ok(pids) = self.pids_of(&entry)
+            && let Some(threads) = self.thread_count_from_procfs(&pids)
+        {
+            let pid = stats.pid.get_or_insert_with(PidStats::default);
+            pid.thread_count = Some(threads);
+        }
+        if stats.cpu.is_none() && stats.memory.is_none() && stats.io.is_none() && stats.pid.is_none()
+        {
+            return Err(CollectorError::Failed(format!(
+                "no cgroup file of container {container_id} could be read"
+            )));
+        }
+        Ok(Some(stats))
+    }
+}
+
+impl NetworkCollector for SystemCollector {
+    fn container_network(
+        &self,
+        _namespace: &str,
+        container_id: &str,
+        max_age: MaxAge,
+    ) -> CollectorResult<NetworkStats> {
+        let Some(entry) = self.live_entry(container_id, max_age) else {
+            return Ok(None);
+        };
+        let pids = self.pids_of(&entry)?;
+        self.network_of_pids(&pids, max_age)
+    }
+}
+
+impl OpenFilesCollector for SystemCollector {
+    fn container_open_files(
+        &self,
+        _namespace: &str,
+        container_id: &str,
+        max_age: MaxAge,
+    ) -> CollectorResult<u64> {
+        let Some(entry) = self.live_entry(container_id, max_age) else {
+            return Ok(None);
+        };
+        let pids = self.pids_of(&entry)?;
+        count_open_files(&self.proc_root, &pids)
+    }
+}
+
+/// Open descriptors summed over `pids`; processes gone meanwhile count for nothing.
+pub fn count_open_files(proc_root: &Path, pids: &[u32]) -> CollectorResult<u64> {
+    let mut total = 0u64;
+    let mut counted = false;
+    for &pid in pids {
+        match fds::count_fds(proc_root, pid) {
+            Ok(n) => {
+                total += n;
+                counted = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(CollectorError::Failed(format!("pid {pid}: {e}"))),
+        }
+    }
+    Ok(counted.then_some(total))
+}
+
+impl PidsCollector for SystemCollector {
+    fn container_pids(
+        &self,
+        _namespace: &str,
+        container_id: &str,
+        max_age: MaxAge,
+    ) -> CollectorResult<Vec<u32>> {
+        let Some(entry) = self.live_entry(container_id, max_age) else {
+            return Ok(None);
+        };
+        self.pids_of(&entry).map(Some)
+    }
+}
+
+impl ContainerIdForPid for SystemCollector {
+    fn container_id_for_pid(&self, pid: u32, _max_age: MaxAge) -> CollectorResult<String> {
+        match self.directory.identity().lookup_pid_procfs(pid) {
+            Ok(answer) => Ok(answer.container.map(|c| c.id.clone())),
+            Err(LookupError::PidNotFound { .. }) => Err(CollectorError::NotFound(format!("pid {pid}"))),
+            Err(e) => Err(CollectorError::Failed(e.to_string())),
+        }
+    }
+}
+
+impl ContainerIdForInode for SystemCollector {
+    fn container_id_for_inode(&self, inode: u64, _max_age: MaxAge) -> CollectorResult<String> {
+        match self.directory.identity().lookup_inode(inode) {
+            Ok(answer) => Ok(answer.container.map(|c| c.id.clone())),
+            Err(LookupError::InodeNotFound { .. }) => Ok(None),
+            Err(e) => Err(CollectorError::Failed(e.to_string())),
+        }
+    }
+}
+
+impl SelfContainerId for SystemCollector {
+    fn self_container_id(&self) -> CollectorResult<String> {
+        self.container_id_for_pid(std::process::id(), Duration::ZERO)
+    }
+}
