@@ -7,6 +7,7 @@
 //! Where the seed is known to go wrong (`datadog-provider-study.md` §5), this differs: the
 //! meta collector goes on past errors and empty answers, ties between equal priorities break
 //! by collector id (not at random), and the cache expires entries one by one.
+pub mod cache;
 pub mod stats;
 
 use std::fmt;
