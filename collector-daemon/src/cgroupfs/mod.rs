@@ -3,6 +3,7 @@
 pub mod cpu;
 pub mod cpuset;
 pub mod diskstats;
+pub mod files;
 pub mod io;
 pub mod memory;
 pub mod mounts;
