@@ -24,7 +24,7 @@ pub fn count_cpus(text: &str) -> Option<u32> {
             return None;
         }
         last = Some(hi);
-        count = count.checked_add(hi - lo + 1)?;
+        count = count.checked_add((hi - lo).checked_add(1)?)?;
     }
     Some(count)
 }
@@ -57,6 +57,7 @@ mod tests {
         assert_eq!(count_cpus("1\n"), Some(1));
         assert_eq!(count_cpus("\n"), Some(0));
         assert_eq!(count_cpus("0-127"), Some(128));
+        assert_eq!(count_cpus("0-4294967295"), None, "overflows, no panic");
     }
 
     #[test]
