@@ -373,10 +373,10 @@ mod tests {
     }
 
     #[test]
-    fn a_replaced_file_is_reopened_after_enoent() {
-        // On a regular filesystem a held descriptor of a deleted file still reads the old inode;
-        // cgroupfs returns ENODEV instead (covered by the real-cgroup test in stats_reader).
-        // Here: the stale path is forgotten and a missing file stays an error.
+    fn forgotten_files_are_reopened_by_path() {
+        // On a regular filesystem a held descriptor of a deleted file still reads the old inode,
+        // where cgroupfs returns ENODEV: the reopen on ENODEV is covered by the real-cgroup test
+        // in stats_reader. Here: after forget, a missing file is an error, a new one is read.
         let dir = tempfile::tempdir().expect("tempdir");
         let cache = FileCache::new(8);
         let mut buf = Vec::new();
