@@ -2,7 +2,7 @@
 //! parses the command line and calls in here.
 //!
 //! - `ebpf`: loading the kernel programs, their offsets, events and counters;
-//! - `cgroupfs`: cgroup mount discovery (v1, v2, hybrid);
+//! - `cgroupfs`: cgroup mount discovery (v1, v2, hybrid) and per-container stats from cgroupfs;
 //! - `identity`: PID, cgroup and container indexes, container ids from cgroup paths;
 //! - `api`: the unix-socket HTTP API and the CLI's client;
 //! - `metrics`: the daemon's own Prometheus metrics;

@@ -1,5 +1,18 @@
-//! cgroupfs: where the hierarchies are mounted (v1, v2, hybrid). Typed parsers for the
-//! stats files join this module as the stats collectors arrive.
+//! cgroupfs: where the hierarchies are mounted (v1, v2, hybrid), typed parsers for the stats
+//! files, one module per file family, and a reader that assembles a container's stats from them
+//! through held descriptors.
+pub mod cpu;
+pub mod cpuset;
+pub mod diskstats;
+pub mod files;
+pub mod io;
+pub mod memory;
 pub mod mounts;
+pub mod parse;
+pub mod pids;
+pub mod psi;
+pub mod stats_reader;
 
+pub use diskstats::DeviceNames;
 pub use mounts::{CgroupLayout, CgroupMode, Hierarchy, HierarchyKind, MountError};
+pub use stats_reader::{CgroupDirs, CgroupStatsReader};

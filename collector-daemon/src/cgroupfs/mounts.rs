@@ -144,6 +144,26 @@ impl CgroupLayout {
         self.hierarchies.iter().find(|h| h.id == id)
     }
 
+    /// The same layout with each mount point under `from` moved to the same place under `to`: for an
+    /// agent that reaches the host's cgroupfs elsewhere than its mountinfo says (the host's
+    /// /sys/fs/cgroup bind-mounted at /host/sys/fs/cgroup), and for fixture trees. Mount points
+    /// outside `from` are kept.
+    #[must_use]
+    pub fn with_mount_prefix(&self, from: &Path, to: &Path) -> Self {
+        let mut layout = self.clone();
+        for h in &mut layout.hierarchies {
+            if let Ok(rest) = h.mount_point.strip_prefix(from) {
+                // join("") would add a trailing separator.
+                h.mount_point = if rest.as_os_str().is_empty() {
+                    to.to_path_buf()
+                } else {
+                    to.join(rest)
+                };
+            }
+        }
+        layout
+    }
+
     /// The v1 hierarchy holding `controller` (e.g. "memory"), if mounted as v1.
     #[must_use]
     pub fn v1_with_controller(&self, controller: &str) -> Option<&Hierarchy> {
@@ -853,6 +873,29 @@ mod tests {
         assert_eq!(layout.cgroup_dir(8, "/"), None);
         // hugetlb is listed in /proc/self/cgroup but not mounted.
         assert_eq!(layout.by_id(11), None);
+    }
+
+    #[test]
+    fn mount_points_move_under_a_prefix() {
+        let layout =
+            CgroupLayout::from_texts(THIS_HOST_MOUNTINFO, THIS_HOST_CGROUP).expect("layout");
+        let moved =
+            layout.with_mount_prefix(Path::new("/sys/fs/cgroup"), Path::new("/fixtures/hybrid"));
+        assert_eq!(
+            moved.v2().map(|h| h.mount_point.clone()),
+            Some(PathBuf::from("/fixtures/hybrid/unified"))
+        );
+        assert_eq!(
+            moved.cgroup_dir(4, "/docker/abc"),
+            Some(PathBuf::from("/fixtures/hybrid/memory/docker/abc"))
+        );
+        let whole = layout.with_mount_prefix(Path::new("/sys/fs/cgroup/cpu"), Path::new("/x"));
+        assert_eq!(
+            whole.by_id(1).map(|h| h.mount_point.clone()),
+            Some(PathBuf::from("/x"))
+        );
+        // "/sys/fs/cgroup/cpuacct" is not under "/sys/fs/cgroup/cpu".
+        assert_eq!(whole.by_id(2), layout.by_id(2));
     }
 
     #[test]
