@@ -50,6 +50,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/self", get(self_container))
         .route("/v1/containers", get(containers))
         .route("/v1/containers/{id}/stats", get(container_stats))
+        .route("/v1/stats", get(all_stats))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
@@ -342,6 +343,18 @@ async fn container_stats(
             format!("stats of container {id}: {e}"),
         )),
     }
+}
+
+async fn all_stats(
+    State(state): State<Arc<ApiState>>,
+    query: axum::extract::RawQuery,
+) -> Result<Response, ApiError> {
+    let max_age = parse_max_age(query.0.as_deref())?;
+    let collectors = Arc::clone(&state.collectors);
+    let bodies = tokio::task::spawn_blocking(move || collectors.all_stats(max_age))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(json(&bodies))
 }
 
 /// `max_age_ms=N` from the query string: how stale cached values may be (default 0: read

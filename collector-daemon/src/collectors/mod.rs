@@ -94,6 +94,35 @@ impl StatsCollectors {
             }))
     }
 
+    /// Stats of every live container: one full collection. Every value is read after the
+    /// call began, or is at most `max_age` old: each container is asked with a tolerance of
+    /// `max_age` or the time since the collection began, whichever is longer, so what the
+    /// collection shares (the container list, the kernel counter maps, a network namespace's
+    /// counters) is read once, not once per container.
+    pub fn all_stats(&self, max_age: Duration) -> Vec<StatsBody> {
+        let began = std::time::Instant::now();
+        let snapshot = self.directory.snapshot(max_age);
+        let mut ids: Vec<&String> = snapshot
+            .containers
+            .iter()
+            .filter(|(_, entry)| !entry.is_removed())
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort();
+        ids.into_iter()
+            .filter_map(|id| {
+                let tolerance = max_age.max(began.elapsed());
+                match self.container_stats(id, tolerance) {
+                    Ok(body) => body,
+                    Err(e) => {
+                        tracing::debug!(container = %id, error = %e, "no stats");
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+
     /// Periodic upkeep (every second): frees the counters of removed cgroups.
     pub fn upkeep(&self) {
         if let Some(ebpf) = &self.ebpf {
