@@ -48,6 +48,7 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs the daemon until a signal.
 pub async fn run(options: RunOptions) -> anyhow::Result<()> {
+    raise_open_files_limit();
     let layout = CgroupLayout::discover(&options.proc_root).context("discovering cgroup mounts")?;
     tracing::info!(mode = ?layout.mode, hierarchies = layout.hierarchies.len(), "cgroup layout");
 
@@ -214,6 +215,32 @@ fn spawn_background(
         }
     });
     Ok(())
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit: the cgroupfs reader keeps a dozen
+/// descriptors per container open (re-reading with `pread` costs 2.5-11x less than opening
+/// afresh) and caps itself at half the soft limit, which is often only 1,024.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls with a valid pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) != 0 {
+            return;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raw const raised) != 0 {
+            tracing::debug!(
+                error = %std::io::Error::last_os_error(),
+                "could not raise RLIMIT_NOFILE"
+            );
+        }
+    }
 }
 
 /// The v1 controller whose hierarchy the kernel tracks per process.

@@ -38,6 +38,7 @@ const NAMESPACE: &str = "";
 pub struct StatsCollectors {
     provider: Provider,
     directory: Arc<ContainerDirectory>,
+    system: Arc<SystemCollector>,
     ebpf: Option<Arc<EbpfCollector>>,
 }
 
@@ -56,12 +57,13 @@ impl StatsCollectors {
             .kernel()
             .map(|_| Arc::new(EbpfCollector::new(Arc::clone(&directory), proc_root)));
         let factories = vec![
-            system_factory(system, Arc::clone(&cache)),
+            system_factory(Arc::clone(&system), Arc::clone(&cache)),
             ebpf_factory(ebpf.clone(), cache),
         ];
         Self {
             provider: Provider::new(factories),
             directory,
+            system,
             ebpf,
         }
     }
@@ -123,8 +125,10 @@ impl StatsCollectors {
             .collect()
     }
 
-    /// Periodic upkeep (every second): frees the counters of removed cgroups.
+    /// Periodic upkeep (every second): frees the counters and descriptors of removed
+    /// cgroups.
     pub fn upkeep(&self) {
+        self.system.forget_removed();
         if let Some(ebpf) = &self.ebpf {
             ebpf.retire();
         }

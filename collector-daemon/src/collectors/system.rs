@@ -39,6 +39,10 @@ pub struct SystemCollector {
     /// The host's network namespace inode (PID 1's), when readable.
     host_netns: Option<u64>,
     netns: Mutex<NetnsCache>,
+    /// The directories read per container, to let go of their held descriptors once the
+    /// container is gone (an open file of a removed cgroup keeps it in the kernel as a dying
+    /// cgroup).
+    read_dirs: Mutex<HashMap<String, CgroupDirs>>,
 }
 
 impl SystemCollector {
@@ -51,12 +55,27 @@ impl SystemCollector {
             reader,
             host_netns: net::host_netns_inode(proc_root).ok(),
             netns: Mutex::new(HashMap::new()),
+            read_dirs: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Drops what is held open for a removed cgroup directory.
-    pub fn forget_dir(&self, dir: &Path) {
-        self.reader.forget(dir);
+    /// Lets go of the descriptors held for containers that are gone or whose directories
+    /// changed (the daemon's upkeep calls it every second).
+    pub fn forget_removed(&self) {
+        let snapshot = self.directory.snapshot(Duration::from_secs(1));
+        let mut read_dirs = self.read_dirs.lock().unwrap_or_else(PoisonError::into_inner);
+        read_dirs.retain(|id, dirs| {
+            let current = snapshot
+                .containers
+                .get(id)
+                .filter(|e| !e.is_removed())
+                .map(|e| self.dirs(e));
+            let keep = current.as_ref() == Some(&*dirs);
+            if !keep {
+                self.reader.forget_dirs(dirs);
+            }
+            keep
+        });
     }
 
     fn live_entry(&self, id: &str, max_age: MaxAge) -> Option<ContainerEntry> {
@@ -153,7 +172,12 @@ impl StatsCollector for SystemCollector {
         let Some(entry) = self.live_entry(container_id, max_age) else {
             return Ok(None);
         };
-        let mut stats = self.reader.read(&self.dirs(&entry));
+        let dirs = self.dirs(&entry);
+        let mut stats = self.reader.read(&dirs);
+        self.read_dirs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(container_id.to_owned(), dirs);
         if stats.pid.as_ref().is_none_or(|p| p.thread_count.is_none())
             && let Ok(pids) = self.pids_of(&entry)
             && let Some(threads) = self.thread_count_from_procfs(&pids)
