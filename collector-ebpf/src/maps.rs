@@ -2,9 +2,14 @@
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use collector_common::{counters, offsets::KernelOffsets, process::ProcessInfo};
+use collector_common::{
+    counters,
+    offsets::KernelOffsets,
+    process::ProcessInfo,
+    usage::{IoMapKey, IoMapValue, NetMapValue},
+};
 
 /// Live processes. 65,536 by default; the daemon resizes it (`--max-processes`) before load.
 /// Preallocated (flags 0): inserts from tracepoint context never allocate.
@@ -19,6 +24,19 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 /// Per-CPU counters (`collector_common::counters`).
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counters::COUNT, 0);
+
+/// Network bytes and packets per cgroup-v2 id (`net.rs`). 16,384 cgroups by default; the
+/// daemon resizes it (`--net-counter-entries`) before load. Preallocated (flags 0): the
+/// programs run in softirq context and never allocate; memory is entries × 32 bytes × CPUs.
+#[map(name = "NET_COUNTERS")]
+pub static NET_COUNTERS: PerCpuHashMap<u64, NetMapValue> =
+    PerCpuHashMap::with_max_entries(16_384, 0);
+
+/// Block IO per (owning cgroup, disk) (`blkio.rs`). 16,384 entries by default
+/// (`--io-counter-entries`); preallocated like `NET_COUNTERS`.
+#[map(name = "IO_COUNTERS")]
+pub static IO_COUNTERS: PerCpuHashMap<IoMapKey, IoMapValue> =
+    PerCpuHashMap::with_max_entries(16_384, 0);
 
 /// Struct member offsets, filled by the daemon before load (all zero, `ready == 0`, until then).
 #[unsafe(no_mangle)]
@@ -43,4 +61,27 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     v1_subsys_index: 0,
     track_v1: 0,
     ready: 0,
+    io_ready: 0,
+    bio_queue_bio_arg: 0,
+    bio_bdev: 0,
+    bio_disk_direct: 0,
+    bio_opf: 0,
+    bio_size: 0,
+    bio_io_vec: 0,
+    bdev_disk: 0,
+    disk_major: 0,
+    disk_first_minor: 0,
+    req_op_mask: 0,
+    io_memcg: 0,
+    bvec_page: 0,
+    page_compound_head: 0,
+    page_memcg_data: 0,
+    memcg_data_flags_mask: 0,
+    memcg_data_kmem: 0,
+    obj_cgroup_memcg: 0,
+    memcg_css: 0,
+    io_blkg: 0,
+    bio_blkg: 0,
+    blkg_blkcg: 0,
+    blkcg_css: 0,
 });
