@@ -124,6 +124,26 @@ impl CounterMaps {
         }
     }
 
+    /// The maps a running daemon pinned in `pin_dir` (`net_counters`, `io_counters`), for
+    /// other tools and tests. A missing or wrong pin makes that map unavailable with the
+    /// reason. Only reading and removing go through these handles; the programs stay the
+    /// pinning daemon's.
+    pub fn open_pinned(pin_dir: &std::path::Path) -> Self {
+        use super::loader::{IO_COUNTERS_PIN_NAME, NET_COUNTERS_PIN_NAME};
+        fn open<K: aya::Pod, V: aya::Pod>(
+            path: &std::path::Path,
+        ) -> Result<PerCpuHashMap<MapData, K, V>, String> {
+            let describe = |e: MapError| format!("{}: {e}", path.display());
+            let data = MapData::from_pin(path).map_err(describe)?;
+            let map = aya::maps::Map::from_map_data(data).map_err(describe)?;
+            PerCpuHashMap::try_from(map).map_err(describe)
+        }
+        Self::new(
+            open(&pin_dir.join(NET_COUNTERS_PIN_NAME)),
+            open(&pin_dir.join(IO_COUNTERS_PIN_NAME)),
+        )
+    }
+
     /// Neither map (kernel programs off altogether).
     pub fn unavailable(reason: &str) -> Self {
         Self::new(Err(reason.to_owned()), Err(reason.to_owned()))

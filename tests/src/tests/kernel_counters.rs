@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use collector_common::usage::{IoMapKey, IoMapValue, NetMapValue, make_dev};
+use collector_daemon::ebpf::{CounterMaps, IoKey};
 
 use super::util::{root, wait_for};
 use crate::support::{
@@ -191,6 +192,33 @@ fn tcp_over_a_veth_counts_for_sender_and_receiver_and_loopback_is_not_counted() 
     eprintln!("veth0 in the sender's namespace sent {veth_tx} bytes (with L2 headers)");
     assert!(tx.tx_bytes <= veth_tx, "{tx:?} vs veth {veth_tx}");
     drop(probe);
+
+    // The daemon's reader API, on the same pins, sums the same per-CPU values (a closing
+    // packet may still land in between: allow a little more, never less).
+    let api = CounterMaps::open_pinned(daemon.pin_dir());
+    assert_eq!(api.counters_unavailable(), None);
+    let api_tx = api
+        .net_lookup(sender_cg.inode_v2())
+        .expect("net_lookup")
+        .expect("the sender's entry");
+    assert!(
+        api_tx.tx_bytes >= tx.tx_bytes && api_tx.tx_bytes - tx.tx_bytes < 4096,
+        "{api_tx:?} vs {tx:?}"
+    );
+    let snapshot = api.net_snapshot().expect("net_snapshot");
+    let api_rx = snapshot[&receiver_cg.inode_v2()];
+    assert!(
+        api_rx.rx_bytes >= rx.rx_bytes && api_rx.rx_bytes - rx.rx_bytes < 4096,
+        "{api_rx:?} vs {rx:?}"
+    );
+    assert_eq!(
+        api.net_lookup(loopback_cg.inode_v2()).expect("net_lookup"),
+        None
+    );
+    // Freeing a removed cgroup's entry (only a straggling packet could bring it back).
+    api.remove_net(sender_cg.inode_v2());
+    let freed = net_entry(daemon, sender_cg.inode_v2());
+    assert!(freed.is_none_or(|v| v.tx_bytes < 4096), "{freed:?}");
 
     // Loopback: the same transfer inside one namespace over 127.0.0.1 is not counted.
     transfer(
@@ -376,6 +404,30 @@ fn buffered_writes_flushed_by_fsync_are_charged_to_the_writer() {
             .any(|(name, v)| *name == "memory" && v.write_bytes >= 64 * MIB),
         "the page owner (memory cgroup) should carry the writes: {parts:?}"
     );
+
+    // The daemon's reader API sees the same entry (journal blocks may still come: allow a
+    // little more, never less), and frees it on request.
+    let api = CounterMaps::open_pinned(daemon.pin_dir());
+    let key = IoKey {
+        hierarchy_id: v1_hierarchy_id("memory"),
+        cgroup_id: cg.inode_v1("memory"),
+        major: disk.major,
+        minor: disk.minor,
+    };
+    let raw = parts
+        .iter()
+        .find(|(name, _)| *name == "memory")
+        .map(|(_, v)| *v)
+        .expect("memory entry");
+    let api_io = api.io_snapshot().expect("io_snapshot")[&key];
+    assert!(
+        api_io.write_bytes >= raw.write_bytes && api_io.write_bytes - raw.write_bytes < MIB,
+        "{api_io:?} vs {raw:?}"
+    );
+    assert!(api_io.write_ops >= raw.write_ops);
+    api.remove_io(&key);
+    let freed = io_entry(daemon, IoMapKey::from(&key));
+    assert!(freed.is_none_or(|v| v.write_bytes < MIB), "{freed:?}");
 }
 
 #[test]
