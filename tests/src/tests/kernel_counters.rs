@@ -12,7 +12,7 @@ use std::time::Duration;
 use collector_common::usage::{IoMapKey, IoMapValue, NetMapValue, make_dev};
 use collector_daemon::ebpf::{CounterMaps, IoKey};
 
-use super::util::{root, wait_for};
+use super::util::{metric, root, wait_for};
 use crate::support::{
     bpf,
     cgroup::{TestCgroup, v1_mount},
@@ -492,4 +492,36 @@ fn background_writeback_is_charged_to_the_writer_not_the_flusher() {
     assert_about_64_mib("write_bytes", after.write_bytes, &parts);
     // Keep the file until counted: dropping it first could discard dirty pages unwritten.
     drop(File::open(&file).expect("the file is still there"));
+}
+
+#[test]
+fn a_full_io_map_is_counted_and_logged_and_tracking_goes_on() {
+    let Some(disk) = io_ready() else { return };
+    // 64 entries, the smallest allowed; the host's own IO takes some of them too.
+    let daemon = Daemon::start(&["--io-counter-entries", "64"]);
+    let (_dir, file) = scratch_file(&disk);
+    let of = format!("of={}", file.display());
+    // More owners than the map holds: one 4 KiB direct write from each of 80 cgroups.
+    let cgroups: Vec<TestCgroup> = (0..80)
+        .map(|i| TestCgroup::with_v1(&format!("io/owner{i}"), &["memory"]))
+        .collect();
+    for cg in &cgroups {
+        dd_in(
+            cg,
+            &["if=/dev/zero", &of, "bs=4k", "count=1", "oflag=direct"],
+        );
+    }
+    let fd = bpf::open_pinned(&daemon.pin_dir().join("io_counters")).expect("open pin");
+    let entries = bpf::keys(&fd, 16).expect("walk keys").len();
+    assert_eq!(entries, 64, "a full map holds exactly its capacity");
+    assert!(metric(&daemon, "collector_kernel_io_map_full_total") > 0);
+    assert_eq!(metric(&daemon, "collector_kernel_net_map_full_total"), 0);
+    wait_for(
+        "the kernel's map-full warning in the log",
+        Duration::from_secs(5),
+        || daemon.log().contains("IO_COUNTERS map full").then_some(()),
+    );
+    // Process tracking is unaffected.
+    let answer = super::util::lookup(&daemon, std::process::id());
+    assert_eq!(answer["source"], "ebpf", "{answer}");
 }
