@@ -12,8 +12,11 @@
 //! The cgroup is `bpf_skb_cgroup_id()`: the cgroup-v2 id stored in the socket when it was
 //! created (`cgroup_sk_alloc()`; accepted sockets inherit the listener's,
 //! `cgroup_sk_clone()`), so traffic is charged to the cgroup that made the socket even if
-//! the process moved since. Request and timewait sockets resolve to their full socket.
-//! Since 5.15 this works on hybrid hosts even where v1 `net_cls`/`net_prio` are in use.
+//! the process moved since. Request sockets resolve to their listener; timewait sockets are
+//! not full sockets and their last ACKs are not seen. Before 5.15 the socket's cgroup pointer
+//! shared a union with v1 `net_prio`/`net_cls` data, and configuring those controllers
+//! turned cgroup-v2 socket matching off (`cgroup_sk_alloc_disable()`); 5.15 and later keep
+//! them apart (`struct sock_cgroup_data`).
 use aya_ebpf::{
     helpers::generated::bpf_skb_cgroup_id, macros::cgroup_skb, programs::SkBuffContext,
 };
