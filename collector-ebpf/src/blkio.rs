@@ -84,14 +84,18 @@ fn try_count(
         hierarchy_id,
         dev,
     };
-    let Ok(value) = percpu::entry(&IO_COUNTERS, &key) else {
-        failure(
-            ctx,
-            IO_MAP_FULL,
-            "IO_COUNTERS map full, block IO not counted",
-            0,
-        );
-        return Ok(());
+    let value = match percpu::entry(&IO_COUNTERS, &key) {
+        Ok(Some(value)) => value,
+        Ok(None) => return Ok(()),
+        Err(_) => {
+            failure(
+                ctx,
+                IO_MAP_FULL,
+                "IO_COUNTERS map full, block IO not counted",
+                0,
+            );
+            return Ok(());
+        }
     };
     // SAFETY: `value` is this CPU's copy of the entry; the field pointers stay inside it.
     unsafe {

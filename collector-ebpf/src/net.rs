@@ -58,14 +58,18 @@ fn count(ctx: &SkBuffContext, egress: bool) {
     }
     // SAFETY: helper on the program's own context.
     let cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
-    let Ok(value) = percpu::entry(&NET_COUNTERS, &cgroup_id) else {
-        failure(
-            ctx,
-            NET_MAP_FULL,
-            "NET_COUNTERS map full, traffic not counted",
-            0,
-        );
-        return;
+    let value = match percpu::entry(&NET_COUNTERS, &cgroup_id) {
+        Ok(Some(value)) => value,
+        Ok(None) => return,
+        Err(_) => {
+            failure(
+                ctx,
+                NET_MAP_FULL,
+                "NET_COUNTERS map full, traffic not counted",
+                0,
+            );
+            return;
+        }
     };
     // A GSO packet (egress before segmentation, or ingress after GRO) stands for `gso_segs`
     // wire packets; other packets have `gso_segs` 0 or 1.

@@ -8,25 +8,25 @@ const BPF_NOEXIST: u64 = 1;
 /// `EEXIST`, negated as helpers return it.
 const EEXIST: i32 = 17;
 
-/// This CPU's value of `key`, inserted zeroed when absent. `Err` carries the insert's error
-/// (`-E2BIG` when the map is full).
+/// This CPU's value of `key`, inserted zeroed when absent: `Ok(None)` only when the daemon
+/// removed the key between our insert and lookup (that one packet or bio goes uncounted),
+/// `Err` with the insert's error when the map is full (`-E2BIG`) or the update failed.
 ///
 /// Lookup first: nearly every packet or bio finds its cgroup's entry. On a miss, insert with
 /// `BPF_NOEXIST` (never clobbering a value another CPU inserted meanwhile, `-EEXIST`), then
 /// look up again. For a per-CPU hash a program's insert sets this CPU's copy and zeroes the
 /// others (`pcpu_init_value()` in `kernel/bpf/hashtab.c`).
 #[inline(always)]
-pub fn entry<K, V: Default>(map: &PerCpuHashMap<K, V>, key: &K) -> Result<*mut V, i32> {
+pub fn entry<K, V: Default>(map: &PerCpuHashMap<K, V>, key: &K) -> Result<Option<*mut V>, i32> {
     if let Some(value) = map.get_ptr_mut(key) {
-        return Ok(value);
+        return Ok(Some(value));
     }
     match map.insert(key, V::default(), BPF_NOEXIST) {
         Ok(()) => {}
         Err(e) if e == -EEXIST => {}
         Err(e) => return Err(e),
     }
-    // `None` only if the daemon removed the key in between: that packet goes uncounted.
-    map.get_ptr_mut(key).ok_or(0)
+    Ok(map.get_ptr_mut(key))
 }
 
 /// Adds `n` to a per-CPU counter.
