@@ -70,13 +70,13 @@ pub struct RunArgs {
     /// counted, and repaired by a re-scan.
     #[arg(long, default_value_t = 4 << 20, value_parser = parse_ring_buffer_bytes)]
     pub ring_buffer_bytes: u32,
-    /// Capacity of the kernel's per-cgroup network counters (cgroups with traffic). Per-CPU
-    /// and preallocated: 32 bytes × entries × CPUs. Traffic of cgroups beyond it is not
-    /// counted (and counted as `net_map_full`).
+    /// Capacity of the kernel's per-cgroup network counters (cgroups with traffic). Entries
+    /// are allocated as cgroups show traffic, 32 bytes × possible CPUs each. Traffic of
+    /// cgroups beyond it is not counted (and counted as `net_map_full`).
     #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
     pub net_counter_entries: u32,
-    /// Capacity of the kernel's block IO counters (owning cgroup × disk pairs). Per-CPU and
-    /// preallocated: 32 bytes × entries × CPUs.
+    /// Capacity of the kernel's block IO counters (owning cgroup × disk pairs), allocated as
+    /// they appear, 32 bytes × possible CPUs each.
     #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
     pub io_counter_entries: u32,
     /// procfs mount point.

@@ -25,18 +25,30 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counters::COUNT, 0);
 
-/// Network bytes and packets per cgroup-v2 id (`net.rs`). 16,384 cgroups by default; the
-/// daemon resizes it (`--net-counter-entries`) before load. Preallocated (flags 0): the
-/// programs run in softirq context and never allocate; memory is entries × 32 bytes × CPUs.
+/// `BPF_F_NO_PREALLOC`: elements are allocated on insert and freed after an RCU grace period.
+///
+/// Chosen for the per-CPU counter maps, unlike `PROCESSES`: (1) a preallocated per-CPU hash
+/// takes entries × value size × *possible* CPUs up front — 16,384 × 32 B × 64 CPUs is 32 MiB
+/// per map — while a node has hundreds of cgroups; (2) the daemon deletes entries of removed
+/// cgroups, and in a preallocated hash a deleted element is reused at once, so a program
+/// still holding its pointer could add to another cgroup's new entry; freed after a grace
+/// period, the pointer stays the old (deleted) element's for the rest of the run. Inserting
+/// (a cgroup's first packet or bio) allocates from the BPF memory allocator, safe in any
+/// context since 6.1 (`kernel/bpf/memalloc.c`); before, the verifier accepts it for these
+/// program types. The bound still holds: an insert beyond `max_entries` fails with `E2BIG`.
+const NO_PREALLOC: u32 = aya_ebpf::bindings::BPF_F_NO_PREALLOC;
+
+/// Network bytes and packets per cgroup-v2 id (`net.rs`). At most 16,384 cgroups by default;
+/// the daemon resizes it (`--net-counter-entries`) before load.
 #[map(name = "NET_COUNTERS")]
 pub static NET_COUNTERS: PerCpuHashMap<u64, NetMapValue> =
-    PerCpuHashMap::with_max_entries(16_384, 0);
+    PerCpuHashMap::with_max_entries(16_384, NO_PREALLOC);
 
-/// Block IO per (owning cgroup, disk) (`blkio.rs`). 16,384 entries by default
-/// (`--io-counter-entries`); preallocated like `NET_COUNTERS`.
+/// Block IO per (owning cgroup, disk) (`blkio.rs`). At most 16,384 entries by default
+/// (`--io-counter-entries`).
 #[map(name = "IO_COUNTERS")]
 pub static IO_COUNTERS: PerCpuHashMap<IoMapKey, IoMapValue> =
-    PerCpuHashMap::with_max_entries(16_384, 0);
+    PerCpuHashMap::with_max_entries(16_384, NO_PREALLOC);
 
 /// Struct member offsets, filled by the daemon before load (all zero, `ready == 0`, until then).
 #[unsafe(no_mangle)]

@@ -44,6 +44,7 @@ pub fn entry<K, V: Default>(map: &PerCpuHashMap<K, V>, key: &K) -> Result<Option
 #[inline(always)]
 pub fn add(counter: *mut u64, n: u64) {
     // SAFETY: `counter` points into a map value returned by a lookup, valid and 8-aligned
-    // for the program's run (preallocated map: the element is never freed under us).
+    // for the program's run (the maps are `BPF_F_NO_PREALLOC`: a deleted element is freed
+    // only after an RCU grace period, and programs run inside an RCU read section).
     let _ = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, n) };
 }

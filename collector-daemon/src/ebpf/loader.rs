@@ -186,25 +186,13 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         options.tracked_v1_controller.as_deref(),
     )?;
     tracing::debug!(?offsets, "kernel struct offsets from BTF");
-    // Maps of counters that cannot run get one entry: per-CPU hashes are preallocated, and
-    // 16,384 unused entries × 32 bytes × every possible CPU is memory for nothing.
-    let net_entries = if options.cgroup_v2_root.is_some() {
-        options.net_counter_entries
-    } else {
-        1
-    };
-    let io_entries = if io_offsets_error.is_none() {
-        options.io_counter_entries
-    } else {
-        1
-    };
     let mut ebpf = EbpfLoader::new()
         .btf(Some(&btf))
         .override_global(OFFSETS_GLOBAL, &offsets, true)
         .map_max_entries(PROCESSES_MAP, options.max_processes)
         .map_max_entries(EVENTS_MAP, options.ring_buffer_bytes)
-        .map_max_entries(NET_COUNTERS_MAP, net_entries)
-        .map_max_entries(IO_COUNTERS_MAP, io_entries)
+        .map_max_entries(NET_COUNTERS_MAP, options.net_counter_entries)
+        .map_max_entries(IO_COUNTERS_MAP, options.io_counter_entries)
         .load(OBJECT)
         .map_err(|source| LoadError::Load { source })?;
 
