@@ -21,9 +21,13 @@ pub const CGROUPS_CREATED: u32 = 7;
 pub const CGROUPS_REMOVED: u32 = 8;
 /// A kernel structure could not be read (bad offset or a racing free).
 pub const READ_ERRORS: u32 = 9;
+/// A cgroup's network traffic was not counted because `NET_COUNTERS` was full.
+pub const NET_MAP_FULL: u32 = 10;
+/// A cgroup's block IO was not counted because `IO_COUNTERS` was full.
+pub const IO_MAP_FULL: u32 = 11;
 
 /// Number of counters, the `COUNTERS` array's size.
-pub const COUNT: u32 = 10;
+pub const COUNT: u32 = 12;
 
 /// Prometheus-friendly names, in index order.
 pub const NAMES: [&str; COUNT as usize] = [
@@ -37,4 +41,6 @@ pub const NAMES: [&str; COUNT as usize] = [
     "cgroups_created",
     "cgroups_removed",
     "read_errors",
+    "net_map_full",
+    "io_map_full",
 ];

@@ -10,3 +10,4 @@ pub mod event;
 pub mod names;
 pub mod offsets;
 pub mod process;
+pub mod usage;

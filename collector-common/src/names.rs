@@ -8,6 +8,11 @@ pub const PROCESSES_MAP: &str = "PROCESSES";
 pub const EVENTS_MAP: &str = "EVENTS";
 /// Per-CPU array of [`crate::counters`].
 pub const COUNTERS_MAP: &str = "COUNTERS";
+/// Per-CPU hash: cgroup-v2 id → [`crate::usage::NetMapValue`]. Pinned as `net_counters`.
+pub const NET_COUNTERS_MAP: &str = "NET_COUNTERS";
+/// Per-CPU hash: [`crate::usage::IoMapKey`] → [`crate::usage::IoMapValue`]. Pinned as
+/// `io_counters`.
+pub const IO_COUNTERS_MAP: &str = "IO_COUNTERS";
 /// Global [`crate::offsets::KernelOffsets`], set by the daemon before loading.
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 
@@ -23,6 +28,17 @@ pub const PROGRAM_CGROUP_ATTACH: &str = "on_cgroup_attach_task";
 pub const PROGRAM_CGROUP_MKDIR: &str = "on_cgroup_mkdir";
 /// BTF tracepoint on `cgroup_rmdir`.
 pub const PROGRAM_CGROUP_RMDIR: &str = "on_cgroup_rmdir";
+
+/// `cgroup_skb/ingress` program counting received traffic per cgroup (attached to the
+/// cgroup-v2 root).
+pub const PROGRAM_NET_INGRESS: &str = "count_ingress";
+/// `cgroup_skb/egress` program counting sent traffic per cgroup (attached to the cgroup-v2
+/// root).
+pub const PROGRAM_NET_EGRESS: &str = "count_egress";
+/// BTF tracepoint on `block_bio_queue` counting block IO per owning cgroup and disk.
+pub const PROGRAM_BLOCK_BIO_QUEUE: &str = "on_block_bio_queue";
+/// The tracepoint [`PROGRAM_BLOCK_BIO_QUEUE`] attaches to.
+pub const TRACEPOINT_BLOCK_BIO_QUEUE: &str = "block_bio_queue";
 
 /// Task iterator (`iter/task`) that seeds `PROCESSES` with the processes alive at start-up
 /// and writes them to its file for the daemon.

@@ -47,6 +47,59 @@ pub struct KernelOffsets {
     pub track_v1: u32,
     /// 1 once the daemon filled this struct; the programs do nothing while it is 0.
     pub ready: u32,
+
+    // Block IO (`blkio.rs`). Missing members on other kernels or configs turn the block-IO
+    // program (`io_ready`) or one attribution source (`io_memcg`, `io_blkg`) off, never the
+    // whole load.
+    /// 1 when the members below needed for every bio (op, size, disk) are known.
+    pub io_ready: u32,
+    /// Position of `struct bio *` among `block_bio_queue`'s arguments: 0 since Linux 5.11
+    /// (`TP_PROTO(struct bio *bio)`), 1 before (`struct request_queue *q, struct bio *bio`).
+    pub bio_queue_bio_arg: u32,
+    /// `bio.bi_bdev` (`struct block_device *`, 5.12+), or `bio.bi_disk` (`struct gendisk *`)
+    /// when `bio_disk_direct` is 1.
+    pub bio_bdev: u32,
+    /// 1 when `bio_bdev` is the offset of `bi_disk` (kernels before 5.12).
+    pub bio_disk_direct: u32,
+    /// `bio.bi_opf` (`blk_opf_t`, a `u32`): the op in its low bits, flags above.
+    pub bio_opf: u32,
+    /// `bio.bi_iter.bi_size` (`unsigned int`): bytes of the bio.
+    pub bio_size: u32,
+    /// `bio.bi_io_vec` (`struct bio_vec *`).
+    pub bio_io_vec: u32,
+    /// `block_device.bd_disk` (`struct gendisk *`).
+    pub bdev_disk: u32,
+    /// `gendisk.major` (`int`).
+    pub disk_major: u32,
+    /// `gendisk.first_minor` (`int`).
+    pub disk_first_minor: u32,
+    /// `REQ_OP_MASK`: `(1 << REQ_OP_BITS) - 1`, where `REQ_OP_BITS` is the first flag bit
+    /// (`__REQ_FAILFAST_DEV` in `enum req_flag_bits`).
+    pub req_op_mask: u32,
+    /// 1 when the first data page's memory cgroup can be read (`CONFIG_MEMCG`).
+    pub io_memcg: u32,
+    /// `bio_vec.bv_page` (`struct page *`).
+    pub bvec_page: u32,
+    /// `page.compound_head` (`unsigned long`, bit 0 set on tail pages).
+    pub page_compound_head: u32,
+    /// `page.memcg_data` (`unsigned long`, same offset as `folio.memcg_data`).
+    pub page_memcg_data: u32,
+    /// Low bits of `memcg_data` that are flags: `__NR_MEMCG_DATA_FLAGS - 1`.
+    pub memcg_data_flags_mask: u32,
+    /// `MEMCG_DATA_KMEM`: `memcg_data` points to an `obj_cgroup`, not a `mem_cgroup`.
+    pub memcg_data_kmem: u32,
+    /// `obj_cgroup.memcg` (`struct mem_cgroup *`).
+    pub obj_cgroup_memcg: u32,
+    /// `mem_cgroup.css` (`struct cgroup_subsys_state`, embedded).
+    pub memcg_css: u32,
+    /// 1 when the bio's block cgroup can be read (`CONFIG_BLK_CGROUP`).
+    pub io_blkg: u32,
+    /// `bio.bi_blkg` (`struct blkcg_gq *`).
+    pub bio_blkg: u32,
+    /// `blkcg_gq.blkcg` (`struct blkcg *`).
+    pub blkg_blkcg: u32,
+    /// `blkcg.css` (`struct cgroup_subsys_state`, embedded).
+    pub blkcg_css: u32,
 }
 
 #[cfg(feature = "user")]

@@ -70,6 +70,15 @@ pub struct RunArgs {
     /// counted, and repaired by a re-scan.
     #[arg(long, default_value_t = 4 << 20, value_parser = parse_ring_buffer_bytes)]
     pub ring_buffer_bytes: u32,
+    /// Capacity of the kernel's per-cgroup network counters (cgroups with traffic). Entries
+    /// are allocated as cgroups show traffic, 32 bytes × possible CPUs each. Traffic of
+    /// cgroups beyond it is not counted (and counted as `net_map_full`).
+    #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
+    pub net_counter_entries: u32,
+    /// Capacity of the kernel's block IO counters (owning cgroup × disk pairs), allocated as
+    /// they appear, 32 bytes × possible CPUs each.
+    #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
+    pub io_counter_entries: u32,
     /// procfs mount point.
     #[arg(long, default_value = "/proc", hide = true)]
     pub proc_root: PathBuf,
@@ -90,6 +99,8 @@ impl RunArgs {
             pin_dir: (!self.no_pin).then(|| self.pin_dir.clone()),
             max_processes: self.max_processes,
             ring_buffer_bytes: self.ring_buffer_bytes,
+            net_counter_entries: self.net_counter_entries,
+            io_counter_entries: self.io_counter_entries,
             proc_root: self.proc_root.clone(),
         }
     }

@@ -37,6 +37,10 @@ pub struct RunOptions {
     pub max_processes: u32,
     /// Size of the event ring buffer in bytes.
     pub ring_buffer_bytes: u32,
+    /// Capacity of the kernel's per-cgroup network counters.
+    pub net_counter_entries: u32,
+    /// Capacity of the kernel's block IO counters (owner × disk).
+    pub io_counter_entries: u32,
     /// procfs mount.
     pub proc_root: PathBuf,
 }
@@ -124,6 +128,9 @@ fn load_kernel(
         ring_buffer_bytes: options.ring_buffer_bytes,
         pin_dir: options.pin_dir.clone(),
         tracked_v1_controller: tracked_v1_controller(layout),
+        cgroup_v2_root: layout.v2().map(|h| h.mount_point.clone()),
+        net_counter_entries: options.net_counter_entries,
+        io_counter_entries: options.io_counter_entries,
     };
     match loader::load(&load_options) {
         Ok(loaded) => {

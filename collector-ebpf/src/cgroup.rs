@@ -26,7 +26,7 @@ pub fn on_cgroup_attach_task(ctx: BtfTracePointContext) -> i32 {
     let Some(o) = offsets() else { return 0 };
     // (struct cgroup *dst_cgrp, const char *path, struct task_struct *task, bool threadgroup)
     let task = Task(ctx.arg::<*const u8>(2));
-    if try_on_cgroup_attach_task(&ctx, &o, task).is_err() {
+    if try_on_cgroup_attach_task(&ctx, o, task).is_err() {
         failure(
             &ctx,
             READ_ERRORS,
@@ -90,7 +90,7 @@ fn cgroup_event(ctx: &BtfTracePointContext, kind: u32, counter: u32) -> i32 {
     // (struct cgroup *cgrp, const char *path)
     let cgroup = ctx.arg::<*const u8>(0);
     let path = ctx.arg::<*const u8>(1);
-    if try_cgroup_event(ctx, &o, kind, cgroup, path).is_err() {
+    if try_cgroup_event(ctx, o, kind, cgroup, path).is_err() {
         failure(ctx, READ_ERRORS, "cgroup event: kernel read failed", 0);
     }
     0

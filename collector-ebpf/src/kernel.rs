@@ -14,9 +14,18 @@ use crate::maps::OFFSETS;
 pub struct ReadError;
 
 /// The offsets, or `None` while the daemon has not filled them in.
+///
+/// A reference into the global (a read-only map value), not a copy: the struct is ~200
+/// bytes, and a copy on the 512-byte BPF stack of every program left too little room for
+/// the rest. The pointer goes through `black_box` so that the compiler, which sees the
+/// all-zero initialiser of a read-only static, cannot fold field reads into constants (what
+/// `Global::load`'s volatile read prevents for a copy); the loader overwrites the value.
 #[inline(always)]
-pub fn offsets() -> Option<KernelOffsets> {
-    let offsets = OFFSETS.load();
+pub fn offsets() -> Option<&'static KernelOffsets> {
+    // `Global<T>` is `repr(transparent)` over `MaybeUninit<T>`, which has `T`'s layout.
+    let pointer = core::hint::black_box((&raw const OFFSETS).cast::<KernelOffsets>());
+    // SAFETY: a valid, aligned, initialised static that nothing writes at run time.
+    let offsets = unsafe { &*pointer };
     if offsets.ready == 0 {
         None
     } else {
@@ -25,7 +34,7 @@ pub fn offsets() -> Option<KernelOffsets> {
 }
 
 #[inline(always)]
-fn read<T: Copy>(base: *const u8, offset: u32) -> Result<T, ReadError> {
+pub fn read<T: Copy>(base: *const u8, offset: u32) -> Result<T, ReadError> {
     if base.is_null() {
         return Err(ReadError);
     }

@@ -1,12 +1,20 @@
 //! The collector's kernel programs. They keep `PROCESSES` (thread-group id → cgroups) current
 //! as processes fork, exec, exit and move between cgroups, and stream those lifecycle events
-//! and cgroup mkdir/rmdir to the daemon through the `EVENTS` ring buffer.
+//! and cgroup mkdir/rmdir to the daemon through the `EVENTS` ring buffer. They also count
+//! network traffic per cgroup (`net.rs`, `cgroup_skb`) and block IO per owning cgroup and
+//! disk (`blkio.rs`) into per-CPU hash maps the daemon reads on demand.
 //!
-//! All programs are BTF tracepoints (`tp_btf`, kernel ≥ 5.5): their arguments are typed kernel
+//! All other programs are BTF tracepoints (`tp_btf`, kernel ≥ 5.5): their arguments are typed kernel
 //! pointers, with no tracefs record layout to depend on. Kernel struct members are read at
 //! offsets the daemon computed from the running kernel's BTF (`kernel.rs`).
 #![no_std]
 #![no_main]
+// `atomic_xadd`: atomic adds on per-CPU counters (see `percpu::add`).
+#![feature(core_intrinsics)]
+#![allow(
+    internal_features,
+    reason = "core_intrinsics for atomic_xadd, see percpu::add"
+)]
 #![allow(
     clippy::needless_pass_by_value,
     reason = "aya's program macros fix the entry points' signature: the context by value"
@@ -22,11 +30,14 @@
 
 use collector_ebpf as _;
 
+mod blkio;
 mod cgroup;
 mod counters;
 mod emit;
 mod kernel;
 mod maps;
+mod net;
+mod percpu;
 mod process;
 mod seed;
 

@@ -2,9 +2,14 @@
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use collector_common::{counters, offsets::KernelOffsets, process::ProcessInfo};
+use collector_common::{
+    counters,
+    offsets::KernelOffsets,
+    process::ProcessInfo,
+    usage::{IoMapKey, IoMapValue, NetMapValue},
+};
 
 /// Live processes. 65,536 by default; the daemon resizes it (`--max-processes`) before load.
 /// Preallocated (flags 0): inserts from tracepoint context never allocate.
@@ -19,6 +24,31 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 /// Per-CPU counters (`collector_common::counters`).
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counters::COUNT, 0);
+
+/// `BPF_F_NO_PREALLOC`: elements are allocated on insert and freed after an RCU grace period.
+///
+/// Chosen for the per-CPU counter maps, unlike `PROCESSES`: (1) a preallocated per-CPU hash
+/// takes entries × value size × *possible* CPUs up front — 16,384 × 32 B × 64 CPUs is 32 MiB
+/// per map — while a node has hundreds of cgroups; (2) the daemon deletes entries of removed
+/// cgroups, and in a preallocated hash a deleted element is reused at once, so a program
+/// still holding its pointer could add to another cgroup's new entry; freed after a grace
+/// period, the pointer stays the old (deleted) element's for the rest of the run. Inserting
+/// (a cgroup's first packet or bio) allocates from the BPF memory allocator, safe in any
+/// context since 6.1 (`kernel/bpf/memalloc.c`); before, the verifier accepts it for these
+/// program types. The bound still holds: an insert beyond `max_entries` fails with `E2BIG`.
+const NO_PREALLOC: u32 = aya_ebpf::bindings::BPF_F_NO_PREALLOC;
+
+/// Network bytes and packets per cgroup-v2 id (`net.rs`). At most 16,384 cgroups by default;
+/// the daemon resizes it (`--net-counter-entries`) before load.
+#[map(name = "NET_COUNTERS")]
+pub static NET_COUNTERS: PerCpuHashMap<u64, NetMapValue> =
+    PerCpuHashMap::with_max_entries(16_384, NO_PREALLOC);
+
+/// Block IO per (owning cgroup, disk) (`blkio.rs`). At most 16,384 entries by default
+/// (`--io-counter-entries`).
+#[map(name = "IO_COUNTERS")]
+pub static IO_COUNTERS: PerCpuHashMap<IoMapKey, IoMapValue> =
+    PerCpuHashMap::with_max_entries(16_384, NO_PREALLOC);
 
 /// Struct member offsets, filled by the daemon before load (all zero, `ready == 0`, until then).
 #[unsafe(no_mangle)]
@@ -43,4 +73,27 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     v1_subsys_index: 0,
     track_v1: 0,
     ready: 0,
+    io_ready: 0,
+    bio_queue_bio_arg: 0,
+    bio_bdev: 0,
+    bio_disk_direct: 0,
+    bio_opf: 0,
+    bio_size: 0,
+    bio_io_vec: 0,
+    bdev_disk: 0,
+    disk_major: 0,
+    disk_first_minor: 0,
+    req_op_mask: 0,
+    io_memcg: 0,
+    bvec_page: 0,
+    page_compound_head: 0,
+    page_memcg_data: 0,
+    memcg_data_flags_mask: 0,
+    memcg_data_kmem: 0,
+    obj_cgroup_memcg: 0,
+    memcg_css: 0,
+    io_blkg: 0,
+    bio_blkg: 0,
+    blkg_blkcg: 0,
+    blkcg_css: 0,
 });

@@ -36,7 +36,7 @@ pub fn on_task_newtask(ctx: BtfTracePointContext) -> i32 {
         bump(THREADS_CREATED);
         return 0;
     }
-    if try_on_task_newtask(&ctx, &o, task).is_err() {
+    if try_on_task_newtask(&ctx, o, task).is_err() {
         failure(&ctx, READ_ERRORS, "task_newtask: kernel read failed", 0);
     }
     0
@@ -59,7 +59,7 @@ fn try_on_task_newtask(
 pub fn on_process_exec(ctx: BtfTracePointContext) -> i32 {
     let Some(o) = offsets() else { return 0 };
     let task = Task(ctx.arg::<*const u8>(0));
-    if try_on_process_exec(&ctx, &o, task).is_err() {
+    if try_on_process_exec(&ctx, o, task).is_err() {
         failure(
             &ctx,
             READ_ERRORS,
@@ -102,7 +102,7 @@ fn try_on_process_exec(
 pub fn on_process_exit(ctx: BtfTracePointContext) -> i32 {
     let Some(o) = offsets() else { return 0 };
     let task = Task(ctx.arg::<*const u8>(0));
-    if try_on_process_exit(&ctx, &o, task).is_err() {
+    if try_on_process_exit(&ctx, o, task).is_err() {
         failure(
             &ctx,
             READ_ERRORS,

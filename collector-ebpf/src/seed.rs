@@ -46,7 +46,7 @@ pub extern "C" fn seed_tasks(ctx: *mut c_void) -> i32 {
     // SAFETY: as above.
     let seq = unsafe { *meta };
     let Some(o) = offsets() else { return 0 };
-    if try_seed(&o, seq, Task(task)).is_err() {
+    if try_seed(o, seq, Task(task)).is_err() {
         bump(READ_ERRORS);
     }
     0

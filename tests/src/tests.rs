@@ -6,6 +6,7 @@
 mod api_errors;
 mod docker;
 mod fallback;
+mod kernel_counters;
 mod kernel_map;
 mod layouts;
 mod lifecycle;

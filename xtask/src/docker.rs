@@ -24,10 +24,12 @@ const STARTUP_TIMEOUT: Duration = Duration::from_mins(1);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_mins(1);
 const BRIDGE: &str = "/sys/class/net/docker0";
 
-/// Installs what containers need, makes sure a Docker daemon answers and the test image exists.
-/// Keep the returned guard alive while containers are in use: it stops the dockerd we started.
+/// Installs what containers need (and iproute2, with which the kernel-counter tests join two
+/// network namespaces by a veth link), makes sure a Docker daemon answers and the test image
+/// exists. Keep the returned guard alive while containers are in use: it stops the dockerd we
+/// started.
 pub fn prepare() -> Result<Option<Dockerd>> {
-    ensure_apt_packages(&["docker.io", "busybox-static"])?;
+    ensure_apt_packages(&["docker.io", "busybox-static", "iproute2"])?;
     let dockerd = ensure_daemon()?;
     ensure_test_image()?;
     Ok(dockerd)

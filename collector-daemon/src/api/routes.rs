@@ -141,6 +141,9 @@ async fn healthz(State(state): State<Arc<ApiState>>) -> Json<HealthBody> {
         pinned_map: kernel
             .and_then(crate::ebpf::KernelTracker::pin_path)
             .map(|p| p.display().to_string()),
+        counters_unavailable: kernel
+            .and_then(crate::ebpf::KernelTracker::counters_unavailable)
+            .map(str::to_owned),
     })
 }
 

@@ -208,6 +208,9 @@ pub struct HealthBody {
     pub metrics_addr: Option<String>,
     /// Where the PID→cgroup map is pinned, null when it is not.
     pub pinned_map: Option<String>,
+    /// Why the kernel's per-cgroup network or block IO counters are (partly) off, null when
+    /// both run (or when eBPF is off altogether: see `ebpf_disabled_reason`).
+    pub counters_unavailable: Option<String>,
 }
 
 /// Every error body.

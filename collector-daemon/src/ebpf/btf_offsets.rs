@@ -45,6 +45,26 @@ pub enum OffsetError {
         /// The member's name.
         member: String,
     },
+    /// An enumerator the programs rely on is missing from the kernel's BTF.
+    #[error("kernel BTF has no enumerator {name}")]
+    MissingEnumerator {
+        /// The enumerator.
+        name: &'static str,
+    },
+    /// A tracepoint is missing from the kernel's BTF, or has an unexpected prototype.
+    #[error("kernel BTF has no tracepoint prototype {name} of the expected shape")]
+    MissingTracepoint {
+        /// The BTF typedef looked for.
+        name: &'static str,
+    },
+    /// Neither source of a bio's owner can be read.
+    #[error("cannot tell who owns block IO: page memory cgroup: {memcg}; bio block cgroup: {blkg}")]
+    NoIoOwner {
+        /// Why the page's memcg is unreadable (e.g. no `CONFIG_MEMCG`).
+        memcg: Box<OffsetError>,
+        /// Why the bio's blkcg is unreadable (e.g. no `CONFIG_BLK_CGROUP`).
+        blkg: Box<OffsetError>,
+    },
     /// The v1 controller to track has no `<controller>_cgrp_id` in `enum cgroup_subsys_id`.
     #[error("kernel BTF: enum cgroup_subsys_id has no {variant} (controller not built in?)")]
     MissingSubsys {
@@ -58,45 +78,175 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// Computes every offset the programs need. `v1_controller` is the v1 controller whose
 /// hierarchy is tracked per process (e.g. `memory`), or `None` on a pure cgroup-v2 host.
+///
+/// Members of the process-tracking programs are required (an error). Those of the block-IO
+/// program are not: when they are missing, `io_ready` stays 0 and the second value says why;
+/// a missing optional attribution source (page memcg, bio blkcg) only clears its flag.
 pub fn kernel_offsets(
     btf_path: &Path,
     v1_controller: Option<&str>,
-) -> Result<KernelOffsets, OffsetError> {
+) -> Result<(KernelOffsets, Option<OffsetError>), OffsetError> {
     let btf = Btf::from_file(btf_path).map_err(|source| OffsetError::Btf {
         path: btf_path.to_owned(),
         source,
     })?;
-    let task = find_struct(&btf, "task_struct")?;
-    let start_boottime = member_offset(&btf, &task, "task_struct", "start_boottime")
-        .or_else(|_| member_offset(&btf, &task, "task_struct", "real_start_time"))?;
-    let css_set = find_struct(&btf, "css_set")?;
-    let cgroup = find_struct(&btf, "cgroup")?;
+    let mut offsets = process_offsets(&btf, v1_controller)?;
+    let io_error = block_io_offsets(&btf, &mut offsets).err();
+    Ok((offsets, io_error))
+}
+
+fn process_offsets(btf: &Btf, v1_controller: Option<&str>) -> Result<KernelOffsets, OffsetError> {
+    let task = find_struct(btf, "task_struct")?;
+    let start_boottime = member_offset(btf, &task, "task_struct", "start_boottime")
+        .or_else(|_| member_offset(btf, &task, "task_struct", "real_start_time"))?;
+    let css_set = find_struct(btf, "css_set")?;
+    let cgroup = find_struct(btf, "cgroup")?;
     let (v1_subsys_index, track_v1) = match v1_controller {
-        Some(controller) => (subsys_index(&btf, controller)?, 1),
+        Some(controller) => (subsys_index(btf, controller)?, 1),
         None => (0, 0),
     };
     Ok(KernelOffsets {
-        task_pid: member_offset(&btf, &task, "task_struct", "pid")?,
-        task_tgid: member_offset(&btf, &task, "task_struct", "tgid")?,
+        task_pid: member_offset(btf, &task, "task_struct", "pid")?,
+        task_tgid: member_offset(btf, &task, "task_struct", "tgid")?,
         task_start_boottime: start_boottime,
-        task_cgroups: member_offset(&btf, &task, "task_struct", "cgroups")?,
-        task_signal: member_offset(&btf, &task, "task_struct", "signal")?,
-        task_real_parent: member_offset(&btf, &task, "task_struct", "real_parent")?,
-        task_group_leader: member_offset(&btf, &task, "task_struct", "group_leader")?,
-        task_comm: member_offset(&btf, &task, "task_struct", "comm")?,
-        signal_live: struct_member(&btf, "signal_struct", "live")?,
-        css_set_dfl_cgrp: member_offset(&btf, &css_set, "css_set", "dfl_cgrp")?,
-        css_set_subsys: member_offset(&btf, &css_set, "css_set", "subsys")?,
-        css_cgroup: struct_member(&btf, "cgroup_subsys_state", "cgroup")?,
-        cgroup_kn: member_offset(&btf, &cgroup, "cgroup", "kn")?,
-        cgroup_root: member_offset(&btf, &cgroup, "cgroup", "root")?,
-        cgroup_level: member_offset(&btf, &cgroup, "cgroup", "level")?,
-        cgroup_root_hierarchy_id: struct_member(&btf, "cgroup_root", "hierarchy_id")?,
-        kernfs_node_id: struct_member(&btf, "kernfs_node", "id")?,
+        task_cgroups: member_offset(btf, &task, "task_struct", "cgroups")?,
+        task_signal: member_offset(btf, &task, "task_struct", "signal")?,
+        task_real_parent: member_offset(btf, &task, "task_struct", "real_parent")?,
+        task_group_leader: member_offset(btf, &task, "task_struct", "group_leader")?,
+        task_comm: member_offset(btf, &task, "task_struct", "comm")?,
+        signal_live: struct_member(btf, "signal_struct", "live")?,
+        css_set_dfl_cgrp: member_offset(btf, &css_set, "css_set", "dfl_cgrp")?,
+        css_set_subsys: member_offset(btf, &css_set, "css_set", "subsys")?,
+        css_cgroup: struct_member(btf, "cgroup_subsys_state", "cgroup")?,
+        cgroup_kn: member_offset(btf, &cgroup, "cgroup", "kn")?,
+        cgroup_root: member_offset(btf, &cgroup, "cgroup", "root")?,
+        cgroup_level: member_offset(btf, &cgroup, "cgroup", "level")?,
+        cgroup_root_hierarchy_id: struct_member(btf, "cgroup_root", "hierarchy_id")?,
+        kernfs_node_id: struct_member(btf, "kernfs_node", "id")?,
         v1_subsys_index,
         track_v1,
         ready: 1,
+        ..KernelOffsets::default()
     })
+}
+
+/// Fills the block-IO members (`collector-ebpf/src/blkio.rs`). On error, `io_ready` stays 0
+/// and the block-IO program is not attached.
+fn block_io_offsets(btf: &Btf, o: &mut KernelOffsets) -> Result<(), OffsetError> {
+    o.bio_queue_bio_arg = bio_queue_bio_arg(btf)?;
+    let bio = find_struct(btf, "bio")?;
+    // `bi_bdev` since 5.12; `bi_disk` (the gendisk itself) before.
+    if let Ok(offset) = member_offset(btf, &bio, "bio", "bi_bdev") {
+        o.bio_bdev = offset;
+        o.bio_disk_direct = 0;
+        o.bdev_disk = struct_member(btf, "block_device", "bd_disk")?;
+    } else {
+        o.bio_bdev = member_offset(btf, &bio, "bio", "bi_disk")?;
+        o.bio_disk_direct = 1;
+    }
+    o.bio_opf = member_offset(btf, &bio, "bio", "bi_opf")?;
+    o.bio_size =
+        member_offset(btf, &bio, "bio", "bi_iter")? + struct_member(btf, "bvec_iter", "bi_size")?;
+    o.bio_io_vec = member_offset(btf, &bio, "bio", "bi_io_vec")?;
+    o.disk_major = struct_member(btf, "gendisk", "major")?;
+    o.disk_first_minor = struct_member(btf, "gendisk", "first_minor")?;
+    // REQ_OP_BITS is the first flag bit; 8 in every kernel since 4.10, read here anyway.
+    let op_bits = enum_value(btf, "req_flag_bits", "__REQ_FAILFAST_DEV").unwrap_or(8);
+    o.req_op_mask = (1u32 << op_bits.min(31)) - 1;
+
+    let memcg = memcg_offsets(btf, o);
+    let blkg = blkg_offsets(btf, &bio, o);
+    o.io_memcg = u32::from(memcg.is_ok());
+    o.io_blkg = u32::from(blkg.is_ok());
+    match (memcg, blkg) {
+        (Err(memcg), Err(blkg)) => Err(OffsetError::NoIoOwner {
+            memcg: Box::new(memcg),
+            blkg: Box::new(blkg),
+        }),
+        (memcg, blkg) => {
+            if let Err(e) = memcg {
+                tracing::info!(error = %e, "block IO: page memory cgroups unreadable, charging IO to the bio's block cgroup only");
+            }
+            if let Err(e) = blkg {
+                tracing::info!(error = %e, "block IO: bio block cgroups unreadable, charging IO to page memory cgroups only");
+            }
+            o.io_ready = 1;
+            Ok(())
+        }
+    }
+}
+
+/// The memcg of a bio's first page (`CONFIG_MEMCG`, 5.11+ `memcg_data` layout).
+fn memcg_offsets(btf: &Btf, o: &mut KernelOffsets) -> Result<(), OffsetError> {
+    o.bvec_page = struct_member(btf, "bio_vec", "bv_page")?;
+    let page = find_struct(btf, "page")?;
+    o.page_compound_head = member_offset(btf, &page, "page", "compound_head")?;
+    o.page_memcg_data = member_offset(btf, &page, "page", "memcg_data")?;
+    let flags_end = enum_value(btf, "page_memcg_data_flags", "__NR_MEMCG_DATA_FLAGS").ok_or(
+        OffsetError::MissingEnumerator {
+            name: "__NR_MEMCG_DATA_FLAGS",
+        },
+    )?;
+    o.memcg_data_flags_mask = flags_end.saturating_sub(1);
+    o.memcg_data_kmem = enum_value(btf, "page_memcg_data_flags", "MEMCG_DATA_KMEM").ok_or(
+        OffsetError::MissingEnumerator {
+            name: "MEMCG_DATA_KMEM",
+        },
+    )?;
+    o.obj_cgroup_memcg = struct_member(btf, "obj_cgroup", "memcg")?;
+    o.memcg_css = struct_member(btf, "mem_cgroup", "css")?;
+    Ok(())
+}
+
+/// The bio's block cgroup (`CONFIG_BLK_CGROUP`).
+fn blkg_offsets(btf: &Btf, bio: &btf_rs::Struct, o: &mut KernelOffsets) -> Result<(), OffsetError> {
+    o.bio_blkg = member_offset(btf, bio, "bio", "bi_blkg")?;
+    o.blkg_blkcg = struct_member(btf, "blkcg_gq", "blkcg")?;
+    o.blkcg_css = struct_member(btf, "blkcg", "css")?;
+    Ok(())
+}
+
+/// Index of `struct bio *` among `block_bio_queue`'s arguments, from the prototype of its
+/// BTF typedef `btf_trace_block_bio_queue` (`void *__data` first, then the arguments): the
+/// bio is the last argument, `(struct bio *)` since 5.11 and `(struct request_queue *,
+/// struct bio *)` before.
+fn bio_queue_bio_arg(btf: &Btf) -> Result<u32, OffsetError> {
+    const NAME: &str = "btf_trace_block_bio_queue";
+    let missing = || OffsetError::MissingTracepoint { name: NAME };
+    let typedef = btf
+        .resolve_types_by_name(NAME)
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|ty| match ty {
+            Type::Typedef(t) => Some(t),
+            _ => None,
+        })
+        .ok_or_else(missing)?;
+    let Ok(Type::Ptr(ptr)) = btf.resolve_chained_type(&typedef) else {
+        return Err(missing());
+    };
+    let Ok(Type::FuncProto(proto)) = btf.resolve_chained_type(&ptr) else {
+        return Err(missing());
+    };
+    match proto.parameters.len() {
+        n @ (2 | 3) => Ok(u32::try_from(n).unwrap_or(2) - 2),
+        _ => Err(missing()),
+    }
+}
+
+/// The value of `variant` in `enum enum_name` (searched in every enum of that name).
+fn enum_value(btf: &Btf, enum_name: &str, variant: &str) -> Option<u32> {
+    btf.resolve_types_by_name(enum_name)
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|ty| match ty {
+            Type::Enum(e) => e
+                .members
+                .iter()
+                .find(|m| btf.resolve_name(*m).is_ok_and(|name| name == variant))
+                .map(btf_rs::EnumMember::val),
+            _ => None,
+        })
 }
 
 /// The index of a v1 controller in `css_set.subsys`: its `enum cgroup_subsys_id` value.
@@ -108,19 +258,7 @@ fn subsys_index(btf: &Btf, controller: &str) -> Result<u32, OffsetError> {
         controller
     };
     let variant = format!("{kernel_name}_cgrp_id");
-    let types = btf
-        .resolve_types_by_name("cgroup_subsys_id")
-        .unwrap_or_default();
-    for ty in types {
-        if let Type::Enum(e) = ty {
-            for member in &e.members {
-                if btf.resolve_name(member).is_ok_and(|name| name == variant) {
-                    return Ok(member.val());
-                }
-            }
-        }
-    }
-    Err(OffsetError::MissingSubsys { variant })
+    enum_value(btf, "cgroup_subsys_id", &variant).ok_or(OffsetError::MissingSubsys { variant })
 }
 
 fn find_struct(btf: &Btf, name: &'static str) -> Result<btf_rs::Struct, OffsetError> {
@@ -193,7 +331,7 @@ mod tests {
             eprintln!("skipping: {VMLINUX_BTF} absent (kernel without BTF)");
             return;
         }
-        let o = kernel_offsets(path, Some("memory")).expect("offsets");
+        let (o, io_error) = kernel_offsets(path, Some("memory")).expect("offsets");
         assert_eq!(o.ready, 1);
         assert_eq!(o.track_v1, 1);
         // tgid directly follows pid (both pid_t) in every kernel since 2.6.
@@ -201,6 +339,22 @@ mod tests {
         assert!(o.task_cgroups > o.task_pid);
         // memory_cgrp_id is small (it is the nth compiled-in controller).
         assert!(o.v1_subsys_index < 16);
+        // Block IO: every kernel with BTF tracepoints has the bio members; this one (6.x,
+        // CONFIG_MEMCG and CONFIG_BLK_CGROUP) has both owner sources.
+        assert!(io_error.is_none(), "{io_error:?}");
+        assert_eq!(o.io_ready, 1);
+        assert_eq!(o.bio_disk_direct, 0);
+        assert_eq!(o.req_op_mask, 0xff);
+        assert_eq!(o.io_memcg, 1);
+        assert_eq!(o.io_blkg, 1);
+        // bv_page and css are the first members of their structs; memcg_data follows
+        // compound_head in struct page.
+        assert_eq!(o.bvec_page, 0);
+        assert_eq!(o.memcg_css, 0);
+        assert_eq!(o.blkcg_css, 0);
+        assert!(o.page_memcg_data > o.page_compound_head);
+        assert_eq!(o.memcg_data_kmem, 2);
+        assert_eq!(o.memcg_data_flags_mask, 3);
         assert!(matches!(
             kernel_offsets(path, Some("no_such_controller")),
             Err(OffsetError::MissingSubsys { .. })

@@ -1,7 +1,10 @@
-//! Loading and attaching the kernel programs, pinning `PROCESSES`, and wiring aya-log.
+//! Loading and attaching the kernel programs, pinning their maps, and wiring aya-log.
 //!
 //! Needs: `CAP_BPF` + `CAP_PERFMON` (or root), kernel BTF, BTF tracepoints (5.5+) and ring
 //! buffers (5.8+). Any of these missing is a `LoadError` and the daemon falls back to procfs.
+//! The usage counters (network per cgroup, block IO per owner and disk) are optional on top:
+//! when they cannot attach (no cgroup-v2 hierarchy, a kernel without the members they read,
+//! a verifier refusal) the reason is logged and kept, and process tracking runs on.
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -9,25 +12,35 @@ use std::{
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, Iter, ProgramError},
+    maps::{HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, Iter, ProgramError,
+    },
 };
 use collector_common::{
     event::{KIND_SEED, ProcessEvent},
     names::{
-        BTF_TRACEPOINTS, COUNTERS_MAP, EVENTS_MAP, OFFSETS_GLOBAL, PROCESSES_MAP,
-        PROGRAM_SEED_TASKS,
+        BTF_TRACEPOINTS, COUNTERS_MAP, EVENTS_MAP, IO_COUNTERS_MAP, NET_COUNTERS_MAP,
+        OFFSETS_GLOBAL, PROCESSES_MAP, PROGRAM_BLOCK_BIO_QUEUE, PROGRAM_NET_EGRESS,
+        PROGRAM_NET_INGRESS, PROGRAM_SEED_TASKS, TRACEPOINT_BLOCK_BIO_QUEUE,
     },
     process::ProcessInfo,
 };
 
-use super::btf_offsets::{self, OffsetError, VMLINUX_BTF};
+use super::{
+    btf_offsets::{self, OffsetError, VMLINUX_BTF},
+    usage::CounterMaps,
+};
 
 /// The object built by `build.rs` from `collector-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/collector"));
 
 /// File name of the pinned `PROCESSES` map inside the pin directory.
 pub const PROCESSES_PIN_NAME: &str = "processes";
+/// File name of the pinned `NET_COUNTERS` map inside the pin directory.
+pub const NET_COUNTERS_PIN_NAME: &str = "net_counters";
+/// File name of the pinned `IO_COUNTERS` map inside the pin directory.
+pub const IO_COUNTERS_PIN_NAME: &str = "io_counters";
 
 /// Why the kernel programs could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +112,13 @@ pub struct LoadOptions {
     pub pin_dir: Option<PathBuf>,
     /// The v1 controller whose hierarchy is tracked per process, if any.
     pub tracked_v1_controller: Option<String>,
+    /// Where the cgroup-v2 hierarchy is mounted: the network counters attach to that cgroup
+    /// (the root, or the subtree a cgroup namespace shows). `None`: no network counters.
+    pub cgroup_v2_root: Option<PathBuf>,
+    /// Capacity of `NET_COUNTERS` (cgroups with traffic).
+    pub net_counter_entries: u32,
+    /// Capacity of `IO_COUNTERS` (owner × disk pairs with IO).
+    pub io_counter_entries: u32,
 }
 
 /// The loaded object's handles. Dropping it detaches the programs and unpins the map.
@@ -113,41 +133,55 @@ pub struct Loaded {
     pub processes: HashMap<MapData, u32, ProcessInfo>,
     /// aya-log's reader, when the object has log statements.
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
-    /// Where `PROCESSES` is pinned.
-    pub pin: Option<PinnedMap>,
+    /// The maps pinned under the pin directory (`PROCESSES` first).
+    pub pin: Option<PinnedMaps>,
+    /// The usage counters, or why they are unavailable.
+    pub usage: CounterMaps,
 }
 
-/// A pinned map file, removed on drop (with its directory when we created it and it is
+/// Pinned map files, removed on drop (then their directory, when we created it and it is
 /// empty), so other programs never read a map nobody updates any more.
-pub struct PinnedMap {
-    path: PathBuf,
-    created_dir: Option<PathBuf>,
+pub struct PinnedMaps {
+    /// The pin directory.
+    dir: PathBuf,
+    /// Pin paths in the order they were made; the first is `PROCESSES`'.
+    paths: Vec<PathBuf>,
+    /// Whether we created `dir` (then it is removed after the pins, when empty).
+    created_dir: bool,
 }
 
-impl PinnedMap {
-    /// The pin's path.
+impl PinnedMaps {
+    /// Where `PROCESSES` is pinned.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.paths[0]
+    }
+
+    /// Every pin, `PROCESSES` first.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
     }
 }
 
-impl Drop for PinnedMap {
+impl Drop for PinnedMaps {
     fn drop(&mut self) {
-        if let Err(e) = fs::remove_file(&self.path) {
-            tracing::warn!(path = %self.path.display(), error = %e, "could not unpin map");
+        for path in self.paths.iter().rev() {
+            if let Err(e) = fs::remove_file(path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not unpin map");
+            }
         }
-        if let Some(dir) = &self.created_dir {
+        if self.created_dir {
             // Fails (harmlessly) when something else was put there meanwhile.
-            let _ = fs::remove_dir(dir);
+            let _ = fs::remove_dir(&self.dir);
         }
     }
 }
 
-/// Loads the object, pins `PROCESSES`, and attaches every program.
+/// Loads the object, pins `PROCESSES`, and attaches every program; then, best effort, the
+/// usage counters.
 pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     raise_memlock_limit();
     let btf = Btf::from_sys_fs().map_err(|source| LoadError::Btf { source })?;
-    let offsets = btf_offsets::kernel_offsets(
+    let (offsets, io_offsets_error) = btf_offsets::kernel_offsets(
         Path::new(VMLINUX_BTF),
         options.tracked_v1_controller.as_deref(),
     )?;
@@ -157,6 +191,8 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         .override_global(OFFSETS_GLOBAL, &offsets, true)
         .map_max_entries(PROCESSES_MAP, options.max_processes)
         .map_max_entries(EVENTS_MAP, options.ring_buffer_bytes)
+        .map_max_entries(NET_COUNTERS_MAP, options.net_counter_entries)
+        .map_max_entries(IO_COUNTERS_MAP, options.io_counter_entries)
         .load(OBJECT)
         .map_err(|source| LoadError::Load { source })?;
 
@@ -168,7 +204,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         }
     };
 
-    let pin = match &options.pin_dir {
+    let mut pin = match &options.pin_dir {
         Some(dir) => Some(pin_processes(&ebpf, dir)?),
         None => None,
     };
@@ -206,6 +242,8 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         .try_into()
         .map_err(iter_err)?;
     seeder.load("task", &btf).map_err(iter_err)?;
+
+    let usage = attach_usage(&mut ebpf, &btf, options, io_offsets_error, pin.as_mut());
     Ok(Loaded {
         ebpf,
         events,
@@ -213,7 +251,127 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         processes,
         logger,
         pin,
+        usage,
     })
+}
+
+/// Attaches the usage counters and takes their maps, or records why they are unavailable.
+fn attach_usage(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    options: &LoadOptions,
+    io_offsets_error: Option<OffsetError>,
+    mut pins: Option<&mut PinnedMaps>,
+) -> CounterMaps {
+    let net = attach_net_counters(ebpf, options.cgroup_v2_root.as_deref())
+        .and_then(|()| {
+            pin_counters(
+                ebpf,
+                pins.as_deref_mut(),
+                NET_COUNTERS_MAP,
+                NET_COUNTERS_PIN_NAME,
+            )
+        })
+        .and_then(|map| {
+            PerCpuHashMap::try_from(map).map_err(|e| format!("map {NET_COUNTERS_MAP}: {e}"))
+        });
+    let io = match io_offsets_error {
+        Some(e) => Err(format!(
+            "kernel BTF lacks what the block IO program reads: {e}"
+        )),
+        None => attach(
+            ebpf,
+            btf,
+            PROGRAM_BLOCK_BIO_QUEUE,
+            TRACEPOINT_BLOCK_BIO_QUEUE,
+        )
+        .map_err(|e| chain(&e)),
+    }
+    .and_then(|()| pin_counters(ebpf, pins, IO_COUNTERS_MAP, IO_COUNTERS_PIN_NAME))
+    .and_then(|map| {
+        PerCpuHashMap::try_from(map).map_err(|e| format!("map {IO_COUNTERS_MAP}: {e}"))
+    });
+    let usage = CounterMaps::new(net, io);
+    match usage.counters_unavailable() {
+        None => tracing::info!(
+            cgroup = ?options.cgroup_v2_root,
+            "usage counters attached: network per cgroup (cgroup_skb), block IO per owner and disk (block_bio_queue)"
+        ),
+        Some(reason) => {
+            tracing::warn!(%reason, "usage counters (partly) unavailable; process tracking is not affected");
+        }
+    }
+    usage
+}
+
+/// Loads the `cgroup_skb` programs and attaches them to the cgroup-v2 root, as links (kernel
+/// 5.7+; `BPF_PROG_ATTACH` with `BPF_F_ALLOW_MULTI` before): other programs attached there
+/// (systemd's IP accounting, Docker's, Cilium's) stay, and ours detach when the daemon's
+/// descriptors close. Programs attached to the root run for every cgroup below it, whatever
+/// those cgroups attach themselves (`compute_effective_progs()` keeps `ALLOW_MULTI`
+/// ancestors' programs, `kernel/bpf/cgroup.c`).
+fn attach_net_counters(ebpf: &mut Ebpf, cgroup_v2_root: Option<&Path>) -> Result<(), String> {
+    let root = cgroup_v2_root.ok_or_else(|| {
+        "no cgroup-v2 hierarchy is mounted (cgroup_skb programs attach to a v2 cgroup)".to_owned()
+    })?;
+    let cgroup = fs::File::open(root).map_err(|e| format!("opening {}: {e}", root.display()))?;
+    // From 5.7 aya attaches through `BPF_LINK_CREATE`: cgroup links always join in
+    // `BPF_F_ALLOW_MULTI` mode and the kernel refuses that flag in `link_create.flags`
+    // (`cgroup_bpf_link_attach()`: EINVAL for anything but BPF_F_ID/BEFORE/AFTER/PREORDER),
+    // so the mode must be `Single` (flags 0) there. Before 5.7 aya uses `BPF_PROG_ATTACH`,
+    // where flags 0 would replace another exclusive program: `AllowMultiple` it is.
+    let links = aya::util::KernelVersion::current()
+        .is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 7, 0));
+    let mode = if links {
+        CgroupAttachMode::Single
+    } else {
+        CgroupAttachMode::AllowMultiple
+    };
+    for (program, attach_type) in [
+        (PROGRAM_NET_INGRESS, CgroupSkbAttachType::Ingress),
+        (PROGRAM_NET_EGRESS, CgroupSkbAttachType::Egress),
+    ] {
+        let err =
+            |e: ProgramError| format!("program {program} on {}: {}", root.display(), chain(&e));
+        let prog: &mut CgroupSkb = ebpf
+            .program_mut(program)
+            .ok_or_else(|| err(ProgramError::UnexpectedProgramType))?
+            .try_into()
+            .map_err(err)?;
+        prog.load().map_err(err)?;
+        prog.attach(&cgroup, attach_type, mode).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// An error with its sources: aya's errors print only the outer call (`bpf_link_create
+/// failed`), the errno is in the source.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        out.push_str(": ");
+        out.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    out
+}
+
+/// Takes a counter map out of the object, pinning it first when pins are made. A pin that
+/// cannot be made is logged, not fatal: the daemon still reads the map.
+fn pin_counters(
+    ebpf: &mut Ebpf,
+    pins: Option<&mut PinnedMaps>,
+    map: &'static str,
+    pin_name: &str,
+) -> Result<aya::maps::Map, String> {
+    if let Some(pins) = pins
+        && let Err(e) = pins.add(ebpf, map, pin_name)
+    {
+        tracing::warn!(error = %e, "counters are not pinned");
+    }
+    ebpf.take_map(map)
+        .ok_or_else(|| format!("map {map} is missing from the eBPF object"))
 }
 
 /// Runs the task iterator once: every live process is inserted into `PROCESSES` (where
@@ -303,9 +461,9 @@ fn attach(
     Ok(())
 }
 
-/// Pins `PROCESSES` at `<dir>/processes`. A pin left by an earlier run that did not stop
-/// cleanly is replaced: its contents are stale, and the path is ours.
-fn pin_processes(ebpf: &Ebpf, dir: &Path) -> Result<PinnedMap, LoadError> {
+/// Pins `PROCESSES` at `<dir>/processes`, creating the directory (and mounting bpffs) when
+/// needed.
+fn pin_processes(ebpf: &Ebpf, dir: &Path) -> Result<PinnedMaps, LoadError> {
     let path = dir.join(PROCESSES_PIN_NAME);
     let pin_err = |source: Box<dyn std::error::Error + Send + Sync>| LoadError::Pin {
         map: PROCESSES_MAP,
@@ -313,21 +471,38 @@ fn pin_processes(ebpf: &Ebpf, dir: &Path) -> Result<PinnedMap, LoadError> {
         source,
     };
     ensure_bpffs(dir).map_err(|e| pin_err(Box::new(e)))?;
-    let created_dir = if dir.exists() {
-        None
-    } else {
+    let created_dir = !dir.exists();
+    if created_dir {
         fs::create_dir_all(dir).map_err(|e| pin_err(Box::new(e)))?;
-        Some(dir.to_owned())
-    };
-    if path.exists() {
-        tracing::info!(path = %path.display(), "replacing a stale pinned map");
-        fs::remove_file(&path).map_err(|e| pin_err(Box::new(e)))?;
     }
-    let map = ebpf
-        .map(PROCESSES_MAP)
-        .ok_or(LoadError::MissingMap { map: PROCESSES_MAP })?;
-    map.pin(&path).map_err(|e| pin_err(Box::new(e)))?;
-    Ok(PinnedMap { path, created_dir })
+    let mut pins = PinnedMaps {
+        dir: dir.to_owned(),
+        paths: Vec::new(),
+        created_dir,
+    };
+    pins.add(ebpf, PROCESSES_MAP, PROCESSES_PIN_NAME)?;
+    Ok(pins)
+}
+
+impl PinnedMaps {
+    /// Pins `map` at `<dir>/<name>`. A pin left by an earlier run that did not stop cleanly
+    /// is replaced: its contents are stale, and the path is ours.
+    fn add(&mut self, ebpf: &Ebpf, map: &'static str, name: &str) -> Result<(), LoadError> {
+        let path = self.dir.join(name);
+        let pin_err = |source: Box<dyn std::error::Error + Send + Sync>| LoadError::Pin {
+            map,
+            path: path.clone(),
+            source,
+        };
+        if path.exists() {
+            tracing::info!(path = %path.display(), "replacing a stale pinned map");
+            fs::remove_file(&path).map_err(|e| pin_err(Box::new(e)))?;
+        }
+        let handle = ebpf.map(map).ok_or(LoadError::MissingMap { map })?;
+        handle.pin(&path).map_err(|e| pin_err(Box::new(e)))?;
+        self.paths.push(path);
+        Ok(())
+    }
 }
 
 /// The conventional bpffs mount point.

@@ -3,6 +3,7 @@
 pub mod btf_offsets;
 pub mod events;
 pub mod loader;
+pub mod usage;
 
 use std::sync::Mutex;
 
@@ -11,6 +12,7 @@ use collector_common::{counters, process::ProcessInfo};
 
 pub use events::{Event, ProcessChange};
 pub use loader::{LoadError, LoadOptions, Loaded};
+pub use usage::{CounterError, CounterMaps, IoKey, IoTotals, NetTotals};
 
 /// Handles the daemon keeps on the kernel programs after loading.
 pub struct KernelTracker {
@@ -21,8 +23,10 @@ pub struct KernelTracker {
     processes: Mutex<HashMap<MapData, u32, ProcessInfo>>,
     /// The object: keeps the programs attached; runs the seeding iterator.
     ebpf: Mutex<aya::Ebpf>,
-    /// Unpins `PROCESSES` on drop or `unpin`.
-    pin: Mutex<Option<loader::PinnedMap>>,
+    /// Unpins the maps on drop or `unpin`.
+    pin: Mutex<Option<loader::PinnedMaps>>,
+    /// Per-cgroup network and block IO counters.
+    usage: CounterMaps,
 }
 
 impl KernelTracker {
@@ -36,6 +40,7 @@ impl KernelTracker {
             processes,
             logger,
             pin,
+            usage,
         } = loaded;
         (
             Self {
@@ -44,6 +49,7 @@ impl KernelTracker {
                 processes: Mutex::new(processes),
                 ebpf: Mutex::new(ebpf),
                 pin: Mutex::new(pin),
+                usage,
             },
             logger,
         )
@@ -87,7 +93,7 @@ impl KernelTracker {
         loader::seed_processes(&mut ebpf)
     }
 
-    /// Removes the pin of `PROCESSES` (at shutdown).
+    /// Removes the pins of `PROCESSES` and the counter maps (at shutdown).
     pub fn unpin(&self) {
         self.pin
             .lock()
@@ -102,6 +108,42 @@ impl KernelTracker {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .as_ref()
             .map(|p| p.path().to_owned())
+    }
+
+    /// The usage counter maps (network per cgroup, block IO per owner and disk).
+    pub fn usage(&self) -> &CounterMaps {
+        &self.usage
+    }
+
+    /// Why some usage counters are not attached (`None` when all are): no cgroup-v2
+    /// hierarchy, a kernel without what the programs read, a verifier refusal.
+    pub fn counters_unavailable(&self) -> Option<&str> {
+        self.usage.counters_unavailable()
+    }
+
+    /// Every cgroup's network traffic, by cgroup-v2 id (per-CPU values summed).
+    pub fn net_snapshot(&self) -> Result<std::collections::HashMap<u64, NetTotals>, CounterError> {
+        self.usage.net_snapshot()
+    }
+
+    /// Block IO of every owner on every disk (per-CPU values summed).
+    pub fn io_snapshot(&self) -> Result<std::collections::HashMap<IoKey, IoTotals>, CounterError> {
+        self.usage.io_snapshot()
+    }
+
+    /// One cgroup's network traffic, `None` when none was counted.
+    pub fn net_lookup(&self, cgroup_id: u64) -> Result<Option<NetTotals>, CounterError> {
+        self.usage.net_lookup(cgroup_id)
+    }
+
+    /// Frees the network entry of a removed cgroup (fold its final values first).
+    pub fn remove_net(&self, cgroup_id: u64) {
+        self.usage.remove_net(cgroup_id);
+    }
+
+    /// Frees a block IO entry of a removed cgroup (fold its final values first).
+    pub fn remove_io(&self, key: &IoKey) {
+        self.usage.remove_io(key);
     }
 
     /// The kernel counters, summed over CPUs, in `collector_common::counters` order.

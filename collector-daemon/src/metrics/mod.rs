@@ -202,6 +202,16 @@ fn encode_kernel(
             "collector_kernel_read_errors",
             "Failed reads of kernel structures in the programs",
         ),
+        (
+            counters::NET_MAP_FULL,
+            "collector_kernel_net_map_full",
+            "Packets not counted because the per-cgroup network counter map was full (see --net-counter-entries)",
+        ),
+        (
+            counters::IO_MAP_FULL,
+            "collector_kernel_io_map_full",
+            "Block IOs not counted because the block IO counter map was full (see --io-counter-entries)",
+        ),
     ] {
         counter(encoder, name, help, values[index as usize])?;
     }

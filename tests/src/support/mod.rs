@@ -8,6 +8,7 @@ pub mod clone3;
 pub mod daemon;
 pub mod docker;
 pub mod http;
+pub mod netns;
 pub mod process;
 
 use std::io::Write as _;

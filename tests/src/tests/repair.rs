@@ -3,19 +3,12 @@
 //! aya-log, and lookups stay right because the daemon's index does not depend on the map.
 use std::time::Duration;
 
-use super::util::{container_id, lookup, root, wait_for};
+use super::util::{container_id, lookup, metric, root, wait_for};
 use crate::support::{
     cgroup::TestCgroup,
     daemon::Daemon,
     process::{ChildGuard, spawn_in_cgroup},
 };
-
-fn metric(daemon: &Daemon, name: &str) -> u64 {
-    let body = daemon.get("/metrics").body;
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in\n{body}"))
-}
 
 /// Stops the daemon (SIGSTOP) so it cannot read the ring buffer; continues it on drop.
 struct Stopped(u32);

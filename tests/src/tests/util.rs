@@ -75,6 +75,14 @@ pub fn sleep_in(procs_files: &[std::path::PathBuf]) -> ChildGuard {
     ChildGuard::new(cmd.spawn().expect("spawning sleep"))
 }
 
+/// The value of the unlabelled metric `name` in the daemon's `/metrics`; panics when absent.
+pub fn metric(daemon: &Daemon, name: &str) -> u64 {
+    let body = daemon.get("/metrics").body;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in\n{body}"))
+}
+
 /// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
