@@ -180,7 +180,11 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<ExitCode> {
         Query::Containers => (Method::GET, "/v1/containers".to_owned(), None),
         Query::Stats { id, max_age_ms } => {
             let query = max_age_ms.map_or_else(String::new, |ms| format!("?max_age_ms={ms}"));
-            (Method::GET, format!("/v1/containers/{id}/stats{query}"), None)
+            (
+                Method::GET,
+                format!("/v1/containers/{id}/stats{query}"),
+                None,
+            )
         }
     };
     let answer = client::request(&args.socket, method, &path, body).await?;
@@ -329,6 +333,47 @@ pub fn init_logging() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("installing the tracing subscriber: {e}"))
 }
 
+/// One `NAME  VALUE  SOURCE` row per stat, in the JSON's names (nested ones dotted).
+fn stats_table(body: &StatsBody) -> String {
+    let mut rows: Vec<Vec<String>> = vec![vec![
+        "container_id".to_owned(),
+        body.container_id.clone(),
+        String::new(),
+    ]];
+    let json = serde_json::to_value(body).unwrap_or_default();
+    let sections = [
+        "timestamp",
+        "cpu",
+        "memory",
+        "io",
+        "pid",
+        "network",
+        "open_files",
+    ];
+    for section in sections {
+        let source = body.full.sources.get(section).cloned().unwrap_or_default();
+        flatten_rows(section, &json[section], &source, &mut rows);
+    }
+    render(&["STAT", "VALUE", "SOURCE"], &rows)
+}
+
+fn flatten_rows(name: &str, value: &serde_json::Value, source: &str, rows: &mut Vec<Vec<String>>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map {
+                flatten_rows(&format!("{name}.{key}"), inner, source, rows);
+            }
+        }
+        serde_json::Value::Null => {
+            rows.push(vec![name.to_owned(), "-".to_owned(), source.to_owned()]);
+        }
+        serde_json::Value::String(s) => {
+            rows.push(vec![name.to_owned(), s.clone(), source.to_owned()]);
+        }
+        other => rows.push(vec![name.to_owned(), other.to_string(), source.to_owned()]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,34 +416,5 @@ mod tests {
         for bad in ["0", "2048", "5000", "-1", "x"] {
             assert!(parse_ring_buffer_bytes(bad).is_err(), "{bad}");
         }
-    }
-}
-
-/// One `NAME  VALUE  SOURCE` row per stat, in the JSON's names (nested ones dotted).
-fn stats_table(body: &StatsBody) -> String {
-    let mut rows: Vec<Vec<String>> = vec![vec![
-        "container_id".to_owned(),
-        body.container_id.clone(),
-        String::new(),
-    ]];
-    let json = serde_json::to_value(body).unwrap_or_default();
-    let sections = ["timestamp", "cpu", "memory", "io", "pid", "network", "open_files"];
-    for section in sections {
-        let source = body.full.sources.get(section).cloned().unwrap_or_default();
-        flatten_rows(section, &json[section], &source, &mut rows);
-    }
-    render(&["STAT", "VALUE", "SOURCE"], &rows)
-}
-
-fn flatten_rows(name: &str, value: &serde_json::Value, source: &str, rows: &mut Vec<Vec<String>>) {
-    match value {
-        serde_json::Value::Object(map) => {
-            for (key, inner) in map {
-                flatten_rows(&format!("{name}.{key}"), inner, source, rows);
-            }
-        }
-        serde_json::Value::Null => rows.push(vec![name.to_owned(), "-".to_owned(), source.to_owned()]),
-        serde_json::Value::String(s) => rows.push(vec![name.to_owned(), s.clone(), source.to_owned()]),
-        other => rows.push(vec![name.to_owned(), other.to_string(), source.to_owned()]),
     }
 }

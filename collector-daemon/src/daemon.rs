@@ -66,10 +66,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
             exited_grace: options.exited_grace,
         },
     ));
-    let collectors = Arc::new(StatsCollectors::start(
-        Arc::clone(&identity),
-        &options.proc_root,
-    ));
+    let collectors = Arc::new(StatsCollectors::start(&identity, &options.proc_root));
     let metrics = Arc::new(Metrics::new(Arc::clone(&identity)));
     let state = Arc::new(ApiState {
         identity: Arc::clone(&identity),

@@ -25,8 +25,7 @@ use crate::identity::{CgroupKey, ContainerEntry};
 use crate::procfs_stats::net;
 use crate::provider::{
     CollectorError, CollectorResult, ContainerIdForInode, ContainerIdForPid, DeviceIoStats,
-    IoCollector, IoStats, MaxAge, NetworkCollector, NetworkStats, PidsCollector,
-    SelfContainerId,
+    IoCollector, IoStats, MaxAge, NetworkCollector, NetworkStats, PidsCollector, SelfContainerId,
 };
 
 use super::containers::ContainerDirectory;
@@ -35,14 +34,19 @@ use super::containers::ContainerDirectory;
 pub const ID: &str = "ebpf";
 
 /// How long a removed container's final counters are kept when nobody reads them.
-const RETIRED_KEEP: Duration = Duration::from_secs(600);
+const RETIRED_KEEP: Duration = Duration::from_mins(10);
+
+/// A disk: `(major, minor)`.
+type Disk = (u32, u32);
+
+/// Per cgroup `(hierarchy id, cgroup id)`: IO per disk.
+type IoByCgroup = HashMap<CgroupKey, Vec<(Disk, IoTotals)>>;
 
 /// One read of both counter maps, indexed by cgroup.
 struct CounterSnapshot {
     taken: Instant,
     net: HashMap<u64, NetTotals>,
-    /// Per cgroup `(hierarchy id, cgroup id)`: per disk `(major, minor)`.
-    io: HashMap<CgroupKey, Vec<((u32, u32), IoTotals)>>,
+    io: IoByCgroup,
 }
 
 /// Final counters of a container's removed cgroups.
@@ -110,7 +114,7 @@ impl EbpfCollector {
             .ok_or_else(|| CollectorError::Failed("kernel programs not loaded".to_owned()))?;
         let failed = |e: &dyn std::fmt::Display| CollectorError::Failed(e.to_string());
         let net = kernel.net_snapshot().map_err(|e| failed(&e))?;
-        let mut io: HashMap<CgroupKey, Vec<((u32, u32), IoTotals)>> = HashMap::new();
+        let mut io: IoByCgroup = HashMap::new();
         for (key, totals) in kernel.io_snapshot().map_err(|e| failed(&e))? {
             io.entry((key.hierarchy_id, key.cgroup_id))
                 .or_default()
@@ -129,7 +133,12 @@ impl EbpfCollector {
         self.directory.entry(id, max_age)
     }
 
-    fn network_totals(&self, entry: Option<&ContainerEntry>, id: &str, max_age: MaxAge) -> CollectorResult<NetTotals> {
+    fn network_totals(
+        &self,
+        entry: Option<&ContainerEntry>,
+        id: &str,
+        max_age: MaxAge,
+    ) -> CollectorResult<NetTotals> {
         let counters = self.counters(max_age)?;
         let mut retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner);
         let from_retired = retired.get_mut(id).map(|r| {
@@ -206,14 +215,14 @@ impl EbpfCollector {
         let mut still_unknown = HashSet::new();
         // A cgroup may be removed while sockets it created live on (their packets keep its
         // id), so an entry can come back after being freed: it is folded in again then.
-        let mut should_free = |key: CgroupKey| match identity.cgroup_removed(key) {
-            Some(removed) => removed,
+        let mut should_free = |key: CgroupKey| {
+            if let Some(removed) = identity.cgroup_removed(key) {
+                return removed;
+            }
             // Not in the index: removed and forgotten, or created after the snapshot. Free
             // it only when it was already unknown at the previous pass.
-            None => {
-                still_unknown.insert(key);
-                unknown.contains(&key)
-            }
+            still_unknown.insert(key);
+            unknown.contains(&key)
         };
         for (&cgroup_id, totals) in &counters.net {
             let key = (0, cgroup_id);

@@ -44,8 +44,8 @@ pub struct StatsCollectors {
 
 impl StatsCollectors {
     /// Builds the collectors over `identity` and registers them with a new provider.
-    pub fn start(identity: Arc<Identity>, proc_root: &Path) -> Self {
-        let directory = Arc::new(ContainerDirectory::new(Arc::clone(&identity)));
+    pub fn start(identity: &Arc<Identity>, proc_root: &Path) -> Self {
+        let directory = Arc::new(ContainerDirectory::new(Arc::clone(identity)));
         // One cache for every collector: keys carry the collector's id.
         let cache = Arc::new(Cache::default());
         let system = Arc::new(SystemCollector::new(
@@ -85,7 +85,10 @@ impl StatsCollectors {
             .and_then(|entry| entry.container.runtime);
         // A runtime nobody serves yet, or an unknown one: every collector, in order.
         let collector = runtime
-            .and_then(|r| self.provider.collector(RuntimeMetadata::new(r, Flavor::Default)))
+            .and_then(|r| {
+                self.provider
+                    .collector(RuntimeMetadata::new(r, Flavor::Default))
+            })
             .unwrap_or_else(|| self.provider.collector_any());
         Ok(collector
             .full_stats(NAMESPACE, id, max_age)?
@@ -135,7 +138,15 @@ impl StatsCollectors {
     }
 }
 
-fn reference<T: ?Sized>(collector: Arc<T>, priority: u8, id: &'static str) -> Option<CollectorRef<T>> {
+#[allow(
+    clippy::unnecessary_wraps,
+    reason = "every capability of `Collectors` is an Option: this fills one"
+)]
+fn reference<T: ?Sized>(
+    collector: Arc<T>,
+    priority: u8,
+    id: &'static str,
+) -> Option<CollectorRef<T>> {
     Some(CollectorRef {
         collector,
         priority,
@@ -148,7 +159,12 @@ fn reference<T: ?Sized>(collector: Arc<T>, priority: u8, id: &'static str) -> Op
 fn for_every_runtime(offer: &Collectors) -> CollectorCatalog {
     ALL_LINUX_RUNTIMES
         .iter()
-        .map(|&runtime| (RuntimeMetadata::new(runtime, Flavor::Default), offer.clone()))
+        .map(|&runtime| {
+            (
+                RuntimeMetadata::new(runtime, Flavor::Default),
+                offer.clone(),
+            )
+        })
         .collect()
 }
 
@@ -188,8 +204,16 @@ fn ebpf_factory(ebpf: Option<Arc<EbpfCollector>>, cache: Arc<Cache>) -> Collecto
             let counters = ebpf.counters_available();
             let offer = Collectors {
                 stats: None,
-                io: if counters { reference(ebpf.clone(), 0, id) } else { None },
-                network: if counters { reference(ebpf.clone(), 0, id) } else { None },
+                io: if counters {
+                    reference(ebpf.clone(), 0, id)
+                } else {
+                    None
+                },
+                network: if counters {
+                    reference(ebpf.clone(), 0, id)
+                } else {
+                    None
+                },
                 open_files: None,
                 pids: reference(ebpf.clone(), 0, id),
                 container_id_for_pid: reference(ebpf.clone(), 0, id),

@@ -63,7 +63,10 @@ impl SystemCollector {
     /// changed (the daemon's upkeep calls it every second).
     pub fn forget_removed(&self) {
         let snapshot = self.directory.snapshot(Duration::from_secs(1));
-        let mut read_dirs = self.read_dirs.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut read_dirs = self
+            .read_dirs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         read_dirs.retain(|id, dirs| {
             let current = snapshot
                 .containers
@@ -79,7 +82,9 @@ impl SystemCollector {
     }
 
     fn live_entry(&self, id: &str, max_age: MaxAge) -> Option<ContainerEntry> {
-        self.directory.entry(id, max_age).filter(|e| !e.is_removed())
+        self.directory
+            .entry(id, max_age)
+            .filter(|e| !e.is_removed())
     }
 
     fn dirs(&self, entry: &ContainerEntry) -> CgroupDirs {
@@ -131,7 +136,7 @@ impl SystemCollector {
                     Ok(stats) => {
                         let mut cache = self.netns.lock().unwrap_or_else(PoisonError::into_inner);
                         // Namespaces come and go with containers: keep only recent reads.
-                        cache.retain(|_, (at, _)| at.elapsed() < Duration::from_secs(60));
+                        cache.retain(|_, (at, _)| at.elapsed() < Duration::from_mins(1));
                         cache.insert(inode, (Instant::now(), stats.clone()));
                         stats
                     }
@@ -185,7 +190,10 @@ impl StatsCollector for SystemCollector {
             let pid = stats.pid.get_or_insert_with(PidStats::default);
             pid.thread_count = Some(threads);
         }
-        if stats.cpu.is_none() && stats.memory.is_none() && stats.io.is_none() && stats.pid.is_none()
+        if stats.cpu.is_none()
+            && stats.memory.is_none()
+            && stats.io.is_none()
+            && stats.pid.is_none()
         {
             return Err(CollectorError::Failed(format!(
                 "no cgroup file of container {container_id} could be read"
@@ -260,7 +268,9 @@ impl ContainerIdForPid for SystemCollector {
     fn container_id_for_pid(&self, pid: u32, _max_age: MaxAge) -> CollectorResult<String> {
         match self.directory.identity().lookup_pid_procfs(pid) {
             Ok(answer) => Ok(answer.container.map(|c| c.id.clone())),
-            Err(LookupError::PidNotFound { .. }) => Err(CollectorError::NotFound(format!("pid {pid}"))),
+            Err(LookupError::PidNotFound { .. }) => {
+                Err(CollectorError::NotFound(format!("pid {pid}")))
+            }
             Err(e) => Err(CollectorError::Failed(e.to_string())),
         }
     }

@@ -41,6 +41,26 @@ pub struct IoTotals {
     pub write_ops: u64,
 }
 
+impl NetTotals {
+    /// Adds `other` in (saturating: counters never wrap back to small values).
+    pub fn add(&mut self, other: &NetTotals) {
+        self.rx_bytes = self.rx_bytes.saturating_add(other.rx_bytes);
+        self.rx_packets = self.rx_packets.saturating_add(other.rx_packets);
+        self.tx_bytes = self.tx_bytes.saturating_add(other.tx_bytes);
+        self.tx_packets = self.tx_packets.saturating_add(other.tx_packets);
+    }
+}
+
+impl IoTotals {
+    /// Adds `other` in (saturating: counters never wrap back to small values).
+    pub fn add(&mut self, other: &IoTotals) {
+        self.read_bytes = self.read_bytes.saturating_add(other.read_bytes);
+        self.write_bytes = self.write_bytes.saturating_add(other.write_bytes);
+        self.read_ops = self.read_ops.saturating_add(other.read_ops);
+        self.write_ops = self.write_ops.saturating_add(other.write_ops);
+    }
+}
+
 /// Who did block IO on which disk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IoKey {

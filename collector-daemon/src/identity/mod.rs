@@ -637,7 +637,9 @@ impl Identity {
             });
         }
         for entry in containers.values_mut() {
-            entry.roots.sort_by_key(|c| (c.hierarchy_id != 0, c.hierarchy_id));
+            entry
+                .roots
+                .sort_by_key(|c| (c.hierarchy_id != 0, c.hierarchy_id));
             entry.members.sort_unstable_by_key(|m| m.key);
             if let Some(pids) = &mut entry.pids {
                 pids.sort_unstable();

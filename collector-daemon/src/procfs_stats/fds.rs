@@ -27,7 +27,9 @@ mod tests {
         let proc_root = Path::new("/proc");
         let me = std::process::id();
         let before = count_fds(proc_root, me).unwrap();
-        let held: Vec<File> = (0..5).map(|_| File::open("/proc/self/stat").unwrap()).collect();
+        let held: Vec<File> = (0..5)
+            .map(|_| File::open("/proc/self/stat").unwrap())
+            .collect();
         // Other test threads of this process may open files meanwhile, so the bounds are
         // one-sided; the exact count is asserted by the container integration tests.
         let during = count_fds(proc_root, me).unwrap();

@@ -55,7 +55,12 @@ fn network_stats(parsed: &InterfaceDeviceStatus) -> Option<NetworkStats> {
         return None;
     }
     let sum = |f: fn(&InterfaceNetStats) -> Option<u64>| {
-        Some(interfaces.values().filter_map(f).fold(0u64, u64::saturating_add))
+        Some(
+            interfaces
+                .values()
+                .filter_map(f)
+                .fold(0u64, u64::saturating_add),
+        )
     };
     Some(NetworkStats {
         timestamp: Some(std::time::SystemTime::now()),

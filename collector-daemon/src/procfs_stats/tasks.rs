@@ -57,7 +57,10 @@ mod tests {
         std::fs::write(root.path().join("cgroup.procs"), "10\n11\n").unwrap();
         std::fs::write(root.path().join("a/cgroup.procs"), "").unwrap();
         std::fs::write(nested.join("cgroup.procs"), "12\n10\n").unwrap();
-        assert_eq!(cgroup_pids_recursive(root.path()).unwrap(), vec![10, 11, 12]);
+        assert_eq!(
+            cgroup_pids_recursive(root.path()).unwrap(),
+            vec![10, 11, 12]
+        );
     }
 
     #[test]

@@ -52,11 +52,16 @@ fn v1_dir(pid: u32, controller: &str) -> PathBuf {
 
 fn read_u64(path: &PathBuf) -> u64 {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.trim().parse().unwrap_or_else(|_| panic!("{}: {text:?}", path.display()))
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{}: {text:?}", path.display()))
 }
 
 fn within(actual: u64, expected: u64, fraction: f64) -> bool {
-    #[allow(clippy::cast_precision_loss, reason = "test tolerance on counters far below 2^52")]
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "test tolerance on counters far below 2^52"
+    )]
     let (a, e) = (actual as f64, expected as f64);
     (a - e).abs() <= e * fraction
 }
@@ -71,7 +76,11 @@ fn a_busy_containers_cpu_and_memory_match_its_cgroup() {
     let container = docker::Container::run_with_options(
         "collector-stats-busy",
         &["--memory", "256m", "--cpus", "0.5"],
-        &["sh", "-c", "head -c 33554432 /dev/zero > /dev/shm/blob; while :; do :; done"],
+        &[
+            "sh",
+            "-c",
+            "head -c 33554432 /dev/zero > /dev/shm/blob; while :; do :; done",
+        ],
     );
     let pid = container.main_pid();
     let cpuacct = v1_dir(pid, "cpuacct").join("cpuacct.usage");
@@ -93,8 +102,14 @@ fn a_busy_containers_cpu_and_memory_match_its_cgroup() {
     // --cpus 0.5 is a CFS quota of half a CPU: 50 (percent of one CPU), not defaulted.
     assert_eq!(body["cpu"]["limit"].as_f64(), Some(50.0), "{body}");
     assert_eq!(body["cpu"]["defaulted_limit"], false, "{body}");
-    assert!(u64_at(&body, "/cpu/user") + u64_at(&body, "/cpu/system") > 0, "{body}");
-    assert!(u64_at(&body, "/cpu/throttled_periods") > 0, "a 0.5-CPU busy loop is throttled: {body}");
+    assert!(
+        u64_at(&body, "/cpu/user") + u64_at(&body, "/cpu/system") > 0,
+        "{body}"
+    );
+    assert!(
+        u64_at(&body, "/cpu/throttled_periods") > 0,
+        "a 0.5-CPU busy loop is throttled: {body}"
+    );
 
     let usage = u64_at(&body, "/memory/usage_total");
     assert!(
@@ -104,7 +119,10 @@ fn a_busy_containers_cpu_and_memory_match_its_cgroup() {
     assert!(usage >= 32 << 20, "the 32 MiB blob is charged: {body}");
     assert_eq!(u64_at(&body, "/memory/limit"), 256 << 20, "{body}");
     assert!(u64_at(&body, "/memory/working_set") <= usage, "{body}");
-    assert!(u64_at(&body, "/memory/cache") >= 32 << 20, "tmpfs pages are cache: {body}");
+    assert!(
+        u64_at(&body, "/memory/cache") >= 32 << 20,
+        "tmpfs pages are cache: {body}"
+    );
     assert!(!body["timestamp"].is_null(), "{body}");
 }
 
@@ -124,9 +142,11 @@ fn a_containers_thread_count_and_open_files_are_exact() {
             "exec 3</etc/hostname 4</etc/hostname 5</etc/hostname; sleep 86400 & sleep 86400 & wait",
         ],
     );
-    wait_for("three processes in the container", Duration::from_secs(20), || {
-        (container.top_pids().len() == 3).then_some(())
-    });
+    wait_for(
+        "three processes in the container",
+        Duration::from_secs(20),
+        || (container.top_pids().len() == 3).then_some(()),
+    );
     let body = wait_for("exact counts", Duration::from_secs(10), || {
         let body = stats(daemon, container.id());
         (body["pid"]["thread_count"] == 3 && body["open_files"] == 18).then_some(body)
@@ -136,7 +156,8 @@ fn a_containers_thread_count_and_open_files_are_exact() {
     // Docker leaves pids.max at "max" unless --pids-limit: no limit is null, not 0.
     assert!(body["pid"]["thread_limit"].is_null(), "{body}");
 
-    let limited = docker::Container::run_with_options("collector-stats-pids", &["--pids-limit", "42"], &[]);
+    let limited =
+        docker::Container::run_with_options("collector-stats-pids", &["--pids-limit", "42"], &[]);
     let body = stats(daemon, limited.id());
     assert_eq!(body["pid"]["thread_limit"], 42, "{body}");
     assert_eq!(body["pid"]["thread_count"], 1, "{body}");
@@ -151,7 +172,12 @@ fn an_unknown_container_is_404_and_a_bad_max_age_is_400() {
     let unknown = "0".repeat(64);
     let response = daemon.get(&format!("/v1/containers/{unknown}/stats"));
     assert_eq!(response.status, 404, "{}", response.body);
-    assert!(response.json()["error"].as_str().unwrap().contains(&unknown));
+    assert!(
+        response.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains(&unknown)
+    );
     for bad in ["-1", "abc", "99999999999999999999999"] {
         let response = daemon.get(&format!("/v1/containers/{unknown}/stats?max_age_ms={bad}"));
         assert_eq!(response.status, 400, "max_age_ms={bad}: {}", response.body);
@@ -164,18 +190,25 @@ fn net_dev_bytes(pid: u32, iface: &str) -> (u64, u64) {
     let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap();
     let line = text
         .lines()
-        .find_map(|l| l.trim_start().strip_prefix(&format!("{iface}:")).map(str::to_owned))
+        .find_map(|l| {
+            l.trim_start()
+                .strip_prefix(&format!("{iface}:"))
+                .map(str::to_owned)
+        })
         .unwrap_or_else(|| panic!("no {iface} in /proc/{pid}/net/dev: {text}"));
-    let fields: Vec<u64> = line.split_whitespace().map(|f| f.parse().unwrap()).collect();
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .map(|f| f.parse().unwrap())
+        .collect();
     (fields[0], fields[8])
 }
 
 #[test]
 fn bytes_sent_between_two_containers_are_counted_on_both_sides() {
+    const N: u64 = 20_000_000;
     if !docker_ready() {
         return;
     }
-    const N: u64 = 20_000_000;
     let daemon = Daemon::shared();
     let server = docker::Container::run(
         "collector-stats-rx",
@@ -183,48 +216,72 @@ fn bytes_sent_between_two_containers_are_counted_on_both_sides() {
     );
     let client = docker::Container::run("collector-stats-tx", &[]);
     let server_ip = server.inspect("{{.NetworkSettings.IPAddress}}");
-    assert!(!server_ip.is_empty(), "the server container has no bridge address");
+    assert!(
+        !server_ip.is_empty(),
+        "the server container has no bridge address"
+    );
     let server_pid = server.main_pid();
 
     let rx_before = stats(daemon, server.id());
     let tx_before = stats(daemon, client.id());
-    let (dev_rx_before, _) = net_dev_bytes(server_pid, "eth0");
-    let (_, dev_tx_before) = net_dev_bytes(client.main_pid(), "eth0");
+    let (server_dev_before, _) = net_dev_bytes(server_pid, "eth0");
+    let (_, client_dev_before) = net_dev_bytes(client.main_pid(), "eth0");
 
-    let send = client.exec(&[
+    let transfer = client.exec(&[
         "sh",
         "-c",
         &format!("head -c {N} /dev/zero | nc -w 5 {server_ip} 5000"),
     ]);
-    assert!(send.status.success(), "nc failed: {}", String::from_utf8_lossy(&send.stderr));
+    assert!(
+        transfer.status.success(),
+        "nc failed: {}",
+        String::from_utf8_lossy(&transfer.stderr)
+    );
     // The server's nc ends when the stream does; its container then sleeps.
-    wait_for("the server to take the whole stream", Duration::from_secs(30), || {
-        (server.top_pids().len() == 1 && server.exec(&["pidof", "nc"]).stdout.is_empty()).then_some(())
-    });
+    wait_for(
+        "the server to take the whole stream",
+        Duration::from_secs(30),
+        || {
+            (server.top_pids().len() == 1 && server.exec(&["pidof", "nc"]).stdout.is_empty())
+                .then_some(())
+        },
+    );
 
     let rx_after = stats(daemon, server.id());
     let tx_after = stats(daemon, client.id());
-    let (dev_rx_after, _) = net_dev_bytes(server_pid, "eth0");
-    let (_, dev_tx_after) = net_dev_bytes(client.main_pid(), "eth0");
+    let (server_dev_after, _) = net_dev_bytes(server_pid, "eth0");
+    let (_, client_dev_after) = net_dev_bytes(client.main_pid(), "eth0");
     assert_eq!(rx_after["sources"]["network"], "ebpf", "{rx_after}");
     assert!(rx_after["network"]["interfaces"].is_null(), "{rx_after}");
-    assert_eq!(rx_after["network"]["using_host_network"], false, "{rx_after}");
+    assert_eq!(
+        rx_after["network"]["using_host_network"], false,
+        "{rx_after}"
+    );
 
-    let received = u64_at(&rx_after, "/network/bytes_rcvd") - u64_at(&rx_before, "/network/bytes_rcvd");
+    let received =
+        u64_at(&rx_after, "/network/bytes_rcvd") - u64_at(&rx_before, "/network/bytes_rcvd");
     let sent = u64_at(&tx_after, "/network/bytes_sent") - u64_at(&tx_before, "/network/bytes_sent");
     // IP and TCP headers (and the handshake) on top of the payload: at most 5% more.
     for (side, counted) in [("received", received), ("sent", sent)] {
         assert!(
-            counted >= N && counted <= N + N / 20,
+            (N..=N + N / 20).contains(&counted),
             "{side} {counted} bytes for a {N}-byte stream\nbefore {rx_before}\nafter {rx_after}"
         );
     }
     // The interface counters also hold Ethernet headers (and ARP): within 5%.
-    let dev_received = dev_rx_after - dev_rx_before;
-    let dev_sent = dev_tx_after - dev_tx_before;
-    assert!(within(received, dev_received, 0.05), "eBPF {received} vs net/dev {dev_received}");
-    assert!(within(sent, dev_sent, 0.05), "eBPF {sent} vs net/dev {dev_sent}");
-    assert!(u64_at(&rx_after, "/network/packets_rcvd") > u64_at(&rx_before, "/network/packets_rcvd"));
+    let dev_received = server_dev_after - server_dev_before;
+    let dev_sent = client_dev_after - client_dev_before;
+    assert!(
+        within(received, dev_received, 0.05),
+        "eBPF {received} vs net/dev {dev_received}"
+    );
+    assert!(
+        within(sent, dev_sent, 0.05),
+        "eBPF {sent} vs net/dev {dev_sent}"
+    );
+    assert!(
+        u64_at(&rx_after, "/network/packets_rcvd") > u64_at(&rx_before, "/network/packets_rcvd")
+    );
 }
 
 /// A host directory on a real block device (not tmpfs), removed on drop.
@@ -246,23 +303,34 @@ impl Drop for HostDir {
 
 #[test]
 fn a_containers_buffered_and_direct_writes_are_counted_as_its_io() {
+    const MIB64: u64 = 64 << 20;
     if !docker_ready() {
         return;
     }
-    const MIB64: u64 = 64 << 20;
     let daemon = Daemon::shared();
     let dir = HostDir::new();
     let volume = format!("{}:/data", dir.0.display());
-    let container = docker::Container::run_with_options("collector-stats-io", &["-v", &volume], &[]);
+    let container =
+        docker::Container::run_with_options("collector-stats-io", &["-v", &volume], &[]);
 
     let mut last = stats(daemon, container.id());
     assert_eq!(last["sources"]["io"], "ebpf", "{last}");
     for (how, command) in [
-        ("buffered with fsync", "dd if=/dev/zero of=/data/buffered bs=1M count=64 conv=fsync"),
-        ("O_DIRECT", "dd if=/dev/zero of=/data/direct bs=1M count=64 oflag=direct"),
+        (
+            "buffered with fsync",
+            "dd if=/dev/zero of=/data/buffered bs=1M count=64 conv=fsync",
+        ),
+        (
+            "O_DIRECT",
+            "dd if=/dev/zero of=/data/direct bs=1M count=64 oflag=direct",
+        ),
     ] {
         let out = container.exec(&["sh", "-c", command]);
-        assert!(out.status.success(), "{how}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{how}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let now = stats(daemon, container.id());
         let written = u64_at(&now, "/io/write_bytes") - u64_at(&last, "/io/write_bytes");
         // Filesystem metadata and journal blocks may add a little; the data is all there.
@@ -276,7 +344,9 @@ fn a_containers_buffered_and_direct_writes_are_counted_as_its_io() {
         );
         let devices = now["io"]["devices"].as_object().expect("per-device IO");
         assert!(
-            devices.values().any(|d| d["write_bytes"].as_u64().unwrap_or(0) >= MIB64),
+            devices
+                .values()
+                .any(|d| d["write_bytes"].as_u64().unwrap_or(0) >= MIB64),
             "{how}: {now}"
         );
         last = now;
@@ -292,41 +362,67 @@ fn nested_cgroups_add_up_into_their_container_and_outlive_their_removal() {
     let id = super::util::container_id("nested-io");
     let controllers = ["memory", "pids", "cpu", "cpuacct"];
     for c in controllers {
-        assert!(cgroup::v1_mount(c).is_some(), "this test needs the v1 {c} controller");
+        assert!(
+            cgroup::v1_mount(c).is_some(),
+            "this test needs the v1 {c} controller"
+        );
     }
     let mut cg = cgroup::TestCgroup::with_v1(&format!("docker/{id}"), &controllers);
     let nested_v2 = cg.mkdir_nested("inner");
     let nested_procs: Vec<PathBuf> = std::iter::once(nested_v2.join("cgroup.procs"))
-        .chain(controllers.iter().map(|c| cg.v1_dir(c).join("inner/cgroup.procs")))
+        .chain(
+            controllers
+                .iter()
+                .map(|c| cg.v1_dir(c).join("inner/cgroup.procs")),
+        )
         .collect();
 
     // A sleeper in the nested cgroup only: the container's PIDs and threads include it.
     let sleeper = super::util::sleep_in(&nested_procs);
-    let body = wait_for("the nested sleeper to be counted", Duration::from_secs(10), || {
-        let body = stats(daemon, &id);
-        (body["pid"]["thread_count"] == 1).then_some(body)
-    });
-    let sleeper_fds = std::fs::read_dir(format!("/proc/{}/fd", sleeper.pid())).unwrap().count();
+    let body = wait_for(
+        "the nested sleeper to be counted",
+        Duration::from_secs(10),
+        || {
+            let body = stats(daemon, &id);
+            (body["pid"]["thread_count"] == 1).then_some(body)
+        },
+    );
+    let sleeper_fds = std::fs::read_dir(format!("/proc/{}/fd", sleeper.pid()))
+        .unwrap()
+        .count();
     assert_eq!(body["open_files"], sleeper_fds, "{body}");
 
     // 64 MiB written (buffered, fsync) from the nested cgroup count for the container.
     let dir = HostDir::new();
     let mut dd = std::process::Command::new("dd");
-    dd.args(["if=/dev/zero", "bs=1M", "count=64", "conv=fsync", "status=none"])
-        .arg(format!("of={}", dir.0.join("nested").display()));
+    dd.args([
+        "if=/dev/zero",
+        "bs=1M",
+        "count=64",
+        "conv=fsync",
+        "status=none",
+    ])
+    .arg(format!("of={}", dir.0.join("nested").display()));
     crate::support::process::enter_before_exec(&mut dd, &nested_procs);
     let before = u64_at(&body, "/io/write_bytes");
     assert!(dd.status().unwrap().success());
     let after_dd = stats(daemon, &id);
     let written = u64_at(&after_dd, "/io/write_bytes") - before;
-    assert!((64 << 20..=80 << 20).contains(&written), "{written}: {after_dd}");
+    assert!(
+        (64 << 20..=80 << 20).contains(&written),
+        "{written}: {after_dd}"
+    );
 
     // The nested cgroup goes away: its final counts stay with the container.
     drop(sleeper);
-    for dir in std::iter::once(nested_v2.clone()).chain(controllers.iter().map(|c| cg.v1_dir(c).join("inner"))) {
-        wait_for("the nested cgroup to be removable", Duration::from_secs(10), || {
-            std::fs::remove_dir(&dir).ok()
-        });
+    for dir in std::iter::once(nested_v2.clone())
+        .chain(controllers.iter().map(|c| cg.v1_dir(c).join("inner")))
+    {
+        wait_for(
+            "the nested cgroup to be removable",
+            Duration::from_secs(10),
+            || std::fs::remove_dir(&dir).ok(),
+        );
     }
     // Past the daemon's upkeep (every second), which frees the removed cgroup's entries.
     std::thread::sleep(Duration::from_millis(2500));
