@@ -81,8 +81,13 @@ pub fn netns_inode(proc_root: &Path, pid: u32) -> io::Result<u64> {
 
 /// The host's network namespace: PID 1's (the seed assumes the same; PID 1 of the daemon's
 /// PID namespace, which is the host's when the daemon runs with the host PID namespace).
+/// When PID 1's namespace cannot be read (a sandboxed init denies it even to root), the
+/// daemon's own: a node agent runs in the host's network namespace.
 pub fn host_netns_inode(proc_root: &Path) -> io::Result<u64> {
-    netns_inode(proc_root, 1)
+    netns_inode(proc_root, 1).or_else(|e| {
+        tracing::debug!(error = %e, "PID 1's network namespace is unreadable; using our own");
+        netns_inode(proc_root, std::process::id())
+    })
 }
 
 #[cfg(test)]
@@ -138,9 +143,7 @@ mod tests {
         let proc_root = Path::new("/proc");
         let own = netns_inode(proc_root, std::process::id()).unwrap();
         assert!(own > 0);
-        if let Ok(host) = host_netns_inode(proc_root) {
-            // The unit tests run on the host, in PID 1's namespace.
-            assert_eq!(own, host);
-        }
+        // The unit tests run in the host's namespace.
+        assert_eq!(host_netns_inode(proc_root).unwrap(), own);
     }
 }

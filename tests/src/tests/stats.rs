@@ -210,77 +210,83 @@ fn bytes_sent_between_two_containers_are_counted_on_both_sides() {
         return;
     }
     let daemon = Daemon::shared();
+    // busybox httpd serves an N-byte file; the client fetches it with busybox wget.
     let server = docker::Container::run(
-        "collector-stats-rx",
-        &["sh", "-c", "nc -l -p 5000 > /dev/null; sleep 86400"],
+        "collector-stats-tx",
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "mkdir /www && head -c {N} /dev/zero > /www/blob && exec httpd -f -p 8080 -h /www"
+            ),
+        ],
     );
-    let client = docker::Container::run("collector-stats-tx", &[]);
+    let client = docker::Container::run("collector-stats-rx", &[]);
     let server_ip = server.inspect("{{.NetworkSettings.IPAddress}}");
     assert!(
         !server_ip.is_empty(),
         "the server container has no bridge address"
     );
-    let server_pid = server.main_pid();
+    wait_for("httpd to serve", Duration::from_secs(20), || {
+        let out = server.exec(&["pidof", "httpd"]);
+        (!out.stdout.is_empty()).then_some(())
+    });
+    let (server_pid, client_pid) = (server.main_pid(), client.main_pid());
 
-    let rx_before = stats(daemon, server.id());
-    let tx_before = stats(daemon, client.id());
-    let (server_dev_before, _) = net_dev_bytes(server_pid, "eth0");
-    let (_, client_dev_before) = net_dev_bytes(client.main_pid(), "eth0");
+    let server_before = stats(daemon, server.id());
+    let client_before = stats(daemon, client.id());
+    let (_, server_dev_before) = net_dev_bytes(server_pid, "eth0");
+    let (client_dev_before, _) = net_dev_bytes(client_pid, "eth0");
 
-    let transfer = client.exec(&[
-        "sh",
-        "-c",
-        &format!("head -c {N} /dev/zero | nc -w 5 {server_ip} 5000"),
+    let fetch = client.exec(&[
+        "wget",
+        "-q",
+        "-O",
+        "/dev/null",
+        &format!("http://{server_ip}:8080/blob"),
     ]);
     assert!(
-        transfer.status.success(),
-        "nc failed: {}",
-        String::from_utf8_lossy(&transfer.stderr)
-    );
-    // The server's nc ends when the stream does; its container then sleeps.
-    wait_for(
-        "the server to take the whole stream",
-        Duration::from_secs(30),
-        || {
-            (server.top_pids().len() == 1 && server.exec(&["pidof", "nc"]).stdout.is_empty())
-                .then_some(())
-        },
+        fetch.status.success(),
+        "wget failed: {}",
+        String::from_utf8_lossy(&fetch.stderr)
     );
 
-    let rx_after = stats(daemon, server.id());
-    let tx_after = stats(daemon, client.id());
-    let (server_dev_after, _) = net_dev_bytes(server_pid, "eth0");
-    let (_, client_dev_after) = net_dev_bytes(client.main_pid(), "eth0");
-    assert_eq!(rx_after["sources"]["network"], "ebpf", "{rx_after}");
-    assert!(rx_after["network"]["interfaces"].is_null(), "{rx_after}");
-    assert_eq!(
-        rx_after["network"]["using_host_network"], false,
-        "{rx_after}"
-    );
+    let server_after = stats(daemon, server.id());
+    let client_after = stats(daemon, client.id());
+    let (_, server_dev_after) = net_dev_bytes(server_pid, "eth0");
+    let (client_dev_after, _) = net_dev_bytes(client_pid, "eth0");
+    for body in [&server_after, &client_after] {
+        assert_eq!(body["sources"]["network"], "ebpf", "{body}");
+        assert!(body["network"]["interfaces"].is_null(), "{body}");
+        assert_eq!(body["network"]["using_host_network"], false, "{body}");
+    }
 
-    let received =
-        u64_at(&rx_after, "/network/bytes_rcvd") - u64_at(&rx_before, "/network/bytes_rcvd");
-    let sent = u64_at(&tx_after, "/network/bytes_sent") - u64_at(&tx_before, "/network/bytes_sent");
-    // IP and TCP headers (and the handshake) on top of the payload: at most 5% more.
-    for (side, counted) in [("received", received), ("sent", sent)] {
+    let sent = u64_at(&server_after, "/network/bytes_sent")
+        - u64_at(&server_before, "/network/bytes_sent");
+    let received = u64_at(&client_after, "/network/bytes_rcvd")
+        - u64_at(&client_before, "/network/bytes_rcvd");
+    // IP and TCP headers, the HTTP exchange and the handshake on top of the payload: at most
+    // 5% more.
+    for (side, counted) in [("sent", sent), ("received", received)] {
         assert!(
             (N..=N + N / 20).contains(&counted),
-            "{side} {counted} bytes for a {N}-byte stream\nbefore {rx_before}\nafter {rx_after}"
+            "{side} {counted} bytes for a {N}-byte file\nserver {server_after}\nclient {client_after}"
         );
     }
     // The interface counters also hold Ethernet headers (and ARP): within 5%.
-    let dev_received = server_dev_after - server_dev_before;
-    let dev_sent = client_dev_after - client_dev_before;
+    let server_dev = server_dev_after - server_dev_before;
+    let client_dev = client_dev_after - client_dev_before;
     assert!(
-        within(received, dev_received, 0.05),
-        "eBPF {received} vs net/dev {dev_received}"
+        within(sent, server_dev, 0.05),
+        "eBPF {sent} vs net/dev {server_dev}"
     );
     assert!(
-        within(sent, dev_sent, 0.05),
-        "eBPF {sent} vs net/dev {dev_sent}"
+        within(received, client_dev, 0.05),
+        "eBPF {received} vs net/dev {client_dev}"
     );
     assert!(
-        u64_at(&rx_after, "/network/packets_rcvd") > u64_at(&rx_before, "/network/packets_rcvd")
+        u64_at(&client_after, "/network/packets_rcvd")
+            > u64_at(&client_before, "/network/packets_rcvd")
     );
 }
 
