@@ -248,7 +248,7 @@ fn raise_open_files_limit() {
 }
 
 /// The v1 controller whose hierarchy the kernel tracks per process.
-fn tracked_v1_controller(layout: &CgroupLayout) -> Option<String> {
+pub fn tracked_v1_controller(layout: &CgroupLayout) -> Option<String> {
     let hierarchy = layout.tracked_v1()?;
     match &hierarchy.kind {
         crate::cgroupfs::HierarchyKind::V1 { controllers, .. } => {

@@ -10,6 +10,7 @@ mod kernel_counters;
 mod kernel_map;
 mod layouts;
 mod lifecycle;
+mod provider;
 mod repair;
 mod stats;
 mod util;

@@ -42,11 +42,13 @@ type Disk = (u32, u32);
 /// Per cgroup `(hierarchy id, cgroup id)`: IO per disk.
 type IoByCgroup = HashMap<CgroupKey, Vec<(Disk, IoTotals)>>;
 
-/// One read of both counter maps, indexed by cgroup.
+/// One read of both counter maps, indexed by cgroup. Each map may be unavailable on its
+/// own (its program failed to attach): that capability then fails with the reason, and the
+/// provider asks the next collector.
 struct CounterSnapshot {
     taken: Instant,
-    net: HashMap<u64, NetTotals>,
-    io: IoByCgroup,
+    net: Result<HashMap<u64, NetTotals>, CollectorError>,
+    io: Result<IoByCgroup, CollectorError>,
 }
 
 /// Final counters of a container's removed cgroups.
@@ -84,15 +86,6 @@ impl EbpfCollector {
         }
     }
 
-    /// True when the network and IO counters are attached (and this collector can serve
-    /// those capabilities).
-    pub fn counters_available(&self) -> bool {
-        self.directory
-            .identity()
-            .kernel()
-            .is_some_and(|k| k.counters_unavailable().is_none())
-    }
-
     fn counters(&self, max_age: MaxAge) -> Result<Arc<CounterSnapshot>, CollectorError> {
         let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(snapshot) = latest.as_ref()
@@ -113,13 +106,19 @@ impl EbpfCollector {
             .kernel()
             .ok_or_else(|| CollectorError::Failed("kernel programs not loaded".to_owned()))?;
         let failed = |e: &dyn std::fmt::Display| CollectorError::Failed(e.to_string());
-        let net = kernel.net_snapshot().map_err(|e| failed(&e))?;
-        let mut io: IoByCgroup = HashMap::new();
-        for (key, totals) in kernel.io_snapshot().map_err(|e| failed(&e))? {
-            io.entry((key.hierarchy_id, key.cgroup_id))
-                .or_default()
-                .push(((key.major, key.minor), totals));
-        }
+        let net = kernel.net_snapshot().map_err(|e| failed(&e));
+        let io = kernel
+            .io_snapshot()
+            .map_err(|e| failed(&e))
+            .map(|snapshot| {
+                let mut io: IoByCgroup = HashMap::new();
+                for (key, totals) in snapshot {
+                    io.entry((key.hierarchy_id, key.cgroup_id))
+                        .or_default()
+                        .push(((key.major, key.minor), totals));
+                }
+                io
+            });
         Ok(CounterSnapshot {
             taken: Instant::now(),
             net,
@@ -140,6 +139,7 @@ impl EbpfCollector {
         max_age: MaxAge,
     ) -> CollectorResult<NetTotals> {
         let counters = self.counters(max_age)?;
+        let live = counters.net.as_ref().map_err(Clone::clone)?;
         let mut retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner);
         let from_retired = retired.get_mut(id).map(|r| {
             if r.gone_since.is_some() {
@@ -152,8 +152,8 @@ impl EbpfCollector {
         };
         let mut totals = from_retired.unwrap_or_default();
         for member in entry.members.iter().filter(|m| m.key.0 == 0) {
-            if let Some(live) = counters.net.get(&member.key.1) {
-                totals.add(live);
+            if let Some(counted) = live.get(&member.key.1) {
+                totals.add(counted);
             }
         }
         Ok(Some(totals))
@@ -166,6 +166,7 @@ impl EbpfCollector {
         max_age: MaxAge,
     ) -> CollectorResult<HashMap<(u32, u32), IoTotals>> {
         let counters = self.counters(max_age)?;
+        let live = counters.io.as_ref().map_err(Clone::clone)?;
         let mut retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner);
         let from_retired = retired.get_mut(id).map(|r| {
             if r.gone_since.is_some() {
@@ -178,8 +179,8 @@ impl EbpfCollector {
         };
         let mut per_disk = from_retired.unwrap_or_default();
         for member in &entry.members {
-            for (disk, live) in counters.io.get(&member.key).into_iter().flatten() {
-                per_disk.entry(*disk).or_default().add(live);
+            for (disk, counted) in live.get(&member.key).into_iter().flatten() {
+                per_disk.entry(*disk).or_default().add(counted);
             }
         }
         Ok(Some(per_disk))
@@ -192,9 +193,6 @@ impl EbpfCollector {
         let Some(kernel) = self.directory.identity().kernel() else {
             return;
         };
-        if kernel.counters_unavailable().is_some() {
-            return;
-        }
         let counters = match self.read_counters() {
             Ok(c) => c,
             Err(e) => {
@@ -224,7 +222,7 @@ impl EbpfCollector {
             still_unknown.insert(key);
             unknown.contains(&key)
         };
-        for (&cgroup_id, totals) in &counters.net {
+        for (&cgroup_id, totals) in counters.net.iter().flatten() {
             let key = (0, cgroup_id);
             if should_free(key) {
                 if let Some(id) = owner.get(&key) {
@@ -233,7 +231,7 @@ impl EbpfCollector {
                 kernel.remove_net(cgroup_id);
             }
         }
-        for (&key, disks) in &counters.io {
+        for (&key, disks) in counters.io.iter().flatten() {
             if should_free(key) {
                 for ((major, minor), totals) in disks {
                     if let Some(id) = owner.get(&key) {

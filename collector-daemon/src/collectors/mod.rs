@@ -199,21 +199,12 @@ fn ebpf_factory(ebpf: Option<Arc<EbpfCollector>>, cache: Arc<Cache>) -> Collecto
                     "the kernel programs are not loaded".to_owned(),
                 ));
             };
-            // Without the counters (no cgroup-v2 hierarchy to attach to, or attach failed),
-            // the identity capabilities still come from the kernel index.
-            let counters = ebpf.counters_available();
+            // When a counter program could not attach (no cgroup-v2 hierarchy, say), its
+            // capability fails with the reason and the system collector answers instead.
             let offer = Collectors {
                 stats: None,
-                io: if counters {
-                    reference(ebpf.clone(), 0, id)
-                } else {
-                    None
-                },
-                network: if counters {
-                    reference(ebpf.clone(), 0, id)
-                } else {
-                    None
-                },
+                io: reference(ebpf.clone(), 0, id),
+                network: reference(ebpf.clone(), 0, id),
                 open_files: None,
                 pids: reference(ebpf.clone(), 0, id),
                 container_id_for_pid: reference(ebpf.clone(), 0, id),

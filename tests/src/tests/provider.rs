@@ -1,0 +1,132 @@
+//! The metrics provider with its real collectors, built in this process over freshly loaded
+//! kernel programs: the meta collector and the per-runtime chains go past a collector that
+//! does not know (the kernel index has no thread ids) or fails (network counters not
+//! attached) to the next one, and say which collector answered.
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use collector_daemon::cgroupfs::CgroupLayout;
+use collector_daemon::collectors::StatsCollectors;
+use collector_daemon::daemon::tracked_v1_controller;
+use collector_daemon::ebpf::{KernelTracker, LoadOptions, loader};
+use collector_daemon::identity::{Identity, IdentityOptions};
+use collector_daemon::provider::{CollectorError, Flavor, Runtime, RuntimeMetadata};
+
+use super::util::{container_id, root, wait_for};
+use crate::support::{cgroup::TestCgroup, daemon::daemon_bin, process::spawn_command_in_cgroup};
+
+#[test]
+fn the_provider_goes_past_collectors_that_do_not_know_or_fail() {
+    if !root() {
+        return;
+    }
+    let proc_root = Path::new("/proc");
+    let layout = CgroupLayout::discover(proc_root).expect("cgroup mounts");
+    // No cgroup-v2 root to attach the network counters to: the eBPF collector's network
+    // capability fails (saying why), while its IO and identity capabilities work.
+    let loaded = loader::load(&LoadOptions {
+        max_processes: 65_536,
+        ring_buffer_bytes: 1 << 20,
+        pin_dir: None,
+        tracked_v1_controller: tracked_v1_controller(&layout),
+        cgroup_v2_root: None,
+        net_counter_entries: 1024,
+        io_counter_entries: 1024,
+    })
+    .expect("loading the kernel programs");
+    let (kernel, _logger) = KernelTracker::new(loaded);
+    let identity = Arc::new(Identity::start(
+        layout,
+        Some(kernel),
+        IdentityOptions {
+            proc_root: proc_root.to_owned(),
+            exited_grace: Duration::from_mins(1),
+        },
+    ));
+    let collectors = StatsCollectors::start(&identity, proc_root);
+    let provider = collectors.provider();
+
+    // A multi-threaded process in a Docker-shaped cgroup: the daemon binary itself, serving
+    // from procfs on a socket of its own (its tokio workers are threads).
+    let id = container_id("provider");
+    let cg = TestCgroup::with_v1(&format!("docker/{id}"), &["memory"]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(daemon_bin());
+    cmd.args([
+        "run",
+        "--no-ebpf",
+        "--no-pin",
+        "--metrics-addr",
+        "none",
+        "--socket",
+    ])
+    .arg(dir.path().join("s.sock"))
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let child = spawn_command_in_cgroup(&cg, cmd);
+    let pid = child.pid();
+    let tid = wait_for("a second thread", Duration::from_secs(20), || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .ok()?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .find(|&t| t != pid)
+    });
+
+    let meta = provider.meta();
+    // The kernel index knows the process: the eBPF collector (priority 0) answers.
+    let answer = meta
+        .container_id_for_pid(pid, Duration::ZERO)
+        .unwrap()
+        .expect("the process's container");
+    assert_eq!(
+        (answer.value.as_str(), answer.source),
+        (id.as_str(), "ebpf")
+    );
+    // It does not know thread ids: the system collector (priority 1) answers from procfs.
+    let answer = meta
+        .container_id_for_pid(tid, Duration::ZERO)
+        .unwrap()
+        .expect("the thread's container");
+    assert_eq!(
+        (answer.value.as_str(), answer.source),
+        (id.as_str(), "system")
+    );
+    // Nobody knows a PID that does not exist: the last failure is the answer.
+    let unknown = meta
+        .container_id_for_pid(4_194_000, Duration::ZERO)
+        .unwrap_err();
+    assert_eq!(unknown.collector, "system");
+    assert!(
+        matches!(unknown.error, CollectorError::NotFound(_)),
+        "{unknown}"
+    );
+
+    // Network: the eBPF collector fails (no counters attached), the system collector reads
+    // the process's namespace (the host's here). IO still comes from the kernel counters.
+    let docker = provider
+        .collector(RuntimeMetadata::new(Runtime::Docker, Flavor::Default))
+        .expect("collectors serve docker");
+    let network = docker
+        .network("", &id, Duration::ZERO)
+        .unwrap()
+        .expect("network stats");
+    assert_eq!(network.source, "system");
+    assert_eq!(network.value.using_host_network, Some(true));
+    assert!(network.value.interfaces.is_some_and(|i| !i.is_empty()));
+    let io = docker
+        .io("", &id, Duration::ZERO)
+        .unwrap()
+        .expect("io stats");
+    assert_eq!(io.source, "ebpf");
+    let full = docker
+        .full_stats("", &id, Duration::ZERO)
+        .unwrap()
+        .expect("full stats");
+    assert_eq!(full.sources["network"], "system", "{:?}", full.sources);
+    assert_eq!(full.sources["io"], "ebpf", "{:?}", full.sources);
+    assert_eq!(full.sources["cpu"], "system", "{:?}", full.sources);
+    drop(child);
+}
