@@ -438,3 +438,59 @@ fn nested_cgroups_add_up_into_their_container_and_outlive_their_removal() {
         "counters went backwards when the nested cgroup was removed:\n{after_dd}\n{after_removal}"
     );
 }
+
+#[test]
+fn a_removed_containers_final_counters_can_still_be_read() {
+    const MIB64: u64 = 64 << 20;
+    if !docker_ready() {
+        return;
+    }
+    let daemon = Daemon::shared();
+    let dir = HostDir::new();
+    let volume = format!("{}:/data", dir.0.display());
+    let container =
+        docker::Container::run_with_options("collector-stats-gone", &["-v", &volume], &[]);
+    let id = container.id().to_owned();
+    let out = container.exec(&[
+        "dd",
+        "if=/dev/zero",
+        "of=/data/f",
+        "bs=1M",
+        "count=64",
+        "conv=fsync",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let live = stats(daemon, &id);
+    let written = u64_at(&live, "/io/write_bytes");
+    assert!(written >= MIB64, "{live}");
+    // The page-cache pages are the container's memory cgroup's: its IO is counted there.
+    let memcg = cgroup::inode(&v1_dir(container.main_pid(), "memory"));
+
+    // Docker removes the container's cgroups; the daemon's upkeep (every second) frees
+    // their map entries and keeps their final values for the container.
+    drop(container);
+    let gone = wait_for("the cgroupfs answer to go", Duration::from_secs(20), || {
+        let body = stats(daemon, &id);
+        body["cpu"].is_null().then_some(body)
+    });
+    assert_eq!(gone["sources"]["io"], "ebpf", "{gone}");
+    assert!(u64_at(&gone, "/io/write_bytes") >= written, "{gone}");
+    // Still there once the upkeep has folded the removed cgroups in.
+    std::thread::sleep(Duration::from_millis(2500));
+    let folded = stats(daemon, &id);
+    assert!(
+        u64_at(&folded, "/io/write_bytes") >= written,
+        "counters went backwards after removal:\n{live}\n{folded}"
+    );
+    // And the kernel map no longer holds the removed cgroup (key: u64 cgroup id first).
+    let map = crate::support::bpf::open_pinned(&daemon.pin_dir().join("io_counters")).unwrap();
+    let keys = crate::support::bpf::keys(&map, 16).unwrap();
+    assert!(
+        !keys.iter().any(|k| k[..8] == memcg.to_ne_bytes()),
+        "the removed memory cgroup {memcg} still has an io_counters entry"
+    );
+}
