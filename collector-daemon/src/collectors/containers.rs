@@ -46,13 +46,17 @@ impl ContainerDirectory {
     }
 
     /// The container `id`, from a snapshot no older than `max_age`; a container missing
-    /// from a reused snapshot (created since) is looked for again in a new one.
+    /// from a reused snapshot (created since) is looked for again in a new one. Without the
+    /// kernel programs, a miss walks the cgroup mounts first (at most every 50 ms), so a
+    /// request for an unknown id costs a walk: callers asking in a loop are rate-limited.
     pub fn entry(&self, id: &str, max_age: Duration) -> Option<ContainerEntry> {
         let (snapshot, fresh) = self.snapshot_and_freshness(max_age);
         if let Some(entry) = snapshot.containers.get(id) {
             return Some(entry.clone());
         }
-        if fresh {
+        // Without kernel events a container created since the last walk of the cgroup
+        // mounts is not in the index yet: walk again before saying it is unknown.
+        if !self.identity.refresh_after_miss() && fresh {
             return None;
         }
         self.snapshot(Duration::ZERO).containers.get(id).cloned()

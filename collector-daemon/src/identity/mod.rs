@@ -675,6 +675,18 @@ impl Identity {
         self.answer_from_entry(pid, &entry)
     }
 
+    /// After a container was not found: without kernel events the cgroup index is only as
+    /// current as its last walk, so walk again (rate-limited as for inode misses). Returns
+    /// true when a walk may have found something new. With the kernel programs the index is
+    /// current, and this does nothing.
+    pub fn refresh_after_miss(&self) -> bool {
+        if self.kernel.is_some() {
+            return false;
+        }
+        self.rescan_after_miss(Instant::now());
+        true
+    }
+
     /// Whether the cgroup `key` is removed: `None` when the index does not know it (never
     /// seen, or removed longer ago than the grace period).
     pub fn cgroup_removed(&self, key: CgroupKey) -> Option<bool> {

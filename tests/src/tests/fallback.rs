@@ -64,3 +64,63 @@ fn no_ebpf_serves_the_same_api_from_procfs() {
     let metrics = daemon.get("/metrics").body;
     assert!(metrics.contains("collector_ebpf_enabled 0"), "{metrics}");
 }
+
+#[test]
+fn no_ebpf_serves_container_stats_from_cgroupfs_and_procfs() {
+    if !root()
+        || !crate::support::require(
+            "a running Docker daemon (cargo xtask test starts one)",
+            crate::support::docker::docker_available(),
+        )
+    {
+        return;
+    }
+    let daemon = Daemon::start(&["--no-ebpf"]);
+    let container = crate::support::docker::Container::run(
+        "collector-fallback-stats",
+        &["sh", "-c", "sleep 86400 & sleep 86400 & wait"],
+    );
+    let body = super::util::wait_for("three tasks", std::time::Duration::from_secs(20), || {
+        let response = daemon.get(&format!(
+            "/v1/containers/{}/stats?max_age_ms=0",
+            container.id()
+        ));
+        assert_eq!(response.status, 200, "{}", response.body);
+        let body = response.json();
+        (body["pid"]["thread_count"] == 3).then_some(body)
+    });
+    for section in ["cpu", "memory", "pid", "network", "open_files"] {
+        assert_eq!(body["sources"][section], "system", "{section}: {body}");
+    }
+    assert!(body["cpu"]["total"].as_u64().unwrap() > 0, "{body}");
+    assert!(
+        body["memory"]["usage_total"].as_u64().unwrap() > 0,
+        "{body}"
+    );
+    // From /proc/<pid>/net/dev of the container's namespace: per interface, lo excluded.
+    let interfaces = body["network"]["interfaces"]
+        .as_object()
+        .expect("interfaces");
+    assert!(interfaces.contains_key("eth0"), "{body}");
+    assert!(!interfaces.contains_key("lo"), "{body}");
+    assert_eq!(body["network"]["using_host_network"], false, "{body}");
+    assert!(
+        body["network"]["network_isolation_group_id"]
+            .as_u64()
+            .is_some(),
+        "{body}"
+    );
+
+    // A container's stats are unknown once Docker removed it: cgroupfs has nothing left.
+    let id = container.id().to_owned();
+    drop(container);
+    let response = super::util::wait_for(
+        "the container to be gone",
+        std::time::Duration::from_secs(20),
+        || {
+            let response = daemon.get(&format!("/v1/containers/{id}/stats?max_age_ms=0"));
+            (response.status == 404).then_some(response)
+        },
+    );
+    assert!(response.json()["error"].as_str().unwrap().contains(&id));
+}
