@@ -13,6 +13,7 @@ use std::io;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 /// Default bound on held descriptors: about 1,300 containers at the 24 files one container
 /// holds on a hybrid host (measured here; a v2 host needs fewer).
@@ -37,11 +38,16 @@ struct State {
     open: usize,
     /// Advances on every lookup: the recency order for eviction.
     clock: u64,
+    /// When idle directories were last looked for (a full pass over the directories: not on
+    /// every insert into a full cache).
+    idle_sweep: Option<Instant>,
 }
 
 #[derive(Debug)]
 struct DirFiles {
     last_used: u64,
+    /// When last read: directories idle this long make room when the cache is full.
+    last_used_at: Instant,
     /// A cgroup directory has a dozen files of interest at most: a list beats a map here.
     files: Vec<(Box<str>, Arc<File>)>,
 }
@@ -129,6 +135,7 @@ impl FileCache {
         let now = state.clock;
         let files = state.dirs.get_mut(dir)?;
         files.last_used = now;
+        files.last_used_at = Instant::now();
         files
             .files
             .iter()
@@ -170,10 +177,15 @@ impl FileCache {
     fn insert(&self, dir: &Path, name: &str, file: Arc<File>) {
         let mut state = self.lock();
         if state.open >= self.max_open {
-            // Evict down to 7/8 of the bound so that eviction (a sort of the directories) runs
-            // once per max_open/8 insertions, not on each.
-            let keep = self.max_open - self.max_open / 8 - 1;
-            evict(&mut state, keep);
+            // Full. A collection reads every container's files in the same order each time,
+            // and evicting the least recently used would then close, one pass after the
+            // other, exactly the files read next (every read a reopen). So only directories
+            // idle for IDLE_EVICTION make room; if none is, this file is read uncached and
+            // the descriptors held stay useful. Removed cgroups are let go by `forget`.
+            evict_idle(&mut state);
+            if state.open >= self.max_open {
+                return;
+            }
         }
         state.clock += 1;
         let now = state.clock;
@@ -182,9 +194,11 @@ impl FileCache {
             .entry(dir.to_path_buf())
             .or_insert_with(|| DirFiles {
                 last_used: now,
+                last_used_at: Instant::now(),
                 files: Vec::new(),
             });
         files.last_used = now;
+        files.last_used_at = Instant::now();
         if let Some(slot) = files.files.iter_mut().find(|(n, _)| &**n == name) {
             // A concurrent reader inserted it first; keep one descriptor.
             slot.1 = file;
@@ -193,6 +207,32 @@ impl FileCache {
             state.open += 1;
         }
     }
+}
+
+/// How long a directory's descriptors may go unread before they make room for others.
+const IDLE_EVICTION: Duration = Duration::from_mins(5);
+/// How often a full cache looks for idle directories.
+const IDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Closes the directories not read for `IDLE_EVICTION`; looks at most once per
+/// `IDLE_SWEEP_INTERVAL`.
+fn evict_idle(state: &mut State) {
+    if state
+        .idle_sweep
+        .is_some_and(|at| at.elapsed() < IDLE_SWEEP_INTERVAL)
+    {
+        return;
+    }
+    state.idle_sweep = Some(Instant::now());
+    let mut closed = 0;
+    state.dirs.retain(|_, files| {
+        let keep = files.last_used_at.elapsed() < IDLE_EVICTION;
+        if !keep {
+            closed += files.files.len();
+        }
+        keep
+    });
+    state.open -= closed;
 }
 
 /// Closes whole directories, least recently used first, until at most `keep` descriptors remain.
@@ -347,7 +387,7 @@ mod tests {
     }
 
     #[test]
-    fn least_recently_used_directories_are_evicted() {
+    fn a_full_cache_keeps_what_it_holds_and_reads_the_rest_uncached() {
         let root = tempfile::tempdir().expect("tempdir");
         let cache = FileCache::new(8);
         let mut buf = Vec::new();
@@ -356,20 +396,28 @@ mod tests {
             std::fs::create_dir(d).expect("mkdir");
             std::fs::write(d.join("f"), "1").expect("write");
         }
-        for d in &dirs[..8] {
-            cache.read(d, "f", &mut buf).expect("read");
+        // Three passes in the same order, as collections do: the first eight stay held (no
+        // pass evicts what the next one reads first), the last two are read each time.
+        for pass in 0..3 {
+            for (i, d) in dirs.iter().enumerate() {
+                std::fs::write(d.join("f"), format!("{pass}{i}")).expect("write");
+                let read = cache.read(d, "f", &mut buf).expect("read").to_vec();
+                assert_eq!(
+                    read,
+                    format!("{pass}{i}").into_bytes(),
+                    "pass {pass} dir {i}"
+                );
+                assert!(cache.open_count() <= 8);
+            }
+            for d in &dirs[..8] {
+                assert!(cache.holds(d, "f"), "pass {pass}: {} not held", d.display());
+            }
+            assert!(!cache.holds(&dirs[8], "f") && !cache.holds(&dirs[9], "f"));
         }
-        // Touch dir 0 so that dir 1 is the oldest.
-        cache.read(&dirs[0], "f", &mut buf).expect("read");
-        cache.read(&dirs[8], "f", &mut buf).expect("read");
-        assert!(cache.open_count() <= 8);
-        assert!(cache.holds(&dirs[0], "f"));
-        assert!(!cache.holds(&dirs[1], "f"));
-        assert!(cache.holds(&dirs[8], "f"));
-        for d in &dirs {
-            cache.read(d, "f", &mut buf).expect("read");
-            assert!(cache.open_count() <= 8);
-        }
+        // Room made by forgetting a directory goes to the next file read.
+        cache.forget(&dirs[0]);
+        cache.read(&dirs[9], "f", &mut buf).expect("read");
+        assert!(cache.holds(&dirs[9], "f"));
     }
 
     #[test]

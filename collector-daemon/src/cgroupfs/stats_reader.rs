@@ -107,7 +107,23 @@ pub struct CgroupStatsReader {
     /// Optional files found missing from this kernel (a sibling file of the same cgroup read
     /// fine), with when: skipped for [`ABSENT_RETRY`] instead of failing an open every time.
     absent: Mutex<HashMap<&'static str, Instant>>,
+    /// Whether `read` includes the IO counters (`false`: only IO pressure; see
+    /// `without_io_counters`).
+    io_counters: bool,
+    /// The host's online CPUs, re-read at most every [`SHARED_TTL`]: every container's CPU
+    /// limit compares with it, and CPUs come and go rarely.
+    host_cpus: Mutex<Option<(Instant, Option<u32>)>>,
+    /// Parents' CPU limits by (quota directory, cpuset directory), re-read at most every
+    /// [`SHARED_TTL`]: a thousand containers without limits of their own share one parent
+    /// (`/docker`, a pod), whose limit need not be read a thousand times per collection.
+    parent_limits: Mutex<HashMap<ParentKey, (Instant, Option<f64>)>>,
 }
+
+/// A parent cgroup's CPU-limit directories: (quota directory, cpuset directory).
+type ParentKey = (PathBuf, Option<PathBuf>);
+
+/// How long values shared by many containers (host CPUs, a parent's CPU limit) are reused.
+const SHARED_TTL: Duration = Duration::from_secs(1);
 
 impl CgroupStatsReader {
     /// A reader for the hierarchies of `layout`, with device names from `<proc_root>/diskstats`,
@@ -132,6 +148,9 @@ impl CgroupStatsReader {
             online_name: String::new(),
             psi: proc_root.join("pressure").is_dir(),
             absent: Mutex::new(HashMap::new()),
+            io_counters: true,
+            host_cpus: Mutex::new(None),
+            parent_limits: Mutex::new(HashMap::new()),
         };
         reader.with_online_cpus_file(Path::new(ONLINE_CPUS))
     }
@@ -175,13 +194,21 @@ impl CgroupStatsReader {
         self.files.open_count()
     }
 
-    /// CPU, memory, IO, PIDs of the cgroup (values are hierarchical: nested cgroups included),
-    /// with `timestamp` set. A section is None when its controller is absent or every file of
-    /// it failed; a field is None when its file or key is missing, malformed, or says
-    /// unlimited — never 0 for absent.
-    pub fn read(&self, dirs: &CgroupDirs) -> ContainerStats {
-        let timestamp = SystemTime::now();
-        let mut pass = Pass {
+    /// `read` leaves the IO counters out (`io` has only `partial_stall_time`): for callers that
+    /// count IO elsewhere (the kernel programs) and read it with `read_io` when needed.
+    #[must_use]
+    pub fn without_io_counters(mut self) -> Self {
+        self.io_counters = false;
+        self
+    }
+
+    /// The IO section alone: counters per device and pressure.
+    pub fn read_io(&self, dirs: &CgroupDirs) -> Option<IoStats> {
+        self.pass(dirs).io()
+    }
+
+    fn pass<'a>(&'a self, dirs: &'a CgroupDirs) -> Pass<'a> {
+        Pass {
             r: self,
             dirs,
             buf: Vec::new(),
@@ -191,12 +218,28 @@ impl CgroupStatsReader {
             }),
             host_cpus: None,
             host_cpus_read: false,
-        };
+        }
+    }
+
+    /// CPU, memory, IO, PIDs of the cgroup (values are hierarchical: nested cgroups included),
+    /// with `timestamp` set. A section is None when its controller is absent or every file of
+    /// it failed; a field is None when its file or key is missing, malformed, or says
+    /// unlimited — never 0 for absent.
+    pub fn read(&self, dirs: &CgroupDirs) -> ContainerStats {
+        let timestamp = SystemTime::now();
+        let mut pass = self.pass(dirs);
         ContainerStats {
             timestamp: Some(timestamp),
             cpu: pass.cpu(),
             memory: pass.memory(),
-            io: pass.io(),
+            io: if self.io_counters {
+                pass.io()
+            } else {
+                pass.pressure("io.pressure").map(|psi| IoStats {
+                    partial_stall_time: Some(psi),
+                    ..IoStats::default()
+                })
+            },
             pid: pass.pids(),
         }
     }
@@ -387,6 +430,13 @@ impl<'a> Pass<'a> {
             return self.host_cpus;
         }
         let r = self.r;
+        if let Some((at, cpus)) = *r.host_cpus.lock().unwrap_or_else(PoisonError::into_inner)
+            && at.elapsed() < SHARED_TTL
+        {
+            self.host_cpus = cpus;
+            self.host_cpus_read = true;
+            return cpus;
+        }
         let from_sysfs = if r.online_name.is_empty() {
             None
         } else {
@@ -404,6 +454,7 @@ impl<'a> Pass<'a> {
         });
         self.host_cpus = known;
         self.host_cpus_read = true;
+        *r.host_cpus.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), known));
         known
     }
 
@@ -507,21 +558,48 @@ impl<'a> Pass<'a> {
             // No limit of its own: the parent's, where ECS puts a task's limits above its
             // containers. Only one level, as the seed does.
             let quota_dir = cpu.or(self.v2_dir());
-            let parent_quota = quota_dir.and_then(|d| self.r.parent(d)).and_then(|p| {
-                if cpu.is_some() {
-                    self.v1_quota_pct(p).1
-                } else {
-                    self.get(p, "cpu.max", CpuMax::parse_v2).ok()?.percent()
-                }
-            });
             let parent_cpuset = match self.v1("cpuset") {
                 Some(d) => Some((d, true)),
                 None => self.v2_dir().map(|d| (d, false)),
             };
-            let parent_cpus = parent_cpuset
-                .and_then(|(d, v1)| Some((self.r.parent(d)?, v1)))
-                .and_then(|(p, v1)| self.cpuset_count(p, v1));
-            limit = self.limit_pct(parent_quota, parent_cpus);
+            let quota_parent = quota_dir.and_then(|d| self.r.parent(d));
+            let cpuset_parent = parent_cpuset.and_then(|(d, v1)| Some((self.r.parent(d)?, v1)));
+            let key = quota_parent
+                .map(|q| (q.to_path_buf(), cpuset_parent.map(|(p, _)| p.to_path_buf())));
+            let cached = key.as_ref().and_then(|key| {
+                let limits = self
+                    .r
+                    .parent_limits
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                limits
+                    .get(key)
+                    .filter(|(at, _)| at.elapsed() < SHARED_TTL)
+                    .map(|(_, limit)| *limit)
+            });
+            if let Some(parent_limit) = cached {
+                limit = parent_limit;
+            } else {
+                let parent_quota = quota_parent.and_then(|p| {
+                    if cpu.is_some() {
+                        self.v1_quota_pct(p).1
+                    } else {
+                        self.get(p, "cpu.max", CpuMax::parse_v2).ok()?.percent()
+                    }
+                });
+                let parent_cpus = cpuset_parent.and_then(|(p, v1)| self.cpuset_count(p, v1));
+                limit = self.limit_pct(parent_quota, parent_cpus);
+                if let Some(key) = key {
+                    let mut limits = self
+                        .r
+                        .parent_limits
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    // Parents come and go with pods: keep only recent ones.
+                    limits.retain(|_, (at, _)| at.elapsed() < SHARED_TTL);
+                    limits.insert(key, (Instant::now(), limit));
+                }
+            }
         }
         match limit {
             Some(pct) => (Some(pct), Some(false)),

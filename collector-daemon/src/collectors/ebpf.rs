@@ -33,6 +33,11 @@ use super::containers::ContainerDirectory;
 /// The collector's id (the source named in answers).
 pub const ID: &str = "ebpf";
 
+/// How long a container's network namespace is reused without a new look.
+const NETNS_TTL: Duration = Duration::from_secs(10);
+/// Past this many remembered namespaces, forget the stale ones.
+const NETNS_KEEP: usize = 4096;
+
 /// How long a removed container's final counters are kept when nobody reads them.
 const RETIRED_KEEP: Duration = Duration::from_mins(10);
 
@@ -71,6 +76,9 @@ pub struct EbpfCollector {
     retired: Mutex<HashMap<String, Retired>>,
     /// Map keys of cgroups the index did not know at the last `retire`.
     unknown: Mutex<HashSet<(u32, u64)>>,
+    /// Per container: the process whose network namespace was looked at, when, and its
+    /// inode.
+    netns: Mutex<HashMap<String, (u32, Instant, u64)>>,
 }
 
 impl EbpfCollector {
@@ -83,6 +91,7 @@ impl EbpfCollector {
             latest: Mutex::new(None),
             retired: Mutex::new(HashMap::new()),
             unknown: Mutex::new(HashSet::new()),
+            netns: Mutex::new(HashMap::new()),
         }
     }
 
@@ -262,13 +271,30 @@ impl EbpfCollector {
         *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
-    /// The network namespace of the container's first live process.
+    /// The network namespace of the container's first live process. A `stat` in procfs
+    /// costs several µs and a process changes namespace rarely (`setns`, `unshare`), so the
+    /// answer is kept per container and process for `NETNS_TTL`.
     fn netns_of(&self, entry: &ContainerEntry) -> Option<u64> {
-        entry
-            .pids
+        let id = &entry.container.id;
+        let pids = entry.pids.as_deref().unwrap_or_default();
+        {
+            let known = self.netns.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((pid, at, inode)) = known.get(id)
+                && at.elapsed() < NETNS_TTL
+                && pids.contains(pid)
+            {
+                return Some(*inode);
+            }
+        }
+        let (pid, inode) = pids
             .iter()
-            .flatten()
-            .find_map(|&pid| net::netns_inode(&self.proc_root, pid).ok())
+            .find_map(|&pid| Some((pid, net::netns_inode(&self.proc_root, pid).ok()?)))?;
+        let mut known = self.netns.lock().unwrap_or_else(PoisonError::into_inner);
+        if known.len() > NETNS_KEEP {
+            known.retain(|_, (_, at, _)| at.elapsed() < NETNS_TTL);
+        }
+        known.insert(id.clone(), (pid, Instant::now(), inode));
+        Some(inode)
     }
 }
 

@@ -4,7 +4,7 @@
 //! | collector | stats (cpu, memory, pid) | io | network | open files | pids | container ids |
 //! |---|---|---|---|---|---|---|
 //! | `ebpf` (kernel maps) | – | 0 | 0 | – | 0 | 0 |
-//! | `system` (cgroupfs, procfs) | 0 | via stats | 1 | 0 | 1 | 1 |
+//! | `system` (cgroupfs, procfs) | 0 | 1 | 1 | 0 | 1 | 1 |
 //!
 //! Lower wins; a collector that errs or does not know hands over to the next. The eBPF
 //! collector's constructor fails for good when the kernel programs are off (`--no-ebpf` or
@@ -175,7 +175,7 @@ fn system_factory(system: Arc<SystemCollector>, cache: Arc<Cache>) -> CollectorF
         constructor: Box::new(move || {
             let offer = Collectors {
                 stats: reference(system.clone(), 0, id),
-                io: None,
+                io: reference(system.clone(), 1, id),
                 network: reference(system.clone(), 1, id),
                 open_files: reference(system.clone(), 0, id),
                 pids: reference(system.clone(), 1, id),

@@ -1,6 +1,6 @@
 //! The system collector: cgroupfs (v1, v2, hybrid) and procfs, for every runtime (the seed's
-//! `system` collector, study §3). It serves CPU, memory, IO and PIDs stats from the
-//! container's cgroup directories, network from `/proc/<pid>/net/dev` once per network
+//! `system` collector, study §3). It serves CPU, memory and PIDs stats (with IO pressure)
+//! from the container's cgroup directories, IO counters as a capability of their own, network from `/proc/<pid>/net/dev` once per network
 //! namespace, open files from `/proc/<pid>/fd`, and container ids from procfs.
 //!
 //! With the kernel programs loaded, the eBPF collector answers network, IO, PIDs and ids
@@ -18,8 +18,8 @@ use crate::identity::{ContainerEntry, LookupError};
 use crate::procfs_stats::{fds, net, tasks};
 use crate::provider::{
     CollectorError, CollectorResult, ContainerIdForInode, ContainerIdForPid, ContainerStats,
-    MaxAge, NetworkCollector, NetworkStats, OpenFilesCollector, PidStats, PidsCollector,
-    SelfContainerId, StatsCollector,
+    IoCollector, IoStats, MaxAge, NetworkCollector, NetworkStats, OpenFilesCollector, PidStats,
+    PidsCollector, SelfContainerId, StatsCollector,
 };
 
 use super::containers::ContainerDirectory;
@@ -47,7 +47,9 @@ pub struct SystemCollector {
 
 impl SystemCollector {
     pub fn new(directory: Arc<ContainerDirectory>, layout: CgroupLayout, proc_root: &Path) -> Self {
-        let reader = CgroupStatsReader::new(&layout, proc_root);
+        // IO counters are their own capability (`IoCollector` below): the stats read leaves
+        // them out, so that they are not read for nothing when the kernel counts IO.
+        let reader = CgroupStatsReader::new(&layout, proc_root).without_io_counters();
         Self {
             directory,
             layout,
@@ -113,6 +115,15 @@ impl SystemCollector {
         Err(CollectorError::Failed(last_error.unwrap_or_else(|| {
             "no cgroup directory of the container is mounted".to_owned()
         })))
+    }
+
+    /// The container's processes: from the kernel-fed index when it is on (no file read),
+    /// else from cgroupfs.
+    fn processes(&self, entry: &ContainerEntry) -> Result<Vec<u32>, CollectorError> {
+        match &entry.pids {
+            Some(pids) => Ok(pids.clone()),
+            None => self.pids_of(entry),
+        }
     }
 
     fn network_of_pids(&self, pids: &[u32], max_age: MaxAge) -> CollectorResult<NetworkStats> {
@@ -184,7 +195,7 @@ impl StatsCollector for SystemCollector {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(container_id.to_owned(), dirs);
         if stats.pid.as_ref().is_none_or(|p| p.thread_count.is_none())
-            && let Ok(pids) = self.pids_of(&entry)
+            && let Ok(pids) = self.processes(&entry)
             && let Some(threads) = self.thread_count_from_procfs(&pids)
         {
             let pid = stats.pid.get_or_insert_with(PidStats::default);
@@ -203,6 +214,20 @@ impl StatsCollector for SystemCollector {
     }
 }
 
+impl IoCollector for SystemCollector {
+    fn container_io(
+        &self,
+        _namespace: &str,
+        container_id: &str,
+        max_age: MaxAge,
+    ) -> CollectorResult<IoStats> {
+        let Some(entry) = self.live_entry(container_id, max_age) else {
+            return Ok(None);
+        };
+        Ok(self.reader.read_io(&self.dirs(&entry)))
+    }
+}
+
 impl NetworkCollector for SystemCollector {
     fn container_network(
         &self,
@@ -213,7 +238,7 @@ impl NetworkCollector for SystemCollector {
         let Some(entry) = self.live_entry(container_id, max_age) else {
             return Ok(None);
         };
-        let pids = self.pids_of(&entry)?;
+        let pids = self.processes(&entry)?;
         self.network_of_pids(&pids, max_age)
     }
 }
@@ -228,7 +253,7 @@ impl OpenFilesCollector for SystemCollector {
         let Some(entry) = self.live_entry(container_id, max_age) else {
             return Ok(None);
         };
-        let pids = self.pids_of(&entry)?;
+        let pids = self.processes(&entry)?;
         count_open_files(&self.proc_root, &pids)
     }
 }
