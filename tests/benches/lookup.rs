@@ -113,6 +113,9 @@ impl Config {
 }
 
 fn main() {
+    if !collector_tests::support::bench_selected("lookup") {
+        return;
+    }
     // cargo bench passes --bench; cargo test --benches does not.
     let config = if std::env::args().any(|a| a == "--bench") {
         Config::full()

@@ -93,7 +93,7 @@ impl Config {
 }
 
 fn main() {
-    if !selected("program_cost") {
+    if !collector_tests::support::bench_selected("program_cost") {
         return;
     }
     // cargo bench passes --bench; cargo test --benches does not.
@@ -124,19 +124,6 @@ fn main() {
         println!("BPF programs of other processes at the end (changed during the run):");
         print_foreign(&others_after);
     }
-}
-
-/// Whether this bench runs: no positional arguments, or one that is part of `name`.
-fn selected(name: &str) -> bool {
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let run = filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
-    if !run {
-        println!("{name} bench: skipped (filter {filters:?})");
-    }
-    run
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -94,7 +94,7 @@ impl Config {
 }
 
 fn main() {
-    if !selected("stats") {
+    if !collector_tests::support::bench_selected("stats") {
         return;
     }
     // cargo bench passes --bench; cargo test --benches does not.
@@ -131,20 +131,6 @@ fn main() {
     }
     print_table(&rows, &setup, &config);
     print_ratios(&rows, &config);
-}
-
-/// Whether this bench runs: no positional arguments, or one that is part of `name` (so
-/// `cargo xtask bench -- stats` runs this bench and skips those that honour the filter).
-fn selected(name: &str) -> bool {
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let run = filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
-    if !run {
-        println!("{name} bench: skipped (filter {filters:?})");
-    }
-    run
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -72,6 +72,21 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Whether the bench `name` runs: `cargo xtask bench -- FILTER` passes its filters to every
+/// bench binary, and a bench runs when there is none or one is part of its name.
+#[must_use]
+pub fn bench_selected(name: &str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let run = filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    if !run {
+        println!("{name} bench: skipped (filter {filters:?})");
+    }
+    run
+}
+
 #[cfg(test)]
 mod tests {
     use super::{require, unique_name};
