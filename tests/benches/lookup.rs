@@ -31,11 +31,10 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::hash::{BuildHasher as _, RandomState};
+use std::hash::RandomState;
 use std::io::{self, ErrorKind, Read as _, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 use std::{fs, panic, thread};
@@ -43,7 +42,9 @@ use std::{fs, panic, thread};
 use collector_tests::support::cgroup::{TestCgroup, v2_mount};
 use collector_tests::support::daemon::Daemon;
 use collector_tests::support::http::parse_response;
-use collector_tests::support::process::{ChildGuard, die_with_parent, spawn_command_in_cgroup};
+use collector_tests::support::process::{
+    ChildGuard, bench_sleeper, random_container_id, spawn_command_in_cgroup,
+};
 use collector_tests::support::{is_root, require};
 use serde_json::Value;
 // Dependencies of the support lib and the integration tests that this bench does not use.
@@ -175,10 +176,10 @@ impl Fleet {
         let ids = RandomState::new();
         let (containers, plain) = (config.containers, config.plain);
         for c in 0..containers {
-            let id = container_id(&ids, c);
+            let id = random_container_id(&ids, c);
             let cgroup = TestCgroup::new(&format!("system.slice/docker-{id}.scope"));
             for _ in 0..config.per_container {
-                fleet.add(spawn_command_in_cgroup(&cgroup, sleeper()), Some(&id));
+                fleet.add(spawn_command_in_cgroup(&cgroup, bench_sleeper()), Some(&id));
             }
             fleet.cgroups.push(cgroup);
             // This container's share of the plain processes.
@@ -193,7 +194,7 @@ impl Fleet {
     /// `count` sleepers outside the test cgroups.
     fn spawn_plain(&mut self, count: usize) {
         for _ in 0..count {
-            let child = sleeper()
+            let child = bench_sleeper()
                 .spawn()
                 .unwrap_or_else(|e| panic!("spawning sleep: {e}"));
             self.add(ChildGuard::new(child), None);
@@ -207,27 +208,6 @@ impl Fleet {
         });
         self.children.push(child);
     }
-}
-
-/// `sleep 3600`, quiet, and killed by the kernel if this process dies before its guards run.
-fn sleeper() -> Command {
-    let mut cmd = Command::new("sleep");
-    cmd.arg("3600")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // We spawn from the main thread, which lives as long as the process.
-    die_with_parent(&mut cmd, libc::SIGKILL);
-    cmd
-}
-
-/// The `n`th random-looking 64-hex container id of `state` (std's randomly keyed hasher saves
-/// a dependency on a random number crate).
-fn container_id(state: &RandomState, n: usize) -> String {
-    (0..4u8).fold(String::with_capacity(64), |mut id, part| {
-        let _ = write!(id, "{:016x}", state.hash_one((n, part)));
-        id
-    })
 }
 
 /// Starts the daemon for `via` and makes sure it is what the rows say: a bench of the eBPF

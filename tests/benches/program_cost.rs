@@ -464,23 +464,13 @@ fn stop_daemon(daemon: Daemon, programs: &Programs) {
     }
 }
 
-fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> io::Result<libc::c_long> {
-    // SAFETY: the attr buffer is larger than every bpf_attr variant used here.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
-
 /// Whether a BPF program with this id exists (`BPF_PROG_GET_FD_BY_ID`).
 fn prog_exists(id: u32) -> bool {
     const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
     let mut attr = [0u8; 128];
     // union bpf_attr, *_GET_FD_BY_ID: { u32 prog_id; u32 next_id; u32 open_flags; }
     attr[..4].copy_from_slice(&id.to_ne_bytes());
-    match bpf(BPF_PROG_GET_FD_BY_ID, &mut attr) {
+    match collector_tests::support::bpf::bpf(BPF_PROG_GET_FD_BY_ID, &mut attr) {
         Ok(fd) => {
             // SAFETY: the kernel returned a new descriptor we own; dropping closes it.
             drop(unsafe { OwnedFd::from_raw_fd(i32::try_from(fd).unwrap_or(-1)) });
@@ -505,7 +495,7 @@ impl StatsOn {
         const BPF_ENABLE_STATS: libc::c_long = 32;
         let mut attr = [0u8; 128];
         // union bpf_attr, BPF_ENABLE_STATS: { u32 type; }; BPF_STATS_RUN_TIME = 0.
-        if let Ok(fd) = bpf(BPF_ENABLE_STATS, &mut attr) {
+        if let Ok(fd) = collector_tests::support::bpf::bpf(BPF_ENABLE_STATS, &mut attr) {
             // SAFETY: the kernel returned a new descriptor we own.
             return Self::Fd(unsafe { OwnedFd::from_raw_fd(i32::try_from(fd).unwrap_or(-1)) });
         }

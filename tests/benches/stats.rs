@@ -30,25 +30,25 @@
 //! and the target is not judged.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
-use std::hash::{BuildHasher as _, RandomState};
+use std::hash::RandomState;
 use std::io::{Read as _, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use std::{fs, thread};
 
 use collector_tests::support::cgroup::{TestCgroup, v1_mount, v2_mount};
 use collector_tests::support::daemon::Daemon;
 use collector_tests::support::http::{parse_response, request};
-use collector_tests::support::process::{ChildGuard, die_with_parent, enter_before_exec};
+use collector_tests::support::process::{
+    ChildGuard, bench_sleeper, enter_before_exec, random_container_id,
+};
 use collector_tests::support::{is_root, require};
 use serde_json::Value;
 // Dependencies of the support lib and the integration tests that this bench does not use.
 use {collector_common as _, collector_daemon as _, tempfile as _};
 
-/// The v1 hierarchies Docker's cgroupfs driver puts a container in (besides v2) that the
+use {collector_common as _, collector_daemon as _, libc as _, tempfile as _};
 /// stats read: cpu and cpuacct (CPU), cpuset, memory, pids, blkio (IO).
 const CONTROLLERS: [&str; 6] = ["cpu", "cpuacct", "cpuset", "memory", "pids", "blkio"];
 /// The full collection, every value read after the request arrived.
@@ -194,7 +194,7 @@ impl Fleet {
             })
             .collect();
         while self.ids.len() < total {
-            let id = container_id(&self.id_seed, self.ids.len());
+            let id = random_container_id(&self.id_seed, self.ids.len());
             self.cgroup.mkdir_nested(&id);
             if self.controllers.contains(&"cpuset") {
                 copy_cpuset(&self.cgroup.v1_dir("cpuset").join(&id));
@@ -203,7 +203,7 @@ impl Fleet {
                 .iter()
                 .map(|d| d.join(&id).join("cgroup.procs"))
                 .collect();
-            let mut cmd = sleeper();
+            let mut cmd = bench_sleeper();
             enter_before_exec(&mut cmd, &procs);
             let child = cmd
                 .spawn()
@@ -223,27 +223,6 @@ fn copy_cpuset(dir: &Path) {
         fs::write(dir.join(file), value.trim())
             .unwrap_or_else(|e| panic!("writing {}: {e}", dir.join(file).display()));
     }
-}
-
-/// `sleep 3600`, quiet, and killed by the kernel if this process dies before its guards run.
-fn sleeper() -> Command {
-    let mut cmd = Command::new("sleep");
-    cmd.arg("3600")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // Spawned from the main thread, which lives as long as the process.
-    die_with_parent(&mut cmd, libc::SIGKILL);
-    cmd
-}
-
-/// The `n`th random-looking 64-hex container id of `seed` (std's randomly keyed hasher saves
-/// a dependency on a random number crate).
-fn container_id(seed: &RandomState, n: usize) -> String {
-    (0..4u8).fold(String::with_capacity(64), |mut id, part| {
-        let _ = write!(id, "{:016x}", seed.hash_one((n, part)));
-        id
-    })
 }
 
 // ---------------------------------------------------------------------------------------------

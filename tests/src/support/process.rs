@@ -162,6 +162,32 @@ pub fn cgroup_v2_path(pid: u32) -> io::Result<String> {
         })
 }
 
+/// `sleep 3600`, quiet, and killed by the kernel if this process dies before its guards run
+/// (for benches that start many; spawn it from the main thread, which lives as long as the
+/// process, since the parent-death signal follows the spawning thread).
+#[must_use]
+pub fn bench_sleeper() -> Command {
+    let mut cmd = Command::new("sleep");
+    cmd.arg("3600")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    die_with_parent(&mut cmd, libc::SIGKILL);
+    cmd
+}
+
+/// The `n`th random-looking 64-hex container id of `state` (std's randomly keyed hasher saves
+/// a dependency on a random number crate).
+#[must_use]
+pub fn random_container_id(state: &std::hash::RandomState, n: usize) -> String {
+    use std::fmt::Write as _;
+    use std::hash::BuildHasher as _;
+    (0..4u8).fold(String::with_capacity(64), |mut id, part| {
+        let _ = write!(id, "{:016x}", state.hash_one((n, part)));
+        id
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
