@@ -379,6 +379,46 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stats_table_has_a_row_per_stat_with_its_source() {
+        let json = serde_json::json!({
+            "container_id": "ab",
+            "runtime": "docker",
+            "timestamp": "2026-11-26T00:00:00.000000000Z",
+            "cpu": {"total": 5, "limit": 50.0, "defaulted_limit": false},
+            "memory": null,
+            "io": {"devices": {"vda": {"write_bytes": 7}}},
+            "pid": null,
+            "network": null,
+            "open_files": 18,
+            "sources": {"cpu": "system", "io": "ebpf", "open_files": "system"},
+            "errors": {}
+        });
+        let body: StatsBody = serde_json::from_value(json).unwrap();
+        let table = stats_table(&body);
+        let rows: Vec<Vec<&str>> = table
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows[0], ["STAT", "VALUE", "SOURCE"]);
+        assert!(rows.contains(&vec!["container_id", "ab"]), "{table}");
+        assert!(rows.contains(&vec!["cpu.total", "5", "system"]), "{table}");
+        assert!(
+            rows.contains(&vec!["cpu.limit", "50.0", "system"]),
+            "{table}"
+        );
+        assert!(rows.contains(&vec!["cpu.user", "-", "system"]), "{table}");
+        assert!(
+            rows.contains(&vec!["io.devices.vda.write_bytes", "7", "ebpf"]),
+            "{table}"
+        );
+        assert!(rows.contains(&vec!["memory", "-"]), "{table}");
+        assert!(
+            rows.contains(&vec!["open_files", "18", "system"]),
+            "{table}"
+        );
+    }
+
+    #[test]
     fn tables_align_columns_and_show_dashes_for_null() {
         let body = PidBody {
             pid: 42,

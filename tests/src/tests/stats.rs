@@ -494,3 +494,54 @@ fn a_removed_containers_final_counters_can_still_be_read() {
         "the removed memory cgroup {memcg} still has an io_counters entry"
     );
 }
+
+#[test]
+fn the_cli_prints_a_containers_stats() {
+    if !root() {
+        return;
+    }
+    let daemon = Daemon::shared();
+    let id = super::util::container_id("cli-stats");
+    let cg = cgroup::TestCgroup::with_v1(&format!("docker/{id}"), &["memory", "cpuacct"]);
+    let _sleeper = crate::support::process::spawn_in_cgroup(&cg, &["sleep", "60"]);
+    let cli = |args: &[&str]| {
+        std::process::Command::new(crate::support::daemon::daemon_bin())
+            .arg("query")
+            .arg("--socket")
+            .arg(daemon.socket())
+            .args(args)
+            .output()
+            .expect("running the CLI")
+    };
+    let out = cli(&["stats", &id]);
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.starts_with("STAT "), "{table}");
+    let row = |name: &str| {
+        table
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|cells| cells.first() == Some(&name))
+            .unwrap_or_else(|| panic!("no {name} row in\n{table}"))
+    };
+    assert_eq!(row("container_id")[1], id);
+    assert_eq!(row("cpu.total")[2], "system", "{table}");
+    assert!(
+        row("memory.usage_total")[1].parse::<u64>().unwrap() > 0,
+        "{table}"
+    );
+    assert_eq!(row("network.bytes_sent")[2], "ebpf", "{table}");
+
+    let out = cli(&["--json", "stats", &id, "--max-age-ms", "500"]);
+    assert!(out.status.success(), "{out:?}");
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["container_id"], id.as_str(), "{json}");
+
+    let unknown = "f".repeat(64);
+    let out = cli(&["stats", &unknown]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not known"),
+        "{out:?}"
+    );
+}
