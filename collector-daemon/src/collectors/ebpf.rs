@@ -33,6 +33,9 @@ use super::containers::ContainerDirectory;
 /// The collector's id (the source named in answers).
 pub const ID: &str = "ebpf";
 
+/// How often `retire` makes a pass when no cgroup was removed meanwhile.
+const FULL_RETIRE_INTERVAL: Duration = Duration::from_secs(30);
+
 /// How long a container's network namespace is reused without a new look.
 const NETNS_TTL: Duration = Duration::from_secs(10);
 /// Past this many remembered namespaces, forget the stale ones.
@@ -76,6 +79,8 @@ pub struct EbpfCollector {
     retired: Mutex<HashMap<String, Retired>>,
     /// Map keys of cgroups the index did not know at the last `retire`.
     unknown: Mutex<HashSet<(u32, u64)>>,
+    /// The cgroup removals count and time of the last `retire` pass.
+    last_retire: Mutex<Option<(u64, Instant)>>,
     /// Per container: the process whose network namespace was looked at, when, and its
     /// inode.
     netns: Mutex<HashMap<String, (u32, Instant, u64)>>,
@@ -92,6 +97,7 @@ impl EbpfCollector {
             retired: Mutex::new(HashMap::new()),
             unknown: Mutex::new(HashSet::new()),
             netns: Mutex::new(HashMap::new()),
+            last_retire: Mutex::new(None),
         }
     }
 
@@ -202,6 +208,30 @@ impl EbpfCollector {
         let Some(kernel) = self.directory.identity().kernel() else {
             return;
         };
+        // A pass reads both maps and every container: do it when a cgroup went away, while
+        // unknown entries wait for their second look, and otherwise every FULL_RETIRE_INTERVAL
+        // (entries of cgroups that went away before the index knew them, retired totals to
+        // forget).
+        let removals = self.directory.identity().cgroup_removals();
+        {
+            let mut pass = self
+                .last_retire
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let unknown_pending = !self
+                .unknown
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty();
+            if let Some((seen, at)) = *pass
+                && seen == removals
+                && !unknown_pending
+                && at.elapsed() < FULL_RETIRE_INTERVAL
+            {
+                return;
+            }
+            *pass = Some((removals, Instant::now()));
+        }
         let counters = match self.read_counters() {
             Ok(c) => c,
             Err(e) => {

@@ -53,6 +53,8 @@ pub struct CgroupIndex {
     nodes: DashMap<CgroupKey, CgroupNode>,
     /// Interned containers, so every node of a container shares one `Arc`.
     containers: DashMap<ContainerRef, Arc<ContainerRef>>,
+    /// Cgroups seen removed so far: lets periodic work skip passes when nothing went away.
+    removals: std::sync::atomic::AtomicU64,
 }
 
 /// What a walk found.
@@ -119,9 +121,18 @@ impl CgroupIndex {
 
     /// Marks a cgroup removed (rmdir event or walk).
     pub fn mark_removed(&self, key: CgroupKey, now: Instant) {
-        if let Some(mut node) = self.nodes.get_mut(&key) {
-            node.removed_at.get_or_insert(now);
+        if let Some(mut node) = self.nodes.get_mut(&key)
+            && node.removed_at.is_none()
+        {
+            node.removed_at = Some(now);
+            self.removals
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+
+    /// How many cgroups were seen removed since the index was made.
+    pub fn removals(&self) -> u64 {
+        self.removals.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The node of `key`, removed or not.
@@ -182,6 +193,8 @@ impl CgroupIndex {
             {
                 node.removed_at = Some(now);
                 summary.removed += 1;
+                self.removals
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
         summary

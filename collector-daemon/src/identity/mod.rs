@@ -687,6 +687,13 @@ impl Identity {
         true
     }
 
+    /// How many cgroups were seen removed since start (events or walks), after applying the
+    /// queued events.
+    pub fn cgroup_removals(&self) -> u64 {
+        self.sync();
+        self.cgroups.removals()
+    }
+
     /// Whether the cgroup `key` is removed: `None` when the index does not know it (never
     /// seen, or removed longer ago than the grace period).
     pub fn cgroup_removed(&self, key: CgroupKey) -> Option<bool> {

@@ -290,6 +290,20 @@ fn bytes_sent_between_two_containers_are_counted_on_both_sides() {
     );
 }
 
+/// Waits until the daemon's pinned `io_counters` map holds no entry for cgroup `cgroup_id`
+/// (the key starts with the u64 cgroup id): the daemon's upkeep freed it.
+fn wait_until_io_entry_freed(daemon: &Daemon, cgroup_id: u64) {
+    let map = crate::support::bpf::open_pinned(&daemon.pin_dir().join("io_counters")).unwrap();
+    wait_for(
+        "the removed cgroup's io_counters entry to be freed",
+        Duration::from_secs(10),
+        || {
+            let keys = crate::support::bpf::keys(&map, 16).unwrap();
+            (!keys.iter().any(|k| k[..8] == cgroup_id.to_ne_bytes())).then_some(())
+        },
+    );
+}
+
 /// A host directory on a real block device (not tmpfs), removed on drop.
 struct HostDir(PathBuf);
 
@@ -375,6 +389,7 @@ fn nested_cgroups_add_up_into_their_container_and_outlive_their_removal() {
     }
     let mut cg = cgroup::TestCgroup::with_v1(&format!("docker/{id}"), &controllers);
     let nested_v2 = cg.mkdir_nested("inner");
+    let nested_memcg = cgroup::inode(&cg.v1_dir("memory").join("inner"));
     let nested_procs: Vec<PathBuf> = std::iter::once(nested_v2.join("cgroup.procs"))
         .chain(
             controllers
@@ -430,8 +445,9 @@ fn nested_cgroups_add_up_into_their_container_and_outlive_their_removal() {
             || std::fs::remove_dir(&dir).ok(),
         );
     }
-    // Past the daemon's upkeep (every second), which frees the removed cgroup's entries.
-    std::thread::sleep(Duration::from_millis(2500));
+    // The daemon's upkeep (every second) folds the removed cgroup's counters into the
+    // container and frees its map entry.
+    wait_until_io_entry_freed(daemon, nested_memcg);
     let after_removal = stats(daemon, &id);
     assert!(
         u64_at(&after_removal, "/io/write_bytes") >= u64_at(&after_dd, "/io/write_bytes"),
@@ -479,19 +495,12 @@ fn a_removed_containers_final_counters_can_still_be_read() {
     });
     assert_eq!(gone["sources"]["io"], "ebpf", "{gone}");
     assert!(u64_at(&gone, "/io/write_bytes") >= written, "{gone}");
-    // Still there once the upkeep has folded the removed cgroups in.
-    std::thread::sleep(Duration::from_millis(2500));
+    // Still there once the upkeep has folded the removed cgroups in and freed their entries.
+    wait_until_io_entry_freed(daemon, memcg);
     let folded = stats(daemon, &id);
     assert!(
         u64_at(&folded, "/io/write_bytes") >= written,
         "counters went backwards after removal:\n{live}\n{folded}"
-    );
-    // And the kernel map no longer holds the removed cgroup (key: u64 cgroup id first).
-    let map = crate::support::bpf::open_pinned(&daemon.pin_dir().join("io_counters")).unwrap();
-    let keys = crate::support::bpf::keys(&map, 16).unwrap();
-    assert!(
-        !keys.iter().any(|k| k[..8] == memcg.to_ne_bytes()),
-        "the removed memory cgroup {memcg} still has an io_counters entry"
     );
 }
 
