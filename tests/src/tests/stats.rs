@@ -94,6 +94,7 @@ fn a_busy_containers_cpu_and_memory_match_its_cgroup() {
     let cpu_after = read_u64(&cpuacct);
     let memory_after = read_u64(&memory);
     let total = u64_at(&body, "/cpu/total");
+    eprintln!("cpu.total {total} ns; cpuacct.usage {cpu_before}..{cpu_after} ns");
     assert!(
         total >= cpu_before * 98 / 100 && total <= cpu_after * 102 / 100,
         "cpu.total {total} outside the cgroup's {cpu_before}..{cpu_after} ±2%: {body}"
@@ -112,6 +113,7 @@ fn a_busy_containers_cpu_and_memory_match_its_cgroup() {
     );
 
     let usage = u64_at(&body, "/memory/usage_total");
+    eprintln!("memory.usage_total {usage} B; memory.usage_in_bytes {memory_after} B after");
     assert!(
         within(usage, memory_after, 0.05),
         "memory.usage_total {usage} vs the cgroup's {memory_after}: {body}"
@@ -265,6 +267,11 @@ fn bytes_sent_between_two_containers_are_counted_on_both_sides() {
         - u64_at(&server_before, "/network/bytes_sent");
     let received = u64_at(&client_after, "/network/bytes_rcvd")
         - u64_at(&client_before, "/network/bytes_rcvd");
+    eprintln!(
+        "{N}-byte file: server sent {sent} B (net/dev {server_dev} B), client received {received} B (net/dev {client_dev} B)",
+        server_dev = server_dev_after - server_dev_before,
+        client_dev = client_dev_after - client_dev_before,
+    );
     // IP and TCP headers, the HTTP exchange and the handshake on top of the payload: at most
     // 5% more.
     for (side, counted) in [("sent", sent), ("received", received)] {
@@ -353,6 +360,7 @@ fn a_containers_buffered_and_direct_writes_are_counted_as_its_io() {
         );
         let now = stats(daemon, container.id());
         let written = u64_at(&now, "/io/write_bytes") - u64_at(&last, "/io/write_bytes");
+        eprintln!("{how}: 64 MiB = {MIB64} B written, io.write_bytes grew by {written} B");
         // Filesystem metadata and journal blocks may add a little; the data is all there.
         assert!(
             (MIB64..=MIB64 + MIB64 / 4).contains(&written),
