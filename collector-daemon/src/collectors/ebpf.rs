@@ -153,9 +153,12 @@ impl EbpfCollector {
         id: &str,
         max_age: MaxAge,
     ) -> CollectorResult<NetTotals> {
+        // The retired totals are locked before the counters are taken, and `retire` holds
+        // the same lock for its whole pass: an answer sees a cgroup's counts either live
+        // or folded, never both (which would count them twice, then go backwards).
+        let mut retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner);
         let counters = self.counters(max_age)?;
         let live = counters.net.as_ref().map_err(Clone::clone)?;
-        let mut retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner);
         let from_retired = retired.get_mut(id).map(|r| {
             if r.gone_since.is_some() {
                 r.read_since_gone = true;
@@ -180,9 +183,12 @@ impl EbpfCollector {
         id: &str,
         max_age: MaxAge,
     ) -> CollectorResult<HashMap<(u32, u32), IoTotals>> {
+        // The retired totals are locked before the counters are taken, and `retire` holds
+        // the same lock for its whole pass: an answer sees a cgroup's counts either live
+        // or folded, never both (which would count them twice, then go backwards).
+        let mut retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner);
         let counters = self.counters(max_age)?;
         let live = counters.io.as_ref().map_err(Clone::clone)?;
-        let mut retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner);
         let from_retired = retired.get_mut(id).map(|r| {
             if r.gone_since.is_some() {
                 r.read_since_gone = true;
@@ -232,6 +238,9 @@ impl EbpfCollector {
             }
             *pass = Some((removals, Instant::now()));
         }
+        // Held for the whole pass (see `network_totals`): readers see each cgroup either live
+        // or folded.
+        let mut retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner);
         let counters = match self.read_counters() {
             Ok(c) => c,
             Err(e) => {
@@ -247,7 +256,6 @@ impl EbpfCollector {
                 owner.insert(member.key, id);
             }
         }
-        let mut retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner);
         let mut unknown = self.unknown.lock().unwrap_or_else(PoisonError::into_inner);
         let mut still_unknown = HashSet::new();
         // A cgroup may be removed while sockets it created live on (their packets keep its
