@@ -22,6 +22,13 @@
 //! block cgroup (`bio->bi_blkg->blkcg`) is the owner: right for direct IO and reads of a
 //! process in a blkio cgroup. The key records the owner's hierarchy (0 for v2, the `memory`
 //! or `blkio` v1 hierarchy here) so the daemon can map it to a container.
+//!
+//! Reads (see `kernel.rs`): `bio` is a `tp_btf` argument, so everything reached through
+//! typed pointer members (the disk, the first page, `bi_blkg`) is a direct load. The memory
+//! cgroup is reached through `page.memcg_data`, a tagged `unsigned long` the verifier types as
+//! a number, so from there on (and for `page.compound_head`, see `page_memcg_cgroup`) (`obj_cgroup`, `mem_cgroup`, its `cgroup`) reads go through
+//! `bpf_probe_read_kernel`. A failed direct load of `bi_opf` reads as `REQ_OP_READ` and of
+//! `bi_size` as 0: such a bio is skipped as empty.
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use collector_common::{
     counters::{IO_MAP_FULL, READ_ERRORS},
@@ -31,7 +38,10 @@ use collector_common::{
 
 use crate::{
     counters::failure,
-    kernel::{ReadError, cgroup_hierarchy_id, cgroup_id, cgroup_level, offsets, read},
+    kernel::{
+        Access, Direct, Probe, ReadError, cgroup_hierarchy_id, cgroup_id, cgroup_level, offsets,
+        read,
+    },
     maps::IO_COUNTERS,
     percpu,
 };
@@ -134,8 +144,8 @@ fn owner(o: &KernelOffsets, bio: *const u8) -> Result<(u64, u32), ReadError> {
     if o.io_memcg != 0 {
         let cgroup = page_memcg_cgroup(o, bio)?;
         if !cgroup.is_null() {
-            if cgroup_level(cgroup, o)? > 0 {
-                return cgroup_key(o, cgroup);
+            if cgroup_level::<Probe>(cgroup, o)? > 0 {
+                return cgroup_key::<Probe>(o, cgroup);
             }
             fallback = cgroup;
         }
@@ -146,24 +156,28 @@ fn owner(o: &KernelOffsets, bio: *const u8) -> Result<(u64, u32), ReadError> {
             let blkcg = read::<*const u8>(group, o.blkg_blkcg)?;
             let cgroup = read::<*const u8>(blkcg.wrapping_add(o.blkcg_css as usize), o.css_cgroup)?;
             if !cgroup.is_null() {
-                return cgroup_key(o, cgroup);
+                return cgroup_key::<Direct>(o, cgroup);
             }
         }
     }
     if fallback.is_null() {
         Ok((0, 0))
     } else {
-        cgroup_key(o, fallback)
+        cgroup_key::<Probe>(o, fallback)
     }
 }
 
 #[inline(always)]
-fn cgroup_key(o: &KernelOffsets, cgroup: *const u8) -> Result<(u64, u32), ReadError> {
-    Ok((cgroup_id(cgroup, o)?, cgroup_hierarchy_id(cgroup, o)?))
+fn cgroup_key<A: Access>(o: &KernelOffsets, cgroup: *const u8) -> Result<(u64, u32), ReadError> {
+    Ok((
+        cgroup_id::<A>(cgroup, o)?,
+        cgroup_hierarchy_id::<A>(cgroup, o)?,
+    ))
 }
 
 /// The `struct cgroup *` of the memory cgroup charged for the bio's first data page, or null
-/// when it has none (`memcg_data` 0, or a slab page).
+/// when it has none (`memcg_data` 0, or a slab page). The result is an address the verifier
+/// sees as a number: read through it with [`Probe`].
 ///
 /// `memcg_data` (`include/linux/memcontrol.h`, `folio_memcg()`) lives in the folio's head
 /// page: a tail page (`compound_head` with bit 0 set, `_compound_head()` in
@@ -178,16 +192,21 @@ fn page_memcg_cgroup(o: &KernelOffsets, bio: *const u8) -> Result<*const u8, Rea
     if vecs.is_null() {
         return Ok(null);
     }
-    let mut page = read::<*const u8>(vecs, o.bvec_page)?;
+    let page = read::<*const u8>(vecs, o.bvec_page)?;
     if page.is_null() {
         return Ok(null);
     }
-    let head = read::<usize>(page, o.page_compound_head)?;
-    if head & 1 != 0 {
-        page = (head - 1) as *const u8;
-    }
-    // `unsigned long` fields: pointer-sized.
-    let data = read::<usize>(page, o.page_memcg_data)?;
+    // `unsigned long` fields: pointer-sized. `compound_head` shares its offset with
+    // `lru.next` in `struct page`'s first union, so the verifier types a direct load of it as a
+    // `list_head` pointer, on which it refuses the bit test: read it through the helper. A
+    // failed direct load of `memcg_data` reads as 0: no owner from this source.
+    let head = Probe::read::<usize>(page, o.page_compound_head)?;
+    let data = if head & 1 != 0 {
+        // The head's address is a number to the verifier.
+        Probe::read::<usize>((head - 1) as *const u8, o.page_memcg_data)?
+    } else {
+        read::<usize>(page, o.page_memcg_data)?
+    };
     let flags_mask = o.memcg_data_flags_mask as usize;
     let flags = data & flags_mask;
     let pointer = (data & !flags_mask) as *const u8;
@@ -197,12 +216,12 @@ fn page_memcg_cgroup(o: &KernelOffsets, bio: *const u8) -> Result<*const u8, Rea
     let memcg = if flags == 0 {
         pointer
     } else if flags & o.memcg_data_kmem as usize != 0 {
-        read::<*const u8>(pointer, o.obj_cgroup_memcg)?
+        Probe::read::<*const u8>(pointer, o.obj_cgroup_memcg)?
     } else {
         return Ok(null);
     };
     if memcg.is_null() {
         return Ok(null);
     }
-    read::<*const u8>(memcg.wrapping_add(o.memcg_css as usize), o.css_cgroup)
+    Probe::read::<*const u8>(memcg.wrapping_add(o.memcg_css as usize), o.css_cgroup)
 }

@@ -16,7 +16,7 @@ use collector_common::{
 use crate::{
     counters::{bump, failure},
     emit,
-    kernel::{ReadError, Task, cgroup_hierarchy_id, cgroup_id, cgroup_level, offsets},
+    kernel::{Direct, ReadError, Task, cgroup_hierarchy_id, cgroup_id, cgroup_level, offsets},
     maps::{EVENTS, PROCESSES},
     process::{process_info, track},
 };
@@ -103,9 +103,9 @@ fn try_cgroup_event(
     cgroup: *const u8,
     path: *const u8,
 ) -> Result<(), ReadError> {
-    let hierarchy_id = cgroup_hierarchy_id(cgroup, o)?;
-    let cgroup_id = cgroup_id(cgroup, o)?;
-    let level = cgroup_level(cgroup, o)?;
+    let hierarchy_id = cgroup_hierarchy_id::<Direct>(cgroup, o)?;
+    let cgroup_id = cgroup_id::<Direct>(cgroup, o)?;
+    let level = cgroup_level::<Direct>(cgroup, o)?;
     let Some(mut entry) = EVENTS.reserve::<CgroupEvent>(0) else {
         failure(ctx, EVENTS_LOST, "event ring buffer full, event lost", 0);
         return Ok(());
