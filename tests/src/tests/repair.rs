@@ -83,13 +83,17 @@ fn lost_events_are_counted_and_repaired() {
     };
     assert!(metric(&daemon, "collector_kernel_events_lost_total") > lost_before);
     // Processes whose fork events were lost become known to the index (re-seeded from the
-    // kernel) within an upkeep period or two; until then procfs answers for them.
+    // kernel) within an upkeep period or two; until then procfs answers for them. The one
+    // whose exit was lost is marked exited by the same repair. (Some of the burst's events
+    // may fit in the buffer and arrive before the repair: wait for both.)
     wait_for(
         "the repair to re-seed the index",
         Duration::from_secs(10),
         || {
-            live.iter()
+            (live
+                .iter()
                 .all(|child| lookup(&daemon, child.pid())["source"] == "ebpf")
+                && lookup(&daemon, before_pid)["exited"] == true)
                 .then_some(())
         },
     );
