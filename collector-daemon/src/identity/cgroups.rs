@@ -10,7 +10,10 @@ use std::{
     fs,
     os::unix::fs::{DirEntryExt as _, MetadataExt as _},
     path::Path,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Instant,
 };
 
@@ -54,7 +57,13 @@ pub struct CgroupIndex {
     /// Interned containers, so every node of a container shares one `Arc`.
     containers: DashMap<ContainerRef, Arc<ContainerRef>>,
     /// Cgroups seen removed so far: lets periodic work skip passes when nothing went away.
-    removals: std::sync::atomic::AtomicU64,
+    removals: AtomicU64,
+    /// Changes of any node (recorded, removed, forgotten): lets what is derived from the
+    /// index be rebuilt only when it changed.
+    changes: AtomicU64,
+    /// Every node's key by its container's id: one container's cgroups without a walk of
+    /// the whole index.
+    by_container: DashMap<String, HashSet<CgroupKey>>,
 }
 
 /// What a walk found.
@@ -71,7 +80,39 @@ pub struct ScanSummary {
 impl CgroupIndex {
     /// Records a cgroup (mkdir event or walk). Its container is computed from the path.
     pub fn insert(&self, key: CgroupKey, path: &str) {
-        self.nodes.insert(key, self.node_for(path));
+        let node = self.node_for(path);
+        let added = node.container.clone();
+        let old = self.nodes.insert(key, node);
+        if let Some(old) = old.and_then(|n| n.container) {
+            self.unlink(&old.id, key);
+        }
+        if let Some(container) = added {
+            self.link(&container.id, key);
+        }
+        self.changes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn link(&self, container_id: &str, key: CgroupKey) {
+        self.by_container
+            .entry(container_id.to_owned())
+            .or_default()
+            .insert(key);
+    }
+
+    fn unlink(&self, container_id: &str, key: CgroupKey) {
+        if let Some(mut keys) = self.by_container.get_mut(container_id) {
+            keys.remove(&key);
+        }
+        self.by_container
+            .remove_if(container_id, |_, keys| keys.is_empty());
+    }
+
+    /// The keys of every node of container `id` (nested and removed ones included).
+    pub fn keys_of(&self, container_id: &str) -> Vec<CgroupKey> {
+        self.by_container
+            .get(container_id)
+            .map(|keys| keys.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// The node of `key`, recorded from `path` first if unknown (a cgroup seen in procfs).
@@ -81,7 +122,14 @@ impl CgroupIndex {
         }
         self.nodes
             .entry(key)
-            .or_insert_with(|| self.node_for(path))
+            .or_insert_with(|| {
+                self.changes.fetch_add(1, Ordering::Relaxed);
+                let node = self.node_for(path);
+                if let Some(container) = &node.container {
+                    self.link(&container.id, key);
+                }
+                node
+            })
             .value()
             .clone()
     }
@@ -125,14 +173,19 @@ impl CgroupIndex {
             && node.removed_at.is_none()
         {
             node.removed_at = Some(now);
-            self.removals
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.removals.fetch_add(1, Ordering::Relaxed);
+            self.changes.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// How many cgroups were seen removed since the index was made.
     pub fn removals(&self) -> u64 {
-        self.removals.load(std::sync::atomic::Ordering::Relaxed)
+        self.removals.load(Ordering::Relaxed)
+    }
+
+    /// Grows whenever a node is recorded, removed or forgotten.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
     }
 
     /// The node of `key`, removed or not.
@@ -168,9 +221,17 @@ impl CgroupIndex {
 
     /// Forgets nodes removed more than `grace` ago, and containers no node uses.
     pub fn gc(&self, now: Instant, grace: std::time::Duration) {
-        self.nodes.retain(|_, node| {
-            node.removed_at
-                .is_none_or(|at| now.duration_since(at) <= grace)
+        self.nodes.retain(|key, node| {
+            let keep = node
+                .removed_at
+                .is_none_or(|at| now.duration_since(at) <= grace);
+            if !keep {
+                self.changes.fetch_add(1, Ordering::Relaxed);
+                if let Some(container) = &node.container {
+                    self.unlink(&container.id, *key);
+                }
+            }
+            keep
         });
         // An interned container is used by the map and by nodes (and by in-flight answers).
         self.containers.retain(|_, c| Arc::strong_count(c) > 1);
@@ -193,8 +254,8 @@ impl CgroupIndex {
             {
                 node.removed_at = Some(now);
                 summary.removed += 1;
-                self.removals
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.removals.fetch_add(1, Ordering::Relaxed);
+                self.changes.fetch_add(1, Ordering::Relaxed);
             }
         }
         summary
@@ -270,6 +331,38 @@ mod tests {
     use super::*;
 
     const ID: &str = "3f4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6071829";
+
+    #[test]
+    fn a_containers_keys_follow_inserts_moves_and_gc() {
+        let index = CgroupIndex::default();
+        let now = Instant::now();
+        index.insert((0, 10), &format!("/system.slice/docker-{ID}.scope"));
+        index.insert((0, 11), &format!("/system.slice/docker-{ID}.scope/inner"));
+        index.insert((4, 10), &format!("/docker/{ID}"));
+        index.get_or_insert((7, 12), &format!("/docker/{ID}"));
+        index.insert((0, 13), "/user.slice");
+        let mut keys = index.keys_of(ID);
+        keys.sort_unstable();
+        assert_eq!(keys, [(0, 10), (0, 11), (4, 10), (7, 12)]);
+        // The same inode recorded again under another path (a reused id) leaves the
+        // container.
+        index.insert((0, 11), "/user.slice/other");
+        let changes = index.changes();
+        index.mark_removed((0, 10), now);
+        assert!(index.changes() > changes);
+        let mut keys = index.keys_of(ID);
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [(0, 10), (4, 10), (7, 12)],
+            "removed nodes stay for the grace"
+        );
+        index.gc(now + Duration::from_mins(2), Duration::from_mins(1));
+        let mut keys = index.keys_of(ID);
+        keys.sort_unstable();
+        assert_eq!(keys, [(4, 10), (7, 12)]);
+        assert!(index.keys_of("no-such-container").is_empty());
+    }
 
     #[test]
     fn nested_cgroups_share_their_container() {

@@ -201,6 +201,39 @@ pub struct ContainerEntry {
 }
 
 impl ContainerEntry {
+    fn new(container: &Arc<ContainerRef>) -> Self {
+        Self {
+            container: Arc::clone(container),
+            roots: Vec::new(),
+            members: Vec::new(),
+            pids: None,
+        }
+    }
+
+    /// Records one cgroup of the container: a member, and a root when it is the container's
+    /// live top directory.
+    fn add_cgroup(&mut self, key: CgroupKey, node: &CgroupNode) {
+        let removed = node.removed_at.is_some();
+        self.members.push(CgroupMember { key, removed });
+        if node.is_container_root && !removed {
+            self.roots.push(CgroupRef {
+                hierarchy_id: key.0,
+                id: key.1,
+                path: Arc::clone(&node.path),
+            });
+        }
+    }
+
+    /// v2 root first, members and PIDs in order.
+    fn sort(&mut self) {
+        self.roots
+            .sort_by_key(|c| (c.hierarchy_id != 0, c.hierarchy_id));
+        self.members.sort_unstable_by_key(|m| m.key);
+        if let Some(pids) = &mut self.pids {
+            pids.sort_unstable();
+        }
+    }
+
     /// True when every cgroup of the container is gone (kept for the grace period).
     pub fn is_removed(&self) -> bool {
         self.roots.is_empty()
@@ -603,25 +636,11 @@ impl Identity {
         self.sync();
         let mut containers: HashMap<String, ContainerEntry> = HashMap::new();
         self.cgroups.for_each(|key, node| {
-            let Some(container) = &node.container else {
-                return;
-            };
-            let entry = containers
-                .entry(container.id.clone())
-                .or_insert_with(|| ContainerEntry {
-                    container: Arc::clone(container),
-                    roots: Vec::new(),
-                    members: Vec::new(),
-                    pids: None,
-                });
-            let removed = node.removed_at.is_some();
-            entry.members.push(CgroupMember { key, removed });
-            if node.is_container_root && !removed {
-                entry.roots.push(CgroupRef {
-                    hierarchy_id: key.0,
-                    id: key.1,
-                    path: Arc::clone(&node.path),
-                });
+            if let Some(container) = &node.container {
+                containers
+                    .entry(container.id.clone())
+                    .or_insert_with(|| ContainerEntry::new(container))
+                    .add_cgroup(key, node);
             }
         });
         if self.kernel.is_some() {
@@ -637,18 +656,43 @@ impl Identity {
             });
         }
         for entry in containers.values_mut() {
-            entry
-                .roots
-                .sort_by_key(|c| (c.hierarchy_id != 0, c.hierarchy_id));
-            entry.members.sort_unstable_by_key(|m| m.key);
-            if let Some(pids) = &mut entry.pids {
-                pids.sort_unstable();
-            }
+            entry.sort();
         }
         ContainerSnapshot {
             taken: Instant::now(),
             containers,
         }
+    }
+
+    /// One container as `container_snapshot` would show it, from its own cgroups (and one
+    /// pass over the processes with the kernel programs): no walk of every cgroup.
+    pub fn container_entry(&self, container_id: &str) -> Option<ContainerEntry> {
+        self.sync();
+        let mut entry: Option<ContainerEntry> = None;
+        for key in self.cgroups.keys_of(container_id) {
+            let Some(node) = self.cgroups.get(key) else {
+                continue;
+            };
+            if let Some(container) = node.container.as_ref().filter(|c| c.id == container_id) {
+                entry
+                    .get_or_insert_with(|| ContainerEntry::new(container))
+                    .add_cgroup(key, &node);
+            }
+        }
+        let mut entry = entry?;
+        if self.kernel.is_some() {
+            let mut pids = Vec::new();
+            self.processes.for_each_live(|pid, process| {
+                if let Some((Some(container), _)) = self.resolve_kernel_cgroups(&process.info)
+                    && container.id == container_id
+                {
+                    pids.push(pid);
+                }
+            });
+            entry.pids = Some(pids);
+        }
+        entry.sort();
+        Some(entry)
     }
 
     /// The kernel index's answer for `pid`, without the procfs fallback: `Ok(None)` when the
@@ -685,6 +729,14 @@ impl Identity {
         }
         self.rescan_after_miss(Instant::now());
         true
+    }
+
+    /// A number that grows whenever the indexes change (after applying the queued
+    /// events): what is derived from them, like `container_snapshot`, need not be rebuilt
+    /// while it stays the same.
+    pub fn index_version(&self) -> u64 {
+        self.sync();
+        self.cgroups.changes() + self.processes.changes()
     }
 
     /// How many cgroups were seen removed since start (events or walks), after applying the

@@ -51,11 +51,15 @@ struct Slot {
 #[derive(Default)]
 pub struct ProcessIndex {
     slots: DashMap<u32, Slot>,
+    /// Changes of the live set (a process recorded, changed, or gone): lets what is derived
+    /// from it be rebuilt only when it changed.
+    changes: std::sync::atomic::AtomicU64,
 }
 
 impl ProcessIndex {
     /// A process exists with this state (fork, exec, attach, or a seed).
     pub fn upsert_live(&self, tgid: u32, info: ProcessInfo, comm: &str, now: Instant) {
+        self.changed();
         let mut slot = self.slots.entry(tgid).or_default();
         if slot.exited.iter().any(|e| same_start(&e.info, &info)) {
             // Its exit was already applied (a seed record read after the exit event).
@@ -95,6 +99,7 @@ impl ProcessIndex {
 
     /// The process `(tgid, info.start_boottime_ns)` exited; `info` is its final state.
     pub fn exit(&self, tgid: u32, info: ProcessInfo, comm: &str, now: Instant) {
+        self.changed();
         let mut slot = self.slots.entry(tgid).or_default();
         if slot
             .live
@@ -158,7 +163,20 @@ impl ProcessIndex {
                 gone += 1;
             }
         }
+        if gone > 0 {
+            self.changed();
+        }
         gone
+    }
+
+    /// Grows whenever the live set may have changed.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn changed(&self) {
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Forgets processes that exited more than `grace` ago.
