@@ -141,12 +141,6 @@ impl EbpfCollector {
         })
     }
 
-    /// The container's entry, or `None` when neither the index nor the retired totals
-    /// know it.
-    fn entry(&self, id: &str, max_age: MaxAge) -> Option<ContainerEntry> {
-        self.directory.entry(id, max_age)
-    }
-
     fn network_totals(
         &self,
         entry: Option<&ContainerEntry>,
@@ -159,12 +153,7 @@ impl EbpfCollector {
         let mut retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner);
         let counters = self.counters(max_age)?;
         let live = counters.net.as_ref().map_err(Clone::clone)?;
-        let from_retired = retired.get_mut(id).map(|r| {
-            if r.gone_since.is_some() {
-                r.read_since_gone = true;
-            }
-            r.net
-        });
+        let from_retired = read_retired(&mut retired, id, |r| r.net);
         let Some(entry) = entry else {
             return Ok(from_retired);
         };
@@ -189,12 +178,7 @@ impl EbpfCollector {
         let mut retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner);
         let counters = self.counters(max_age)?;
         let live = counters.io.as_ref().map_err(Clone::clone)?;
-        let from_retired = retired.get_mut(id).map(|r| {
-            if r.gone_since.is_some() {
-                r.read_since_gone = true;
-            }
-            r.io.clone()
-        });
+        let from_retired = read_retired(&mut retired, id, |r| r.io.clone());
         let Some(entry) = entry else {
             return Ok(from_retired);
         };
@@ -336,6 +320,20 @@ impl EbpfCollector {
     }
 }
 
+/// What `get` takes from container `id`'s retired totals, if it has any; a read of a
+/// container already gone lets its totals be dropped.
+fn read_retired<T>(
+    retired: &mut HashMap<String, Retired>,
+    id: &str,
+    get: impl FnOnce(&Retired) -> T,
+) -> Option<T> {
+    let r = retired.get_mut(id)?;
+    if r.gone_since.is_some() {
+        r.read_since_gone = true;
+    }
+    Some(get(r))
+}
+
 impl NetworkCollector for EbpfCollector {
     fn container_network(
         &self,
@@ -343,7 +341,7 @@ impl NetworkCollector for EbpfCollector {
         container_id: &str,
         max_age: MaxAge,
     ) -> CollectorResult<NetworkStats> {
-        let entry = self.entry(container_id, max_age);
+        let entry = self.directory.entry(container_id, max_age);
         let Some(totals) = self.network_totals(entry.as_ref(), container_id, max_age)? else {
             return Ok(None);
         };
@@ -368,7 +366,7 @@ impl IoCollector for EbpfCollector {
         container_id: &str,
         max_age: MaxAge,
     ) -> CollectorResult<IoStats> {
-        let entry = self.entry(container_id, max_age);
+        let entry = self.directory.entry(container_id, max_age);
         let Some(per_disk) = self.io_totals(entry.as_ref(), container_id, max_age)? else {
             return Ok(None);
         };

@@ -43,6 +43,8 @@ pub struct SystemCollector {
     /// container is gone (an open file of a removed cgroup keeps it in the kernel as a dying
     /// cgroup).
     read_dirs: Mutex<HashMap<String, CgroupDirs>>,
+    /// The cgroup removals count at the last `forget_removed` pass.
+    removals_seen: Mutex<Option<u64>>,
 }
 
 impl SystemCollector {
@@ -58,17 +60,29 @@ impl SystemCollector {
             host_netns: net::host_netns_inode(proc_root).ok(),
             netns: Mutex::new(HashMap::new()),
             read_dirs: Mutex::new(HashMap::new()),
+            removals_seen: Mutex::new(None),
         }
     }
 
     /// Lets go of the descriptors held for containers that are gone or whose directories
     /// changed (the daemon's upkeep calls it every second).
     pub fn forget_removed(&self) {
-        let snapshot = self.directory.snapshot(Duration::from_secs(1));
+        // Only a removed cgroup makes a container's directories go away or change.
+        let removals = self.directory.identity().cgroup_removals();
         let mut read_dirs = self
             .read_dirs
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        let mut seen = self
+            .removals_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *seen == Some(removals) {
+            return;
+        }
+        *seen = Some(removals);
+        drop(seen);
+        let snapshot = self.directory.snapshot(Duration::from_secs(1));
         read_dirs.retain(|id, dirs| {
             let current = snapshot
                 .containers
@@ -259,7 +273,7 @@ impl OpenFilesCollector for SystemCollector {
 }
 
 /// Open descriptors summed over `pids`; processes gone meanwhile count for nothing.
-pub fn count_open_files(proc_root: &Path, pids: &[u32]) -> CollectorResult<u64> {
+fn count_open_files(proc_root: &Path, pids: &[u32]) -> CollectorResult<u64> {
     let mut total = 0u64;
     let mut counted = false;
     for &pid in pids {
