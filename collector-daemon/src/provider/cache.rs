@@ -583,6 +583,26 @@ mod tests {
         assert_eq!(cache.get_or_fetch("k", SECOND, || 3u64), 2);
     }
 
+    /// Waits (at most 10 s) until `holders` hold the flight of `key`: the flights map, the
+    /// leader and each waiter hold one reference.
+    fn wait_for_flight_holders(cache: &Cache, key: &str, holders: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let held = lock(&cache.inner)
+                .flights
+                .get(key)
+                .map_or(0, Arc::strong_count);
+            if held >= holders {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{held} of {holders} holders joined the flight"
+            );
+            thread::yield_now();
+        }
+    }
+
     #[test]
     fn single_flight_one_fetch_for_concurrent_misses() {
         const THREADS: usize = 8;
@@ -598,8 +618,8 @@ mod tests {
                     barrier.wait();
                     cache.get_or_fetch("k", SECOND, || {
                         calls.fetch_add(1, Ordering::SeqCst);
-                        // Long enough for every other thread to arrive and wait.
-                        thread::sleep(Duration::from_millis(200));
+                        // Every other thread has joined this flight before it ends.
+                        wait_for_flight_holders(&cache, "k", THREADS + 1);
                         Ok::<_, CollectorError>(Some(i))
                     })
                 })
@@ -641,9 +661,11 @@ mod tests {
         let leader = {
             let cache = Arc::clone(&cache);
             thread::spawn(move || {
+                let inner = Arc::clone(&cache);
                 cache.get_or_fetch("k", SECOND, move || -> u64 {
                     started_tx.send(()).unwrap();
-                    thread::sleep(Duration::from_millis(100));
+                    // The map, this leader and the waiter hold the flight: panic only then.
+                    wait_for_flight_holders(&inner, "k", 3);
                     panic!("fetch failed hard");
                 })
             })
