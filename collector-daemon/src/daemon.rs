@@ -222,7 +222,7 @@ fn spawn_background(
 }
 
 /// Raises `RLIMIT_NOFILE`: the cgroupfs reader keeps a dozen descriptors per container open
-/// (re-reading with `pread` costs 2.5-11x less than opening afresh) and caps itself at half
+/// (re-reading with `pread` costs 2.5-11x less than opening afresh) and caps itself below
 /// the soft limit, which is often only 1,024. As root (`CAP_SYS_RESOURCE`) the hard limit
 /// may go up to `fs.nr_open`; 65,536 is plenty; else the soft limit goes up to the hard one.
 fn raise_open_files_limit() {

@@ -174,8 +174,8 @@ impl CgroupStatsReader {
         self
     }
 
-    /// Holds at most `max` descriptors (default [`DEFAULT_MAX_OPEN`], and never more than half
-    /// the soft `RLIMIT_NOFILE`).
+    /// Holds at most `max` descriptors (default [`DEFAULT_MAX_OPEN`], and never more than the
+    /// soft `RLIMIT_NOFILE` leaves after a reserve).
     #[must_use]
     pub fn with_max_open_files(mut self, max: usize) -> Self {
         self.files = FileCache::new(max);

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use crate::cgroupfs::CgroupLayout;
 use crate::cgroupfs::stats_reader::{CgroupDirs, CgroupStatsReader};
 use crate::identity::{ContainerEntry, LookupError};
-use crate::procfs_stats::{fds, net, tasks};
+use crate::procfs_stats::fds::FdCounter;
+use crate::procfs_stats::{net, tasks};
 use crate::provider::{
     CollectorError, CollectorResult, ContainerIdForInode, ContainerIdForPid, ContainerStats,
     IoCollector, IoStats, MaxAge, NetworkCollector, NetworkStats, OpenFilesCollector, PidStats,
@@ -35,6 +36,7 @@ pub struct SystemCollector {
     directory: Arc<ContainerDirectory>,
     layout: CgroupLayout,
     proc_root: PathBuf,
+    fds: FdCounter,
     reader: CgroupStatsReader,
     /// The host's network namespace inode (PID 1's), when readable.
     host_netns: Option<u64>,
@@ -56,6 +58,7 @@ impl SystemCollector {
             directory,
             layout,
             proc_root: proc_root.to_owned(),
+            fds: FdCounter::new(proc_root),
             reader,
             host_netns: net::host_netns_inode(proc_root).ok(),
             netns: Mutex::new(HashMap::new()),
@@ -268,16 +271,16 @@ impl OpenFilesCollector for SystemCollector {
             return Ok(None);
         };
         let pids = self.processes(&entry)?;
-        count_open_files(&self.proc_root, &pids)
+        count_open_files(&self.fds, &pids)
     }
 }
 
 /// Open descriptors summed over `pids`; processes gone meanwhile count for nothing.
-fn count_open_files(proc_root: &Path, pids: &[u32]) -> CollectorResult<u64> {
+fn count_open_files(fds: &FdCounter, pids: &[u32]) -> CollectorResult<u64> {
     let mut total = 0u64;
     let mut counted = false;
     for &pid in pids {
-        match fds::count_fds(proc_root, pid) {
+        match fds.count(pid) {
             Ok(n) => {
                 total += n;
                 counted = true;
