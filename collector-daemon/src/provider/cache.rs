@@ -97,8 +97,16 @@ struct Entry {
 /// A fetch in progress for one key.
 struct Flight {
     started: Instant,
-    state: Mutex<FlightState>,
+    state: Mutex<FlightProgress>,
     done: Condvar,
+}
+
+struct FlightProgress {
+    state: FlightState,
+    /// Callers blocked in `wait`: `finish` wakes them only when there are any (a
+    /// `notify_all` is a futex syscall even with nobody waiting, and nearly every fetch has
+    /// no one waiting).
+    waiters: usize,
 }
 
 enum FlightState {
@@ -111,14 +119,16 @@ enum FlightState {
 impl Flight {
     /// Waits for the fetch to end; `None` when it was abandoned.
     fn wait(&self) -> Option<Value> {
-        let mut state = lock(&self.state);
+        let mut progress = lock(&self.state);
         loop {
-            match &*state {
+            match &progress.state {
                 FlightState::Running => {
-                    state = self
+                    progress.waiters += 1;
+                    progress = self
                         .done
-                        .wait(state)
+                        .wait(progress)
                         .unwrap_or_else(PoisonError::into_inner);
+                    progress.waiters -= 1;
                 }
                 FlightState::Done(value) => return Some(Arc::clone(value)),
                 FlightState::Abandoned => return None,
@@ -127,8 +137,14 @@ impl Flight {
     }
 
     fn finish(&self, state: FlightState) {
-        *lock(&self.state) = state;
-        self.done.notify_all();
+        let mut progress = lock(&self.state);
+        progress.state = state;
+        // A waiter counts itself under this lock before it sleeps, so none is missed.
+        let anyone_waits = progress.waiters > 0;
+        drop(progress);
+        if anyone_waits {
+            self.done.notify_all();
+        }
     }
 }
 
@@ -261,7 +277,10 @@ impl Cache {
             None => {
                 let flight = Arc::new(Flight {
                     started: now,
-                    state: Mutex::new(FlightState::Running),
+                    state: Mutex::new(FlightProgress {
+                        state: FlightState::Running,
+                        waiters: 0,
+                    }),
                     done: Condvar::new(),
                 });
                 inner.flights.insert(key.to_owned(), Arc::clone(&flight));
