@@ -29,6 +29,14 @@
 //! activity of the machine meanwhile). Statistics stay off during the measured rounds, since
 //! they add two clock reads to every program run.
 //!
+//! The same phase calibrates those figures with empty programs (`r0 = 0; exit`, or `r0 = 1`
+//! for `cgroup_skb`, which must let the packet through), attached through links the bench
+//! holds: as raw tracepoints to `task_newtask` and `sched_process_exit` during the fork loop
+//! (raw and BTF tracepoint programs are called the same way, `bpf_trace_run*()`), and as
+//! `cgroup_skb` ingress and egress on the cgroup-v2 root during the transfer. An empty
+//! program's ns per run — the call and the statistics' own clock reads — is the part of every
+//! program's figure that no program body can save: the floor of the kernel figures.
+//!
 //! BPF programs that other processes hold attached through link fds (another collector, say)
 //! are listed at the start, counted before each "without" phase, and listed at the end: they run in both phases alike and so do not bias the ratios, but they make the
 //! "without" baseline slower than a bare machine.
@@ -39,9 +47,10 @@
 //! counts, and the targets are not judged.
 
 use std::collections::BTreeMap;
+use std::ffi::CString;
 use std::io::{self, Read as _, Write as _};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::fd::{FromRawFd as _, OwnedFd};
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use std::{fs, thread};
@@ -638,6 +647,11 @@ struct KernelStats {
     tcp_mib: f64,
     forks: Vec<ProgDelta>,
     fork_count: u32,
+    /// The empty program on each lifecycle hook: (hook, (runs, ns)) over the fork loop.
+    empty: [(&'static str, (u64, u64)); 2],
+    /// The same on the packet hooks over the TCP transfer (attached before its start, so
+    /// their counts include the set-up's few packets, as the daemon's do).
+    empty_packet: [(&'static str, (u64, u64)); 2],
     /// The sysctl value before and after (must match).
     sysctl_before: String,
     sysctl_after: String,
@@ -658,6 +672,120 @@ fn deltas(before: &Programs, after: &Programs) -> Vec<ProgDelta> {
         .collect()
 }
 
+/// The hooks a fork+exit runs the lifecycle programs on.
+const EMPTY_PROGRAM_HOOKS: [Hook; 2] = [
+    Hook::RawTracepoint("task_newtask"),
+    Hook::RawTracepoint("sched_process_exit"),
+];
+/// The hooks a packet runs the counting programs on (on the cgroup-v2 root, like them).
+const EMPTY_PACKET_HOOKS: [Hook; 2] = [Hook::CgroupSkb("ingress"), Hook::CgroupSkb("egress")];
+
+/// Where an empty program goes.
+#[derive(Debug, Clone, Copy)]
+enum Hook {
+    /// A raw tracepoint, by name.
+    RawTracepoint(&'static str),
+    /// `cgroup_skb` on the cgroup-v2 root, "ingress" or "egress".
+    CgroupSkb(&'static str),
+}
+
+impl Hook {
+    fn name(self) -> &'static str {
+        match self {
+            Hook::RawTracepoint(name) | Hook::CgroupSkb(name) => name,
+        }
+    }
+}
+
+/// An empty program (see the module docs) attached through a link; detached on drop (also
+/// if the bench dies), so nothing of it outlives the bench.
+struct EmptyProgram {
+    hook: Hook,
+    prog: OwnedFd,
+    _link: OwnedFd,
+}
+
+impl EmptyProgram {
+    fn attach(hook: Hook) -> io::Result<Self> {
+        use collector_tests::support::bpf::bpf;
+        const BPF_PROG_LOAD: libc::c_long = 5;
+        const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
+        const BPF_LINK_CREATE: libc::c_long = 28;
+        const BPF_PROG_TYPE_CGROUP_SKB: u32 = 8;
+        const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
+        const BPF_CGROUP_INET_INGRESS: u32 = 0;
+        const BPF_CGROUP_INET_EGRESS: u32 = 1;
+        let owned = |fd: libc::c_long| -> io::Result<OwnedFd> {
+            let fd = i32::try_from(fd).map_err(io::Error::other)?;
+            // SAFETY: the kernel returned a new descriptor we own.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        };
+        // `r0 = K; exit`: a tracepoint program's return value is ignored; a cgroup_skb
+        // program must return 1, or the packet is dropped.
+        let r0: u8 = match hook {
+            Hook::RawTracepoint(_) => 0,
+            Hook::CgroupSkb(_) => 1,
+        };
+        let insns: [u8; 16] = [0xb7, 0, 0, 0, r0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0];
+        let (prog_type, attach_type) = match hook {
+            Hook::RawTracepoint(_) => (BPF_PROG_TYPE_RAW_TRACEPOINT, 0),
+            Hook::CgroupSkb("ingress") => (BPF_PROG_TYPE_CGROUP_SKB, BPF_CGROUP_INET_INGRESS),
+            Hook::CgroupSkb(_) => (BPF_PROG_TYPE_CGROUP_SKB, BPF_CGROUP_INET_EGRESS),
+        };
+        let license = c"GPL";
+        let mut attr = [0u8; 128];
+        // union bpf_attr, BPF_PROG_LOAD: { u32 prog_type; u32 insn_cnt; u64 insns;
+        // u64 license; u32 log_level; u32 log_size; u64 log_buf; u32 kern_version;
+        // u32 prog_flags; char prog_name[16]; u32 prog_ifindex; u32 expected_attach_type; }
+        attr[0..4].copy_from_slice(&prog_type.to_ne_bytes());
+        attr[4..8].copy_from_slice(&2u32.to_ne_bytes());
+        attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
+        attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
+        attr[48..53].copy_from_slice(b"empty");
+        attr[68..72].copy_from_slice(&attach_type.to_ne_bytes());
+        let prog = owned(bpf(BPF_PROG_LOAD, &mut attr)?)?;
+        let link = match hook {
+            Hook::RawTracepoint(name) => {
+                let name = CString::new(name).map_err(io::Error::other)?;
+                let mut attr = [0u8; 128];
+                // BPF_RAW_TRACEPOINT_OPEN: { u64 name; u32 prog_fd; }
+                attr[0..8].copy_from_slice(&(name.as_ptr() as u64).to_ne_bytes());
+                attr[8..12].copy_from_slice(&prog.as_raw_fd().to_ne_bytes());
+                owned(bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attr)?)?
+            }
+            Hook::CgroupSkb(_) => {
+                let root = v2_mount().ok_or_else(|| io::Error::other("no cgroup v2 mount"))?;
+                let root = fs::File::open(root)?;
+                let mut attr = [0u8; 128];
+                // BPF_LINK_CREATE: { u32 prog_fd; u32 target_fd; u32 attach_type; u32 flags; }
+                attr[0..4].copy_from_slice(&prog.as_raw_fd().to_ne_bytes());
+                attr[4..8].copy_from_slice(&root.as_raw_fd().to_ne_bytes());
+                attr[8..12].copy_from_slice(&attach_type.to_ne_bytes());
+                owned(bpf(BPF_LINK_CREATE, &mut attr)?)?
+            }
+        };
+        Ok(Self {
+            hook,
+            prog,
+            _link: link,
+        })
+    }
+
+    fn attach_all(hooks: [Hook; 2]) -> [Self; 2] {
+        hooks.map(|hook| {
+            Self::attach(hook)
+                .unwrap_or_else(|e| panic!("attaching an empty program: {hook:?}: {e}"))
+        })
+    }
+
+    /// The hook's name, runs and run time so far (`run_cnt`, `run_time_ns` of its fdinfo).
+    fn runs_and_ns(&self) -> (&'static str, (u64, u64)) {
+        let info = fdinfo(std::process::id(), &self.prog.as_raw_fd().to_string());
+        let get = |key: &str| info.get(key).and_then(|v| v.parse().ok()).unwrap_or(0);
+        (self.hook.name(), (get("run_cnt"), get("run_time_ns")))
+    }
+}
+
 fn kernel_stats(config: &Config) -> KernelStats {
     let sysctl = || {
         fs::read_to_string(BPF_STATS_SYSCTL)
@@ -669,17 +797,22 @@ fn kernel_stats(config: &Config) -> KernelStats {
     let (daemon, programs) = start_daemon();
     let pid = daemon.pid();
     let names = prog_names();
-    let (how, tcp, forks) = {
+    let (how, tcp, forks, empty_packet, empty) = {
         let stats = StatsOn::enable();
+        let empties = EmptyProgram::attach_all(EMPTY_PACKET_HOOKS);
         let at_start = programs_of(pid);
         let _ = tcp_measurement(config.tcp_bytes);
         let after_tcp = programs_of(pid);
+        let empty_packet = empties.map(|e| e.runs_and_ns());
+        let empties = EmptyProgram::attach_all(EMPTY_PROGRAM_HOOKS);
         let _ = fork_exit(config.forks);
         let after_forks = programs_of(pid);
         (
             stats.how(),
             deltas(&at_start, &after_tcp),
             deltas(&after_tcp, &after_forks),
+            empty_packet,
+            empties.map(|e| e.runs_and_ns()),
         )
     };
     stop_daemon(daemon, &programs);
@@ -693,6 +826,8 @@ fn kernel_stats(config: &Config) -> KernelStats {
             * TCP_TRANSFERS),
         forks,
         fork_count: config.forks,
+        empty,
+        empty_packet,
         sysctl_before,
         sysctl_after: sysctl(),
     }
@@ -910,11 +1045,24 @@ fn print_kernel_stats(stats: &KernelStats, config: &Config) {
         totals.per_fork, config.forks, totals.per_fork_left_out
     );
     println!(
+        "  calibration: an empty program (r0 = 0; exit) on the same hooks, same loop: {}; {:.0} \
+         ns per fork+exit is what any program pair costs by this measure",
+        calibration_runs(&stats.empty),
+        empty_total(&stats.empty) / f64::from(stats.fork_count),
+    );
+    println!(
         "  loopback TCP: {:.0} ns of program run time per MiB sent, programs that ran at least \
          once per 2 MiB ({:.0} MiB; other programs meanwhile, left out: {:.0} ns in all)",
         totals.tcp / stats.tcp_mib,
         stats.tcp_mib,
         totals.tcp_left_out
+    );
+    println!(
+        "  calibration: an empty cgroup_skb program (r0 = 1; exit) on the cgroup-v2 root, same \
+         transfer: {}; {:.0} ns per MiB sent is what any program pair there costs by this \
+         measure",
+        calibration_runs(&stats.empty_packet),
+        empty_total(&stats.empty_packet) / stats.tcp_mib,
     );
     assert_eq!(
         stats.sysctl_before, stats.sysctl_after,
@@ -937,6 +1085,31 @@ fn caused(deltas: &[ProgDelta], units: f64) -> (f64, f64) {
         }
     });
     (caused, other)
+}
+
+/// `ns / runs`, formatted; "-" when it never ran.
+fn per_run_of(runs: u64, ns: u64) -> String {
+    if runs == 0 {
+        return "-".to_owned();
+    }
+    #[expect(clippy::cast_precision_loss, reason = "counts are far below 2^53")]
+    let per_run = ns as f64 / runs as f64;
+    format!("{per_run:.0}")
+}
+
+/// "hook N ns/run (R runs), ..." of empty programs.
+fn calibration_runs(empty: &[(&str, (u64, u64))]) -> String {
+    empty
+        .iter()
+        .map(|(hook, (runs, ns))| format!("{hook} {} ns/run ({runs} runs)", per_run_of(*runs, *ns)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The empty programs' total run time in ns: the floor of the kernel figure.
+fn empty_total(empty: &[(&str, (u64, u64))]) -> f64 {
+    #[expect(clippy::cast_precision_loss, reason = "ns counts are far below 2^53")]
+    empty.iter().map(|(_, (_, ns))| *ns as f64).sum()
 }
 
 /// [`caused`] for both workloads.
@@ -989,21 +1162,25 @@ fn print_targets(rounds: &[Round], stats: &KernelStats, config: &Config) {
     // rate: the loss if all of it lay on the critical path (it runs in the sender's and the
     // receiver's context, on two CPUs, so the real loss can only be lower).
     let with_mib_per_s = median(rounds.iter().map(|r| r.with.mib_per_s).collect());
-    let tcp_share = totals.tcp / (stats.tcp_mib / with_mib_per_s * 1e9);
+    let transfer_ns = stats.tcp_mib / with_mib_per_s * 1e9;
+    let tcp_share = totals.tcp / transfer_ns;
     println!("targets (informational, not asserted)");
     println!(
         "  loopback TCP throughput loss <= 2%: end to end {:+.2}% -> {}   (kernel: programs ran \
-         {:.2}% of the transfer time -> {})",
+         {:.2}% of the transfer time -> {}; an empty program pair measures {:.2}%)",
         (tcp_ratio - 1.0) * 100.0,
         verdict(tcp_ratio >= TCP_TARGET),
         tcp_share * 100.0,
         verdict(tcp_share <= 1.0 - TCP_TARGET),
+        empty_total(&stats.empty_packet) / transfer_ns * 100.0,
     );
     println!(
         "  fork+exit added <= 100 ns: kernel program time {kernel_fork_ns:.0} ns -> {}   (end to \
-         end {fork_added:+.0} ns -> {}, on a fork+exit of ~{:.0} µs)",
+         end {fork_added:+.0} ns -> {}, on a fork+exit of ~{:.0} µs; an empty program pair \
+         measures {:.0} ns)",
         verdict(kernel_fork_ns <= FORK_TARGET_NS),
         verdict(fork_added <= FORK_TARGET_NS),
         median(rounds.iter().map(|r| r.without.ns_per_fork).collect()) / 1e3,
+        empty_total(&stats.empty) / f64::from(stats.fork_count),
     );
 }

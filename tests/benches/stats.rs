@@ -24,6 +24,12 @@
 //! all test containers present, `cpu.total` and `memory.usage_total` not null, and
 //! `sources.network` saying which path answered (`ebpf` or `system`).
 //!
+//! Beside them, the floor: the bench itself reading the cgroup files the eBPF daemon reads per
+//! container, through held descriptors and with no parsing, and `stat()`ing each sleeper's
+//! `/proc/<pid>/fd`, timed by its own thread's CPU clock, once before each pair of requests.
+//! It is the kernel's share of a collection, which no collector reading cgroupfs goes below;
+//! the daemons' CPU is also given as a multiple of it.
+//!
 //! `cargo xtask bench` runs it as root with `COLLECTOR_DAEMON_BIN`; a positional argument
 //! runs only the benches whose name contains it (`cargo xtask bench -- stats`). Without
 //! `--bench` (as `cargo test --benches` runs it) it is a quick smoke run with small counts,
@@ -121,16 +127,20 @@ fn main() {
     print_setup(&fleet, &paths, daemons_took);
 
     let mut rows = Vec::new();
+    let mut floors = Vec::new();
     for (step, (&size, &per_round)) in config.sizes.iter().zip(&config.per_round).enumerate() {
         if step > 0 {
             let started = Instant::now();
             fleet.grow(size);
             setup.push((size, started.elapsed()));
         }
-        rows.extend(measure_size(&fleet, &paths, size, per_round, &config));
+        let (measured, floor) = measure_size(&fleet, &paths, size, per_round, &config);
+        rows.extend(measured);
+        floors.push(floor);
     }
     print_table(&rows, &setup, &config);
-    print_ratios(&rows, &config);
+    print_floor(&rows, &floors);
+    print_ratios(&rows, &floors, &config);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -460,14 +470,15 @@ struct Row {
 
 /// Measures both daemons with the first `size` containers live: a checked warm-up each, then
 /// `config.rounds` rounds of `per_round` requests per daemon, alternating between the
-/// daemons request by request, the first one flipping every round.
+/// daemons request by request, the first one flipping every round; and before each pair of
+/// requests one pass of the [`Floor`].
 fn measure_size(
     fleet: &Fleet,
     paths: &[Measured; 2],
     size: usize,
     per_round: usize,
     config: &Config,
-) -> Vec<Row> {
+) -> (Vec<Row>, FloorRow) {
     let ids = &fleet.ids[..size];
     let mut rows: Vec<Row> = paths
         .iter()
@@ -479,9 +490,13 @@ fn measure_size(
             body_bytes: 0,
         })
         .collect();
+    let floor = Floor::open(fleet, size);
+    floor.sample(); // warm-up
+    let mut floor_samples = Vec::new();
     let mut bodies = [Vec::new(), Vec::new()];
     for round in 0..config.rounds {
         for _ in 0..per_round {
+            floor_samples.push(floor.sample());
             let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
             for i in order {
                 let sample = paths[i].collect(&mut bodies[i]);
@@ -497,7 +512,156 @@ fn measure_size(
             }
         }
     }
-    rows
+    (
+        rows,
+        FloorRow {
+            size,
+            files: floor.files.len(),
+            samples: floor_samples,
+        },
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The floor: what the kernel's part of a collection costs with nothing else around it.
+
+/// The cgroup files the eBPF daemon reads per container in a full collection on a hybrid host,
+/// by v1 controller (`cgroupfs/stats_reader.rs`): IO counters are left out (the kernel programs
+/// count IO) and so are the parents' files (the daemon keeps parents' limits for a second).
+const V1_FILES: [(&str, &str); 14] = [
+    ("cpuacct", "cpuacct.usage"),
+    ("cpuacct", "cpuacct.stat"),
+    ("cpu", "cpu.shares"),
+    ("cpu", "cpu.stat"),
+    ("cpu", "cpu.cfs_quota_us"),
+    ("cpuset", "cpuset.effective_cpus"),
+    ("memory", "memory.usage_in_bytes"),
+    ("memory", "memory.stat"),
+    ("memory", "memory.kmem.usage_in_bytes"),
+    ("memory", "memory.soft_limit_in_bytes"),
+    ("memory", "memory.failcnt"),
+    ("memory", "memory.max_usage_in_bytes"),
+    ("pids", "pids.current"),
+    ("pids", "pids.max"),
+];
+/// The same in the container's v2 directory: pressure on a hybrid host (the v1 controllers
+/// give the rest), every file on a v2-only host. Files this host lacks are skipped.
+const V2_PRESSURE_FILES: [&str; 3] = ["cpu.pressure", "memory.pressure", "io.pressure"];
+const V2_FILES: [&str; 14] = [
+    "cpu.stat",
+    "cpu.max",
+    "cpu.weight",
+    "cpuset.cpus.effective",
+    "memory.current",
+    "memory.stat",
+    "memory.max",
+    "memory.low",
+    "memory.swap.current",
+    "memory.swap.max",
+    "memory.events",
+    "memory.peak",
+    "pids.current",
+    "pids.max",
+];
+
+/// The bench itself reading, for the first `size` containers and in the daemon's order, the
+/// cgroup files the daemon reads (through descriptors held open, `pread` at offset 0, no
+/// parsing) and `stat()`ing each sleeper's `/proc/<pid>/fd` (its open-files count): the
+/// kernel's share of a collection, which no daemon can go below by reading cgroupfs.
+struct Floor {
+    files: Vec<fs::File>,
+    fd_dirs: Vec<PathBuf>,
+}
+
+impl Floor {
+    fn open(fleet: &Fleet, size: usize) -> Self {
+        raise_nofile_to_hard();
+        let v2 = fleet.cgroup.v2_dir();
+        let mut files = Vec::new();
+        for id in &fleet.ids[..size] {
+            let mut paths: Vec<PathBuf> = V1_FILES
+                .iter()
+                .filter(|(controller, _)| fleet.controllers.contains(controller))
+                .map(|(controller, file)| fleet.cgroup.v1_dir(controller).join(id).join(file))
+                .collect();
+            let v2_files: &[&str] = if fleet.controllers.is_empty() {
+                &[&V2_FILES[..], &V2_PRESSURE_FILES[..]].concat()
+            } else {
+                &V2_PRESSURE_FILES
+            };
+            paths.extend(v2_files.iter().map(|file| v2.join(id).join(file)));
+            for path in paths {
+                match fs::File::open(&path) {
+                    Ok(file) => files.push(file),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => panic!("floor: opening {}: {e}", path.display()),
+                }
+            }
+        }
+        let fd_dirs = fleet.children[..size]
+            .iter()
+            .map(|c| PathBuf::from(format!("/proc/{}/fd", c.pid())))
+            .collect();
+        Self { files, fd_dirs }
+    }
+
+    /// One pass: its wall time and this thread's CPU time.
+    fn sample(&self) -> Sample {
+        use std::os::unix::fs::FileExt as _;
+        let mut buf = vec![0u8; 64 * 1024];
+        let cpu_before = thread_cpu_self();
+        let started = Instant::now();
+        for file in &self.files {
+            file.read_at(&mut buf, 0)
+                .unwrap_or_else(|e| panic!("floor: pread: {e}"));
+        }
+        for dir in &self.fd_dirs {
+            fs::metadata(dir).unwrap_or_else(|e| panic!("floor: stat {}: {e}", dir.display()));
+        }
+        Sample {
+            wall: started.elapsed(),
+            cpu: thread_cpu_self().saturating_sub(cpu_before),
+            thread_exited: false,
+        }
+    }
+}
+
+/// The floor's samples for one size.
+struct FloorRow {
+    size: usize,
+    /// Cgroup files read per pass (all containers).
+    files: usize,
+    samples: Vec<Sample>,
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu_self() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the struct we pass.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
+}
+
+/// The floor holds ~17 descriptors per container: lift the soft limit to the hard one.
+fn raise_nofile_to_hard() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls with valid pointers.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit);
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -521,9 +685,9 @@ struct Summary {
     cpu_p90: Duration,
 }
 
-fn summarize(row: &Row) -> Summary {
+fn summarize(samples: &[Sample]) -> Summary {
     let sorted = |f: fn(&Sample) -> Duration| {
-        let mut v: Vec<Duration> = row.samples.iter().map(f).collect();
+        let mut v: Vec<Duration> = samples.iter().map(f).collect();
         v.sort_unstable();
         v
     };
@@ -605,7 +769,7 @@ fn print_table(rows: &[Row], setup: &[(usize, Duration)], config: &Config) {
             println!();
         }
         last_size = Some(row.size);
-        let sum = summarize(row);
+        let sum = summarize(&row.samples);
         println!(
             "{:>10} {:<17} {:>7} {:>10} {:>10} {:>10} {:>10} {:>13} {:>6} KB {:>8}",
             row.size,
@@ -663,11 +827,40 @@ fn print_table(rows: &[Row], setup: &[(usize, Duration)], config: &Config) {
     );
 }
 
-fn print_ratios(rows: &[Row], config: &Config) {
+fn print_floor(rows: &[Row], floors: &[FloorRow]) {
+    println!();
+    println!(
+        "floor: this bench reading the same cgroup files through held descriptors (pread, no \
+         parsing) and stat()ing each sleeper's /proc/<pid>/fd; its thread's CPU time"
+    );
+    for floor in floors {
+        let f = summarize(&floor.samples);
+        let over = |via: Via| {
+            rows.iter()
+                .find(|r| r.size == floor.size && r.via == via)
+                .map_or(f64::NAN, |r| {
+                    ratio(summarize(&r.samples).cpu_p50, f.cpu_p50)
+                })
+        };
+        println!(
+            "  {:>5} containers, {:>5} files: CPU p50 {} p90 {} ({} a container); eBPF \
+             daemon {:.2}x this, --no-ebpf daemon {:.2}x",
+            floor.size,
+            floor.files,
+            ms(f.cpu_p50),
+            ms(f.cpu_p90),
+            per_container(f.cpu_p50, floor.size),
+            over(Via::Ebpf),
+            over(Via::Cgroupfs),
+        );
+    }
+}
+
+fn print_ratios(rows: &[Row], floors: &[FloorRow], config: &Config) {
     let get = |size: usize, via: Via| {
         rows.iter()
             .find(|r| r.size == size && r.via == via)
-            .map(summarize)
+            .map(|r| summarize(&r.samples))
             .expect("every row exists")
     };
     println!();
@@ -714,4 +907,11 @@ fn print_ratios(rows: &[Row], config: &Config) {
         ms(c.cpu_p50),
         verdict(c.cpu_p50 < CPU_TARGET),
     );
+    if let Some(floor) = floors.iter().find(|f| f.size == large) {
+        println!(
+            "  of which the floor (the reads alone) is {}: {:.0}% of the target",
+            ms(summarize(&floor.samples).cpu_p50),
+            100.0 * ratio(summarize(&floor.samples).cpu_p50, CPU_TARGET),
+        );
+    }
 }
