@@ -406,6 +406,27 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Waits (at most 10 s) until `holders` hold the flight of `key`: the flights map, the leader
+/// and each waiter hold one reference (tests: proves callers joined a flight, no sleeping).
+#[cfg(test)]
+pub(crate) fn wait_for_flight_holders(cache: &Cache, key: &str, holders: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let held = lock(&cache.inner)
+            .flights
+            .get(key)
+            .map_or(0, Arc::strong_count);
+        if held >= holders {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{held} of {holders} holders joined the flight"
+        );
+        std::thread::yield_now();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -600,26 +621,6 @@ mod tests {
         release_tx.send(()).unwrap();
         assert_eq!(slow.join().unwrap(), 1);
         assert_eq!(cache.get_or_fetch("k", SECOND, || 3u64), 2);
-    }
-
-    /// Waits (at most 10 s) until `holders` hold the flight of `key`: the flights map, the
-    /// leader and each waiter hold one reference.
-    fn wait_for_flight_holders(cache: &Cache, key: &str, holders: usize) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let held = lock(&cache.inner)
-                .flights
-                .get(key)
-                .map_or(0, Arc::strong_count);
-            if held >= holders {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{held} of {holders} holders joined the flight"
-            );
-            thread::yield_now();
-        }
     }
 
     #[test]

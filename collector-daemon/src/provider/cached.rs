@@ -243,8 +243,8 @@ mod tests {
 
     use super::*;
     use crate::provider::CollectorError;
-    use crate::provider::cache::{Clock, DEFAULT_RETENTION, ManualClock};
-    use crate::provider::testing::{Fake, Mode};
+    use crate::provider::cache::{Clock, DEFAULT_RETENTION, ManualClock, wait_for_flight_holders};
+    use crate::provider::testing::{Fake, Gate, Mode};
 
     const SECOND: Duration = Duration::from_secs(1);
 
@@ -374,22 +374,23 @@ mod tests {
     #[test]
     fn concurrent_misses_call_the_collector_once() {
         let cache = Arc::new(Cache::default());
+        let gate = Arc::new(Gate::default());
         let fake = Arc::new(Fake {
-            delay: Duration::from_millis(200),
+            gate: Some(Arc::clone(&gate)),
             ..Fake::plain("slow", 1, Mode::Know)
         });
         let cached = make_cached("slow", &cache, &fake.offer_all(0));
         let stats = Arc::clone(&cached.stats.unwrap().collector);
-        let barrier = Arc::new(std::sync::Barrier::new(6));
         let threads: Vec<_> = (0..6)
             .map(|_| {
-                let (stats, barrier) = (Arc::clone(&stats), Arc::clone(&barrier));
-                std::thread::spawn(move || {
-                    barrier.wait();
-                    stats.container_stats("", "c1", SECOND)
-                })
+                let stats = Arc::clone(&stats);
+                std::thread::spawn(move || stats.container_stats("", "c1", SECOND))
             })
             .collect();
+        // The flights map, the one fetching and the five waiting hold the flight: every
+        // caller joined it before the fetch ends.
+        wait_for_flight_holders(&cache, "slow-cs-/c1", 7);
+        gate.open();
         for t in threads {
             assert!(t.join().unwrap().unwrap().is_some());
         }

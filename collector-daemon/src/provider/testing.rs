@@ -1,8 +1,7 @@
 //! Collectors for the provider's unit tests: one configurable fake offering every capability,
 //! counting its calls.
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
 
 use super::{
     CollectorCatalog, CollectorError, CollectorFactory, CollectorRef, CollectorResult, Collectors,
@@ -28,8 +27,9 @@ pub struct Fake {
     pub id: &'static str,
     pub value: u64,
     pub io_psi: Option<u64>,
-    /// Slept in every call (for the single-flight tests).
-    pub delay: Duration,
+    /// Every call waits here until it is opened (single-flight tests: the fetch stays in
+    /// flight until every caller has joined it).
+    pub gate: Option<Arc<Gate>>,
     pub mode: Mutex<Mode>,
     pub calls: AtomicUsize,
 }
@@ -44,7 +44,7 @@ impl Fake {
             id,
             value,
             io_psi: None,
-            delay: Duration::ZERO,
+            gate: None,
             mode: Mutex::new(mode),
             calls: AtomicUsize::new(0),
         }
@@ -60,8 +60,8 @@ impl Fake {
 
     fn answer<T>(&self, make: impl FnOnce(u64) -> T) -> CollectorResult<T> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        if !self.delay.is_zero() {
-            std::thread::sleep(self.delay);
+        if let Some(gate) = &self.gate {
+            gate.pass();
         }
         let mode = *self.mode.lock().unwrap();
         match mode {
@@ -190,5 +190,27 @@ impl ContainerIdForPodUidAndName for Fake {
         _: MaxAge,
     ) -> CollectorResult<String> {
         self.container_id()
+    }
+}
+
+/// Where calls wait until the test opens it.
+#[derive(Default)]
+pub struct Gate {
+    open: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Gate {
+    /// Lets every waiting and later call through.
+    pub fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+
+    fn pass(&self) {
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.opened.wait(open).unwrap();
+        }
     }
 }
