@@ -103,8 +103,7 @@ fn main() {
     if !collector_tests::support::bench_selected("stats") {
         return;
     }
-    // cargo bench passes --bench; cargo test --benches does not.
-    let config = if std::env::args().any(|a| a == "--bench") {
+    let config = if collector_tests::support::is_full_bench() {
         Config::full()
     } else {
         Config::quick()

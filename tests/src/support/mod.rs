@@ -87,6 +87,13 @@ pub fn bench_selected(name: &str) -> bool {
     run
 }
 
+/// Whether this is a measuring run: `cargo bench` passes `--bench` to bench binaries, while
+/// `cargo test --benches` (a quick smoke run with small counts) does not.
+#[must_use]
+pub fn is_full_bench() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
 #[cfg(test)]
 mod tests {
     use super::{require, unique_name};
