@@ -199,6 +199,17 @@ impl Daemon {
         &self.socket
     }
 
+    /// Runs `collector-daemon query --socket <its socket> ARGS...` and returns what it did.
+    pub fn query(&self, args: &[&str]) -> std::process::Output {
+        Command::new(daemon_bin())
+            .arg("query")
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("running the CLI")
+    }
+
     /// Its `--pin-dir`.
     #[must_use]
     pub fn pin_dir(&self) -> &Path {

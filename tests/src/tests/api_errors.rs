@@ -134,15 +134,7 @@ fn the_cli_prints_tables_json_and_errors() {
         return;
     }
     let daemon = Daemon::shared();
-    let cli = |args: &[&str]| {
-        std::process::Command::new(daemon_bin())
-            .arg("query")
-            .arg("--socket")
-            .arg(daemon.socket())
-            .args(args)
-            .output()
-            .expect("running the CLI")
-    };
+    let cli = |args: &[&str]| daemon.query(args);
     let out = cli(&["--json", "pid", "1"]);
     assert!(out.status.success(), "{out:?}");
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -521,15 +521,7 @@ fn the_cli_prints_a_containers_stats() {
     let id = super::util::container_id("cli-stats");
     let cg = cgroup::TestCgroup::with_v1(&format!("docker/{id}"), &["memory", "cpuacct"]);
     let _sleeper = crate::support::process::spawn_in_cgroup(&cg, &["sleep", "60"]);
-    let cli = |args: &[&str]| {
-        std::process::Command::new(crate::support::daemon::daemon_bin())
-            .arg("query")
-            .arg("--socket")
-            .arg(daemon.socket())
-            .args(args)
-            .output()
-            .expect("running the CLI")
-    };
+    let cli = |args: &[&str]| daemon.query(args);
     let out = cli(&["stats", &id]);
     assert!(out.status.success(), "{out:?}");
     let table = String::from_utf8(out.stdout).unwrap();
