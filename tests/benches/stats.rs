@@ -576,6 +576,11 @@ impl Floor {
     fn open(fleet: &Fleet, size: usize) -> Self {
         raise_nofile_to_hard();
         let v2 = fleet.cgroup.v2_dir();
+        let v2_files: Vec<&str> = if fleet.controllers.is_empty() {
+            [&V2_FILES[..], &V2_PRESSURE_FILES[..]].concat()
+        } else {
+            V2_PRESSURE_FILES.to_vec()
+        };
         let mut files = Vec::new();
         for id in &fleet.ids[..size] {
             let mut paths: Vec<PathBuf> = V1_FILES
@@ -583,11 +588,6 @@ impl Floor {
                 .filter(|(controller, _)| fleet.controllers.contains(controller))
                 .map(|(controller, file)| fleet.cgroup.v1_dir(controller).join(id).join(file))
                 .collect();
-            let v2_files: &[&str] = if fleet.controllers.is_empty() {
-                &[&V2_FILES[..], &V2_PRESSURE_FILES[..]].concat()
-            } else {
-                &V2_PRESSURE_FILES
-            };
             paths.extend(v2_files.iter().map(|file| v2.join(id).join(file)));
             for path in paths {
                 match fs::File::open(&path) {
