@@ -68,11 +68,35 @@ pub fn listed_container(daemon: &Daemon, id: &str) -> Option<Value> {
 
 /// `sleep 60` started inside the cgroups whose `cgroup.procs` files are given (nested
 /// directories, or a mix of hierarchies), from before its first instruction.
+///
+/// Returns once the sleeper is blocked in its sleep: `spawn` returns as soon as `exec`
+/// succeeded, while the dynamic loader and locale setup still open and close files, so
+/// a test counting its descriptors before then could see one more than it settles on.
 pub fn sleep_in(procs_files: &[std::path::PathBuf]) -> ChildGuard {
     let mut cmd = std::process::Command::new("sleep");
     cmd.arg("60");
     enter_before_exec(&mut cmd, procs_files);
-    ChildGuard::new(cmd.spawn().expect("spawning sleep"))
+    let child = ChildGuard::new(cmd.spawn().expect("spawning sleep"));
+    let pid = child.pid();
+    wait_for(
+        "the sleeper to block in its sleep",
+        Duration::from_secs(10),
+        || in_sleep_syscall(pid).then_some(()),
+    );
+    child
+}
+
+/// Whether `pid` is blocked in `nanosleep`/`clock_nanosleep`: the first field of
+/// `/proc/<pid>/syscall` is the number of the system call a blocked task is in.
+fn in_sleep_syscall(pid: u32) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/syscall")) else {
+        return false;
+    };
+    let number = text
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse::<i64>().ok());
+    number.is_some_and(|n| n == libc::SYS_nanosleep || n == libc::SYS_clock_nanosleep)
 }
 
 /// The value of the unlabelled metric `name` in the daemon's `/metrics`; panics when absent.
