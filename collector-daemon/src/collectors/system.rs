@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::cgroupfs::CgroupLayout;
 use crate::cgroupfs::stats_reader::{CgroupDirs, CgroupStatsReader};
-use crate::identity::{ContainerEntry, LookupError};
+use crate::identity::{CgroupRef, ContainerEntry, LookupError};
 use crate::procfs_stats::fds::FdCounter;
 use crate::procfs_stats::{net, tasks};
 use crate::provider::{
@@ -27,6 +27,12 @@ use super::containers::ContainerDirectory;
 
 /// The collector's id (the source named in answers).
 pub const ID: &str = "system";
+
+/// A container's cgroup directories and the roots they were built from.
+struct ReadDirs {
+    roots: Vec<CgroupRef>,
+    dirs: Arc<CgroupDirs>,
+}
 
 /// Network namespaces' counters are read at most once per this long for callers that accept
 /// answers this old, so containers sharing a namespace (a pod) cost one read.
@@ -41,10 +47,11 @@ pub struct SystemCollector {
     /// The host's network namespace inode (PID 1's), when readable.
     host_netns: Option<u64>,
     netns: Mutex<NetnsCache>,
-    /// The directories read per container, to let go of their held descriptors once the
-    /// container is gone (an open file of a removed cgroup keeps it in the kernel as a dying
-    /// cgroup).
-    read_dirs: Mutex<HashMap<String, CgroupDirs>>,
+    /// The directories read per container, with the roots they were built from: reused
+    /// while the roots stay the same (building them splits and joins every root's path),
+    /// and used to let go of their held descriptors once the container is gone (an open
+    /// file of a removed cgroup keeps it in the kernel as a dying cgroup).
+    read_dirs: Mutex<HashMap<String, ReadDirs>>,
     /// The cgroup removals count at the last `forget_removed` pass.
     removals_seen: Mutex<Option<u64>>,
 }
@@ -86,15 +93,13 @@ impl SystemCollector {
         *seen = Some(removals);
         drop(seen);
         let snapshot = self.directory.snapshot(Duration::from_secs(1));
-        read_dirs.retain(|id, dirs| {
-            let current = snapshot
+        read_dirs.retain(|id, read| {
+            let keep = snapshot
                 .containers
                 .get(id)
-                .filter(|e| !e.is_removed())
-                .map(|e| self.dirs(e));
-            let keep = current.as_ref() == Some(&*dirs);
+                .is_some_and(|e| !e.is_removed() && e.roots == read.roots);
             if !keep {
-                self.reader.forget_dirs(dirs);
+                self.reader.forget_dirs(&read.dirs);
             }
             keep
         });
@@ -106,13 +111,36 @@ impl SystemCollector {
             .filter(|e| !e.is_removed())
     }
 
-    fn dirs(&self, entry: &ContainerEntry) -> CgroupDirs {
+    /// The container's cgroup directories: those read last time while its roots are the
+    /// same, else built from its roots and remembered. Directories it no longer has keep
+    /// their descriptors until `forget_removed` lets them go.
+    fn dirs(&self, entry: &ContainerEntry) -> Arc<CgroupDirs> {
+        let id = &entry.container.id;
+        let mut read_dirs = self
+            .read_dirs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(read) = read_dirs.get(id.as_str())
+            && read.roots == entry.roots
+        {
+            return Arc::clone(&read.dirs);
+        }
         let paths: Vec<(u32, &str)> = entry
             .roots
             .iter()
             .map(|r| (r.hierarchy_id, &*r.path))
             .collect();
-        CgroupDirs::from_paths(&self.layout, &paths)
+        let dirs = Arc::new(CgroupDirs::from_paths(&self.layout, &paths));
+        if let Some(old) = read_dirs.insert(
+            id.clone(),
+            ReadDirs {
+                roots: entry.roots.clone(),
+                dirs: Arc::clone(&dirs),
+            },
+        ) {
+            self.reader.forget_dirs(&old.dirs);
+        }
+        dirs
     }
 
     /// The container's processes from its cgroups' `cgroup.procs`, nested cgroups
@@ -205,12 +233,7 @@ impl StatsCollector for SystemCollector {
         let Some(entry) = self.live_entry(container_id, max_age) else {
             return Ok(None);
         };
-        let dirs = self.dirs(&entry);
-        let mut stats = self.reader.read(&dirs);
-        self.read_dirs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(container_id.to_owned(), dirs);
+        let mut stats = self.reader.read(&self.dirs(&entry));
         if stats.pid.as_ref().is_none_or(|p| p.thread_count.is_none())
             && let Ok(pids) = self.processes(&entry)
             && let Some(threads) = self.thread_count_from_procfs(&pids)
