@@ -8,10 +8,12 @@
 //! ESTALE the file is reopened by path once, and the error is returned if that fails too.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
+use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::FileExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -31,9 +33,12 @@ pub struct FileCache {
     max_open: usize,
 }
 
+/// A lookup is the cache's hot path (a full collection of 1,000 containers makes 17,000), so
+/// it does no more than it must: directories are keyed by their path's bytes (hashing and
+/// comparing a `Path` walks its components), and it reads no clock (see [`Marks`]).
 #[derive(Debug, Default)]
 struct State {
-    dirs: HashMap<PathBuf, DirFiles>,
+    dirs: HashMap<Box<[u8]>, DirFiles>,
     /// Descriptors held, over all directories.
     open: usize,
     /// Advances on every lookup: the recency order for eviction.
@@ -41,15 +46,65 @@ struct State {
     /// When idle directories were last looked for (a full pass over the directories: not on
     /// every insert into a full cache).
     idle_sweep: Option<Instant>,
+    marks: Marks,
 }
 
 #[derive(Debug)]
 struct DirFiles {
+    /// `State::clock` at the last read: the recency order, and (through [`Marks`]) whether
+    /// the directory went unread for `IDLE_EVICTION`.
     last_used: u64,
-    /// When last read: directories idle this long make room when the cache is full.
-    last_used_at: Instant,
     /// A cgroup directory has a dozen files of interest at most: a list beats a map here.
     files: Vec<(Box<str>, Arc<File>)>,
+}
+
+/// Which `State::clock` values were current when: (instant, clock) pairs at least
+/// `MARK_INTERVAL` apart, recorded on inserts and every `MARK_EVERY` lookups. A directory
+/// whose `last_used` is below the clock of a mark older than `IDLE_EVICTION` was not read
+/// since then: idle, without a clock read per lookup.
+#[derive(Debug, Default)]
+struct Marks(std::collections::VecDeque<(Instant, u64)>);
+
+/// Lookups between two chances to record a mark.
+const MARK_EVERY: u64 = 1_024;
+/// Least time between two marks.
+const MARK_INTERVAL: Duration = Duration::from_secs(10);
+
+impl Marks {
+    fn record(&mut self, clock: u64) {
+        let now = Instant::now();
+        if self
+            .0
+            .back()
+            .is_some_and(|(at, _)| now.duration_since(*at) < MARK_INTERVAL)
+        {
+            return;
+        }
+        self.0.push_back((now, clock));
+        // Of the marks older than IDLE_EVICTION only the newest is of use.
+        while self
+            .0
+            .get(1)
+            .is_some_and(|(at, _)| now.duration_since(*at) >= IDLE_EVICTION)
+        {
+            self.0.pop_front();
+        }
+    }
+
+    /// Directories last read before this clock value were not read for `IDLE_EVICTION`
+    /// (0: none is known to be idle).
+    fn idle_before(&self) -> u64 {
+        self.0
+            .iter()
+            .take_while(|(at, _)| at.elapsed() >= IDLE_EVICTION)
+            .last()
+            .map_or(0, |(_, clock)| *clock)
+    }
+}
+
+/// The key of `dir` in `State::dirs`.
+fn key(dir: &Path) -> &[u8] {
+    dir.as_os_str().as_bytes()
 }
 
 impl FileCache {
@@ -80,7 +135,7 @@ impl FileCache {
     pub fn holds(&self, dir: &Path, name: &str) -> bool {
         self.lock()
             .dirs
-            .get(dir)
+            .get(key(dir))
             .is_some_and(|d| d.files.iter().any(|(n, _)| &**n == name))
     }
 
@@ -115,7 +170,7 @@ impl FileCache {
         let mut state = self.lock();
         let mut closed = 0;
         state.dirs.retain(|d, files| {
-            let keep = !d.starts_with(dir);
+            let keep = !Path::new(OsStr::from_bytes(d)).starts_with(dir);
             if !keep {
                 closed += files.files.len();
             }
@@ -133,9 +188,11 @@ impl FileCache {
         let mut state = self.lock();
         state.clock += 1;
         let now = state.clock;
-        let files = state.dirs.get_mut(dir)?;
+        if now.is_multiple_of(MARK_EVERY) {
+            state.marks.record(now);
+        }
+        let files = state.dirs.get_mut(key(dir))?;
         files.last_used = now;
-        files.last_used_at = Instant::now();
         files
             .files
             .iter()
@@ -145,7 +202,7 @@ impl FileCache {
 
     fn remove(&self, dir: &Path, name: &str, old: &Arc<File>) {
         let mut state = self.lock();
-        let Some(files) = state.dirs.get_mut(dir) else {
+        let Some(files) = state.dirs.get_mut(key(dir)) else {
             return;
         };
         let before = files.files.len();
@@ -155,7 +212,7 @@ impl FileCache {
             .retain(|(n, f)| !(&**n == name && Arc::ptr_eq(f, old)));
         let removed = before - files.files.len();
         if files.files.is_empty() {
-            state.dirs.remove(dir);
+            state.dirs.remove(key(dir));
         }
         state.open -= removed;
     }
@@ -189,16 +246,15 @@ impl FileCache {
         }
         state.clock += 1;
         let now = state.clock;
+        state.marks.record(now);
         let files = state
             .dirs
-            .entry(dir.to_path_buf())
+            .entry(key(dir).into())
             .or_insert_with(|| DirFiles {
                 last_used: now,
-                last_used_at: Instant::now(),
                 files: Vec::new(),
             });
         files.last_used = now;
-        files.last_used_at = Instant::now();
         if let Some(slot) = files.files.iter_mut().find(|(n, _)| &**n == name) {
             // A concurrent reader inserted it first; keep one descriptor.
             slot.1 = file;
@@ -224,9 +280,10 @@ fn evict_idle(state: &mut State) {
         return;
     }
     state.idle_sweep = Some(Instant::now());
+    let idle_before = state.marks.idle_before();
     let mut closed = 0;
     state.dirs.retain(|_, files| {
-        let keep = files.last_used_at.elapsed() < IDLE_EVICTION;
+        let keep = files.last_used >= idle_before;
         if !keep {
             closed += files.files.len();
         }
@@ -240,10 +297,10 @@ fn evict(state: &mut State, keep: usize) {
     if state.open <= keep {
         return;
     }
-    let mut by_age: Vec<(u64, &PathBuf, usize)> = state
+    let mut by_age: Vec<(u64, &[u8], usize)> = state
         .dirs
         .iter()
-        .map(|(d, f)| (f.last_used, d, f.files.len()))
+        .map(|(d, f)| (f.last_used, &**d, f.files.len()))
         .collect();
     by_age.sort_unstable_by_key(|(t, _, _)| *t);
     let mut open = state.open;
@@ -253,10 +310,10 @@ fn evict(state: &mut State, keep: usize) {
             break;
         }
         open -= n;
-        victims.push(dir.clone());
+        victims.push(dir.to_vec());
     }
     for dir in victims {
-        state.dirs.remove(&dir);
+        state.dirs.remove(&*dir);
     }
     state.open = open;
 }
@@ -331,7 +388,33 @@ fn nofile_soft_limit() -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
+
+    #[test]
+    fn marks_tell_which_directories_went_unread_long_enough() {
+        let ago = |secs: u64| {
+            Instant::now()
+                .checked_sub(Duration::from_secs(secs))
+                .expect("the clock started long enough ago")
+        };
+        let idle = IDLE_EVICTION.as_secs();
+        let mut marks = Marks::default();
+        assert_eq!(marks.idle_before(), 0, "no mark: nothing known to be idle");
+        marks
+            .0
+            .extend([(ago(idle + 60), 100), (ago(idle + 5), 200), (ago(30), 300)]);
+        // Read before clock 200 (over IDLE_EVICTION ago): idle; at or after it: not known.
+        assert_eq!(marks.idle_before(), 200);
+        // A new mark drops the marks older than the newest one past IDLE_EVICTION.
+        marks.record(400);
+        let clocks: Vec<u64> = marks.0.iter().map(|(_, c)| *c).collect();
+        assert_eq!(clocks, [200, 300, 400]);
+        // Marks closer together than MARK_INTERVAL are not recorded.
+        marks.record(401);
+        assert_eq!(marks.0.len(), 3);
+    }
 
     #[test]
     fn descriptor_budget_keeps_a_reserve() {
