@@ -172,8 +172,21 @@ pub fn parse_pid(raw: &str) -> Result<u32, String> {
             Ok(u32::try_from(pid).unwrap_or(u32::MAX))
         }
         _ => Err(format!(
-            "invalid pid {raw:?}: expected a decimal integer between 1 and {PID_MAX_LIMIT}"
+            "invalid pid {}: expected a decimal integer between 1 and {PID_MAX_LIMIT}",
+            excerpt(raw)
         )),
+    }
+}
+
+/// Longest part of a caller's input quoted back in an error.
+const EXCERPT_CHARS: usize = 64;
+
+/// `raw` quoted for an error message: whole when short, else its first [`EXCERPT_CHARS`]
+/// characters and its length, so a huge bad input does not come back whole.
+fn excerpt(raw: &str) -> String {
+    match raw.char_indices().nth(EXCERPT_CHARS) {
+        None => format!("{raw:?}"),
+        Some((end, _)) => format!("{:?}... ({} bytes)", &raw[..end], raw.len()),
     }
 }
 
@@ -272,7 +285,8 @@ async fn inode(
     // root's own id (1): accept from 1.
     let inode = raw.parse::<u64>().ok().filter(|&i| i >= 1).ok_or_else(|| {
         ApiError::bad_request(format!(
-            "invalid inode {raw:?}: expected a positive decimal integer"
+            "invalid inode {}: expected a positive decimal integer",
+            excerpt(&raw)
         ))
     })?;
     let identity = Arc::clone(&state.identity);
@@ -323,7 +337,8 @@ async fn container_stats(
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
     {
         return Err(ApiError::bad_request(format!(
-            "invalid container id {id:?}: expected up to 256 letters, digits, '-', '_' or '.'"
+            "invalid container id {}: expected up to 256 letters, digits, '-', '_' or '.'",
+            excerpt(&id)
         )));
     }
     let max_age = parse_max_age(query.0.as_deref())?;
@@ -375,7 +390,8 @@ fn parse_max_age(query: Option<&str>) -> Result<std::time::Duration, ApiError> {
             .filter(|&ms| ms <= MAX_AGE_LIMIT_MS)
             .ok_or_else(|| {
                 ApiError::bad_request(format!(
-                    "invalid max_age_ms {value:?}: expected milliseconds, 0 to {MAX_AGE_LIMIT_MS}"
+                    "invalid max_age_ms {}: expected milliseconds, 0 to {MAX_AGE_LIMIT_MS}",
+                    excerpt(value)
                 ))
             })?;
         max_age = std::time::Duration::from_millis(ms);
@@ -389,7 +405,7 @@ async fn not_found(request: Request) -> ApiError {
         format!(
             "no route for {} {}; see the README's API section",
             request.method(),
-            request.uri().path()
+            excerpt(request.uri().path())
         ),
     )
 }
@@ -424,6 +440,17 @@ async fn count_requests(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bad_input_is_quoted_back_in_short() {
+        assert_eq!(excerpt("abc"), r#""abc""#);
+        assert_eq!(excerpt("a\0b"), r#""a\0b""#);
+        let long = "é".repeat(5_000);
+        let quoted = excerpt(&long);
+        assert_eq!(quoted, format!("{:?}... (10000 bytes)", "é".repeat(64)));
+        let err = parse_pid(&"9".repeat(100_000)).expect_err("rejected");
+        assert!(err.len() < 300, "{err}");
+    }
 
     #[test]
     fn pids_are_decimal_integers_in_range() {
