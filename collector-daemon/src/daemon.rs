@@ -74,6 +74,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         metrics,
         metrics_addr: std::sync::OnceLock::new(),
         collectors: Arc::clone(&collectors),
+        stats_slots: routes::stats_slots(),
     });
 
     let mut tasks = tokio::task::JoinSet::new();

@@ -554,3 +554,70 @@ fn the_cli_prints_a_containers_stats() {
         "{out:?}"
     );
 }
+
+/// Stats requests are served a few at a time (the rest wait): many at once, full
+/// collections and single containers mixed, all get complete, right answers.
+#[test]
+fn concurrent_stats_requests_all_get_complete_answers() {
+    const CONTAINERS: usize = 3;
+    const CLIENTS: usize = 6;
+    if !root() {
+        return;
+    }
+    let daemon = Daemon::shared();
+    let controllers: Vec<&str> = ["memory", "pids", "cpu", "cpuacct"]
+        .into_iter()
+        .filter(|c| cgroup::v1_mount(c).is_some())
+        .collect();
+    let fleet: Vec<(String, cgroup::TestCgroup, _)> = (0..CONTAINERS)
+        .map(|_| {
+            let id = super::util::container_id("concurrent-stats");
+            let cg = cgroup::TestCgroup::with_v1(&format!("docker/{id}"), &controllers);
+            let sleeper = super::util::sleep_in(&cg.procs_files());
+            (id, cg, sleeper)
+        })
+        .collect();
+    for (id, _, _) in &fleet {
+        wait_for(
+            "the container to be counted",
+            Duration::from_secs(10),
+            || (stats(daemon, id)["pid"]["thread_count"] == 1).then_some(()),
+        );
+    }
+    let ids: Vec<&str> = fleet.iter().map(|(id, _, _)| id.as_str()).collect();
+    std::thread::scope(|scope| {
+        let full: Vec<_> = (0..CLIENTS)
+            .map(|_| scope.spawn(|| daemon.get("/v1/stats?max_age_ms=0")))
+            .collect();
+        let single: Vec<_> = (0..CLIENTS)
+            .map(|i| {
+                let id = ids[i % CONTAINERS];
+                (id, scope.spawn(move || stats(daemon, id)))
+            })
+            .collect();
+        for handle in full {
+            let response = handle.join().expect("client thread");
+            assert_eq!(response.status, 200, "{}", response.body);
+            let answer = response.json();
+            let listed = answer.as_array().expect("an array");
+            for id in &ids {
+                let body = listed
+                    .iter()
+                    .find(|b| b["container_id"] == *id)
+                    .unwrap_or_else(|| panic!("{id} missing from the full collection"));
+                assert_eq!(body["pid"]["thread_count"], 1, "{body}");
+                assert!(body["cpu"]["total"].is_u64(), "{body}");
+                // (On a v2-only host the memory controller is not enabled for test cgroups.)
+                if controllers.contains(&"memory") {
+                    assert!(body["memory"]["usage_total"].is_u64(), "{body}");
+                }
+            }
+        }
+        for (id, handle) in single {
+            let body = handle.join().expect("client thread");
+            assert_eq!(body["container_id"], id, "{body}");
+            assert_eq!(body["pid"]["thread_count"], 1, "{body}");
+        }
+    });
+    assert!(daemon.is_running());
+}
