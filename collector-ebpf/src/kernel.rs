@@ -122,6 +122,13 @@ impl Task {
         nonzero(read::<u32>(self.0, o.task_tgid)?)
     }
 
+    /// The thread-group id of a task that may be an idle task (tgid 0): the real parent of
+    /// PID 1 and of `kthreadd` is `swapper/0`, so a parent's tgid of 0 is an answer, not a
+    /// failed read (which would also read 0, and is then taken for that answer).
+    pub fn parent_tgid(self, o: &KernelOffsets) -> Result<u32, ReadError> {
+        read::<u32>(self.0, o.task_tgid)
+    }
+
     pub fn start_boottime_ns(self, o: &KernelOffsets) -> Result<u64, ReadError> {
         read::<u64>(self.0, o.task_start_boottime)
     }

@@ -837,6 +837,7 @@ impl Identity {
                 ppid: process.ppid,
                 flags: FLAG_SEEDED | FLAG_PROCFS,
             };
+            tracing::debug!(pid, comm = %process.comm, "process not seen by the task iterator: from procfs");
             kernel.insert_if_absent(pid, &info);
             self.processes.upsert_live(pid, info, &process.comm, now);
             alive.insert(pid, info);

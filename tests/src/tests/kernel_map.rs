@@ -49,7 +49,19 @@ fn the_pinned_map_holds_live_processes_with_their_cgroup_ids() {
     assert!(read_entry(&pin, pid).is_none());
 
     // Processes that predate the daemon are in it too (seeded at start), PID 1 included.
-    assert!(read_entry(&pin, 1).is_some());
+    // Its parent and kthreadd's (PID 2) is the idle task, whose tgid 0 is an answer, not a
+    // failed read: kthreadd comes from the kernel's task iterator, not from the procfs fill.
+    // (PID 1 of this VM is not visited by the task iterator at all: a sandboxed init whose
+    // /proc/1/ns cannot be read either; the procfs fill covers it.)
+    let init = read_entry(&pin, 1).expect("PID 1 is in the map");
+    assert_eq!(init.ppid, 0);
+    let kthreadd = read_entry(&pin, 2).expect("kthreadd (PID 2) is in the map");
+    assert_eq!(kthreadd.ppid, 0);
+    assert_eq!(
+        kthreadd.flags & collector_common::process::FLAG_PROCFS,
+        0,
+        "kthreadd was seeded from procfs, not by the kernel's task iterator"
+    );
     assert!(read_entry(&pin, std::process::id()).is_some());
 
     let pin_dir = daemon.pin_dir().to_owned();
