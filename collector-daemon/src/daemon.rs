@@ -41,6 +41,8 @@ pub struct RunOptions {
     pub net_counter_entries: u32,
     /// Capacity of the kernel's block IO counters (owner × disk).
     pub io_counter_entries: u32,
+    /// cgroup stats files kept open between reads.
+    pub cgroup_file_cache: usize,
     /// procfs mount.
     pub proc_root: PathBuf,
 }
@@ -66,8 +68,12 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
             exited_grace: options.exited_grace,
         },
     ));
-    let collectors = Arc::new(StatsCollectors::start(&identity, &options.proc_root));
-    let metrics = Arc::new(Metrics::new(Arc::clone(&identity)));
+    let collectors = Arc::new(StatsCollectors::start(
+        &identity,
+        &options.proc_root,
+        options.cgroup_file_cache,
+    ));
+    let metrics = Arc::new(Metrics::new(Arc::clone(&identity), Arc::clone(&collectors)));
     let state = Arc::new(ApiState {
         identity: Arc::clone(&identity),
         ebpf_disabled_reason: disabled_reason,

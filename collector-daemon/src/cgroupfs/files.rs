@@ -108,13 +108,14 @@ fn key(dir: &Path) -> &[u8] {
 }
 
 impl FileCache {
-    /// A cache holding at most `max_open` descriptors, and no more than the process's soft
-    /// `RLIMIT_NOFILE` leaves after a reserve (see [`descriptor_budget`]).
+    /// A cache holding at most `max_open` descriptors (0: none, every read opens its file),
+    /// and no more than the process's soft `RLIMIT_NOFILE` leaves after a reserve (see
+    /// [`descriptor_budget`]).
     #[must_use]
     pub fn new(max_open: usize) -> Self {
         Self {
             state: Mutex::new(State::default()),
-            max_open: max_open.min(descriptor_budget(nofile_soft_limit())).max(1),
+            max_open: max_open.min(descriptor_budget(nofile_soft_limit())),
         }
     }
 
@@ -444,6 +445,23 @@ mod tests {
             b"two two\n"
         );
         assert_eq!(cache.open_count(), 1);
+    }
+
+    #[test]
+    fn a_cache_of_zero_holds_nothing_and_still_reads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = FileCache::new(0);
+        assert_eq!(cache.max_open(), 0);
+        let mut buf = Vec::new();
+        for text in ["one\n", "two\n"] {
+            std::fs::write(dir.path().join("a"), text).expect("write");
+            assert_eq!(
+                cache.read(dir.path(), "a", &mut buf).expect("read"),
+                text.as_bytes()
+            );
+            assert_eq!(cache.open_count(), 0);
+            assert!(!cache.holds(dir.path(), "a"));
+        }
     }
 
     #[test]

@@ -194,6 +194,12 @@ impl CgroupStatsReader {
         self.files.open_count()
     }
 
+    /// The most descriptors held.
+    #[must_use]
+    pub fn max_open_files(&self) -> usize {
+        self.files.max_open()
+    }
+
     /// `read` leaves the IO counters out (`io` has only `partial_stall_time`): for callers that
     /// count IO elsewhere (the kernel programs) and read it with `read_io` when needed.
     #[must_use]

@@ -43,8 +43,9 @@ pub struct StatsCollectors {
 }
 
 impl StatsCollectors {
-    /// Builds the collectors over `identity` and registers them with a new provider.
-    pub fn start(identity: &Arc<Identity>, proc_root: &Path) -> Self {
+    /// Builds the collectors over `identity` and registers them with a new provider; at
+    /// most `cgroup_file_cache` cgroup files are kept open between reads.
+    pub fn start(identity: &Arc<Identity>, proc_root: &Path, cgroup_file_cache: usize) -> Self {
         let directory = Arc::new(ContainerDirectory::new(Arc::clone(identity)));
         // One cache for every collector: keys carry the collector's id.
         let cache = Arc::new(Cache::default());
@@ -52,6 +53,7 @@ impl StatsCollectors {
             Arc::clone(&directory),
             identity.layout().clone(),
             proc_root,
+            cgroup_file_cache,
         ));
         let ebpf = identity
             .kernel()
@@ -126,6 +128,11 @@ impl StatsCollectors {
                 }
             })
             .collect()
+    }
+
+    /// cgroup files held open between reads, and the most that may be.
+    pub fn held_cgroup_files(&self) -> (usize, usize) {
+        self.system.held_cgroup_files()
     }
 
     /// Periodic upkeep (every second): frees the counters and descriptors of removed

@@ -57,10 +57,19 @@ pub struct SystemCollector {
 }
 
 impl SystemCollector {
-    pub fn new(directory: Arc<ContainerDirectory>, layout: CgroupLayout, proc_root: &Path) -> Self {
+    /// A collector over `directory`'s containers that keeps at most `cgroup_file_cache`
+    /// cgroup files open between reads.
+    pub fn new(
+        directory: Arc<ContainerDirectory>,
+        layout: CgroupLayout,
+        proc_root: &Path,
+        cgroup_file_cache: usize,
+    ) -> Self {
         // IO counters are their own capability (`IoCollector` below): the stats read leaves
         // them out, so that they are not read for nothing when the kernel counts IO.
-        let reader = CgroupStatsReader::new(&layout, proc_root).without_io_counters();
+        let reader = CgroupStatsReader::new(&layout, proc_root)
+            .without_io_counters()
+            .with_max_open_files(cgroup_file_cache);
         Self {
             directory,
             layout,
@@ -72,6 +81,11 @@ impl SystemCollector {
             read_dirs: Mutex::new(HashMap::new()),
             removals_seen: Mutex::new(None),
         }
+    }
+
+    /// cgroup files held open between reads, and the most that may be.
+    pub fn held_cgroup_files(&self) -> (usize, usize) {
+        (self.reader.open_files(), self.reader.max_open_files())
     }
 
     /// Lets go of the descriptors held for containers that are gone or whose directories

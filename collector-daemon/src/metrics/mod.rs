@@ -14,6 +14,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use crate::collectors::StatsCollectors;
 use crate::identity::Identity;
 
 type Labels = Vec<(&'static str, String)>;
@@ -25,8 +26,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Metrics for a daemon serving `identity`.
-    pub fn new(identity: Arc<Identity>) -> Self {
+    /// Metrics for a daemon serving `identity` and `collectors`' stats.
+    pub fn new(identity: Arc<Identity>, collectors: Arc<StatsCollectors>) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<Labels, Counter>::default();
         registry.register(
@@ -35,6 +36,7 @@ impl Metrics {
             requests.clone(),
         );
         registry.register_collector(Box::new(IdentityCollector { identity }));
+        registry.register_collector(Box::new(StatsHealth { collectors }));
         Self { registry, requests }
     }
 
@@ -50,6 +52,36 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+/// The stats collectors' own state.
+struct StatsHealth {
+    collectors: Arc<StatsCollectors>,
+}
+
+impl std::fmt::Debug for StatsHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatsHealth").finish_non_exhaustive()
+    }
+}
+
+impl Collector for StatsHealth {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let (held, limit) = self.collectors.held_cgroup_files();
+        let as_i64 = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        gauge(
+            &mut encoder,
+            "collector_stats_cgroup_files_held",
+            "cgroup stats files kept open between reads (~5 KiB of kernel memory each)",
+            as_i64(held),
+        )?;
+        gauge(
+            &mut encoder,
+            "collector_stats_cgroup_files_limit",
+            "The most cgroup stats files kept open (--cgroup-file-cache, bounded by RLIMIT_NOFILE)",
+            as_i64(limit),
+        )
     }
 }
 

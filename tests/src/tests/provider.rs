@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use collector_daemon::cgroupfs::CgroupLayout;
+use collector_daemon::cgroupfs::files::DEFAULT_MAX_OPEN;
 use collector_daemon::collectors::StatsCollectors;
 use collector_daemon::daemon::tracked_v1_controller;
 use collector_daemon::ebpf::{KernelTracker, LoadOptions, loader};
@@ -45,7 +46,7 @@ fn the_provider_goes_past_collectors_that_do_not_know_or_fail() {
             exited_grace: Duration::from_mins(1),
         },
     ));
-    let collectors = StatsCollectors::start(&identity, proc_root);
+    let collectors = StatsCollectors::start(&identity, proc_root, DEFAULT_MAX_OPEN);
     let provider = collectors.provider();
 
     // A multi-threaded process in a Docker-shaped cgroup: the daemon binary itself, serving

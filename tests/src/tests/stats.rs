@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::util::{root, wait_for};
+use super::util::{metric, root, wait_for};
 use crate::support::{cgroup, daemon::Daemon, docker, require};
 
 fn docker_ready() -> bool {
@@ -620,4 +620,58 @@ fn concurrent_stats_requests_all_get_complete_answers() {
         }
     });
     assert!(daemon.is_running());
+}
+
+/// `--cgroup-file-cache` bounds the cgroup files held open between reads (each pins kernel
+/// memory): with 0 nothing is held and the answers are the same; by default a container's
+/// files are held after its first read. `/metrics` shows both.
+#[test]
+fn the_cgroup_file_cache_is_bounded_and_shown_in_metrics() {
+    if !root() {
+        return;
+    }
+    let controllers: Vec<&str> = ["memory", "pids", "cpu", "cpuacct"]
+        .into_iter()
+        .filter(|c| cgroup::v1_mount(c).is_some())
+        .collect();
+    let id = super::util::container_id("file-cache");
+    let cg = cgroup::TestCgroup::with_v1(&format!("docker/{id}"), &controllers);
+    let _sleeper = super::util::sleep_in(&cg.procs_files());
+    let uncached = Daemon::start(&["--cgroup-file-cache", "0"]);
+    let shared = Daemon::shared();
+    for daemon in [&uncached, shared] {
+        wait_for(
+            "the container to be counted",
+            Duration::from_secs(10),
+            || (stats(daemon, &id)["pid"]["thread_count"] == 1).then_some(()),
+        );
+    }
+    let (a, b) = (stats(&uncached, &id), stats(shared, &id));
+    for pointer in [
+        "/pid/thread_count",
+        "/open_files",
+        "/cpu/shares",
+        "/cpu/limit",
+    ] {
+        assert_eq!(
+            a.pointer(pointer),
+            b.pointer(pointer),
+            "{pointer}:\n{a}\n{b}"
+        );
+    }
+    assert!(a["cpu"]["total"].is_u64(), "{a}");
+    assert_eq!(metric(&uncached, "collector_stats_cgroup_files_held"), 0);
+    assert_eq!(metric(&uncached, "collector_stats_cgroup_files_limit"), 0);
+    assert!(metric(shared, "collector_stats_cgroup_files_held") > 0);
+    assert!(metric(shared, "collector_stats_cgroup_files_limit") > 0);
+    // Bad values are refused at start-up, with the reason.
+    for bad in ["-1", "lots", "2000000"] {
+        let out = std::process::Command::new(crate::support::daemon::daemon_bin())
+            .args(["run", &format!("--cgroup-file-cache={bad}")])
+            .output()
+            .expect("run the daemon");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad} accepted");
+        assert!(stderr.contains("--cgroup-file-cache"), "{bad}: {stderr}");
+    }
 }
