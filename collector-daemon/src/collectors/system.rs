@@ -126,8 +126,8 @@ impl SystemCollector {
     }
 
     /// The container's cgroup directories: those read last time while its roots are the
-    /// same, else built from its roots and remembered. Directories it no longer has keep
-    /// their descriptors until `forget_removed` lets them go.
+    /// same, else built from its roots and remembered, the descriptors of the directories
+    /// it had before let go.
     fn dirs(&self, entry: &ContainerEntry) -> Arc<CgroupDirs> {
         let id = &entry.container.id;
         let mut read_dirs = self
