@@ -173,6 +173,22 @@ pub enum Query {
     },
 }
 
+/// `text` percent-encoded as one URI path segment (all but RFC 3986's unreserved
+/// characters), so that whatever the user typed reaches the daemon, which says what is wrong
+/// with it, instead of failing to form a request.
+fn path_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    out
+}
+
 /// Runs `query`: prints the answer, and returns failure for error answers.
 pub async fn query(args: QueryArgs) -> anyhow::Result<ExitCode> {
     let (method, path, body) = match &args.what {
@@ -189,7 +205,7 @@ pub async fn query(args: QueryArgs) -> anyhow::Result<ExitCode> {
             let query = max_age_ms.map_or_else(String::new, |ms| format!("?max_age_ms={ms}"));
             (
                 Method::GET,
-                format!("/v1/containers/{id}/stats{query}"),
+                format!("/v1/containers/{}/stats{query}", path_segment(id)),
                 None,
             )
         }
@@ -384,6 +400,14 @@ fn flatten_rows(name: &str, value: &serde_json::Value, source: &str, rows: &mut 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        assert_eq!(path_segment("3f4b-a_b.c~"), "3f4b-a_b.c~");
+        assert_eq!(path_segment("bad id!"), "bad%20id%21");
+        assert_eq!(path_segment("a/../b?x#y"), "a%2F..%2Fb%3Fx%23y");
+        assert_eq!(path_segment("é"), "%C3%A9");
+    }
 
     #[test]
     fn stats_table_has_a_row_per_stat_with_its_source() {

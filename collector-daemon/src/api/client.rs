@@ -7,11 +7,12 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
-/// Why a request failed (before any HTTP status).
+/// Why a request failed (before any HTTP status). The messages leave the underlying error
+/// to `source()`, which the CLI prints after them (`{:#}`), so it is said once.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Nothing listens on the socket.
-    #[error("cannot connect to {path}: {source} (is the daemon running? see --socket)")]
+    #[error("cannot connect to {path} (is the daemon running? see --socket)")]
     Connect {
         /// Socket path.
         path: PathBuf,
@@ -20,7 +21,7 @@ pub enum ClientError {
         source: std::io::Error,
     },
     /// The HTTP exchange failed.
-    #[error("request to {path} failed: {source}")]
+    #[error("request to {path} failed")]
     Http {
         /// Socket path.
         path: PathBuf,
@@ -29,7 +30,7 @@ pub enum ClientError {
         source: hyper::Error,
     },
     /// The request could not be built (a bad path).
-    #[error("invalid request: {source}")]
+    #[error("invalid request")]
     Build {
         /// The error.
         #[source]

@@ -553,6 +553,16 @@ fn the_cli_prints_a_containers_stats() {
         String::from_utf8_lossy(&out.stderr).contains("not known"),
         "{out:?}"
     );
+    // Whatever is typed reaches the daemon (percent-encoded), which says what is wrong.
+    for bad in ["bad id!", "a/../b", "x?max_age_ms=1"] {
+        let out = cli(&["stats", bad]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{bad}: {out:?}");
+        assert!(
+            stderr.contains("400") && stderr.contains("invalid container id"),
+            "{bad}: {stderr}"
+        );
+    }
 }
 
 /// Stats requests are served a few at a time (the rest wait): many at once, full
