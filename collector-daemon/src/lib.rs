@@ -17,3 +17,5 @@ pub mod identity;
 pub mod metrics;
 pub mod procfs_stats;
 pub mod provider;
+#[cfg(test)]
+mod test_support;

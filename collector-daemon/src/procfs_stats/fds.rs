@@ -118,13 +118,9 @@ mod tests {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        // Until it has exec'd, the child still holds the descriptors it inherited.
-        let comm = format!("/proc/{}/comm", child.id());
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::fs::read_to_string(&comm).unwrap_or_default() != "sleep\n" {
-            assert!(std::time::Instant::now() < deadline, "sleep did not exec");
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        // Until it sleeps, the child holds the descriptors it inherited, then those its
+        // loader opens and closes.
+        crate::test_support::wait_until_asleep(child.id());
         let [by_size, listing] = counters();
         let a = by_size.count(child.id());
         let b = listing.count(child.id());

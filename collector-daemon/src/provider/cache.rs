@@ -410,21 +410,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// and each waiter hold one reference (tests: proves callers joined a flight, no sleeping).
 #[cfg(test)]
 pub(crate) fn wait_for_flight_holders(cache: &Cache, key: &str, holders: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let held = lock(&cache.inner)
+    crate::test_support::wait_until(&format!("{holders} holders of flight {key}"), || {
+        lock(&cache.inner)
             .flights
             .get(key)
-            .map_or(0, Arc::strong_count);
-        if held >= holders {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{held} of {holders} holders joined the flight"
-        );
-        std::thread::yield_now();
-    }
+            .map_or(0, Arc::strong_count)
+            >= holders
+    });
 }
 
 #[cfg(test)]

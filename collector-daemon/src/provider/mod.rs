@@ -561,7 +561,6 @@ pub struct FullStats {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Instant;
 
     use super::testing::{Fake, Mode, catalog, ready, reference};
     use super::*;
@@ -865,11 +864,9 @@ mod tests {
         };
         let provider = Provider::with_retry_interval(vec![late, never], Duration::from_millis(5));
         // Not there after the synchronous first round.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while provider.collector(DOCKER).is_none() {
-            assert!(Instant::now() < deadline, "docker never merged");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        crate::test_support::wait_until("docker to be merged", || {
+            provider.collector(DOCKER).is_some()
+        });
         assert_eq!(provider.registry().pending(), ["never"]);
         provider.shutdown();
         // `shutdown` joined the retry thread: it no longer holds the registry, so nothing

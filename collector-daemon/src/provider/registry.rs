@@ -361,11 +361,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Instant;
 
     use super::*;
     use crate::provider::testing::{Fake, Mode, catalog, ready, reference};
     use crate::provider::{Flavor, Runtime};
+    use crate::test_support::wait_until;
 
     const DOCKER: RuntimeMetadata = RuntimeMetadata {
         runtime: Runtime::Docker,
@@ -606,11 +606,7 @@ mod tests {
             Arc::clone(&calls),
         )]));
         let retry = registry.start(Duration::from_millis(5));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !retry.is_finished() {
-            assert!(Instant::now() < deadline, "retry loop still running");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until("the retry loop to finish", || retry.is_finished());
         assert_eq!(calls.load(Ordering::SeqCst), 3);
         assert!(registry.catalog().runtimes.contains_key(&DOCKER));
     }
@@ -625,11 +621,9 @@ mod tests {
             Arc::clone(&calls),
         )]));
         let retry = registry.start(Duration::from_millis(5));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while calls.load(Ordering::SeqCst) < 3 {
-            assert!(Instant::now() < deadline, "retry loop not retrying");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until("the retry loop to retry", || {
+            calls.load(Ordering::SeqCst) >= 3
+        });
         // Dropping joins the thread: its reference to the registry is gone, so nothing can
         // call the constructor afterwards.
         drop(retry);
