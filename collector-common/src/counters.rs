@@ -25,9 +25,12 @@ pub const READ_ERRORS: u32 = 9;
 pub const NET_MAP_FULL: u32 = 10;
 /// A cgroup's block IO was not counted because `IO_COUNTERS` was full.
 pub const IO_MAP_FULL: u32 = 11;
+/// A cgroup walk met more cgroups than `CGROUP_VALUES` has slots (those beyond are read
+/// from their files).
+pub const CGROUP_VALUES_FULL: u32 = 12;
 
 /// Number of counters, the `COUNTERS` array's size.
-pub const COUNT: u32 = 12;
+pub const COUNT: u32 = 13;
 
 /// Prometheus-friendly names, in index order.
 pub const NAMES: [&str; COUNT as usize] = [
@@ -43,4 +46,5 @@ pub const NAMES: [&str; COUNT as usize] = [
     "read_errors",
     "net_map_full",
     "io_map_full",
+    "cgroup_values_full",
 ];

@@ -5,6 +5,7 @@
 //! implemented behind the `user` feature, which only the daemon enables.
 #![no_std]
 
+pub mod cgroup_values;
 pub mod counters;
 pub mod event;
 pub mod names;

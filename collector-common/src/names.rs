@@ -13,6 +13,11 @@ pub const NET_COUNTERS_MAP: &str = "NET_COUNTERS";
 /// Per-CPU hash: [`crate::usage::IoMapKey`] → [`crate::usage::IoMapValue`]. Pinned as
 /// `io_counters`.
 pub const IO_COUNTERS_MAP: &str = "IO_COUNTERS";
+/// Array (mmapable): slot n → [`crate::cgroup_values::CgroupValues`] of the nth cgroup of
+/// the last cgroup walk.
+pub const CGROUP_VALUES_MAP: &str = "CGROUP_VALUES";
+/// Array of one [`crate::cgroup_values::CgroupWalk`]: how the last walk ended.
+pub const CGROUP_WALK_MAP: &str = "CGROUP_WALK";
 /// Global [`crate::offsets::KernelOffsets`], set by the daemon before loading.
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 
@@ -43,6 +48,10 @@ pub const TRACEPOINT_BLOCK_BIO_QUEUE: &str = "block_bio_queue";
 /// Task iterator (`iter/task`) that seeds `PROCESSES` with the processes alive at start-up
 /// and writes them to its file for the daemon.
 pub const PROGRAM_SEED_TASKS: &str = "seed_tasks";
+
+/// Cgroup iterator (`iter/cgroup`) that writes each cgroup's v1 counters and limits into
+/// `CGROUP_VALUES`, walked once per hierarchy per full collection.
+pub const PROGRAM_CGROUP_VALUES: &str = "read_cgroup_values";
 
 /// Every program of the object with the kernel tracepoint it attaches to.
 pub const BTF_TRACEPOINTS: [(&str, &str); 6] = [

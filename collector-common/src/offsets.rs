@@ -100,6 +100,69 @@ pub struct KernelOffsets {
     pub blkg_blkcg: u32,
     /// `blkcg.css` (`struct cgroup_subsys_state`, embedded).
     pub blkcg_css: u32,
+
+    // Cgroup values (`cgroup_values.rs`). Each controller's group is used only when all its
+    // members are known (`*_ready`); a missing one sends its files back to cgroupfs.
+    /// `cgroup.subsys` (`struct cgroup_subsys_state *[]`): a v1 cgroup has the css of each
+    /// controller of its hierarchy there, NULL for the others.
+    pub cgroup_subsys: u32,
+    /// 1 when the memory members below are known.
+    pub values_memory_ready: u32,
+    /// `memory_cgrp_id`.
+    pub memory_subsys_id: u32,
+    /// `mem_cgroup.memory` (`struct page_counter`, embedded).
+    pub memcg_memory: u32,
+    /// 1 when `memcg_kmem` is known (`CONFIG_MEMCG_V1`).
+    pub values_kmem_ready: u32,
+    /// `mem_cgroup.kmem` (`struct page_counter`, embedded).
+    pub memcg_kmem: u32,
+    /// `mem_cgroup.soft_limit` (`unsigned long`, pages).
+    pub memcg_soft_limit: u32,
+    /// `page_counter.usage` (`atomic_long_t`).
+    pub page_counter_usage: u32,
+    /// `page_counter.watermark` (`unsigned long`).
+    pub page_counter_watermark: u32,
+    /// `page_counter.failcnt` (`unsigned long`).
+    pub page_counter_failcnt: u32,
+    /// 1 when the CPU members below are known (`CONFIG_CFS_BANDWIDTH`).
+    pub values_cpu_ready: u32,
+    /// `cpu_cgrp_id`.
+    pub cpu_subsys_id: u32,
+    /// `task_group.shares` (`unsigned long`).
+    pub tg_shares: u32,
+    /// `task_group.cfs_bandwidth` (`struct cfs_bandwidth`, embedded).
+    pub tg_cfs_bandwidth: u32,
+    /// `cfs_bandwidth.period` (`ktime_t`).
+    pub cfs_b_period: u32,
+    /// `cfs_bandwidth.quota` (`u64`).
+    pub cfs_b_quota: u32,
+    /// `cfs_bandwidth.nr_periods` (`int`).
+    pub cfs_b_nr_periods: u32,
+    /// `cfs_bandwidth.nr_throttled` (`int`).
+    pub cfs_b_nr_throttled: u32,
+    /// `cfs_bandwidth.throttled_time` (`u64`).
+    pub cfs_b_throttled_time: u32,
+    /// 1 when the PIDs members below are known.
+    pub values_pids_ready: u32,
+    /// `pids_cgrp_id`.
+    pub pids_subsys_id: u32,
+    /// `pids_cgroup.counter` (`atomic64_t`).
+    pub pids_counter: u32,
+    /// `pids_cgroup.limit` (`atomic64_t`).
+    pub pids_limit: u32,
+    /// 1 when the cpuset members below are known.
+    pub values_cpuset_ready: u32,
+    /// `cpuset_cgrp_id`.
+    pub cpuset_subsys_id: u32,
+    /// `cpuset.effective_cpus` (`cpumask_var_t`).
+    pub cpuset_effective_cpus: u32,
+    /// 1 when `cpumask_var_t` is a pointer (`CONFIG_CPUMASK_OFFSTACK`), 0 when the mask is
+    /// embedded.
+    pub cpumask_indirect: u32,
+    /// 64-bit words of a mask that hold CPU bits: `nr_cpu_ids` rounded up (at most 64).
+    pub cpumask_words: u32,
+    /// Bits of the last word that are CPUs (`nr_cpu_ids % 64`, 0 for all 64).
+    pub cpumask_last_bits: u32,
 }
 
 #[cfg(feature = "user")]

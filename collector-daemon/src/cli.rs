@@ -79,6 +79,12 @@ pub struct RunArgs {
     /// they appear, 32 bytes × possible CPUs each.
     #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
     pub io_counter_entries: u32,
+    /// Cgroups the kernel's cgroup walk records per v1 hierarchy (120 bytes each, allocated
+    /// at start). A full collection reads the v1 memory, cpu and pids values of these
+    /// cgroups in the kernel, one walk per hierarchy; cgroups beyond it are read from their
+    /// files (and counted as `cgroup_values_full`).
+    #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
+    pub cgroup_values_entries: u32,
     /// cgroup stats files kept open between reads (0: open each file at every read). Each
     /// costs ~5 KiB of kernel memory, charged to the daemon's cgroup; a read through a held
     /// descriptor costs 0.4–2.4 µs, opening the file afresh 7–16 µs. A container takes ~17 on
@@ -107,6 +113,7 @@ impl RunArgs {
             ring_buffer_bytes: self.ring_buffer_bytes,
             net_counter_entries: self.net_counter_entries,
             io_counter_entries: self.io_counter_entries,
+            cgroup_values_entries: self.cgroup_values_entries,
             cgroup_file_cache: self.cgroup_file_cache as usize,
             proc_root: self.proc_root.clone(),
         }

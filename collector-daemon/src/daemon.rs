@@ -41,6 +41,8 @@ pub struct RunOptions {
     pub net_counter_entries: u32,
     /// Capacity of the kernel's block IO counters (owner × disk).
     pub io_counter_entries: u32,
+    /// Cgroups one hierarchy's kernel walk records.
+    pub cgroup_values_entries: u32,
     /// cgroup stats files kept open between reads.
     pub cgroup_file_cache: usize,
     /// procfs mount.
@@ -135,6 +137,8 @@ fn load_kernel(
         cgroup_v2_root: layout.v2().map(|h| h.mount_point.clone()),
         net_counter_entries: options.net_counter_entries,
         io_counter_entries: options.io_counter_entries,
+        cgroup_walk_mounts: cgroup_walk_mounts(layout),
+        cgroup_values_entries: options.cgroup_values_entries,
     };
     match loader::load(&load_options) {
         Ok(loaded) => {
@@ -152,6 +156,20 @@ fn load_kernel(
             (None, None, Some(reason))
         }
     }
+}
+
+/// The mount points of the v1 hierarchies with `memory`, `cpu`, `pids` or `cpuset`, each once
+/// (a co-mounted `cpu,cpuacct` is one hierarchy).
+fn cgroup_walk_mounts(layout: &CgroupLayout) -> Vec<PathBuf> {
+    let mut mounts: Vec<PathBuf> = Vec::new();
+    for controller in ["memory", "cpu", "pids", "cpuset"] {
+        if let Some(h) = layout.v1_with_controller(controller)
+            && !mounts.contains(&h.mount_point)
+        {
+            mounts.push(h.mount_point.clone());
+        }
+    }
+    mounts
 }
 
 /// aya-log's reader of the kernel programs' log records.

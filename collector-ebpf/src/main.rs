@@ -32,6 +32,7 @@ use collector_ebpf as _;
 
 mod blkio;
 mod cgroup;
+mod cgroup_values;
 mod counters;
 mod emit;
 mod kernel;

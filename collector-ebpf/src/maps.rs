@@ -2,9 +2,10 @@
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use collector_common::{
+    cgroup_values::{CgroupValues, CgroupWalk},
     counters,
     offsets::KernelOffsets,
     process::ProcessInfo,
@@ -49,6 +50,18 @@ pub static NET_COUNTERS: PerCpuHashMap<u64, NetMapValue> =
 #[map(name = "IO_COUNTERS")]
 pub static IO_COUNTERS: PerCpuHashMap<IoMapKey, IoMapValue> =
     PerCpuHashMap::with_max_entries(16_384, NO_PREALLOC);
+
+/// Values of the cgroups of the last cgroup walk, slot n for the nth cgroup (`cgroup_values.rs`).
+/// 16,384 by default; the daemon resizes it (`--cgroup-values-entries`) before load.
+/// `BPF_F_MMAPABLE`: the daemon reads a walk's records through a read-only mapping, with no
+/// system call per record.
+#[map(name = "CGROUP_VALUES")]
+pub static CGROUP_VALUES: Array<CgroupValues> =
+    Array::with_max_entries(16_384, aya_ebpf::bindings::BPF_F_MMAPABLE);
+
+/// How the last cgroup walk ended (one slot).
+#[map(name = "CGROUP_WALK")]
+pub static CGROUP_WALK: Array<CgroupWalk> = Array::with_max_entries(1, 0);
 
 /// Struct member offsets, filled by the daemon before load (all zero, `ready == 0`, until then).
 #[unsafe(no_mangle)]
@@ -96,4 +109,33 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     bio_blkg: 0,
     blkg_blkcg: 0,
     blkcg_css: 0,
+    cgroup_subsys: 0,
+    values_memory_ready: 0,
+    memory_subsys_id: 0,
+    memcg_memory: 0,
+    values_kmem_ready: 0,
+    memcg_kmem: 0,
+    memcg_soft_limit: 0,
+    page_counter_usage: 0,
+    page_counter_watermark: 0,
+    page_counter_failcnt: 0,
+    values_cpu_ready: 0,
+    cpu_subsys_id: 0,
+    tg_shares: 0,
+    tg_cfs_bandwidth: 0,
+    cfs_b_period: 0,
+    cfs_b_quota: 0,
+    cfs_b_nr_periods: 0,
+    cfs_b_nr_throttled: 0,
+    cfs_b_throttled_time: 0,
+    values_pids_ready: 0,
+    pids_subsys_id: 0,
+    pids_counter: 0,
+    pids_limit: 0,
+    values_cpuset_ready: 0,
+    cpuset_subsys_id: 0,
+    cpuset_effective_cpus: 0,
+    cpumask_indirect: 0,
+    cpumask_words: 0,
+    cpumask_last_bits: 0,
 });

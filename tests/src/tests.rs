@@ -4,6 +4,7 @@
 //! `support::require` for anything it cannot do here, so that CI (`CI=true`) never skips.
 
 mod api_errors;
+mod cgroup_walk;
 mod docker;
 mod fallback;
 mod kernel_counters;

@@ -6,6 +6,7 @@ pub mod cpuset;
 pub mod diskstats;
 pub mod files;
 pub mod io;
+pub mod kernel_values;
 pub mod memory;
 pub mod mounts;
 pub mod parse;

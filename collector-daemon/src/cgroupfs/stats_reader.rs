@@ -17,6 +17,7 @@ use super::cpuset::count_cpus;
 use super::diskstats::DeviceNames;
 use super::files::{DEFAULT_MAX_OPEN, FileCache};
 use super::io::{Dev, any_nonzero, io_stats, merge_v1, parse_blkio_rwstat, parse_io_stat};
+use super::kernel_values::{DirKey, KernelCgroupValues, V1Values};
 use super::memory::{MemoryEvents, MemoryStatV1, MemoryStatV2, v1_limit, working_set};
 use super::mounts::{CgroupLayout, HierarchyKind, parse_proc_cgroup};
 use super::parse::{Limit, single_limit, single_u64, us_to_ns};
@@ -45,6 +46,9 @@ pub struct CgroupDirs {
     /// Per v1 controller (`cpu`, `cpuacct`, `cpuset`, `memory`, `blkio`, `pids`), its directory;
     /// co-mounted controllers (`cpu,cpuacct`) share one.
     pub v1: BTreeMap<String, PathBuf>,
+    /// Per v1 controller whose values a kernel cgroup walk may give (`memory`, `cpu`,
+    /// `pids`, `cpuset`), its directory's key in the walk (see [`Self::with_dir_keys`]).
+    pub v1_keys: BTreeMap<String, DirKey>,
 }
 
 impl CgroupDirs {
@@ -84,6 +88,19 @@ impl CgroupDirs {
         Self::from_paths(layout, &paths)
     }
 
+    /// Adds the keys under which a kernel cgroup walk ([`KernelCgroupValues`]) has the v1
+    /// directories of `memory`, `cpu`, `pids` and `cpuset` (one `stat` each; a directory that cannot
+    /// be stat'ed has none and is read from its files).
+    #[must_use]
+    pub fn with_dir_keys(mut self) -> Self {
+        for controller in ["memory", "cpu", "pids", "cpuset"] {
+            if let Some(key) = self.v1.get(controller).and_then(|d| DirKey::of(d)) {
+                self.v1_keys.insert(controller.to_owned(), key);
+            }
+        }
+        self
+    }
+
     /// Every directory, v2 first (co-mounted v1 controllers appear once per controller).
     pub fn all(&self) -> impl Iterator<Item = &Path> {
         self.v2.iter().chain(self.v1.values()).map(PathBuf::as_path)
@@ -118,6 +135,15 @@ pub struct CgroupStatsReader {
     /// (`/docker`, a pod), whose limit need not be read a thousand times per collection.
     parent_limits: Mutex<HashMap<ParentKey, (Instant, Option<f64>)>>,
 }
+
+/// The five one-number v1 memory files, as read: usage, kmem usage, soft limit, failcnt, peak.
+type V1MemoryFiles = (
+    Result<u64, Miss>,
+    Result<u64, Miss>,
+    Result<u64, Miss>,
+    Result<u64, Miss>,
+    Result<u64, Miss>,
+);
 
 /// A parent cgroup's CPU-limit directories: (quota directory, cpuset directory).
 type ParentKey = (PathBuf, Option<PathBuf>);
@@ -217,6 +243,7 @@ impl CgroupStatsReader {
         Pass {
             r: self,
             dirs,
+            kernel: None,
             buf: Vec::new(),
             v2: dirs.v2.as_deref().map(|dir| V2Dir {
                 dir,
@@ -232,8 +259,19 @@ impl CgroupStatsReader {
     /// it failed; a field is None when its file or key is missing, malformed, or says
     /// unlimited — never 0 for absent.
     pub fn read(&self, dirs: &CgroupDirs) -> ContainerStats {
+        self.read_with(dirs, None)
+    }
+
+    /// As [`Self::read`], taking the v1 values that `kernel` has for `dirs` (see
+    /// [`CgroupDirs::with_dir_keys`]) instead of reading their files.
+    pub fn read_with(
+        &self,
+        dirs: &CgroupDirs,
+        kernel: Option<&KernelCgroupValues>,
+    ) -> ContainerStats {
         let timestamp = SystemTime::now();
         let mut pass = self.pass(dirs);
+        pass.kernel = kernel;
         ContainerStats {
             timestamp: Some(timestamp),
             cpu: pass.cpu(),
@@ -345,6 +383,8 @@ struct V2Dir<'d> {
 struct Pass<'a> {
     r: &'a CgroupStatsReader,
     dirs: &'a CgroupDirs,
+    /// A kernel cgroup walk to take v1 values from, instead of their files.
+    kernel: Option<&'a KernelCgroupValues>,
     buf: Vec<u8>,
     v2: Option<V2Dir<'a>>,
     /// Read on first need (`host_cpus_read`).
@@ -396,6 +436,12 @@ impl<'a> Pass<'a> {
             self.r.mark_absent(name);
         }
         got
+    }
+
+    /// What the kernel walk read for the cgroup's v1 directory of `controller`.
+    fn kernel_v1(&self, controller: &str) -> Option<&'a V1Values> {
+        let key = self.dirs.v1_keys.get(controller)?;
+        self.kernel?.get(*key)
     }
 
     /// Whether the v2 directory has `controller` enabled (`cgroup.controllers` lists it).
@@ -511,7 +557,19 @@ impl<'a> Pass<'a> {
         }
 
         let mut quota_pct = None;
-        if let Some(d) = cpu {
+        let kernel_cpu = self.kernel_v1("cpu").and_then(|v| v.cpu);
+        if let (Some(_), Some(k)) = (cpu, kernel_cpu) {
+            s.shares = Some(k.shares);
+            s.elapsed_periods = Some(k.nr_periods);
+            s.throttled_periods = Some(k.nr_throttled);
+            s.throttled_time = Some(k.throttled_time_ns);
+            quota_pct = CpuMax {
+                quota_us: k.quota_us,
+                period_us: k.period_us,
+            }
+            .percent();
+            ok = true;
+        } else if let Some(d) = cpu {
             if let Ok(shares) = self.get(d, "cpu.shares", |t| single_u64("cpu.shares", t)) {
                 s.shares = Some(shares);
                 ok = true;
@@ -558,7 +616,15 @@ impl<'a> Pass<'a> {
         quota_pct: Option<f64>,
     ) -> (Option<f64>, Option<bool>) {
         let cpuset = self.cpuset_dir();
-        let cpus = cpuset.and_then(|(d, v1)| self.cpuset_count(d, v1));
+        let kernel_cpus = match cpuset {
+            Some((_, true)) => self.kernel_v1("cpuset").and_then(|v| v.effective_cpus),
+            _ => None,
+        };
+        let cpus = match kernel_cpus {
+            // An empty set is unconfigured, as in `cpuset_count`.
+            Some(n) => Some(n).filter(|&n| n > 0),
+            None => cpuset.and_then(|(d, v1)| self.cpuset_count(d, v1)),
+        };
         let mut limit = self.limit_pct(quota_pct, cpus);
         if limit.is_none() {
             // No limit of its own: the parent's, where ECS puts a task's limits above its
@@ -701,20 +767,23 @@ impl<'a> Pass<'a> {
     }
 
     fn memory_v1(&mut self, d: &Path) -> Option<MemoryStats> {
-        let usage = self.get(d, "memory.usage_in_bytes", |t| {
-            single_u64("memory.usage_in_bytes", t)
-        });
+        let kernel = self.kernel_v1("memory").and_then(|v| v.memory);
         let stat = self.get(d, "memory.stat", |t| Some(MemoryStatV1::parse(t)));
-        let kmem = self.optional(d, "memory.kmem.usage_in_bytes", usage.is_ok(), |t| {
-            single_u64("memory.kmem.usage_in_bytes", t)
-        });
-        let soft = self.get(d, "memory.soft_limit_in_bytes", |t| {
-            single_u64("memory.soft_limit_in_bytes", t)
-        });
-        let failcnt = self.get(d, "memory.failcnt", |t| single_u64("memory.failcnt", t));
-        let peak = self.get(d, "memory.max_usage_in_bytes", |t| {
-            single_u64("memory.max_usage_in_bytes", t)
-        });
+        let (usage, kmem, soft, failcnt, peak) = match kernel {
+            Some(k) => (
+                Ok(k.usage_bytes),
+                match k.kmem_usage_bytes {
+                    Some(bytes) => Ok(bytes),
+                    None => self.optional(d, "memory.kmem.usage_in_bytes", true, |t| {
+                        single_u64("memory.kmem.usage_in_bytes", t)
+                    }),
+                },
+                Ok(k.soft_limit_bytes),
+                Ok(k.failcnt),
+                Ok(k.max_usage_bytes),
+            ),
+            None => self.memory_v1_files(d),
+        };
         let ok = usage.is_ok()
             || stat.is_ok()
             || kmem.is_ok()
@@ -743,6 +812,25 @@ impl<'a> Pass<'a> {
             pgmajfault: stat.total_pgmajfault,
             ..MemoryStats::default()
         })
+    }
+
+    /// `memory.usage_in_bytes`, `memory.kmem.usage_in_bytes`, `memory.soft_limit_in_bytes`,
+    /// `memory.failcnt` and `memory.max_usage_in_bytes`, from the files.
+    fn memory_v1_files(&mut self, d: &Path) -> V1MemoryFiles {
+        let usage = self.get(d, "memory.usage_in_bytes", |t| {
+            single_u64("memory.usage_in_bytes", t)
+        });
+        let kmem = self.optional(d, "memory.kmem.usage_in_bytes", usage.is_ok(), |t| {
+            single_u64("memory.kmem.usage_in_bytes", t)
+        });
+        let soft = self.get(d, "memory.soft_limit_in_bytes", |t| {
+            single_u64("memory.soft_limit_in_bytes", t)
+        });
+        let failcnt = self.get(d, "memory.failcnt", |t| single_u64("memory.failcnt", t));
+        let peak = self.get(d, "memory.max_usage_in_bytes", |t| {
+            single_u64("memory.max_usage_in_bytes", t)
+        });
+        (usage, kmem, soft, failcnt, peak)
     }
 
     fn memory_v2(&mut self, d: &Path) -> Option<MemoryStats> {
@@ -890,6 +978,14 @@ impl<'a> Pass<'a> {
     // ----- PIDs -----
 
     fn pids(&mut self) -> Option<PidStats> {
+        if self.v1("pids").is_some()
+            && let Some(k) = self.kernel_v1("pids").and_then(|v| v.pids)
+        {
+            return Some(PidStats {
+                thread_count: Some(k.current),
+                thread_limit: k.max.value(),
+            });
+        }
         let d = match self.v1("pids") {
             Some(d) => d,
             None => self.v2_has(Controllers::PIDS)?,

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::schema::StatsBody;
+use crate::cgroupfs::kernel_values::CgroupValuesSource;
 use crate::identity::Identity;
 use crate::provider::cache::Cache;
 use crate::provider::cached::make_cached;
@@ -49,11 +50,16 @@ impl StatsCollectors {
         let directory = Arc::new(ContainerDirectory::new(Arc::clone(identity)));
         // One cache for every collector: keys carry the collector's id.
         let cache = Arc::new(Cache::default());
+        let kernel_values = identity
+            .kernel()
+            .and_then(|kernel| kernel.cgroup_walker())
+            .map(|walker| Arc::clone(walker) as Arc<dyn CgroupValuesSource>);
         let system = Arc::new(SystemCollector::new(
             Arc::clone(&directory),
             identity.layout().clone(),
             proc_root,
             cgroup_file_cache,
+            kernel_values,
         ));
         let ebpf = identity
             .kernel()
@@ -108,6 +114,7 @@ impl StatsCollectors {
     /// counters) is read once, not once per container.
     pub fn all_stats(&self, max_age: Duration) -> Vec<StatsBody> {
         let began = std::time::Instant::now();
+        let _walk = self.system.begin_collection(max_age);
         let snapshot = self.directory.snapshot(max_age);
         let mut ids: Vec<&String> = snapshot
             .containers
@@ -133,6 +140,11 @@ impl StatsCollectors {
     /// cgroup files held open between reads, and the most that may be.
     pub fn held_cgroup_files(&self) -> (usize, usize) {
         self.system.held_cgroup_files()
+    }
+
+    /// Kernel cgroup walks made, and the cgroups the last one recorded.
+    pub fn cgroup_walks(&self) -> (u64, usize) {
+        self.system.cgroup_walks()
     }
 
     /// Periodic upkeep (every second): frees the counters and descriptors of removed

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::cgroupfs::CgroupLayout;
+use crate::cgroupfs::kernel_values::{CgroupValuesSource, KernelCgroupValues};
 use crate::cgroupfs::stats_reader::{CgroupDirs, CgroupStatsReader};
 use crate::identity::{CgroupRef, ContainerEntry, LookupError};
 use crate::procfs_stats::fds::FdCounter;
@@ -27,6 +28,23 @@ use super::containers::ContainerDirectory;
 
 /// The collector's id (the source named in answers).
 pub const ID: &str = "system";
+
+thread_local! {
+    /// The kernel walk of the full collection running on this thread, if any (see
+    /// [`SystemCollector::begin_collection`]).
+    static COLLECTION_WALK: std::cell::RefCell<Option<Arc<KernelCgroupValues>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Ends the full collection of [`SystemCollector::begin_collection`] when dropped; bound to
+/// its thread.
+pub struct CollectionGuard(std::marker::PhantomData<*const ()>);
+
+impl Drop for CollectionGuard {
+    fn drop(&mut self) {
+        COLLECTION_WALK.with(|current| current.borrow_mut().take());
+    }
+}
 
 /// A container's cgroup directories and the roots they were built from.
 struct ReadDirs {
@@ -54,16 +72,24 @@ pub struct SystemCollector {
     read_dirs: Mutex<HashMap<String, ReadDirs>>,
     /// The cgroup removals count at the last `forget_removed` pass.
     removals_seen: Mutex<Option<u64>>,
+    /// The kernel's walk of the v1 hierarchies: a full collection reads the v1 memory, cpu
+    /// and pids values of every container through one walk per hierarchy instead of ten
+    /// files per container.
+    kernel_values: Option<Arc<dyn CgroupValuesSource>>,
+    /// Walks made, and cgroups the last one recorded (`/metrics`).
+    walks: Mutex<(u64, usize)>,
 }
 
 impl SystemCollector {
     /// A collector over `directory`'s containers that keeps at most `cgroup_file_cache`
-    /// cgroup files open between reads.
+    /// cgroup files open between reads, and takes v1 values from `kernel_values`' walks
+    /// when it has one recent enough.
     pub fn new(
         directory: Arc<ContainerDirectory>,
         layout: CgroupLayout,
         proc_root: &Path,
         cgroup_file_cache: usize,
+        kernel_values: Option<Arc<dyn CgroupValuesSource>>,
     ) -> Self {
         // IO counters are their own capability (`IoCollector` below): the stats read leaves
         // them out, so that they are not read for nothing when the kernel counts IO.
@@ -80,7 +106,35 @@ impl SystemCollector {
             netns: Mutex::new(HashMap::new()),
             read_dirs: Mutex::new(HashMap::new()),
             removals_seen: Mutex::new(None),
+            kernel_values,
+            walks: Mutex::new((0, 0)),
         }
+    }
+
+    /// Starts a full collection on this thread: walks the v1 hierarchies in the kernel
+    /// (unless a walk at most `max_age` old exists), and until the guard drops, this
+    /// thread's container reads take their v1 values from that walk. A walk made after the
+    /// collection began is as fresh as the collection needs, whatever tolerance each
+    /// container is then asked with (the tolerance is computed before the read, so
+    /// comparing ages would reject it). Other threads' requests are not affected. Without
+    /// the kernel programs' walk the guard does nothing.
+    pub fn begin_collection(&self, max_age: MaxAge) -> CollectionGuard {
+        let walk = self.kernel_values.as_ref().and_then(|source| {
+            source.latest(max_age).or_else(|| {
+                let values = source.walk()?;
+                let mut walks = self.walks.lock().unwrap_or_else(PoisonError::into_inner);
+                walks.0 += 1;
+                walks.1 = values.by_dir.len();
+                Some(values)
+            })
+        });
+        COLLECTION_WALK.with(|current| *current.borrow_mut() = walk);
+        CollectionGuard(std::marker::PhantomData)
+    }
+
+    /// Kernel cgroup walks made, and the cgroups the last one recorded.
+    pub fn cgroup_walks(&self) -> (u64, usize) {
+        *self.walks.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// cgroup files held open between reads, and the most that may be.
@@ -144,7 +198,11 @@ impl SystemCollector {
             .iter()
             .map(|r| (r.hierarchy_id, &*r.path))
             .collect();
-        let dirs = Arc::new(CgroupDirs::from_paths(&self.layout, &paths));
+        let mut dirs = CgroupDirs::from_paths(&self.layout, &paths);
+        if self.kernel_values.is_some() {
+            dirs = dirs.with_dir_keys();
+        }
+        let dirs = Arc::new(dirs);
         if let Some(old) = read_dirs.insert(
             id.clone(),
             ReadDirs {
@@ -247,7 +305,13 @@ impl StatsCollector for SystemCollector {
         let Some(entry) = self.live_entry(container_id, max_age) else {
             return Ok(None);
         };
-        let mut stats = self.reader.read(&self.dirs(&entry));
+        let kernel = COLLECTION_WALK
+            .with(|current| current.borrow().clone())
+            .or_else(|| {
+                let source = self.kernel_values.as_ref()?;
+                source.latest(max_age)
+            });
+        let mut stats = self.reader.read_with(&self.dirs(&entry), kernel.as_deref());
         if stats.pid.as_ref().is_none_or(|p| p.thread_count.is_none())
             && let Ok(pids) = self.processes(&entry)
             && let Some(threads) = self.thread_count_from_procfs(&pids)

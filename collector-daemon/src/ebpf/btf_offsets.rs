@@ -65,6 +65,13 @@ pub enum OffsetError {
         /// Why the bio's blkcg is unreadable (e.g. no `CONFIG_BLK_CGROUP`).
         blkg: Box<OffsetError>,
     },
+    /// A controller's state struct does not begin with its `css`, as the cgroup walk
+    /// assumes (`cgroup.subsys[i]` is then not the struct's address).
+    #[error("kernel BTF: {struct_name}.css is not its first member")]
+    CssNotFirst {
+        /// The struct's name.
+        struct_name: &'static str,
+    },
     /// The v1 controller to track has no `<controller>_cgrp_id` in `enum cgroup_subsys_id`.
     #[error("kernel BTF: enum cgroup_subsys_id has no {variant} (controller not built in?)")]
     MissingSubsys {
@@ -76,23 +83,181 @@ pub enum OffsetError {
 /// Path of the running kernel's BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
+/// What is optional in the offsets: why each optional part is off (`None`: it is on).
+#[derive(Debug, Default)]
+pub struct OptionalParts {
+    /// The block-IO program.
+    pub io: Option<OffsetError>,
+    /// The cgroup walk's memory, CPU and PIDs values, by controller.
+    pub cgroup_values: Vec<(&'static str, OffsetError)>,
+}
+
 /// Computes every offset the programs need. `v1_controller` is the v1 controller whose
 /// hierarchy is tracked per process (e.g. `memory`), or `None` on a pure cgroup-v2 host.
 ///
 /// Members of the process-tracking programs are required (an error). Those of the block-IO
-/// program are not: when they are missing, `io_ready` stays 0 and the second value says why;
-/// a missing optional attribution source (page memcg, bio blkcg) only clears its flag.
+/// program and of the cgroup walk are not: when they are missing, their `*_ready` flag stays
+/// 0 and [`OptionalParts`] says why; a missing optional attribution source (page memcg, bio
+/// blkcg) only clears its flag.
 pub fn kernel_offsets(
     btf_path: &Path,
     v1_controller: Option<&str>,
-) -> Result<(KernelOffsets, Option<OffsetError>), OffsetError> {
+) -> Result<(KernelOffsets, OptionalParts), OffsetError> {
     let btf = Btf::from_file(btf_path).map_err(|source| OffsetError::Btf {
         path: btf_path.to_owned(),
         source,
     })?;
     let mut offsets = process_offsets(&btf, v1_controller)?;
-    let io_error = block_io_offsets(&btf, &mut offsets).err();
-    Ok((offsets, io_error))
+    let io = block_io_offsets(&btf, &mut offsets).err();
+    let cgroup_values = cgroup_values_offsets(&btf, &mut offsets);
+    Ok((offsets, OptionalParts { io, cgroup_values }))
+}
+
+/// Fills the cgroup walk's members (`collector-ebpf/src/cgroup_values.rs`), controller by
+/// controller; returns why the controllers left off (their `values_*_ready` stays 0).
+fn cgroup_values_offsets(btf: &Btf, o: &mut KernelOffsets) -> Vec<(&'static str, OffsetError)> {
+    let mut off = Vec::new();
+    match struct_member(btf, "cgroup", "subsys") {
+        Ok(offset) => o.cgroup_subsys = offset,
+        Err(e) => {
+            off.push(("all", e));
+            return off;
+        }
+    }
+    if let Err(e) = memory_values_offsets(btf, o) {
+        off.push(("memory", e));
+    }
+    if let Err(e) = cpu_values_offsets(btf, o) {
+        off.push(("cpu", e));
+    }
+    if let Err(e) = pids_values_offsets(btf, o) {
+        off.push(("pids", e));
+    }
+    if let Err(e) = cpuset_values_offsets(btf, o, nr_cpu_ids()) {
+        off.push(("cpuset", e));
+    }
+    off
+}
+
+/// Where the kernel lists the CPUs that can ever be online (`cpu_possible_mask`).
+const POSSIBLE_CPUS: &str = "/sys/devices/system/cpu/possible";
+
+/// `nr_cpu_ids`: the highest possible CPU plus one, from [`POSSIBLE_CPUS`] (e.g. "0-63").
+fn nr_cpu_ids() -> Option<u32> {
+    parse_nr_cpu_ids(&std::fs::read_to_string(POSSIBLE_CPUS).ok()?)
+}
+
+fn parse_nr_cpu_ids(list: &str) -> Option<u32> {
+    list.trim()
+        .split(',')
+        .map(|range| {
+            range
+                .rsplit('-')
+                .next()
+                .and_then(|last| last.parse::<u32>().ok())
+        })
+        .try_fold(0, |max, last| Some(max.max(last? + 1)))
+        .filter(|&n| n > 0)
+}
+
+/// Most CPUs whose masks the walk counts (64 words of 64 bits, its loop bound).
+const MAX_WALKED_CPUS: u32 = 4096;
+
+fn cpuset_values_offsets(
+    btf: &Btf,
+    o: &mut KernelOffsets,
+    nr_cpu_ids: Option<u32>,
+) -> Result<(), OffsetError> {
+    css_first(btf, "cpuset")?;
+    o.cpuset_subsys_id = subsys_index(btf, "cpuset")?;
+    o.cpuset_effective_cpus = struct_member(btf, "cpuset", "effective_cpus")?;
+    // `cpumask_var_t` is `struct cpumask[1]`, or `struct cpumask *` with
+    // CONFIG_CPUMASK_OFFSTACK (then only `nr_cpu_ids` bits are allocated).
+    let typedef = btf
+        .resolve_types_by_name("cpumask_var_t")
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|ty| match ty {
+            Type::Typedef(t) => Some(t),
+            _ => None,
+        })
+        .ok_or(OffsetError::MissingStruct {
+            name: "cpumask_var_t",
+        })?;
+    o.cpumask_indirect = match btf.resolve_chained_type(&typedef) {
+        Ok(Type::Ptr(_)) => 1,
+        Ok(Type::Array(_)) => 0,
+        _ => {
+            return Err(OffsetError::MissingStruct {
+                name: "cpumask_var_t (neither array nor pointer)",
+            });
+        }
+    };
+    let cpus = nr_cpu_ids
+        .filter(|&n| n <= MAX_WALKED_CPUS)
+        .ok_or(OffsetError::MissingStruct {
+            name: "a possible-CPU count of at most 4096 (/sys/devices/system/cpu/possible)",
+        })?;
+    o.cpumask_words = cpus.div_ceil(64);
+    o.cpumask_last_bits = cpus % 64;
+    o.values_cpuset_ready = 1;
+    Ok(())
+}
+
+/// `struct_name.css` must be at offset 0 (see [`OffsetError::CssNotFirst`]).
+fn css_first(btf: &Btf, struct_name: &'static str) -> Result<(), OffsetError> {
+    if struct_member(btf, struct_name, "css")? == 0 {
+        Ok(())
+    } else {
+        Err(OffsetError::CssNotFirst { struct_name })
+    }
+}
+
+fn memory_values_offsets(btf: &Btf, o: &mut KernelOffsets) -> Result<(), OffsetError> {
+    css_first(btf, "mem_cgroup")?;
+    o.memory_subsys_id = subsys_index(btf, "memory")?;
+    let memcg = find_struct(btf, "mem_cgroup")?;
+    o.memcg_memory = member_offset(btf, &memcg, "mem_cgroup", "memory")?;
+    o.memcg_soft_limit = member_offset(btf, &memcg, "mem_cgroup", "soft_limit")?;
+    let counter = find_struct(btf, "page_counter")?;
+    o.page_counter_usage = member_offset(btf, &counter, "page_counter", "usage")?;
+    o.page_counter_watermark = member_offset(btf, &counter, "page_counter", "watermark")?;
+    o.page_counter_failcnt = member_offset(btf, &counter, "page_counter", "failcnt")?;
+    // `kmem` exists with CONFIG_MEMCG_V1 (6.11+) or always before; without it the file is
+    // read (and is absent too).
+    if let Ok(kmem) = member_offset(btf, &memcg, "mem_cgroup", "kmem") {
+        o.memcg_kmem = kmem;
+        o.values_kmem_ready = 1;
+    }
+    o.values_memory_ready = 1;
+    Ok(())
+}
+
+fn cpu_values_offsets(btf: &Btf, o: &mut KernelOffsets) -> Result<(), OffsetError> {
+    css_first(btf, "task_group")?;
+    o.cpu_subsys_id = subsys_index(btf, "cpu")?;
+    let tg = find_struct(btf, "task_group")?;
+    o.tg_shares = member_offset(btf, &tg, "task_group", "shares")?;
+    // `cfs_bandwidth` needs CONFIG_CFS_BANDWIDTH, as do the v1 quota files.
+    o.tg_cfs_bandwidth = member_offset(btf, &tg, "task_group", "cfs_bandwidth")?;
+    let b = find_struct(btf, "cfs_bandwidth")?;
+    o.cfs_b_period = member_offset(btf, &b, "cfs_bandwidth", "period")?;
+    o.cfs_b_quota = member_offset(btf, &b, "cfs_bandwidth", "quota")?;
+    o.cfs_b_nr_periods = member_offset(btf, &b, "cfs_bandwidth", "nr_periods")?;
+    o.cfs_b_nr_throttled = member_offset(btf, &b, "cfs_bandwidth", "nr_throttled")?;
+    o.cfs_b_throttled_time = member_offset(btf, &b, "cfs_bandwidth", "throttled_time")?;
+    o.values_cpu_ready = 1;
+    Ok(())
+}
+
+fn pids_values_offsets(btf: &Btf, o: &mut KernelOffsets) -> Result<(), OffsetError> {
+    css_first(btf, "pids_cgroup")?;
+    o.pids_subsys_id = subsys_index(btf, "pids")?;
+    let pids = find_struct(btf, "pids_cgroup")?;
+    o.pids_counter = member_offset(btf, &pids, "pids_cgroup", "counter")?;
+    o.pids_limit = member_offset(btf, &pids, "pids_cgroup", "limit")?;
+    o.values_pids_ready = 1;
+    Ok(())
 }
 
 fn process_offsets(btf: &Btf, v1_controller: Option<&str>) -> Result<KernelOffsets, OffsetError> {
@@ -323,6 +488,15 @@ fn member_bit_offset(btf: &Btf, s: &btf_rs::Struct, member: &str, base: u32) -> 
 mod tests {
     use super::*;
 
+    #[test]
+    fn nr_cpu_ids_is_the_highest_possible_cpu_plus_one() {
+        assert_eq!(parse_nr_cpu_ids("0-1\n"), Some(2));
+        assert_eq!(parse_nr_cpu_ids("0\n"), Some(1));
+        assert_eq!(parse_nr_cpu_ids("0-3,8-11\n"), Some(12));
+        assert_eq!(parse_nr_cpu_ids(""), None);
+        assert_eq!(parse_nr_cpu_ids("zero"), None);
+    }
+
     /// Runs against the machine's own kernel BTF, when it has one.
     #[test]
     fn offsets_of_the_running_kernel_are_plausible() {
@@ -331,7 +505,8 @@ mod tests {
             eprintln!("skipping: {VMLINUX_BTF} absent (kernel without BTF)");
             return;
         }
-        let (o, io_error) = kernel_offsets(path, Some("memory")).expect("offsets");
+        let (o, optional) = kernel_offsets(path, Some("memory")).expect("offsets");
+        let io_error = optional.io;
         assert_eq!(o.ready, 1);
         assert_eq!(o.track_v1, 1);
         // tgid directly follows pid (both pid_t) in every kernel since 2.6.
@@ -355,6 +530,31 @@ mod tests {
         assert!(o.page_memcg_data > o.page_compound_head);
         assert_eq!(o.memcg_data_kmem, 2);
         assert_eq!(o.memcg_data_flags_mask, 3);
+        // The cgroup walk: every controller's members are known on this kernel (6.18 with
+        // CONFIG_MEMCG_V1 and CONFIG_CFS_BANDWIDTH); the enum's ids are small and distinct.
+        assert!(
+            optional.cgroup_values.is_empty(),
+            "{:?}",
+            optional.cgroup_values
+        );
+        assert_eq!(
+            (
+                o.values_memory_ready,
+                o.values_kmem_ready,
+                o.values_cpu_ready,
+                o.values_pids_ready
+            ),
+            (1, 1, 1, 1)
+        );
+        assert!(o.memory_subsys_id < 16 && o.cpu_subsys_id < 16 && o.pids_subsys_id < 16);
+        assert_ne!(o.memory_subsys_id, o.cpu_subsys_id);
+        // `usage` is the first member of `page_counter`; watermark and failcnt follow it.
+        assert_eq!(o.page_counter_usage, 0);
+        assert!(o.page_counter_watermark > 0 && o.page_counter_failcnt > 0);
+        assert!(o.memcg_kmem > o.memcg_memory);
+        assert!(o.cfs_b_quota > o.cfs_b_period);
+        assert_eq!(o.values_cpuset_ready, 1);
+        assert!(o.cpumask_words >= 1);
         assert!(matches!(
             kernel_offsets(path, Some("no_such_controller")),
             Err(OffsetError::MissingSubsys { .. })

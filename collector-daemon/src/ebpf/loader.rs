@@ -7,12 +7,13 @@
 //! a verifier refusal) the reason is logged and kept, and process tracking runs on.
 use std::{
     fs,
+    os::fd::AsFd as _,
     path::{Path, PathBuf},
 };
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, Iter, ProgramError,
     },
@@ -20,15 +21,17 @@ use aya::{
 use collector_common::{
     event::{KIND_SEED, ProcessEvent},
     names::{
-        BTF_TRACEPOINTS, COUNTERS_MAP, EVENTS_MAP, IO_COUNTERS_MAP, NET_COUNTERS_MAP,
-        OFFSETS_GLOBAL, PROCESSES_MAP, PROGRAM_BLOCK_BIO_QUEUE, PROGRAM_NET_EGRESS,
-        PROGRAM_NET_INGRESS, PROGRAM_SEED_TASKS, TRACEPOINT_BLOCK_BIO_QUEUE,
+        BTF_TRACEPOINTS, CGROUP_VALUES_MAP, CGROUP_WALK_MAP, COUNTERS_MAP, EVENTS_MAP,
+        IO_COUNTERS_MAP, NET_COUNTERS_MAP, OFFSETS_GLOBAL, PROCESSES_MAP, PROGRAM_BLOCK_BIO_QUEUE,
+        PROGRAM_CGROUP_VALUES, PROGRAM_NET_EGRESS, PROGRAM_NET_INGRESS, PROGRAM_SEED_TASKS,
+        TRACEPOINT_BLOCK_BIO_QUEUE,
     },
     process::ProcessInfo,
 };
 
 use super::{
     btf_offsets::{self, OffsetError, VMLINUX_BTF},
+    cgroup_values::CgroupWalker,
     usage::CounterMaps,
 };
 
@@ -119,6 +122,11 @@ pub struct LoadOptions {
     pub net_counter_entries: u32,
     /// Capacity of `IO_COUNTERS` (owner × disk pairs with IO).
     pub io_counter_entries: u32,
+    /// Mount points of the v1 hierarchies the cgroup walk reads (those with `memory`, `cpu`
+    /// or `pids`); empty: no walk (a pure v2 host reads its files).
+    pub cgroup_walk_mounts: Vec<PathBuf>,
+    /// Capacity of `CGROUP_VALUES`: cgroups one hierarchy's walk records.
+    pub cgroup_values_entries: u32,
 }
 
 /// The loaded object's handles. Dropping it detaches the programs and unpins the map.
@@ -137,6 +145,8 @@ pub struct Loaded {
     pub pin: Option<PinnedMaps>,
     /// The usage counters, or why they are unavailable.
     pub usage: CounterMaps,
+    /// The cgroup walk of the v1 hierarchies, or why there is none.
+    pub cgroup_walker: Result<CgroupWalker, String>,
 }
 
 /// Pinned map files, removed on drop (then their directory, when we created it and it is
@@ -181,7 +191,7 @@ impl Drop for PinnedMaps {
 pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     raise_memlock_limit();
     let btf = Btf::from_sys_fs().map_err(|source| LoadError::Btf { source })?;
-    let (offsets, io_offsets_error) = btf_offsets::kernel_offsets(
+    let (offsets, optional) = btf_offsets::kernel_offsets(
         Path::new(VMLINUX_BTF),
         options.tracked_v1_controller.as_deref(),
     )?;
@@ -193,6 +203,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         .map_max_entries(EVENTS_MAP, options.ring_buffer_bytes)
         .map_max_entries(NET_COUNTERS_MAP, options.net_counter_entries)
         .map_max_entries(IO_COUNTERS_MAP, options.io_counter_entries)
+        .map_max_entries(CGROUP_VALUES_MAP, options.cgroup_values_entries)
         .load(OBJECT)
         .map_err(|source| LoadError::Load { source })?;
 
@@ -243,7 +254,15 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         .map_err(iter_err)?;
     seeder.load("task", &btf).map_err(iter_err)?;
 
-    let usage = attach_usage(&mut ebpf, &btf, options, io_offsets_error, pin.as_mut());
+    let usage = attach_usage(&mut ebpf, &btf, options, optional.io, pin.as_mut());
+    let cgroup_walker = cgroup_walker(&mut ebpf, &btf, options, &optional.cgroup_values);
+    match &cgroup_walker {
+        Ok(walker) => tracing::info!(
+            hierarchies = ?walker.mounts().collect::<Vec<_>>(),
+            "cgroup walk ready: full collections read v1 memory, cpu and pids values in the kernel"
+        ),
+        Err(reason) => tracing::info!(%reason, "no cgroup walk; cgroup files are read"),
+    }
     Ok(Loaded {
         ebpf,
         events,
@@ -252,7 +271,55 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         logger,
         pin,
         usage,
+        cgroup_walker,
     })
+}
+
+/// Loads the cgroup iterator and links it to each v1 hierarchy of `cgroup_walk_mounts`, or
+/// says why not. A controller whose members this kernel lacks is left out of the walk (its
+/// files are read); all of them missing, or no v1 hierarchy, means no walk.
+fn cgroup_walker(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    options: &LoadOptions,
+    offsets_missing: &[(&'static str, OffsetError)],
+) -> Result<CgroupWalker, String> {
+    if options.cgroup_walk_mounts.is_empty() {
+        return Err("no v1 hierarchy with memory, cpu or pids is mounted".to_owned());
+    }
+    for (controller, e) in offsets_missing {
+        tracing::info!(controller, error = %e, "cgroup walk: this controller's files are read");
+    }
+    if offsets_missing.len() >= 3 || offsets_missing.iter().any(|(c, _)| *c == "all") {
+        return Err("kernel BTF lacks what the cgroup walk reads".to_owned());
+    }
+    let program: &mut Iter = ebpf
+        .program_mut(PROGRAM_CGROUP_VALUES)
+        .ok_or_else(|| format!("program {PROGRAM_CGROUP_VALUES} missing from the object"))?
+        .try_into()
+        .map_err(|e| chain(&e))?;
+    // `iter/cgroup` needs kernel 6.1+.
+    program
+        .load("cgroup", btf)
+        .map_err(|e| format!("loading {PROGRAM_CGROUP_VALUES}: {}", chain(&e)))?;
+    let program_fd = program
+        .fd()
+        .map_err(|e| chain(&e))?
+        .try_clone()
+        .map_err(|e| format!("duplicating the program descriptor: {e}"))?;
+    let Some(aya::maps::Map::Array(values)) = ebpf.take_map(CGROUP_VALUES_MAP) else {
+        return Err(format!("map {CGROUP_VALUES_MAP} missing or not an array"));
+    };
+    let walk_state = ebpf
+        .take_map(CGROUP_WALK_MAP)
+        .ok_or_else(|| format!("map {CGROUP_WALK_MAP} missing"))
+        .and_then(|m| Array::try_from(m).map_err(|e| format!("map {CGROUP_WALK_MAP}: {e}")))?;
+    CgroupWalker::new(
+        program_fd.as_fd(),
+        &options.cgroup_walk_mounts,
+        values,
+        walk_state,
+    )
 }
 
 /// Attaches the usage counters and takes their maps, or records why they are unavailable.

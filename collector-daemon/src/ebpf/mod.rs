@@ -1,11 +1,12 @@
 //! The kernel side seen from the daemon: loading the programs (`loader`), the offsets they
 //! need (`btf_offsets`), decoding their events (`events`) and reading their counters.
 pub mod btf_offsets;
+pub mod cgroup_values;
 pub mod events;
 pub mod loader;
 pub mod usage;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use collector_common::{counters, process::ProcessInfo};
@@ -27,6 +28,8 @@ pub struct KernelTracker {
     pin: Mutex<Option<loader::PinnedMaps>>,
     /// Per-cgroup network and block IO counters.
     usage: CounterMaps,
+    /// The cgroup walk of the v1 hierarchies, when there is one.
+    cgroup_walker: Option<Arc<cgroup_values::CgroupWalker>>,
 }
 
 impl KernelTracker {
@@ -41,6 +44,7 @@ impl KernelTracker {
             logger,
             pin,
             usage,
+            cgroup_walker,
         } = loaded;
         (
             Self {
@@ -50,6 +54,7 @@ impl KernelTracker {
                 ebpf: Mutex::new(ebpf),
                 pin: Mutex::new(pin),
                 usage,
+                cgroup_walker: cgroup_walker.ok().map(Arc::new),
             },
             logger,
         )
@@ -108,6 +113,11 @@ impl KernelTracker {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .as_ref()
             .map(|p| p.path().to_owned())
+    }
+
+    /// The cgroup walk of the v1 hierarchies, when loaded.
+    pub fn cgroup_walker(&self) -> Option<&Arc<cgroup_values::CgroupWalker>> {
+        self.cgroup_walker.as_ref()
     }
 
     /// The usage counter maps (network per cgroup, block IO per owner and disk).

@@ -81,6 +81,19 @@ impl Collector for StatsHealth {
             "collector_stats_cgroup_files_limit",
             "The most cgroup stats files kept open (--cgroup-file-cache, bounded by RLIMIT_NOFILE)",
             as_i64(limit),
+        )?;
+        let (walks, walked) = self.collectors.cgroup_walks();
+        counter(
+            &mut encoder,
+            "collector_stats_cgroup_walks",
+            "Kernel walks of the v1 hierarchies made for full collections",
+            walks,
+        )?;
+        gauge(
+            &mut encoder,
+            "collector_stats_cgroups_walked",
+            "Cgroups whose v1 memory, cpu and pids values the last kernel walk read",
+            as_i64(walked),
         )
     }
 }

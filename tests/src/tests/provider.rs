@@ -35,6 +35,8 @@ fn the_provider_goes_past_collectors_that_do_not_know_or_fail() {
         cgroup_v2_root: None,
         net_counter_entries: 1024,
         io_counter_entries: 1024,
+        cgroup_walk_mounts: Vec::new(),
+        cgroup_values_entries: 1024,
     })
     .expect("loading the kernel programs");
     let (kernel, _logger) = KernelTracker::new(loaded);

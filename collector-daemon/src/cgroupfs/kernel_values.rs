@@ -1,0 +1,101 @@
+//! The values of a v1 cgroup's one-number files (and its CPU set's size), read by the kernel programs' cgroup walk
+//! instead of from the files (`crate::ebpf::cgroup_values`): a full collection then walks each
+//! v1 hierarchy once, where it would open-read-parse ten files per container (~1.6 µs each on
+//! the 2-core VM measured, most of it the system call and kernfs, not the value).
+//!
+//! Values here are in the files' units and mean what the files print, so the stats reader
+//! uses them exactly as it would the files' text; a cgroup (or controller) the walk did not
+//! cover is read from its files.
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::parse::Limit;
+
+/// A cgroup directory: its filesystem (one per v1 hierarchy) and inode number (the cgroup's
+/// kernfs id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DirKey {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl DirKey {
+    /// The key of directory `dir`, `None` when it cannot be stat'ed.
+    #[must_use]
+    pub fn of(dir: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(dir).ok()?;
+        Some(Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+}
+
+/// `memory.usage_in_bytes`, `memory.max_usage_in_bytes`, `memory.failcnt`,
+/// `memory.soft_limit_in_bytes` and `memory.kmem.usage_in_bytes`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryValues {
+    pub usage_bytes: u64,
+    pub max_usage_bytes: u64,
+    pub failcnt: u64,
+    pub soft_limit_bytes: u64,
+    /// None when this kernel's `mem_cgroup` has no `kmem` counter known to the walk.
+    pub kmem_usage_bytes: Option<u64>,
+}
+
+/// `cpu.shares`, `cpu.cfs_quota_us`, `cpu.cfs_period_us` and v1 `cpu.stat`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuValues {
+    pub shares: u64,
+    /// None: no quota (`-1`).
+    pub quota_us: Option<u64>,
+    pub period_us: u64,
+    pub nr_periods: u64,
+    pub nr_throttled: u64,
+    pub throttled_time_ns: u64,
+}
+
+/// `pids.current` and `pids.max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PidsValues {
+    pub current: u64,
+    pub max: Limit,
+}
+
+/// What the walk read for one cgroup; a controller that is not on the cgroup's hierarchy is
+/// None.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct V1Values {
+    pub memory: Option<MemoryValues>,
+    pub cpu: Option<CpuValues>,
+    pub pids: Option<PidsValues>,
+    /// CPUs in `cpuset.effective_cpus`.
+    pub effective_cpus: Option<u32>,
+}
+
+/// One walk's values of every cgroup of the walked hierarchies.
+#[derive(Debug)]
+pub struct KernelCgroupValues {
+    /// When the walk began: every value is at least this recent.
+    pub taken: Instant,
+    pub by_dir: HashMap<DirKey, V1Values>,
+}
+
+impl KernelCgroupValues {
+    #[must_use]
+    pub fn get(&self, key: DirKey) -> Option<&V1Values> {
+        self.by_dir.get(&key)
+    }
+}
+
+/// A source of walks: the kernel programs, when loaded with the cgroup iterator.
+pub trait CgroupValuesSource: Send + Sync {
+    /// Walks the hierarchies now. `None` when the walk failed (logged; files are read).
+    fn walk(&self) -> Option<Arc<KernelCgroupValues>>;
+
+    /// The last walk, if it began at most `max_age` ago (never for a `max_age` of 0).
+    fn latest(&self, max_age: Duration) -> Option<Arc<KernelCgroupValues>>;
+}

@@ -1,0 +1,235 @@
+//! The kernel's cgroup walk: a full collection (`GET /v1/stats`) takes each container's v1
+//! memory, cpu, pids and cpuset values from one walk per hierarchy instead of its files.
+//! The values must be the files' own, follow changes at once, and no descriptor of those
+//! files is held for the container.
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::util::{container_id, metric, root, sleep_in, wait_for};
+use crate::support::{cgroup, daemon::Daemon};
+
+/// The v1 controllers of the test container (cpuacct: CPU usage stays a file).
+const CONTROLLERS: [&str; 5] = ["memory", "cpu", "cpuacct", "pids", "cpuset"];
+
+/// The files whose values the walk gives: the daemon must not hold them for the container.
+const WALKED_FILES: [(&str, &str); 8] = [
+    ("memory", "memory.usage_in_bytes"),
+    ("memory", "memory.max_usage_in_bytes"),
+    ("memory", "memory.soft_limit_in_bytes"),
+    ("memory", "memory.failcnt"),
+    ("cpu", "cpu.shares"),
+    ("cpu", "cpu.cfs_quota_us"),
+    ("pids", "pids.max"),
+    ("cpuset", "cpuset.effective_cpus"),
+];
+
+fn read(dir: &Path, file: &str) -> String {
+    std::fs::read_to_string(dir.join(file))
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.join(file).display()))
+        .trim()
+        .to_owned()
+}
+
+fn read_u64(dir: &Path, file: &str) -> u64 {
+    let text = read(dir, file);
+    text.parse()
+        .unwrap_or_else(|_| panic!("{}/{file}: {text:?}", dir.display()))
+}
+
+fn write(dir: &Path, file: &str, value: &str) {
+    std::fs::write(dir.join(file), value)
+        .unwrap_or_else(|e| panic!("writing {value} to {}: {e}", dir.join(file).display()));
+}
+
+/// The container's entry in a full collection (`/v1/stats?max_age_ms=0`).
+fn collected(daemon: &Daemon, id: &str) -> Value {
+    let response = daemon.get("/v1/stats?max_age_ms=0");
+    assert_eq!(response.status, 200, "{}", response.body);
+    let all = response.json();
+    all.as_array()
+        .and_then(|list| list.iter().find(|c| c["container_id"] == id))
+        .cloned()
+        .unwrap_or_else(|| panic!("{id} not in the full collection"))
+}
+
+fn u64_at(value: &Value, pointer: &str) -> u64 {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("{pointer} is not a number in {value}"))
+}
+
+/// Paths of the cgroup files the daemon (pid) holds open.
+fn held_files(pid: u32) -> Vec<PathBuf> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A new v1 cpuset has no CPUs or memory nodes: gives each level down to `cpuset` its
+/// parent's.
+fn give_cpuset_top_down(cpuset: &Path) {
+    let mount = cgroup::v1_mount("cpuset").expect("a v1 cpuset hierarchy");
+    let mut levels: Vec<&Path> = cpuset
+        .ancestors()
+        .take_while(|d| *d != mount.as_path())
+        .collect();
+    levels.reverse();
+    for level in levels {
+        let parent = level.parent().expect("below the mount");
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            write(level, file, &read(parent, file));
+        }
+    }
+}
+
+/// `memory.usage_in_bytes` and `memory.max_usage_in_bytes` of `memory`.
+fn usage_and_peak(memory: &Path) -> (u64, u64) {
+    (
+        read_u64(memory, "memory.usage_in_bytes"),
+        read_u64(memory, "memory.max_usage_in_bytes"),
+    )
+}
+
+/// The values of a container set up as in the test below equal its files': limits and counts
+/// exactly, usage and peak between the files' values read `before` and `after` the request.
+fn assert_equal_to_files(
+    body: &Value,
+    dir: impl Fn(&str) -> PathBuf,
+    before: (u64, u64),
+    after: (u64, u64),
+) {
+    assert_eq!(u64_at(body, "/cpu/shares"), 512, "{body}");
+    // min(quota 25% of a CPU, cpuset 1 CPU = 100%), not defaulted.
+    assert_eq!(body["cpu"]["limit"], 25.0, "{body}");
+    assert_eq!(body["cpu"]["defaulted_limit"], false, "{body}");
+    assert_eq!(u64_at(body, "/pid/thread_limit"), 77, "{body}");
+    assert_eq!(
+        u64_at(body, "/pid/thread_count"),
+        read_u64(&dir("pids"), "pids.current"),
+        "{body}"
+    );
+    let memory = dir("memory");
+    assert_eq!(u64_at(body, "/memory/softlimit"), 32 << 20, "{body}");
+    assert_eq!(u64_at(body, "/memory/limit"), 256 << 20, "{body}");
+    assert_eq!(
+        u64_at(body, "/memory/oom_events"),
+        read_u64(&memory, "memory.failcnt"),
+        "{body}"
+    );
+    let usage = u64_at(body, "/memory/usage_total");
+    assert!(
+        (before.0.min(after.0)..=before.0.max(after.0)).contains(&usage),
+        "usage {usage} not within the file's {before:?}..{after:?}"
+    );
+    let peak = u64_at(body, "/memory/peak");
+    assert!(
+        (before.1..=after.1).contains(&peak),
+        "peak {peak} not within the file's {before:?}..{after:?}"
+    );
+    let cpu_stat = read(&dir("cpu"), "cpu.stat");
+    let stat = |key: &str| -> u64 {
+        cpu_stat
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{key} not in {cpu_stat}"))
+    };
+    assert!(
+        u64_at(body, "/cpu/elapsed_periods") <= stat("nr_periods"),
+        "{body}"
+    );
+    assert!(
+        u64_at(body, "/cpu/throttled_periods") <= stat("nr_throttled"),
+        "{body}"
+    );
+}
+
+#[test]
+fn a_full_collection_takes_v1_values_from_the_kernel_walk_and_they_equal_the_files() {
+    if !root() {
+        return;
+    }
+    for c in CONTROLLERS {
+        assert!(
+            cgroup::v1_mount(c).is_some(),
+            "this test needs the v1 {c} controller"
+        );
+    }
+    let daemon = Daemon::shared();
+    let id = container_id("walk");
+    let cg = cgroup::TestCgroup::with_v1(&format!("docker/{id}"), &CONTROLLERS);
+    let dir = |c: &str| cg.v1_dir(c).to_path_buf();
+    let cpuset = dir("cpuset");
+    give_cpuset_top_down(&cpuset);
+    write(&cpuset, "cpuset.cpus", "0");
+    write(&dir("cpu"), "cpu.shares", "512");
+    write(&dir("cpu"), "cpu.cfs_period_us", "100000");
+    write(&dir("cpu"), "cpu.cfs_quota_us", "25000");
+    write(&dir("pids"), "pids.max", "77");
+    write(
+        &dir("memory"),
+        "memory.soft_limit_in_bytes",
+        &(32u64 << 20).to_string(),
+    );
+    write(
+        &dir("memory"),
+        "memory.limit_in_bytes",
+        &(256u64 << 20).to_string(),
+    );
+    let sleeper = sleep_in(&cg.procs_files());
+
+    let walks_before = metric(daemon, "collector_stats_cgroup_walks_total");
+    let before = usage_and_peak(&dir("memory"));
+    let body = wait_for(
+        "the sleeper to be counted in a full collection",
+        Duration::from_secs(10),
+        || {
+            let body = collected(daemon, &id);
+            (body["pid"]["thread_count"] == 1).then_some(body)
+        },
+    );
+    let after = usage_and_peak(&dir("memory"));
+    assert_equal_to_files(&body, dir, before, after);
+
+    // The walk answered: walks were made, and the daemon holds none of these files for this
+    // container (a read through the files would have kept them open).
+    assert!(metric(daemon, "collector_stats_cgroup_walks_total") > walks_before);
+    assert!(metric(daemon, "collector_stats_cgroups_walked") > 0);
+    let held = held_files(daemon.pid());
+    for (controller, file) in WALKED_FILES {
+        let path = dir(controller).join(file);
+        assert!(
+            !held.contains(&path),
+            "{} was read from its file in a full collection",
+            path.display()
+        );
+    }
+
+    // Changes show in the next full collection: the walk is made per collection.
+    write(&dir("cpu"), "cpu.cfs_quota_us", "50000");
+    write(&dir("cpu"), "cpu.shares", "2048");
+    write(&dir("pids"), "pids.max", "max");
+    write(
+        &cpuset,
+        "cpuset.cpus",
+        &read(cpuset.parent().expect("parent"), "cpuset.cpus"),
+    );
+    let body = collected(daemon, &id);
+    assert_eq!(body["cpu"]["limit"], 50.0, "{body}");
+    assert_eq!(u64_at(&body, "/cpu/shares"), 2048, "{body}");
+    assert_eq!(body["pid"]["thread_limit"], Value::Null, "{body}");
+
+    // A single container's request reads the files, and says the same.
+    let single = super::stats::stats(daemon, &id);
+    assert_eq!(single["cpu"]["limit"], 50.0, "{single}");
+    assert_eq!(u64_at(&single, "/cpu/shares"), 2048, "{single}");
+    assert_eq!(single["pid"]["thread_limit"], Value::Null, "{single}");
+    assert_eq!(single["memory"]["softlimit"], body["memory"]["softlimit"]);
+    drop(sleeper);
+}
