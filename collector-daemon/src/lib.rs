@@ -13,6 +13,7 @@ pub mod cli;
 pub mod collectors;
 pub mod daemon;
 pub mod ebpf;
+pub mod fast_map;
 pub mod identity;
 pub mod metrics;
 pub mod procfs_stats;

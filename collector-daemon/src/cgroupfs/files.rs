@@ -7,7 +7,7 @@
 //! the node) and a cgroup recreated under the same path has new nodes; so on ENODEV, ENOENT or
 //! ESTALE the file is reopened by path once, and the error is returned if that fails too.
 
-use std::collections::HashMap;
+use crate::fast_map::FastMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
@@ -38,7 +38,7 @@ pub struct FileCache {
 /// comparing a `Path` walks its components), and it reads no clock (see [`Marks`]).
 #[derive(Debug, Default)]
 struct State {
-    dirs: HashMap<Box<[u8]>, DirFiles>,
+    dirs: FastMap<Box<[u8]>, DirFiles>,
     /// Descriptors held, over all directories.
     open: usize,
     /// Advances on every lookup: the recency order for eviction.
@@ -144,8 +144,8 @@ impl FileCache {
     #[cfg(test)]
     pub(crate) fn held_inode(&self, dir: &Path, name: &str) -> Option<u64> {
         use std::os::unix::fs::MetadataExt as _;
-        let file = self.lookup(dir, name)?;
-        file.metadata().ok().map(|m| m.ino())
+        let [file] = self.lookup(dir, [name]);
+        file?.metadata().ok().map(|m| m.ino())
     }
 
     /// Reads the whole of `dir/name` into `buf` (grown as needed) and returns the bytes read.
@@ -153,7 +153,34 @@ impl FileCache {
     /// # Errors
     /// The open or read error, after one reopen when a held descriptor went stale.
     pub fn read<'b>(&self, dir: &Path, name: &str, buf: &'b mut Vec<u8>) -> io::Result<&'b [u8]> {
-        if let Some(file) = self.lookup(dir, name) {
+        let [held] = self.lookup(dir, [name]);
+        self.read_held(dir, name, held, buf)
+    }
+
+    /// Reads each of `names` in `dir` in turn, as [`Self::read`] would, handing each result
+    /// to `each` (with the name's index): the directory is looked up once for all of them.
+    pub fn read_each<const N: usize>(
+        &self,
+        dir: &Path,
+        names: [&str; N],
+        buf: &mut Vec<u8>,
+        mut each: impl FnMut(usize, io::Result<&[u8]>),
+    ) {
+        let held = self.lookup(dir, names);
+        for (i, (name, file)) in names.into_iter().zip(held).enumerate() {
+            each(i, self.read_held(dir, name, file, buf));
+        }
+    }
+
+    /// Reads `dir/name` through `held` (its held descriptor, if any), reopening it when stale.
+    fn read_held<'b>(
+        &self,
+        dir: &Path,
+        name: &str,
+        held: Option<Arc<File>>,
+        buf: &'b mut Vec<u8>,
+    ) -> io::Result<&'b [u8]> {
+        if let Some(file) = held {
             match read_all(&file, buf) {
                 Ok(n) => return Ok(&buf[..n]),
                 Err(e) if is_stale(&e) => self.remove(dir, name, &file),
@@ -185,20 +212,25 @@ impl FileCache {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn lookup(&self, dir: &Path, name: &str) -> Option<Arc<File>> {
+    /// The held descriptors of `names` in `dir` (one directory lookup for all).
+    fn lookup<const N: usize>(&self, dir: &Path, names: [&str; N]) -> [Option<Arc<File>>; N] {
         let mut state = self.lock();
         state.clock += 1;
         let now = state.clock;
         if now.is_multiple_of(MARK_EVERY) {
             state.marks.record(now);
         }
-        let files = state.dirs.get_mut(key(dir))?;
+        let Some(files) = state.dirs.get_mut(key(dir)) else {
+            return [const { None }; N];
+        };
         files.last_used = now;
-        files
-            .files
-            .iter()
-            .find(|(n, _)| &**n == name)
-            .map(|(_, f)| Arc::clone(f))
+        names.map(|name| {
+            files
+                .files
+                .iter()
+                .find(|(n, _)| &**n == name)
+                .map(|(_, f)| Arc::clone(f))
+        })
     }
 
     fn remove(&self, dir: &Path, name: &str, old: &Arc<File>) {
@@ -461,6 +493,31 @@ mod tests {
             );
             assert_eq!(cache.open_count(), 0);
             assert!(!cache.holds(dir.path(), "a"));
+        }
+    }
+
+    #[test]
+    fn read_each_reads_every_file_of_a_directory_and_holds_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a"), "one").expect("write");
+        std::fs::write(dir.path().join("c"), "three").expect("write");
+        let cache = FileCache::new(16);
+        let mut buf = Vec::new();
+        for pass in 0..2 {
+            let mut got = Vec::new();
+            cache.read_each(dir.path(), ["a", "b", "c"], &mut buf, |i, read| {
+                got.push((i, read.map(<[u8]>::to_vec).map_err(|e| e.kind())));
+            });
+            assert_eq!(
+                got,
+                [
+                    (0, Ok(b"one".to_vec())),
+                    (1, Err(io::ErrorKind::NotFound)),
+                    (2, Ok(b"three".to_vec())),
+                ],
+                "pass {pass}"
+            );
+            assert_eq!(cache.open_count(), 2);
         }
     }
 

@@ -6,12 +6,12 @@
 //! Values here are in the files' units and mean what the files print, so the stats reader
 //! uses them exactly as it would the files' text; a cgroup (or controller) the walk did not
 //! cover is read from its files.
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::parse::Limit;
+use crate::fast_map::FastMap;
 
 /// A cgroup directory: its filesystem (one per v1 hierarchy) and inode number (the cgroup's
 /// kernfs id).
@@ -81,7 +81,7 @@ pub struct V1Values {
 pub struct KernelCgroupValues {
     /// When the walk began: every value is at least this recent.
     pub taken: Instant,
-    pub by_dir: HashMap<DirKey, V1Values>,
+    pub by_dir: FastMap<DirKey, V1Values>,
 }
 
 impl KernelCgroupValues {

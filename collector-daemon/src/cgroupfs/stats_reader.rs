@@ -46,9 +46,33 @@ pub struct CgroupDirs {
     /// Per v1 controller (`cpu`, `cpuacct`, `cpuset`, `memory`, `blkio`, `pids`), its directory;
     /// co-mounted controllers (`cpu,cpuacct`) share one.
     pub v1: BTreeMap<String, PathBuf>,
-    /// Per v1 controller whose values a kernel cgroup walk may give (`memory`, `cpu`,
-    /// `pids`, `cpuset`), its directory's key in the walk (see [`Self::with_dir_keys`]).
-    pub v1_keys: BTreeMap<String, DirKey>,
+    /// The keys of the v1 directories whose values a kernel cgroup walk may give (see
+    /// [`Self::with_dir_keys`]).
+    pub v1_keys: V1DirKeys,
+}
+
+/// The keys in a kernel cgroup walk ([`KernelCgroupValues`]) of a cgroup's v1 directories of
+/// `memory`, `cpu`, `pids` and `cpuset`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct V1DirKeys {
+    pub memory: Option<DirKey>,
+    pub cpu: Option<DirKey>,
+    pub pids: Option<DirKey>,
+    pub cpuset: Option<DirKey>,
+}
+
+impl V1DirKeys {
+    /// What `walk` has for these directories, each controller from its own directory's
+    /// record.
+    fn values_in(&self, walk: &KernelCgroupValues) -> V1Values {
+        let of = |key: Option<DirKey>| key.and_then(|k| walk.get(k));
+        V1Values {
+            memory: of(self.memory).and_then(|v| v.memory),
+            cpu: of(self.cpu).and_then(|v| v.cpu),
+            pids: of(self.pids).and_then(|v| v.pids),
+            effective_cpus: of(self.cpuset).and_then(|v| v.effective_cpus),
+        }
+    }
 }
 
 impl CgroupDirs {
@@ -93,11 +117,13 @@ impl CgroupDirs {
     /// be stat'ed has none and is read from its files).
     #[must_use]
     pub fn with_dir_keys(mut self) -> Self {
-        for controller in ["memory", "cpu", "pids", "cpuset"] {
-            if let Some(key) = self.v1.get(controller).and_then(|d| DirKey::of(d)) {
-                self.v1_keys.insert(controller.to_owned(), key);
-            }
-        }
+        let key = |controller: &str| self.v1.get(controller).and_then(|d| DirKey::of(d));
+        self.v1_keys = V1DirKeys {
+            memory: key("memory"),
+            cpu: key("cpu"),
+            pids: key("pids"),
+            cpuset: key("cpuset"),
+        };
         self
     }
 
@@ -243,7 +269,8 @@ impl CgroupStatsReader {
         Pass {
             r: self,
             dirs,
-            kernel: None,
+            kernel: V1Values::default(),
+            pressures: None,
             buf: Vec::new(),
             v2: dirs.v2.as_deref().map(|dir| V2Dir {
                 dir,
@@ -271,7 +298,10 @@ impl CgroupStatsReader {
     ) -> ContainerStats {
         let timestamp = SystemTime::now();
         let mut pass = self.pass(dirs);
-        pass.kernel = kernel;
+        if let Some(walk) = kernel {
+            pass.kernel = dirs.v1_keys.values_in(walk);
+        }
+        pass.read_pressures();
         ContainerStats {
             timestamp: Some(timestamp),
             cpu: pass.cpu(),
@@ -335,6 +365,35 @@ impl CgroupStatsReader {
     }
 }
 
+/// The PSI files of a v2 directory (`Documentation/accounting/psi.rst`).
+const PRESSURE_FILES: [&str; 3] = ["cpu.pressure", "memory.pressure", "io.pressure"];
+
+/// Parses what reading `dir/name` gave; a missing file is [`Miss::Absent`], any other
+/// failure (logged at debug) [`Miss::Failed`].
+fn parse_read<T>(
+    dir: &Path,
+    name: &str,
+    read: std::io::Result<&[u8]>,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<T, Miss> {
+    let bytes = match read {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Miss::Absent),
+        Err(error) => {
+            tracing::debug!(path = %dir.join(name).display(), %error, "cannot read cgroup file");
+            return Err(Miss::Failed);
+        }
+    };
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        tracing::debug!(path = %dir.join(name).display(), "cgroup file is not UTF-8");
+        return Err(Miss::Failed);
+    };
+    parse(text).ok_or_else(|| {
+        tracing::debug!(path = %dir.join(name).display(), "malformed cgroup file");
+        Miss::Failed
+    })
+}
+
 /// Why a file gave no value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Miss {
@@ -383,10 +442,12 @@ struct V2Dir<'d> {
 struct Pass<'a> {
     r: &'a CgroupStatsReader,
     dirs: &'a CgroupDirs,
-    /// A kernel cgroup walk to take v1 values from, instead of their files.
-    kernel: Option<&'a KernelCgroupValues>,
+    /// The v1 values a kernel cgroup walk gave for the cgroup, read instead of their files.
+    kernel: V1Values,
     buf: Vec<u8>,
     v2: Option<V2Dir<'a>>,
+    /// The PSI "some" totals of [`PRESSURE_FILES`], read together on first need.
+    pressures: Option<[Option<u64>; 3]>,
     /// Read on first need (`host_cpus_read`).
     host_cpus: Option<u32>,
     host_cpus_read: bool,
@@ -400,22 +461,8 @@ impl<'a> Pass<'a> {
         name: &'static str,
         parse: impl FnOnce(&str) -> Option<T>,
     ) -> Result<T, Miss> {
-        let bytes = match self.r.files.read(dir, name, &mut self.buf) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Miss::Absent),
-            Err(error) => {
-                tracing::debug!(path = %dir.join(name).display(), %error, "cannot read cgroup file");
-                return Err(Miss::Failed);
-            }
-        };
-        let Ok(text) = std::str::from_utf8(bytes) else {
-            tracing::debug!(path = %dir.join(name).display(), "cgroup file is not UTF-8");
-            return Err(Miss::Failed);
-        };
-        parse(text).ok_or_else(|| {
-            tracing::debug!(path = %dir.join(name).display(), "malformed cgroup file");
-            Miss::Failed
-        })
+        let read = self.r.files.read(dir, name, &mut self.buf);
+        parse_read(dir, name, read, parse)
     }
 
     /// As [`Self::get`] for a file that some kernels lack: when it is missing although
@@ -436,12 +483,6 @@ impl<'a> Pass<'a> {
             self.r.mark_absent(name);
         }
         got
-    }
-
-    /// What the kernel walk read for the cgroup's v1 directory of `controller`.
-    fn kernel_v1(&self, controller: &str) -> Option<&'a V1Values> {
-        let key = self.dirs.v1_keys.get(controller)?;
-        self.kernel?.get(*key)
     }
 
     /// Whether the v2 directory has `controller` enabled (`cgroup.controllers` lists it).
@@ -465,8 +506,15 @@ impl<'a> Pass<'a> {
         self.v2.as_ref().map(|v| v.dir)
     }
 
-    /// PSI "some" total of `name` (`cpu.pressure`, ...) in ns, from the v2 directory.
+    /// PSI "some" total of `name` (one of [`PRESSURE_FILES`]) in ns, from the v2 directory:
+    /// as [`Self::read_pressures`] read it, else read now.
     fn pressure(&mut self, name: &'static str) -> Option<u64> {
+        if let (Some(totals), Some(index)) = (
+            self.pressures,
+            PRESSURE_FILES.iter().position(|n| *n == name),
+        ) {
+            return totals[index];
+        }
         if !self.r.psi {
             return None;
         }
@@ -474,6 +522,22 @@ impl<'a> Pass<'a> {
         self.get(dir, name, |t| Some(Pressure::parse(t)))
             .ok()?
             .some_total_ns()
+    }
+
+    /// Reads the three PSI files together (one descriptor lookup), for [`Self::pressure`].
+    fn read_pressures(&mut self) {
+        let Some(dir) = self.v2_dir().filter(|_| self.r.psi) else {
+            return;
+        };
+        let mut totals = [None; 3];
+        self.r
+            .files
+            .read_each(dir, PRESSURE_FILES, &mut self.buf, |i, read| {
+                totals[i] = parse_read(dir, PRESSURE_FILES[i], read, |t| Some(Pressure::parse(t)))
+                    .ok()
+                    .and_then(|p| p.some_total_ns());
+            });
+        self.pressures = Some(totals);
     }
 
     /// Online CPUs of the host: the sysfs list, else sysconf.
@@ -539,11 +603,29 @@ impl<'a> Pass<'a> {
             v2_stat_dir.and_then(|d| self.get(d, "cpu.stat", |t| Some(CpuStat::parse(t))).ok());
 
         if let Some(d) = acct {
-            if let Ok(ns) = self.get(d, "cpuacct.usage", |t| single_u64("cpuacct.usage", t)) {
+            // Both files at once: one descriptor lookup.
+            let (mut usage, mut stat) = (None, None);
+            self.r.files.read_each(
+                d,
+                ["cpuacct.usage", "cpuacct.stat"],
+                &mut self.buf,
+                |i, read| {
+                    if i == 0 {
+                        usage = parse_read(d, "cpuacct.usage", read, |t| {
+                            single_u64("cpuacct.usage", t)
+                        })
+                        .ok();
+                    } else {
+                        stat = parse_read(d, "cpuacct.stat", read, |t| Some(CpuacctStat::parse(t)))
+                            .ok();
+                    }
+                },
+            );
+            if let Some(ns) = usage {
                 s.total = Some(ns);
                 ok = true;
             }
-            if let Ok(st) = self.get(d, "cpuacct.stat", |t| Some(CpuacctStat::parse(t))) {
+            if let Some(st) = stat {
                 let hz = self.r.user_hz;
                 s.user = st.user_ticks.and_then(|t| ticks_to_ns(t, hz));
                 s.system = st.system_ticks.and_then(|t| ticks_to_ns(t, hz));
@@ -557,7 +639,7 @@ impl<'a> Pass<'a> {
         }
 
         let mut quota_pct = None;
-        let kernel_cpu = self.kernel_v1("cpu").and_then(|v| v.cpu);
+        let kernel_cpu = self.kernel.cpu;
         if let (Some(_), Some(k)) = (cpu, kernel_cpu) {
             s.shares = Some(k.shares);
             s.elapsed_periods = Some(k.nr_periods);
@@ -617,7 +699,7 @@ impl<'a> Pass<'a> {
     ) -> (Option<f64>, Option<bool>) {
         let cpuset = self.cpuset_dir();
         let kernel_cpus = match cpuset {
-            Some((_, true)) => self.kernel_v1("cpuset").and_then(|v| v.effective_cpus),
+            Some((_, true)) => self.kernel.effective_cpus,
             _ => None,
         };
         let cpus = match kernel_cpus {
@@ -767,7 +849,7 @@ impl<'a> Pass<'a> {
     }
 
     fn memory_v1(&mut self, d: &Path) -> Option<MemoryStats> {
-        let kernel = self.kernel_v1("memory").and_then(|v| v.memory);
+        let kernel = self.kernel.memory;
         let stat = self.get(d, "memory.stat", |t| Some(MemoryStatV1::parse(t)));
         let (usage, kmem, soft, failcnt, peak) = match kernel {
             Some(k) => (
@@ -979,7 +1061,7 @@ impl<'a> Pass<'a> {
 
     fn pids(&mut self) -> Option<PidStats> {
         if self.v1("pids").is_some()
-            && let Some(k) = self.kernel_v1("pids").and_then(|v| v.pids)
+            && let Some(k) = self.kernel.pids
         {
             return Some(PidStats {
                 thread_count: Some(k.current),

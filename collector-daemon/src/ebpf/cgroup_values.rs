@@ -9,7 +9,6 @@
 //!
 //! A walk holds `cgroup_mutex` while it runs (`cgroup_iter_seq_start()`), so cgroup creation,
 //! removal and migrations wait for it: ~0.3 µs per cgroup on the machine measured.
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read as _;
 use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd};
@@ -26,6 +25,7 @@ use crate::cgroupfs::kernel_values::{
     CgroupValuesSource, CpuValues, DirKey, KernelCgroupValues, MemoryValues, PidsValues, V1Values,
 };
 use crate::cgroupfs::parse::Limit;
+use crate::fast_map::FastMap;
 
 /// `enum bpf_cmd` values (`include/uapi/linux/bpf.h`).
 const BPF_LINK_CREATE: libc::c_long = 28;
@@ -167,7 +167,10 @@ impl CgroupWalker {
     pub fn walk_now(&self) -> Result<Arc<KernelCgroupValues>, String> {
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         let taken = Instant::now();
-        let mut by_dir = HashMap::with_capacity(last.as_ref().map_or(0, |l| l.by_dir.len()));
+        let mut by_dir = FastMap::with_capacity_and_hasher(
+            last.as_ref().map_or(0, |l| l.by_dir.len()),
+            foldhash::fast::RandomState::default(),
+        );
         for hierarchy in &self.hierarchies {
             self.walk_one(hierarchy, &mut by_dir)?;
         }
@@ -179,7 +182,7 @@ impl CgroupWalker {
     fn walk_one(
         &self,
         hierarchy: &Hierarchy,
-        by_dir: &mut HashMap<DirKey, V1Values>,
+        by_dir: &mut FastMap<DirKey, V1Values>,
     ) -> Result<(), String> {
         let failed = |what: &str, e: &dyn std::fmt::Display| {
             format!("cgroup walk of {}: {what}: {e}", hierarchy.mount.display())

@@ -31,6 +31,7 @@ pub use self::{
     container_id::Runtime,
     processes::{ProcessEntry, ProcessIndex},
 };
+use crate::fast_map::FastMap;
 use crate::{
     cgroupfs::{CgroupLayout, mounts::ProcCgroupLine},
     ebpf::{Event, KernelTracker, ProcessChange},
@@ -246,7 +247,7 @@ pub struct ContainerSnapshot {
     /// When it was taken.
     pub taken: Instant,
     /// By container id.
-    pub containers: HashMap<String, ContainerEntry>,
+    pub containers: FastMap<String, ContainerEntry>,
 }
 
 /// Without kernel events, the cgroup index is refreshed by a walk this often.
@@ -634,7 +635,7 @@ impl Identity {
     /// whose counters add up into the container) and its processes.
     pub fn container_snapshot(&self) -> ContainerSnapshot {
         self.sync();
-        let mut containers: HashMap<String, ContainerEntry> = HashMap::new();
+        let mut containers: FastMap<String, ContainerEntry> = FastMap::default();
         self.cgroups.for_each(|key, node| {
             if let Some(container) = &node.container {
                 containers

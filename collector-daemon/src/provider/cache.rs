@@ -24,8 +24,9 @@
 //! One cache can be shared by several collectors, as the seed's provider-wide cache is: the
 //! values are type-erased, and keys must say which collector and capability they belong to
 //! (`cached.rs` prefixes them with the collector id and the seed's `cs-`, `cns-`, ...).
+use crate::fast_map::FastMap;
 use std::any::Any;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -150,11 +151,11 @@ impl Flight {
 
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<String, Entry>,
+    entries: FastMap<String, Entry>,
     /// Every entry's key by `(stored_at, seq)`: the first is the oldest.
     by_age: BTreeMap<(Instant, u64), String>,
     next_seq: u64,
-    flights: HashMap<String, Arc<Flight>>,
+    flights: FastMap<String, Arc<Flight>>,
 }
 
 impl Inner {
