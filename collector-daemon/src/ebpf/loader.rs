@@ -259,7 +259,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     match &cgroup_walker {
         Ok(walker) => tracing::info!(
             hierarchies = ?walker.mounts().collect::<Vec<_>>(),
-            "cgroup walk ready: full collections read v1 memory, cpu and pids values in the kernel"
+            "cgroup walk ready: full collections read v1 memory, cpu, pids and cpuset values in the kernel"
         ),
         Err(reason) => tracing::info!(%reason, "no cgroup walk; cgroup files are read"),
     }

@@ -638,10 +638,15 @@ impl Identity {
         let mut containers: FastMap<String, ContainerEntry> = FastMap::default();
         self.cgroups.for_each(|key, node| {
             if let Some(container) = &node.container {
-                containers
-                    .entry(container.id.clone())
-                    .or_insert_with(|| ContainerEntry::new(container))
-                    .add_cgroup(key, node);
+                // Looked up before inserting: the id is copied once per container, not once
+                // per cgroup of it.
+                if let Some(entry) = containers.get_mut(&container.id) {
+                    entry.add_cgroup(key, node);
+                } else {
+                    let mut entry = ContainerEntry::new(container);
+                    entry.add_cgroup(key, node);
+                    containers.insert(container.id.clone(), entry);
+                }
             }
         });
         if self.kernel.is_some() {

@@ -257,6 +257,11 @@ fn encode_kernel(
             "collector_kernel_io_map_full",
             "Block IOs not counted because the block IO counter map was full (see --io-counter-entries)",
         ),
+        (
+            counters::CGROUP_VALUES_FULL,
+            "collector_kernel_cgroup_values_full",
+            "Cgroups a kernel walk could not record (see --cgroup-values-entries); their files are read",
+        ),
     ] {
         counter(encoder, name, help, values[index as usize])?;
     }

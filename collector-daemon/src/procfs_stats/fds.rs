@@ -17,17 +17,24 @@ const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 #[derive(Debug)]
 pub struct FdCounter {
     proc_root: PathBuf,
-    /// The kernel reports the count as the size of `/proc/<pid>/fd` (Linux ≥ 6.2).
-    size_is_count: bool,
+    /// The kernel reports the count as the size of `/proc/<pid>/fd` (Linux ≥ 6.2): then the
+    /// procfs root, held open, so that each count is one `statx` of `<pid>/fd` relative to it
+    /// (no walk from `/` and across the mount point, no path built on the heap).
+    size_from: Option<std::fs::File>,
 }
 
 impl FdCounter {
     /// A counter for the procfs mounted at `proc_root`.
     #[must_use]
     pub fn new(proc_root: &Path) -> Self {
+        let size_from = if size_is_count(proc_root) {
+            std::fs::File::open(proc_root).ok()
+        } else {
+            None
+        };
         Self {
             proc_root: proc_root.to_owned(),
-            size_is_count: size_is_count(proc_root),
+            size_from,
         }
     }
 
@@ -36,23 +43,51 @@ impl FdCounter {
     fn listing(proc_root: &Path) -> Self {
         Self {
             proc_root: proc_root.to_owned(),
-            size_is_count: false,
+            size_from: None,
         }
     }
 
     /// Number of open descriptors of `pid`. `NotFound` when the process is gone; a zombie has
     /// none.
     pub fn count(&self, pid: u32) -> io::Result<u64> {
-        let dir = self.proc_root.join(pid.to_string()).join("fd");
-        if self.size_is_count {
-            return Ok(std::fs::metadata(dir)?.len());
+        if let Some(root) = &self.size_from {
+            return fd_dir_size(root, pid);
         }
+        let dir = self.proc_root.join(pid.to_string()).join("fd");
         let mut count = 0u64;
         for entry in std::fs::read_dir(dir)? {
             entry?;
             count += 1;
         }
         Ok(count)
+    }
+}
+
+/// The size of `<pid>/fd` under the procfs root `root`: `statx` relative to it, the path
+/// written into a stack buffer.
+fn fd_dir_size(root: &std::fs::File, pid: u32) -> io::Result<u64> {
+    use std::io::Write as _;
+    // "4294967295/fd" and its NUL fit in 16 bytes.
+    let mut path = [0u8; 16];
+    let mut cursor = io::Cursor::new(&mut path[..]);
+    write!(cursor, "{pid}/fd").expect("a u32 and \"/fd\" fit in 15 bytes");
+    // SAFETY: statx reads the NUL-terminated path (the buffer is zeroed past what was
+    // written) and fills the zeroed struct we own.
+    let (rc, size) = unsafe {
+        let mut stx: libc::statx = std::mem::zeroed();
+        let rc = libc::statx(
+            root.as_raw_fd(),
+            path.as_ptr().cast(),
+            0,
+            libc::STATX_SIZE,
+            &raw mut stx,
+        );
+        (rc, stx.stx_size)
+    };
+    if rc == 0 {
+        Ok(size)
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

@@ -233,3 +233,61 @@ fn a_full_collection_takes_v1_values_from_the_kernel_walk_and_they_equal_the_fil
     assert_eq!(single["memory"]["softlimit"], body["memory"]["softlimit"]);
     drop(sleeper);
 }
+
+#[test]
+fn cgroups_beyond_the_walks_capacity_are_read_from_their_files_and_counted() {
+    const NESTED: usize = 80;
+    if !root() {
+        return;
+    }
+    let controllers = ["memory", "pids"];
+    for c in controllers {
+        assert!(
+            cgroup::v1_mount(c).is_some(),
+            "this test needs the v1 {c} controller"
+        );
+    }
+    // 64 slots (the least allowed), and more than 64 cgroups in the memory hierarchy: the
+    // container's own cgroup and 80 nested ones, made after everything else there, so that
+    // the walk (parents first, in creation order) meets most of them past the last slot.
+    let daemon = Daemon::start(&["--cgroup-values-entries", "64"]);
+    let id = container_id("walk-full");
+    let mut cg = cgroup::TestCgroup::with_v1(&format!("docker/{id}"), &controllers);
+    for n in 0..NESTED {
+        cg.mkdir_nested(&format!("n{n}"));
+    }
+    let pids = cg.v1_dir("pids").to_path_buf();
+    write(&pids, "pids.max", "33");
+    let sleeper = sleep_in(&cg.procs_files());
+
+    let body = wait_for(
+        "the sleeper to be counted in a full collection",
+        Duration::from_secs(10),
+        || {
+            let body = collected(&daemon, &id);
+            (body["pid"]["thread_count"] == 1).then_some(body)
+        },
+    );
+    assert!(
+        metric(&daemon, "collector_kernel_cgroup_values_full_total") > 0,
+        "the walk recorded every cgroup: the test did not overflow it"
+    );
+    // Right either way: from the walk or, past its slots, from the files.
+    assert_eq!(u64_at(&body, "/pid/thread_limit"), 33, "{body}");
+    assert_eq!(
+        u64_at(&body, "/pid/thread_count"),
+        read_u64(&pids, "pids.current"),
+        "{body}"
+    );
+    assert_eq!(
+        u64_at(&body, "/memory/oom_events"),
+        read_u64(cg.v1_dir("memory"), "memory.failcnt"),
+        "{body}"
+    );
+    assert!(
+        daemon
+            .log()
+            .contains("more cgroups than --cgroup-values-entries")
+    );
+    drop(sleeper);
+}
