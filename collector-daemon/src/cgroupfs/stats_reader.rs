@@ -1243,6 +1243,120 @@ mod tests {
     }
 
     #[test]
+    fn a_kernel_walk_gives_the_v1_one_number_values_and_the_rest_is_read_from_files() {
+        use super::super::kernel_values::{CpuValues, MemoryValues, PidsValues};
+        let (layout, reader) = fixture("hybrid");
+        let path = format!("/ecs/{TASK}/{L}");
+        // Fixture directories are not cgroups: keys made up, distinct per controller.
+        let key = |ino: u64| DirKey { dev: 7, ino };
+        let mut dirs = CgroupDirs::from_proc_cgroup(&layout, &proc_cgroup(HYBRID, &path));
+        dirs.v1_keys = V1DirKeys {
+            memory: Some(key(1)),
+            cpu: Some(key(2)),
+            pids: Some(key(3)),
+            cpuset: Some(key(4)),
+        };
+        // Values unlike the fixture files', so that where each comes from shows.
+        let walk = KernelCgroupValues {
+            taken: Instant::now(),
+            by_dir: [
+                (
+                    key(1),
+                    V1Values {
+                        memory: Some(MemoryValues {
+                            usage_bytes: 2_000_000,
+                            max_usage_bytes: 3_000_000,
+                            failcnt: 7,
+                            soft_limit_bytes: 9_223_372_036_854_771_712,
+                            kmem_usage_bytes: None,
+                        }),
+                        ..V1Values::default()
+                    },
+                ),
+                (
+                    key(2),
+                    V1Values {
+                        cpu: Some(CpuValues {
+                            shares: 2048,
+                            quota_us: Some(150_000),
+                            period_us: 100_000,
+                            nr_periods: 5,
+                            nr_throttled: 1,
+                            throttled_time_ns: 99,
+                        }),
+                        ..V1Values::default()
+                    },
+                ),
+                (
+                    key(3),
+                    V1Values {
+                        pids: Some(PidsValues {
+                            current: 9,
+                            max: Limit::Unlimited,
+                        }),
+                        ..V1Values::default()
+                    },
+                ),
+                (
+                    key(4),
+                    V1Values {
+                        effective_cpus: Some(1),
+                        ..V1Values::default()
+                    },
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let stats = reader.read_with(&dirs, Some(&walk));
+        let cpu = stats.cpu.expect("cpu");
+        // The walk: shares, throttling, quota 150% and cpuset 1 CPU (of the fixture host's
+        // 2) → min 100%.
+        assert_eq!(cpu.shares, Some(2048));
+        assert_eq!(
+            (
+                cpu.elapsed_periods,
+                cpu.throttled_periods,
+                cpu.throttled_time
+            ),
+            (Some(5), Some(1), Some(99))
+        );
+        assert_eq!((cpu.limit, cpu.defaulted_limit), (Some(100.0), Some(false)));
+        // The files: cpuacct usage and times, pressure.
+        assert_eq!(cpu.total, Some(845_479_087));
+        assert_eq!(cpu.user, Some(300_000_000));
+        assert_eq!(cpu.partial_stall_time, Some(2_020_211_000));
+        let memory = stats.memory.expect("memory");
+        assert_eq!(memory.usage_total, Some(2_000_000));
+        assert_eq!(memory.peak, Some(3_000_000));
+        assert_eq!(memory.oom_events, Some(7));
+        // The v1 "unlimited" soft limit is no limit, as from the file.
+        assert_eq!(memory.softlimit, None);
+        // No kmem in the walk: the file.
+        assert_eq!(memory.kernel_memory, Some(294_912));
+        // memory.stat from the file; the working set from the walk's usage.
+        assert_eq!(memory.rss, Some(331_776));
+        assert_eq!(memory.limit, Some(268_435_456));
+        assert_eq!(memory.working_set, Some(2_000_000 - 1_048_576));
+        assert_eq!(
+            stats.pid,
+            Some(PidStats {
+                thread_count: Some(9),
+                thread_limit: None,
+            })
+        );
+
+        // Directories the walk does not have are read from their files, as without it.
+        dirs.v1_keys = V1DirKeys::default();
+        let from_files = reader.read_with(&dirs, Some(&walk));
+        let expected = reader.read(&dirs);
+        assert_eq!(from_files.cpu, expected.cpu);
+        assert_eq!(from_files.memory, expected.memory);
+        assert_eq!(from_files.pid, expected.pid);
+        assert_eq!(expected.cpu.and_then(|c| c.shares), Some(512));
+    }
+
+    #[test]
     fn hybrid_limit_from_parent_cpuset_and_default() {
         let (layout, reader) = fixture("hybrid");
 
