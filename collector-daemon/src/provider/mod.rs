@@ -28,6 +28,7 @@ pub mod stats;
 #[cfg(test)]
 mod testing;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -478,7 +479,7 @@ impl RuntimeCollector {
                 ];
                 for (section, is_some) in present {
                     if is_some {
-                        full.sources.insert(section.to_owned(), source.to_owned());
+                        full.sources.insert(section.into(), source.into());
                     }
                 }
                 full.stats = ContainerStats {
@@ -503,10 +504,10 @@ impl RuntimeCollector {
                     value.partial_stall_time = Some(psi);
                     let psi_source = full.sources.get("io").cloned().unwrap_or_default();
                     full.sources
-                        .insert("io.partial_stall_time".to_owned(), psi_source);
+                        .insert("io.partial_stall_time".into(), psi_source);
                 }
                 full.stats.io = Some(value);
-                full.sources.insert("io".to_owned(), source.to_owned());
+                full.sources.insert("io".into(), source.into());
             }
             Ok(None) => {}
             Err(e) => failed(&mut full, "io", e),
@@ -516,7 +517,7 @@ impl RuntimeCollector {
             Ok(Some(Answer { value, source })) => {
                 known = true;
                 full.network = Some(value);
-                full.sources.insert("network".to_owned(), source.to_owned());
+                full.sources.insert("network".into(), source.into());
             }
             Ok(None) => {}
             Err(e) => failed(&mut full, "network", e),
@@ -526,8 +527,7 @@ impl RuntimeCollector {
             Ok(Some(Answer { value, source })) => {
                 known = true;
                 full.open_files = Some(value);
-                full.sources
-                    .insert("open_files".to_owned(), source.to_owned());
+                full.sources.insert("open_files".into(), source.into());
             }
             Ok(None) => {}
             Err(e) => failed(&mut full, "open_files", e),
@@ -552,7 +552,8 @@ pub struct FullStats {
     /// Section (`cpu`, `memory`, `io`, `pid`, `network`, `open_files`, and
     /// `io.partial_stall_time` when it comes from another collector than the rest of `io`)
     /// to the id of the collector that gave it.
-    pub sources: BTreeMap<String, String>,
+    /// (Section names and collector ids are static strings: no allocation per container.)
+    pub sources: BTreeMap<Cow<'static, str>, Cow<'static, str>>,
     /// Chain (`stats`, `io`, `network`, `open_files`) to the error it ended with, for chains
     /// that failed while others answered.
     pub errors: BTreeMap<String, String>,
@@ -682,7 +683,7 @@ mod tests {
         let sources: Vec<_> = full
             .sources
             .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .map(|(k, v)| (k.as_ref(), v.as_ref()))
             .collect();
         assert_eq!(
             sources,
