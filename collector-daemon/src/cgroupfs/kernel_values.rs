@@ -1,6 +1,6 @@
 //! The values of a v1 cgroup's one-number files (and its CPU set's size), read by the kernel programs' cgroup walk
 //! instead of from the files (`crate::ebpf::cgroup_values`): a full collection then walks each
-//! v1 hierarchy once, where it would open-read-parse ten files per container (~1.6 µs each on
+//! v1 hierarchy once, where it would open-read-parse eleven files per container (~1.6 µs each on
 //! the 2-core VM measured, most of it the system call and kernfs, not the value).
 //!
 //! Values here are in the files' units and mean what the files print, so the stats reader

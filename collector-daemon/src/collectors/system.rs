@@ -72,9 +72,9 @@ pub struct SystemCollector {
     read_dirs: Mutex<HashMap<String, ReadDirs>>,
     /// The cgroup removals count at the last `forget_removed` pass.
     removals_seen: Mutex<Option<u64>>,
-    /// The kernel's walk of the v1 hierarchies: a full collection reads the v1 memory, cpu
-    /// and pids values of every container through one walk per hierarchy instead of ten
-    /// files per container.
+    /// The kernel's walk of the v1 hierarchies: a full collection reads the v1 memory, cpu,
+    /// pids and cpuset values of every container through one walk per hierarchy instead of
+    /// eleven files per container.
     kernel_values: Option<Arc<dyn CgroupValuesSource>>,
     /// Walks made, and cgroups the last one recorded (`/metrics`).
     walks: Mutex<(u64, usize)>,

@@ -26,6 +26,7 @@ use collector_common::{
         PROGRAM_CGROUP_VALUES, PROGRAM_NET_EGRESS, PROGRAM_NET_INGRESS, PROGRAM_SEED_TASKS,
         TRACEPOINT_BLOCK_BIO_QUEUE,
     },
+    offsets::KernelOffsets,
     process::ProcessInfo,
 };
 
@@ -122,8 +123,8 @@ pub struct LoadOptions {
     pub net_counter_entries: u32,
     /// Capacity of `IO_COUNTERS` (owner × disk pairs with IO).
     pub io_counter_entries: u32,
-    /// Mount points of the v1 hierarchies the cgroup walk reads (those with `memory`, `cpu`
-    /// or `pids`); empty: no walk (a pure v2 host reads its files).
+    /// Mount points of the v1 hierarchies the cgroup walk reads (those with `memory`, `cpu`,
+    /// `pids` or `cpuset`); empty: no walk (a pure v2 host reads its files).
     pub cgroup_walk_mounts: Vec<PathBuf>,
     /// Capacity of `CGROUP_VALUES`: cgroups one hierarchy's walk records.
     pub cgroup_values_entries: u32,
@@ -255,7 +256,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     seeder.load("task", &btf).map_err(iter_err)?;
 
     let usage = attach_usage(&mut ebpf, &btf, options, optional.io, pin.as_mut());
-    let cgroup_walker = cgroup_walker(&mut ebpf, &btf, options, &optional.cgroup_values);
+    let cgroup_walker = cgroup_walker(&mut ebpf, &btf, options, &offsets, &optional.cgroup_values);
     match &cgroup_walker {
         Ok(walker) => tracing::info!(
             hierarchies = ?walker.mounts().collect::<Vec<_>>(),
@@ -276,21 +277,30 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
 }
 
 /// Loads the cgroup iterator and links it to each v1 hierarchy of `cgroup_walk_mounts`, or
-/// says why not. A controller whose members this kernel lacks is left out of the walk (its
-/// files are read); all of them missing, or no v1 hierarchy, means no walk.
+/// says why not. A controller whose members this kernel lacks (`offsets_missing` says why)
+/// is left out of the walk, its files are read; no controller left, or no v1 hierarchy,
+/// means no walk.
 fn cgroup_walker(
     ebpf: &mut Ebpf,
     btf: &Btf,
     options: &LoadOptions,
+    offsets: &KernelOffsets,
     offsets_missing: &[(&'static str, OffsetError)],
 ) -> Result<CgroupWalker, String> {
     if options.cgroup_walk_mounts.is_empty() {
-        return Err("no v1 hierarchy with memory, cpu or pids is mounted".to_owned());
+        return Err("no v1 hierarchy with memory, cpu, pids or cpuset is mounted".to_owned());
     }
     for (controller, e) in offsets_missing {
         tracing::info!(controller, error = %e, "cgroup walk: this controller's files are read");
     }
-    if offsets_missing.len() >= 3 || offsets_missing.iter().any(|(c, _)| *c == "all") {
+    let any_ready = [
+        offsets.values_memory_ready,
+        offsets.values_cpu_ready,
+        offsets.values_pids_ready,
+        offsets.values_cpuset_ready,
+    ]
+    .contains(&1);
+    if !any_ready {
         return Err("kernel BTF lacks what the cgroup walk reads".to_owned());
     }
     let program: &mut Iter = ebpf

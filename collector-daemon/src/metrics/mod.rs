@@ -92,7 +92,7 @@ impl Collector for StatsHealth {
         gauge(
             &mut encoder,
             "collector_stats_cgroups_walked",
-            "Cgroups whose v1 memory, cpu and pids values the last kernel walk read",
+            "Cgroups whose v1 memory, cpu, pids and cpuset values the last kernel walk read",
             as_i64(walked),
         )
     }
