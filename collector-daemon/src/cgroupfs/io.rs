@@ -158,6 +158,7 @@ pub fn io_stats(
         read_operations: Some(0),
         write_operations: Some(0),
         partial_stall_time: None,
+        full_stall_time: None,
         devices: Some(BTreeMap::new()),
     };
     // A counter stays Some only while every row has it: a total missing a device's share would

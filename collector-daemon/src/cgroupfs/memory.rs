@@ -8,7 +8,7 @@
 //! none), `memory.swap.current`, `memory.peak` (5.19+), `memory.events` (hierarchical unless
 //! mounted with `memory_localevents`) and `memory.stat` (`kernel` since 5.18).
 
-use super::parse::flat_keyed;
+use super::parse::{flat_keyed, parse_u64};
 
 /// v1 limits at or above this are "unlimited": 2^62 bytes is far beyond any real limit, and
 /// covers `PAGE_COUNTER_MAX` for every page size as well as the older 2^63-1 / 2^64-1 spellings.
@@ -139,6 +139,27 @@ impl MemoryEvents {
     }
 }
 
+/// v1 `memory.oom_control`: `oom_kill_disable 0`, `under_oom 0`, `oom_kill N` (the last
+/// since kernel 4.13).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OomControl {
+    /// Processes the OOM killer killed in the cgroup (and below it).
+    pub oom_kill: Option<u64>,
+}
+
+impl OomControl {
+    #[must_use]
+    pub fn parse(text: &str) -> Self {
+        let oom_kill = text.lines().find_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            (key == "oom_kill")
+                .then(|| parse_u64(value.trim()))
+                .flatten()
+        });
+        Self { oom_kill }
+    }
+}
+
 /// `usage - inactive_file`, clamped at 0: the kernel reads the two at different instants, so
 /// `inactive_file` can exceed the usage of a nearly empty cgroup.
 #[must_use]
@@ -148,6 +169,15 @@ pub fn working_set(usage: Option<u64>, inactive_file: Option<u64>) -> Option<u64
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn oom_control_gives_the_kill_count() {
+        let text = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
+        assert_eq!(super::OomControl::parse(text).oom_kill, Some(3));
+        // Kernels before 4.13 have no oom_kill line: unknown, not 0.
+        let old = "oom_kill_disable 0\nunder_oom 0\n";
+        assert_eq!(super::OomControl::parse(old).oom_kill, None);
+    }
+
     use super::*;
 
     #[test]

@@ -53,6 +53,12 @@ impl Pressure {
     pub fn some_total_ns(&self) -> Option<u64> {
         self.some.map(|l| super::parse::us_to_ns(l.total_us))
     }
+
+    /// The `full` total in ns: time all non-idle tasks were stalled at once.
+    #[must_use]
+    pub fn full_total_ns(&self) -> Option<u64> {
+        self.full.map(|l| super::parse::us_to_ns(l.total_us))
+    }
 }
 
 fn parse_line<'a>(fields: impl Iterator<Item = &'a str>) -> Option<PressureLine> {

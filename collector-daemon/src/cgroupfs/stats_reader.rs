@@ -18,7 +18,7 @@ use super::diskstats::DeviceNames;
 use super::files::{DEFAULT_MAX_OPEN, FileCache};
 use super::io::{Dev, any_nonzero, io_stats, merge_v1, parse_blkio_rwstat, parse_io_stat};
 use super::kernel_values::{DirKey, KernelCgroupValues, V1Values};
-use super::memory::{MemoryEvents, MemoryStatV1, MemoryStatV2, v1_limit, working_set};
+use super::memory::{MemoryEvents, MemoryStatV1, MemoryStatV2, OomControl, v1_limit, working_set};
 use super::mounts::{CgroupLayout, HierarchyKind, parse_proc_cgroup};
 use super::parse::{Limit, single_limit, single_u64, us_to_ns};
 use super::pids;
@@ -160,6 +160,29 @@ pub struct CgroupStatsReader {
     /// [`SHARED_TTL`]: a thousand containers without limits of their own share one parent
     /// (`/docker`, a pod), whose limit need not be read a thousand times per collection.
     parent_limits: Mutex<HashMap<ParentKey, (Instant, Option<f64>)>>,
+}
+
+/// A pressure file's totals in ns: `some` and `full` (each None when absent).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Stall {
+    some: Option<u64>,
+    full: Option<u64>,
+}
+
+impl Stall {
+    /// (`some`, `full`).
+    fn totals(self) -> (Option<u64>, Option<u64>) {
+        (self.some, self.full)
+    }
+}
+
+impl From<Pressure> for Stall {
+    fn from(p: Pressure) -> Self {
+        Self {
+            some: p.some_total_ns(),
+            full: p.full_total_ns(),
+        }
+    }
 }
 
 /// The five one-number v1 memory files, as read: usage, kmem usage, soft limit, failcnt, peak.
@@ -309,8 +332,10 @@ impl CgroupStatsReader {
             io: if self.io_counters {
                 pass.io()
             } else {
-                pass.pressure("io.pressure").map(|psi| IoStats {
+                let stall = pass.pressure("io.pressure");
+                stall.some.map(|psi| IoStats {
                     partial_stall_time: Some(psi),
+                    full_stall_time: stall.full,
                     ..IoStats::default()
                 })
             },
@@ -446,8 +471,9 @@ struct Pass<'a> {
     kernel: V1Values,
     buf: Vec<u8>,
     v2: Option<V2Dir<'a>>,
-    /// The PSI "some" totals of [`PRESSURE_FILES`], read together on first need.
-    pressures: Option<[Option<u64>; 3]>,
+    /// The PSI ("some", "full") totals of [`PRESSURE_FILES`] in ns, read together on first
+    /// need.
+    pressures: Option<[Stall; 3]>,
     /// Read on first need (`host_cpus_read`).
     host_cpus: Option<u32>,
     host_cpus_read: bool,
@@ -506,22 +532,21 @@ impl<'a> Pass<'a> {
         self.v2.as_ref().map(|v| v.dir)
     }
 
-    /// PSI "some" total of `name` (one of [`PRESSURE_FILES`]) in ns, from the v2 directory:
-    /// as [`Self::read_pressures`] read it, else read now.
-    fn pressure(&mut self, name: &'static str) -> Option<u64> {
+    /// PSI totals of `name` (one of [`PRESSURE_FILES`]) in ns, from the v2 directory: as
+    /// [`Self::read_pressures`] read them, else read now.
+    fn pressure(&mut self, name: &'static str) -> Stall {
         if let (Some(totals), Some(index)) = (
             self.pressures,
             PRESSURE_FILES.iter().position(|n| *n == name),
         ) {
             return totals[index];
         }
-        if !self.r.psi {
-            return None;
-        }
-        let dir = self.v2_dir()?;
+        let Some(dir) = self.v2_dir().filter(|_| self.r.psi) else {
+            return Stall::default();
+        };
         self.get(dir, name, |t| Some(Pressure::parse(t)))
-            .ok()?
-            .some_total_ns()
+            .map(Stall::from)
+            .unwrap_or_default()
     }
 
     /// Reads the three PSI files together (one descriptor lookup), for [`Self::pressure`].
@@ -529,13 +554,13 @@ impl<'a> Pass<'a> {
         let Some(dir) = self.v2_dir().filter(|_| self.r.psi) else {
             return;
         };
-        let mut totals = [None; 3];
+        let mut totals = [Stall::default(); 3];
         self.r
             .files
             .read_each(dir, PRESSURE_FILES, &mut self.buf, |i, read| {
                 totals[i] = parse_read(dir, PRESSURE_FILES[i], read, |t| Some(Pressure::parse(t)))
-                    .ok()
-                    .and_then(|p| p.some_total_ns());
+                    .map(Stall::from)
+                    .unwrap_or_default();
             });
         self.pressures = Some(totals);
     }
@@ -638,18 +663,17 @@ impl<'a> Pass<'a> {
             ok = true;
         }
 
-        let mut quota_pct = None;
+        let mut bandwidth = None;
         let kernel_cpu = self.kernel.cpu;
         if let (Some(_), Some(k)) = (cpu, kernel_cpu) {
             s.shares = Some(k.shares);
             s.elapsed_periods = Some(k.nr_periods);
             s.throttled_periods = Some(k.nr_throttled);
             s.throttled_time = Some(k.throttled_time_ns);
-            quota_pct = CpuMax {
+            bandwidth = Some(CpuMax {
                 quota_us: k.quota_us,
                 period_us: k.period_us,
-            }
-            .percent();
+            });
             ok = true;
         } else if let Some(d) = cpu {
             if let Ok(shares) = self.get(d, "cpu.shares", |t| single_u64("cpu.shares", t)) {
@@ -662,9 +686,9 @@ impl<'a> Pass<'a> {
                 s.throttled_time = st.throttled_time;
                 ok = true;
             }
-            let (read, pct) = self.v1_quota_pct(d);
+            let (read, max) = self.v1_bandwidth(d);
             ok |= read;
-            quota_pct = pct;
+            bandwidth = max;
         } else if let Some(d) = v2_cpu {
             if let Ok(weight) = self.get(d, "cpu.weight", |t| single_u64("cpu.weight", t)) {
                 s.weight = Some(weight);
@@ -677,7 +701,7 @@ impl<'a> Pass<'a> {
                 ok = true;
             }
             if let Ok(max) = self.get(d, "cpu.max", CpuMax::parse_v2) {
-                quota_pct = max.percent();
+                bandwidth = Some(max);
                 ok = true;
             }
         }
@@ -685,8 +709,10 @@ impl<'a> Pass<'a> {
             return None;
         }
 
-        (s.limit, s.defaulted_limit) = self.cpu_limit(cpu, quota_pct);
-        s.partial_stall_time = self.pressure("cpu.pressure");
+        s.cfs_quota_us = bandwidth.and_then(|b| b.quota_us);
+        s.cfs_period_us = bandwidth.map(|b| b.period_us);
+        (s.limit, s.defaulted_limit) = self.cpu_limit(cpu, bandwidth.and_then(|b| b.percent()));
+        (s.partial_stall_time, s.full_stall_time) = self.pressure("cpu.pressure").totals();
         Some(s)
     }
 
@@ -736,7 +762,7 @@ impl<'a> Pass<'a> {
             } else {
                 let parent_quota = quota_parent.and_then(|p| {
                     if cpu.is_some() {
-                        self.v1_quota_pct(p).1
+                        self.v1_bandwidth(p).1.and_then(|b| b.percent())
                     } else {
                         self.get(p, "cpu.max", CpuMax::parse_v2).ok()?.percent()
                     }
@@ -764,27 +790,23 @@ impl<'a> Pass<'a> {
         }
     }
 
-    /// v1 quota in percent: (whether a file was read, the percentage when there is a quota).
-    fn v1_quota_pct(&mut self, dir: &Path) -> (bool, Option<f64>) {
-        match self.get(dir, "cpu.cfs_quota_us", parse_cfs_quota) {
-            Ok(Some(quota_us)) => {
-                let period = self
-                    .get(dir, "cpu.cfs_period_us", |t| {
-                        single_u64("cpu.cfs_period_us", t)
-                    })
-                    .ok();
-                let pct = period.and_then(|period_us| {
-                    CpuMax {
-                        quota_us: Some(quota_us),
-                        period_us,
-                    }
-                    .percent()
-                });
-                (true, pct)
-            }
-            Ok(None) => (true, None),
-            Err(_) => (false, None),
-        }
+    /// v1 CFS bandwidth: (whether a file was read, quota and period when both were read).
+    fn v1_bandwidth(&mut self, dir: &Path) -> (bool, Option<CpuMax>) {
+        let Ok(quota_us) = self.get(dir, "cpu.cfs_quota_us", parse_cfs_quota) else {
+            return (false, None);
+        };
+        let period = self
+            .get(dir, "cpu.cfs_period_us", |t| {
+                single_u64("cpu.cfs_period_us", t)
+            })
+            .ok();
+        (
+            true,
+            period.map(|period_us| CpuMax {
+                quota_us,
+                period_us,
+            }),
+        )
     }
 
     /// The directory giving the cgroup's CPU set, and whether it is v1.
@@ -844,13 +866,17 @@ impl<'a> Pass<'a> {
             let d = self.v2_has(Controllers::MEMORY)?;
             self.memory_v2(d)?
         };
-        s.partial_stall_time = self.pressure("memory.pressure");
+        (s.partial_stall_time, s.full_stall_time) = self.pressure("memory.pressure").totals();
         Some(s)
     }
 
     fn memory_v1(&mut self, d: &Path) -> Option<MemoryStats> {
         let kernel = self.kernel.memory;
         let stat = self.get(d, "memory.stat", |t| Some(MemoryStatV1::parse(t)));
+        let oom_kills = self
+            .get(d, "memory.oom_control", |t| Some(OomControl::parse(t)))
+            .ok()
+            .and_then(|c| c.oom_kill);
         let (usage, kmem, soft, failcnt, peak) = match kernel {
             Some(k) => (
                 Ok(k.usage_bytes),
@@ -888,7 +914,9 @@ impl<'a> Pass<'a> {
             rss: stat.total_rss,
             cache: stat.total_cache,
             // memory.failcnt counts charges that hit the limit, not OOM kills (as the seed).
-            oom_events: failcnt.ok(),
+            oom_events: failcnt.as_ref().ok().copied(),
+            failcnt: failcnt.ok(),
+            oom_kills,
             peak: peak.ok(),
             pgfault: stat.total_pgfault,
             pgmajfault: stat.total_pgmajfault,
@@ -956,7 +984,8 @@ impl<'a> Pass<'a> {
             working_set: working_set(current, stat.inactive_file),
             rss: stat.anon,
             cache: stat.file,
-            oom_events: events.ok().and_then(|e| e.oom),
+            oom_events: events.as_ref().ok().and_then(|e| e.oom),
+            oom_kills: events.ok().and_then(|e| e.oom_kill),
             peak: peak.ok(),
             pgfault: stat.pgfault,
             pgmajfault: stat.pgmajfault,
@@ -974,7 +1003,7 @@ impl<'a> Pass<'a> {
             let rows = self.get(d, "io.stat", |t| Some(parse_io_stat(t))).ok()?;
             self.named(&rows)
         };
-        s.partial_stall_time = self.pressure("io.pressure");
+        (s.partial_stall_time, s.full_stall_time) = self.pressure("io.pressure").totals();
         Some(s)
     }
 
@@ -1192,6 +1221,9 @@ mod tests {
                 throttled_time: Some(1_293_872_904),
                 // From unified/ (cgroup2 without controllers still has cpu.pressure).
                 partial_stall_time: Some(2_020_211_000),
+                full_stall_time: Some(2_020_113_000),
+                cfs_quota_us: Some(30_000),
+                cfs_period_us: Some(100_000),
             })
         );
         assert_eq!(
@@ -1208,7 +1240,9 @@ mod tests {
                 rss: Some(331_776),
                 cache: Some(1_052_672),
                 oom_events: Some(65),
+                failcnt: Some(65),
                 partial_stall_time: Some(22_526_000),
+                full_stall_time: Some(22_526_000),
                 peak: Some(267_726_848),
                 pgfault: Some(6935),
                 pgmajfault: Some(1),
@@ -1230,6 +1264,7 @@ mod tests {
                 read_operations: Some(32),
                 write_operations: Some(64),
                 partial_stall_time: Some(17_238_000),
+                full_stall_time: Some(17_238_000),
                 devices: Some(BTreeMap::from([("loop0".to_owned(), loop0)])),
             })
         );
@@ -1386,6 +1421,7 @@ mod tests {
             inherit.io,
             Some(IoStats {
                 partial_stall_time: Some(0),
+                full_stall_time: Some(0),
                 ..IoStats::default()
             })
         );
@@ -1421,6 +1457,7 @@ mod tests {
                 read_operations: Some(16),
                 write_operations: Some(48),
                 partial_stall_time: Some(1_444_000),
+                full_stall_time: Some(1_444_000),
                 devices: Some(BTreeMap::from([("loop1".to_owned(), loop1)])),
             })
         );
@@ -1473,6 +1510,9 @@ mod tests {
                 throttled_periods: Some(0),
                 throttled_time: Some(0),
                 partial_stall_time: None,
+                full_stall_time: None,
+                cfs_quota_us: None,
+                cfs_period_us: None,
             })
         );
         let memory = stats.memory.expect("memory");
@@ -1504,6 +1544,9 @@ mod tests {
                 throttled_periods: Some(61),
                 throttled_time: Some(4_688_252_000),
                 partial_stall_time: Some(15_493_465_000),
+                full_stall_time: Some(15_013_363_000),
+                cfs_quota_us: Some(30_000),
+                cfs_period_us: Some(100_000),
             })
         );
         assert_eq!(
@@ -1521,7 +1564,9 @@ mod tests {
                 cache: Some(0),
                 // A dd of 300 MB against memory.max 256 MiB was OOM-killed.
                 oom_events: Some(1),
+                oom_kills: Some(1),
                 partial_stall_time: Some(5_575_933_000),
+                full_stall_time: Some(5_575_933_000),
                 peak: Some(268_435_456),
                 pgfault: Some(5654),
                 pgmajfault: Some(0),
@@ -1542,6 +1587,7 @@ mod tests {
                 read_operations: Some(17),
                 write_operations: Some(1025),
                 partial_stall_time: Some(987_000),
+                full_stall_time: Some(987_000),
                 devices: Some(BTreeMap::from([("vda".to_owned(), vda)])),
             })
         );
@@ -1578,6 +1624,7 @@ mod tests {
                 read_operations: Some(0),
                 write_operations: Some(0),
                 partial_stall_time: Some(0),
+                full_stall_time: Some(0),
                 devices: Some(BTreeMap::new()),
             })
         );

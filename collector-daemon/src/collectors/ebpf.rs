@@ -393,6 +393,7 @@ impl IoCollector for EbpfCollector {
             read_operations: Some(totals.read_ops),
             write_operations: Some(totals.write_ops),
             partial_stall_time: None,
+            full_stall_time: None,
             devices: Some(devices),
         }))
     }

@@ -497,11 +497,13 @@ impl RuntimeCollector {
         match self.io(namespace, container_id, max_age) {
             Ok(Some(Answer { mut value, source })) => {
                 known = true;
-                let stats_psi = full.stats.io.as_ref().and_then(|io| io.partial_stall_time);
+                let stats_io = full.stats.io.as_ref();
+                let stats_psi = stats_io.and_then(|io| io.partial_stall_time);
                 if value.partial_stall_time.is_none()
                     && let Some(psi) = stats_psi
                 {
                     value.partial_stall_time = Some(psi);
+                    value.full_stall_time = stats_io.and_then(|io| io.full_stall_time);
                     let psi_source = full.sources.get("io").cloned().unwrap_or_default();
                     full.sources
                         .insert("io.partial_stall_time".into(), psi_source);

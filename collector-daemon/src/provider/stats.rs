@@ -46,6 +46,16 @@ pub struct CpuStats {
     pub throttled_time: Option<u64>,
     /// PSI "some" total, ns.
     pub partial_stall_time: Option<u64>,
+    /// PSI "full" total, ns (not in the seed; kernel 5.13+ for CPU).
+    #[serde(default)]
+    pub full_stall_time: Option<u64>,
+    /// CFS quota per period, µs: v1 `cpu.cfs_quota_us`, v2 `cpu.max`; None when unlimited
+    /// (not in the seed).
+    #[serde(default)]
+    pub cfs_quota_us: Option<u64>,
+    /// CFS period, µs (not in the seed).
+    #[serde(default)]
+    pub cfs_period_us: Option<u64>,
 }
 
 /// The seed's `ContainerMemStats`.
@@ -66,6 +76,16 @@ pub struct MemoryStats {
     pub oom_events: Option<u64>,
     /// PSI "some" total, ns.
     pub partial_stall_time: Option<u64>,
+    /// PSI "full" total, ns (not in the seed).
+    #[serde(default)]
+    pub full_stall_time: Option<u64>,
+    /// v1 `memory.failcnt`: times usage hit the limit (no v2 equivalent; not in the seed).
+    #[serde(default)]
+    pub failcnt: Option<u64>,
+    /// Processes killed by the OOM killer in the cgroup: v1 `memory.oom_control` `oom_kill`
+    /// (kernel 4.13+), v2 `memory.events` `oom_kill` (not in the seed).
+    #[serde(default)]
+    pub oom_kills: Option<u64>,
     pub peak: Option<u64>,
     pub pgfault: Option<u64>,
     pub pgmajfault: Option<u64>,
@@ -86,6 +106,9 @@ pub struct IoStats {
     pub write_operations: Option<u64>,
     /// PSI "some" total, ns.
     pub partial_stall_time: Option<u64>,
+    /// PSI "full" total, ns (not in the seed).
+    #[serde(default)]
+    pub full_stall_time: Option<u64>,
     /// Per device, keyed by the device name from `/proc/diskstats` (e.g. "vda").
     pub devices: Option<BTreeMap<String, DeviceIoStats>>,
 }
