@@ -16,6 +16,10 @@ use crate::{
 pub const DEFAULT_SOCKET: &str = "/run/collector/collector.sock";
 /// Default metrics address (loopback: scrape it locally or through a proxy).
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9479";
+/// Default Docker Engine API socket.
+pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
+/// Default containerd socket.
+pub const DEFAULT_CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
 /// Default pin directory under bpffs.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/collector";
 
@@ -91,6 +95,19 @@ pub struct RunArgs {
     /// a hybrid host, fewer on cgroup v2. Never more than `RLIMIT_NOFILE` leaves.
     #[arg(long, default_value_t = 32_768, value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
     pub cgroup_file_cache: u32,
+    /// Docker Engine API socket to read container names, images and labels from ("none":
+    /// do not ask Docker). A socket that does not exist is noted once and watched for.
+    #[arg(long, env = "COLLECTOR_DOCKER_SOCKET", default_value = DEFAULT_DOCKER_SOCKET)]
+    pub docker_socket: String,
+    /// containerd gRPC socket to read container images and labels from, every namespace
+    /// ("none": do not ask containerd).
+    #[arg(long, env = "COLLECTOR_CONTAINERD_SOCKET", default_value = DEFAULT_CONTAINERD_SOCKET)]
+    pub containerd_socket: String,
+    /// Runtime labels exported as `container_label_<name>` on the container metrics and
+    /// listed in API answers (comma-separated, repeatable). Others are left out: every
+    /// label on every series multiplies what Prometheus stores.
+    #[arg(long, value_delimiter = ',')]
+    pub container_labels: Vec<String>,
     /// procfs mount point.
     #[arg(long, default_value = "/proc", hide = true)]
     pub proc_root: PathBuf,
@@ -116,7 +133,23 @@ impl RunArgs {
             cgroup_values_entries: self.cgroup_values_entries,
             cgroup_file_cache: self.cgroup_file_cache as usize,
             proc_root: self.proc_root.clone(),
+            docker_socket: socket_option(&self.docker_socket),
+            containerd_socket: socket_option(&self.containerd_socket),
+            container_labels: self
+                .container_labels
+                .iter()
+                .map(|l| l.trim().to_owned())
+                .filter(|l| !l.is_empty())
+                .collect(),
         }
+    }
+}
+
+/// A runtime socket flag: `None` for "none" or "".
+fn socket_option(raw: &str) -> Option<PathBuf> {
+    match raw {
+        "" | "none" => None,
+        path => Some(PathBuf::from(path)),
     }
 }
 
@@ -338,13 +371,31 @@ fn container_table(bodies: &[ContainerBody]) -> String {
             vec![
                 short(Some(&b.container_id)),
                 or_dash(b.runtime.as_deref()),
+                or_dash(b.meta.name.as_deref()),
+                or_dash(b.meta.image.as_deref()),
                 b.pids.len().to_string(),
-                or_dash(b.pod_uid.as_deref()),
+                or_dash(pod_column(b)),
                 or_dash(b.cgroup_path.as_deref()),
             ]
         })
         .collect();
-    render(&["CONTAINER", "RUNTIME", "PIDS", "POD", "CGROUP"], &rows)
+    render(
+        &[
+            "CONTAINER",
+            "RUNTIME",
+            "NAME",
+            "IMAGE",
+            "PIDS",
+            "POD",
+            "CGROUP",
+        ],
+        &rows,
+    )
+}
+
+/// The pod's name when a runtime named it, else the pod UID from the cgroup path.
+fn pod_column(b: &ContainerBody) -> Option<&str> {
+    b.meta.pod_name.as_deref().or(b.pod_uid.as_deref())
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`). Records of the `log` crate
@@ -470,6 +521,7 @@ mod tests {
             source: Some("ebpf".into()),
             start_time_ns: Some(1),
             comm: Some("sh".into()),
+            meta: crate::api::schema::RuntimeMetaBody::default(),
             error: None,
         };
         let table = pid_table(&[body]);

@@ -12,7 +12,10 @@ use crate::{
         server::{self, PeerCredentials},
     },
     cgroupfs::CgroupLayout,
-    collectors::StatsCollectors,
+    collectors::{
+        StatsCollectors, containerd, docker,
+        metadata::{MetadataStore, Source, SourceState},
+    },
     ebpf::{KernelTracker, LoadOptions, loader},
     identity::{Identity, IdentityOptions},
     metrics::Metrics,
@@ -47,6 +50,12 @@ pub struct RunOptions {
     pub cgroup_file_cache: usize,
     /// procfs mount.
     pub proc_root: PathBuf,
+    /// Docker Engine API socket; `None` to not ask Docker.
+    pub docker_socket: Option<PathBuf>,
+    /// containerd socket; `None` to not ask containerd.
+    pub containerd_socket: Option<PathBuf>,
+    /// Runtime labels exported on container metrics and in API answers.
+    pub container_labels: Vec<String>,
 }
 
 /// How often pending kernel events are applied when no lookup or wakeup did it.
@@ -74,6 +83,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         &identity,
         &options.proc_root,
         options.cgroup_file_cache,
+        options.container_labels.clone(),
     ));
     let metrics = Arc::new(Metrics::new(Arc::clone(&identity), Arc::clone(&collectors)));
     let state = Arc::new(ApiState {
@@ -87,6 +97,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
 
     let mut tasks = tokio::task::JoinSet::new();
     spawn_background(&mut tasks, &identity, &collectors, logger)?;
+    spawn_runtime_watchers(&mut tasks, &options, collectors.metadata());
 
     let (listener, socket_file) =
         server::bind_socket(&options.socket, options.socket_group.as_deref())
@@ -244,6 +255,31 @@ fn spawn_background(
         }
     });
     Ok(())
+}
+
+/// The runtime API watchers that keep container names, images and labels current; a
+/// runtime turned off by its flag is marked disabled.
+fn spawn_runtime_watchers(
+    tasks: &mut tokio::task::JoinSet<()>,
+    options: &RunOptions,
+    store: &Arc<MetadataStore>,
+) {
+    match &options.docker_socket {
+        Some(socket) => {
+            tasks.spawn(docker::watch(Arc::clone(store), socket.clone()));
+        }
+        None => {
+            store.set_state(Source::Docker, SourceState::Disabled);
+        }
+    }
+    match &options.containerd_socket {
+        Some(socket) => {
+            tasks.spawn(containerd::watch(Arc::clone(store), socket.clone()));
+        }
+        None => {
+            store.set_state(Source::Containerd, SourceState::Disabled);
+        }
+    }
 }
 
 /// Raises `RLIMIT_NOFILE`: the cgroupfs reader keeps a dozen descriptors per container open

@@ -3,7 +3,9 @@
 //!
 //! Facts (TOOLCHAIN.md): aya-build compiles the eBPF crate with the `nightly` toolchain and
 //! `-Z build-std=core` (needs `rust-src`) and links with bpf-linker 0.10.x (0.11+ needs a
-//! system LLVM Debian 12 lacks); tracefs is not mounted at boot on these machines.
+//! system LLVM Debian 12 lacks); tracefs is not mounted at boot on these machines. The
+//! containerd client's gRPC bindings (and the tests' CRI client) are generated at build time
+//! by prost, which needs `protoc` (Debian's `protobuf-compiler`).
 
 use std::io::ErrorKind;
 
@@ -15,6 +17,7 @@ const BPF_LINKER_VERSION: &str = "0.10.2";
 
 /// Runs every set-up step.
 pub fn setup() -> Result<()> {
+    ensure_apt_packages(&["protobuf-compiler"])?;
     ensure_rust_src()?;
     ensure_bpf_linker()?;
     ensure_mounted("tracefs", "/sys/kernel/tracing")?;
@@ -64,6 +67,42 @@ fn ensure_bpf_linker() -> Result<()> {
 
 /// Installs the Debian packages that are missing (`apt-get update` first, only then).
 pub fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
+    let missing = missing_apt_packages(packages)?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    apt_install(&missing, &[])
+}
+
+/// Installs the missing ones of `tools`, each a Debian package that the tests run themselves
+/// but that Debian also ships as a service (`prometheus`), given with the services it brings.
+///
+/// Nothing of it may keep running or start at boot: the tests start their own instances on
+/// ports of their own. Without recommends (Debian's `prometheus` recommends
+/// `prometheus-node-exporter`, another service). Its postinst enables the service and starts
+/// it through `invoke-rc.d`/`deb-systemd-invoke` unless `/usr/sbin/policy-rc.d` forbids it
+/// (container images ship one that does, and without an init system nothing starts): so
+/// after installing, each service is stopped and disabled. Packages that were installed
+/// already are the machine owner's and are left as they are.
+pub fn ensure_apt_tools(tools: &[(&str, &[&str])]) -> Result<()> {
+    let packages: Vec<&str> = tools.iter().map(|(package, _)| *package).collect();
+    let missing = missing_apt_packages(&packages)?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    apt_install(&missing, &["--no-install-recommends"])?;
+    let services = tools
+        .iter()
+        .filter(|(package, _)| missing.contains(package))
+        .flat_map(|(_, services)| services.iter());
+    for service in services {
+        stop_and_disable(service)?;
+    }
+    Ok(())
+}
+
+/// The ones of `packages` dpkg does not list as installed.
+fn missing_apt_packages<'a>(packages: &[&'a str]) -> Result<Vec<&'a str>> {
     let mut missing = Vec::new();
     for package in packages {
         let out = Cmd::new("dpkg-query")
@@ -78,9 +117,11 @@ pub fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
             missing.push(*package);
         }
     }
-    if missing.is_empty() {
-        return Ok(());
-    }
+    Ok(missing)
+}
+
+/// `apt-get update`, then `apt-get install -y OPTIONS PACKAGES`.
+fn apt_install(packages: &[&str], options: &[&str]) -> Result<()> {
     Cmd::root("apt-get")
         .env("DEBIAN_FRONTEND", "noninteractive")
         .arg("update")
@@ -88,8 +129,37 @@ pub fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
     Cmd::root("apt-get")
         .env("DEBIAN_FRONTEND", "noninteractive")
         .args(["install", "-y"])
-        .args(&missing)
+        .args(options)
+        .args(packages)
         .run()
+}
+
+/// Stops the service `name` if it runs and keeps it from starting at boot, under systemd or
+/// `SysV` init alike: under systemd `systemctl disable --now` the unit, otherwise stop it with
+/// `service` (the init script's stop is a no-op when nothing runs); `update-rc.d disable`
+/// turns off the rc.d links, and the unit's too.
+fn stop_and_disable(name: &str) -> Result<()> {
+    let exists = |dir: &str, file: &str| std::path::Path::new(dir).join(file).exists();
+    let has_init_script = exists("/etc/init.d", name);
+    let unit = format!("{name}.service");
+    let has_unit = [
+        "/lib/systemd/system",
+        "/usr/lib/systemd/system",
+        "/etc/systemd/system",
+    ]
+    .iter()
+    .any(|dir| exists(dir, &unit));
+    if exists("/run/systemd", "system") && has_unit {
+        Cmd::root("systemctl")
+            .args(["disable", "--now", &unit])
+            .run()?;
+    } else if has_init_script {
+        Cmd::root("service").args([name, "stop"]).run()?;
+    }
+    if has_init_script {
+        Cmd::root("update-rc.d").args([name, "disable"]).run()?;
+    }
+    Ok(())
 }
 
 fn is_not_found(e: &anyhow::Error) -> bool {

@@ -6,7 +6,7 @@ use axum::{
     Json, Router,
     body::Body,
     extract::{ConnectInfo, MatchedPath, Path, Request, State, rejection::PathRejection},
-    http::{StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -21,8 +21,8 @@ use super::{
 use crate::{
     cgroupfs::CgroupMode,
     collectors::StatsCollectors,
-    identity::{Identity, LookupError},
-    metrics::Metrics,
+    identity::{Identity, LookupError, ProcessAnswer},
+    metrics::{Metrics, exposition::Format},
 };
 
 /// What the handlers share.
@@ -169,22 +169,70 @@ async fn healthz(State(state): State<Arc<ApiState>>) -> Json<HealthBody> {
     })
 }
 
-async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
-    match state.metrics.encode() {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Err(e) => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("encoding metrics: {e}"),
-        )
-        .into_response(),
+/// `/metrics`: one full collection as cAdvisor's container families plus the daemon's
+/// health, in the format the `Accept` header prefers, gzipped when `Accept-Encoding` allows.
+/// A scrape takes a stats slot like `/v1/stats`, so scrapes cannot take the CPUs from lookups.
+async fn metrics(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let text_header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(text_header(header::ACCEPT));
+    let gzip = accepts_gzip(text_header(header::ACCEPT_ENCODING));
+    let metrics = Arc::clone(&state.metrics);
+    let slot = stats_slot(&state).await?;
+    let body = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        let text = metrics
+            .scrape(format)
+            .map_err(|e| format!("encoding metrics: {e}"))?;
+        if gzip {
+            gzip_bytes(text.as_bytes()).map_err(|e| format!("compressing metrics: {e}"))
+        } else {
+            Ok(text.into_bytes())
+        }
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let mut response = ([(header::CONTENT_TYPE, format.content_type())], body).into_response();
+    if gzip {
+        response.headers_mut().insert(
+            header::CONTENT_ENCODING,
+            header::HeaderValue::from_static("gzip"),
+        );
     }
+    response.headers_mut().insert(
+        header::VARY,
+        header::HeaderValue::from_static("Accept, Accept-Encoding"),
+    );
+    Ok(response)
+}
+
+/// Whether an `Accept-Encoding` header allows gzip (`gzip` or `*`, with a quality above 0).
+fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
+    accept_encoding.is_some_and(|header| {
+        header.split(',').any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or("");
+            let quality = parts
+                .find_map(|p| p.strip_prefix("q="))
+                .map_or(1.0, |q| q.trim().parse::<f32>().unwrap_or(0.0));
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && quality > 0.0
+        })
+    })
+}
+
+/// `bytes` gzipped at the fastest level: a scrape's text compresses ~10x even so, and a
+/// higher level would cost more CPU than the collection itself.
+fn gzip_bytes(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 8),
+        flate2::Compression::fast(),
+    );
+    encoder.write_all(bytes)?;
+    encoder.finish()
 }
 
 /// Parses a PID from the API's text: a decimal integer in `1..=PID_MAX_LIMIT`.
@@ -225,7 +273,14 @@ async fn pid(
     let raw = path_param(path)?;
     let pid = parse_pid(&raw).map_err(ApiError::bad_request)?;
     let answer = state.identity.lookup_pid(pid)?;
-    Ok(json(&PidBody::from(&answer)))
+    Ok(json(&pid_body(&state, &answer)))
+}
+
+/// A PID answer with its container's runtime metadata.
+fn pid_body(state: &ApiState, answer: &ProcessAnswer) -> PidBody {
+    let mut body = PidBody::from(answer);
+    body.meta = state.collectors.meta_body(body.container_id.as_deref());
+    body
 }
 
 async fn pids(State(state): State<Arc<ApiState>>, request: Request) -> Result<Response, ApiError> {
@@ -237,7 +292,7 @@ async fn pids(State(state): State<Arc<ApiState>>, request: Request) -> Result<Re
         .iter()
         .zip(&pids)
         .map(|(answer, &pid)| match answer {
-            Ok(a) => PidBody::from(a),
+            Ok(a) => pid_body(&state, a),
             Err(e) => PidBody::error(pid, e),
         })
         .collect();
@@ -330,7 +385,7 @@ async fn self_container(
         )
     })?;
     let answer = state.identity.lookup_pid(pid)?;
-    Ok(json(&PidBody::from(&answer)))
+    Ok(json(&pid_body(&state, &answer)))
 }
 
 async fn containers(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
@@ -339,7 +394,14 @@ async fn containers(State(state): State<Arc<ApiState>>) -> Result<Response, ApiE
     let views = tokio::task::spawn_blocking(move || identity.containers())
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let bodies: Vec<ContainerBody> = views.iter().map(ContainerBody::from).collect();
+    let bodies: Vec<ContainerBody> = views
+        .iter()
+        .map(|view| {
+            let mut body = ContainerBody::from(view);
+            body.meta = state.collectors.meta_body(Some(&body.container_id));
+            body
+        })
+        .collect();
     Ok(json(&bodies))
 }
 
@@ -468,6 +530,24 @@ async fn count_requests(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gzip_is_used_when_the_scraper_accepts_it() {
+        assert!(accepts_gzip(Some("gzip")));
+        assert!(accepts_gzip(Some("deflate, gzip;q=0.5")));
+        assert!(accepts_gzip(Some("*")));
+        assert!(!accepts_gzip(None));
+        assert!(!accepts_gzip(Some("identity")));
+        assert!(!accepts_gzip(Some("gzip;q=0")));
+        let packed = gzip_bytes(b"abc").unwrap();
+        let mut unpacked = String::new();
+        std::io::Read::read_to_string(
+            &mut flate2::read::GzDecoder::new(&packed[..]),
+            &mut unpacked,
+        )
+        .unwrap();
+        assert_eq!(unpacked, "abc");
+    }
 
     #[test]
     fn bad_input_is_quoted_back_in_short() {

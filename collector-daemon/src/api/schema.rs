@@ -1,8 +1,51 @@
 //! JSON bodies of the socket API (the contract in the README's "API" section). Absent data
 //! is `null`, never 0 or "".
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
+use crate::collectors::metadata::ContainerMeta;
 use crate::identity::{CgroupAnswer, CgroupRef, ContainerView, LookupError, ProcessAnswer};
+
+/// What the runtimes' APIs (Docker, containerd) say of a container, in every answer that
+/// names one. All null while no runtime knows the container (or it is in none).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeMetaBody {
+    /// The runtime's name for it (Docker's name; the id for containerd, which has none).
+    pub name: Option<String>,
+    /// The image it was created from.
+    pub image: Option<String>,
+    /// Its labels that are on the allow-list (`--container-labels`); `{}` when none is.
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Kubernetes pod name (`io.kubernetes.pod.name`).
+    pub pod_name: Option<String>,
+    /// Kubernetes namespace (`io.kubernetes.pod.namespace`).
+    pub namespace: Option<String>,
+    /// The container's name in its pod (`io.kubernetes.container.name`; null on sandboxes).
+    pub container_name: Option<String>,
+}
+
+impl RuntimeMetaBody {
+    /// The body for `meta`, keeping the labels named in `allowed`.
+    pub fn new(meta: Option<&ContainerMeta>, allowed: &[String]) -> Self {
+        let Some(meta) = meta else {
+            return Self::default();
+        };
+        Self {
+            name: meta.name.clone(),
+            image: meta.image.clone(),
+            labels: Some(
+                allowed
+                    .iter()
+                    .filter_map(|k| meta.labels.get(k).map(|v| (k.clone(), v.clone())))
+                    .collect(),
+            ),
+            pod_name: meta.pod_name().map(str::to_owned),
+            namespace: meta.pod_namespace().map(str::to_owned),
+            container_name: meta.container_name().map(str::to_owned),
+        }
+    }
+}
 
 /// `GET /v1/pid/{pid}`, `GET /v1/self`, and each element of `POST /v1/pids`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +72,9 @@ pub struct PidBody {
     pub start_time_ns: Option<u64>,
     /// Command name.
     pub comm: Option<String>,
+    /// The container's name, image, labels and pod, from the runtimes' APIs.
+    #[serde(flatten)]
+    pub meta: RuntimeMetaBody,
     /// Set (and everything else null) when this PID has no answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -51,6 +97,7 @@ impl From<&ProcessAnswer> for PidBody {
             source: Some(a.source.as_str().to_owned()),
             start_time_ns: Some(a.start_boottime_ns),
             comm: Some(a.comm.to_string()),
+            meta: RuntimeMetaBody::default(),
             error: None,
         }
     }
@@ -71,6 +118,7 @@ impl PidBody {
             source: None,
             start_time_ns: None,
             comm: None,
+            meta: RuntimeMetaBody::default(),
             error: Some(error.to_string()),
         }
     }
@@ -145,13 +193,9 @@ pub struct ContainerBody {
     pub runtime: Option<String>,
     /// "default", or "kata" for Kata Containers (not visible from the host's cgroups).
     pub flavor: String,
-    /// Name, image and labels come from runtime APIs; null until a runtime collector
-    /// provides them.
-    pub name: Option<String>,
-    /// See `name`.
-    pub image: Option<String>,
-    /// See `name`.
-    pub labels: Option<std::collections::BTreeMap<String, String>>,
+    /// Name, image, labels and pod from the runtimes' APIs; null until one knows it.
+    #[serde(flatten)]
+    pub meta: RuntimeMetaBody,
     /// Kubernetes pod UID when the cgroup path has one.
     pub pod_uid: Option<String>,
     /// The container's main cgroup: v2 when it has one there, else v1.
@@ -171,9 +215,7 @@ impl From<&ContainerView> for ContainerBody {
             container_id: v.container.id.clone(),
             runtime: v.container.runtime.map(|r| r.as_str().to_owned()),
             flavor: "default".to_owned(),
-            name: None,
-            image: None,
-            labels: None,
+            meta: RuntimeMetaBody::default(),
             pod_uid: v.container.pod_uid.clone(),
             cgroup_path: main.map(|c| c.path.to_string()),
             cgroup_id: main.map(|c| c.id),
@@ -230,6 +272,9 @@ pub struct StatsBody {
     pub container_id: String,
     /// Its runtime when known.
     pub runtime: Option<String>,
+    /// Name, image, labels and pod from the runtimes' APIs.
+    #[serde(flatten)]
+    pub meta: RuntimeMetaBody,
     /// The provider's answer.
     #[serde(flatten)]
     pub full: crate::provider::FullStats,

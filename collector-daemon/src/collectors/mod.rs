@@ -10,17 +10,20 @@
 //! collector's constructor fails for good when the kernel programs are off (`--no-ebpf` or
 //! a load failure): the system collector then answers everything, as the spine's procfs
 //! fallback does for lookups. The runtime APIs (Docker, containerd, ...) come later.
+pub mod containerd;
 pub mod containers;
+pub mod docker;
 pub mod ebpf;
+pub mod metadata;
 pub mod system;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::schema::StatsBody;
+use crate::api::schema::{RuntimeMetaBody, StatsBody};
 use crate::cgroupfs::kernel_values::CgroupValuesSource;
-use crate::identity::Identity;
+use crate::identity::{ContainerEntry, Identity};
 use crate::provider::cache::Cache;
 use crate::provider::cached::make_cached;
 use crate::provider::{
@@ -30,6 +33,7 @@ use crate::provider::{
 
 use self::containers::ContainerDirectory;
 use self::ebpf::EbpfCollector;
+use self::metadata::MetadataStore;
 use self::system::SystemCollector;
 
 /// The namespace argument of the seed's getters; container ids are unique on a node.
@@ -41,12 +45,20 @@ pub struct StatsCollectors {
     directory: Arc<ContainerDirectory>,
     system: Arc<SystemCollector>,
     ebpf: Option<Arc<EbpfCollector>>,
+    metadata: Arc<MetadataStore>,
+    container_labels: Vec<String>,
 }
 
 impl StatsCollectors {
     /// Builds the collectors over `identity` and registers them with a new provider; at
     /// most `cgroup_file_cache` cgroup files are kept open between reads.
-    pub fn start(identity: &Arc<Identity>, proc_root: &Path, cgroup_file_cache: usize) -> Self {
+    /// `container_labels` are the runtime labels exported and answered (the allow-list).
+    pub fn start(
+        identity: &Arc<Identity>,
+        proc_root: &Path,
+        cgroup_file_cache: usize,
+        container_labels: Vec<String>,
+    ) -> Self {
         let directory = Arc::new(ContainerDirectory::new(Arc::clone(identity)));
         // One cache for every collector: keys carry the collector's id.
         let cache = Arc::new(Cache::default());
@@ -73,7 +85,25 @@ impl StatsCollectors {
             directory,
             system,
             ebpf,
+            metadata: Arc::new(MetadataStore::default()),
+            container_labels,
         }
+    }
+
+    /// What the runtimes' APIs say of the containers.
+    pub fn metadata(&self) -> &Arc<MetadataStore> {
+        &self.metadata
+    }
+
+    /// What the runtimes say of container `id` as an API body (all null for `None`).
+    pub fn meta_body(&self, id: Option<&str>) -> RuntimeMetaBody {
+        let meta = id.and_then(|id| self.metadata.get(id));
+        RuntimeMetaBody::new(meta.as_deref(), &self.container_labels)
+    }
+
+    /// The runtime labels exported and answered.
+    pub fn container_labels(&self) -> &[String] {
+        &self.container_labels
     }
 
     pub fn provider(&self) -> &Provider {
@@ -103,6 +133,7 @@ impl StatsCollectors {
             .map(|full| StatsBody {
                 container_id: id.to_owned(),
                 runtime: runtime.map(|r| r.as_str().to_owned()),
+                meta: self.meta_body(Some(id)),
                 full,
             }))
     }
@@ -113,28 +144,31 @@ impl StatsCollectors {
     /// collection shares (the container list, the kernel counter maps, a network namespace's
     /// counters) is read once, not once per container.
     pub fn all_stats(&self, max_age: Duration) -> Vec<StatsBody> {
+        let mut bodies = Vec::new();
+        self.collect(max_age, |_, body| bodies.push(body));
+        bodies
+    }
+
+    /// One full collection, as [`Self::all_stats`], handing each live container's entry (its
+    /// cgroups and processes, from the same snapshot) and stats to `each`, in id order.
+    pub fn collect(&self, max_age: Duration, mut each: impl FnMut(&ContainerEntry, StatsBody)) {
         let began = std::time::Instant::now();
         let _walk = self.system.begin_collection(max_age);
         let snapshot = self.directory.snapshot(max_age);
-        let mut ids: Vec<&String> = snapshot
+        let mut live: Vec<(&String, &ContainerEntry)> = snapshot
             .containers
             .iter()
             .filter(|(_, entry)| !entry.is_removed())
-            .map(|(id, _)| id)
             .collect();
-        ids.sort();
-        ids.into_iter()
-            .filter_map(|id| {
-                let tolerance = max_age.max(began.elapsed());
-                match self.container_stats(id, tolerance) {
-                    Ok(body) => body,
-                    Err(e) => {
-                        tracing::debug!(container = %id, error = %e, "no stats");
-                        None
-                    }
-                }
-            })
-            .collect()
+        live.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (id, entry) in live {
+            let tolerance = max_age.max(began.elapsed());
+            match self.container_stats(id, tolerance) {
+                Ok(Some(body)) => each(entry, body),
+                Ok(None) => {}
+                Err(e) => tracing::debug!(container = %id, error = %e, "no stats"),
+            }
+        }
     }
 
     /// cgroup files held open between reads, and the most that may be.

@@ -15,6 +15,17 @@ pub use events::{Event, ProcessChange};
 pub use loader::{LoadError, LoadOptions, Loaded};
 pub use usage::{CounterError, CounterMaps, IoKey, IoTotals, NetTotals};
 
+/// One program's kernel statistics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramStats {
+    /// Its function name.
+    pub name: String,
+    /// Times it ran.
+    pub runs: u64,
+    /// Time it spent running.
+    pub run_time: std::time::Duration,
+}
+
 /// Handles the daemon keeps on the kernel programs after loading.
 pub struct KernelTracker {
     /// Lifecycle events. Behind a mutex: one reader at a time (the event loop, or a lookup
@@ -113,6 +124,40 @@ impl KernelTracker {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .as_ref()
             .map(|p| p.path().to_owned())
+    }
+
+    /// Each attached program's name, runs and time spent running, from the kernel's BPF
+    /// statistics (both stay 0 unless `kernel.bpf_stats_enabled` is 1), and the maps those
+    /// programs use: (name, capacity), by map id.
+    pub fn program_stats(
+        &self,
+    ) -> (
+        Vec<ProgramStats>,
+        std::collections::BTreeMap<u32, (String, u32)>,
+    ) {
+        let ebpf = self
+            .ebpf
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut programs = Vec::new();
+        let mut maps = std::collections::BTreeMap::new();
+        for (name, program) in ebpf.programs() {
+            let Ok(info) = program.info() else { continue };
+            programs.push(ProgramStats {
+                name: name.to_owned(),
+                runs: info.run_count(),
+                run_time: info.run_time(),
+            });
+            for id in info.map_ids().ok().flatten().unwrap_or_default() {
+                if let std::collections::btree_map::Entry::Vacant(slot) = maps.entry(id)
+                    && let Ok(map) = aya::maps::MapInfo::from_id(id)
+                {
+                    let name = map.name_as_str().unwrap_or("?").to_owned();
+                    slot.insert((name, map.max_entries()));
+                }
+            }
+        }
+        (programs, maps)
     }
 
     /// The cgroup walk of the v1 hierarchies, when loaded.

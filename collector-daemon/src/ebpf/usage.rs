@@ -124,6 +124,10 @@ pub struct CounterMaps {
     io: Result<Mutex<IoMap>, String>,
     /// Both reasons in one sentence, when anything is unavailable.
     unavailable: Option<String>,
+    /// Entries the last snapshot of each map read (`usize::MAX` before the first): its
+    /// occupancy, without a walk of the map just to count.
+    net_entries: std::sync::atomic::AtomicUsize,
+    io_entries: std::sync::atomic::AtomicUsize,
 }
 
 impl CounterMaps {
@@ -141,6 +145,8 @@ impl CounterMaps {
             net: net.map(Mutex::new),
             io: io.map(Mutex::new),
             unavailable,
+            net_entries: std::sync::atomic::AtomicUsize::new(usize::MAX),
+            io_entries: std::sync::atomic::AtomicUsize::new(usize::MAX),
         }
     }
 
@@ -192,6 +198,8 @@ impl CounterMaps {
             let (id, values) = entry.map_err(net_err)?;
             out.insert(id, sum_net(&values));
         }
+        self.net_entries
+            .store(out.len(), std::sync::atomic::Ordering::Relaxed);
         Ok(out)
     }
 
@@ -213,7 +221,17 @@ impl CounterMaps {
             let (key, values) = entry.map_err(io_err)?;
             out.insert(IoKey::from(key), sum_io(&values));
         }
+        self.io_entries
+            .store(out.len(), std::sync::atomic::Ordering::Relaxed);
         Ok(out)
+    }
+
+    /// Entries the last snapshots of the network and IO maps read, when there was one.
+    pub fn last_entries(&self) -> (Option<usize>, Option<usize>) {
+        let read = |a: &std::sync::atomic::AtomicUsize| {
+            Some(a.load(std::sync::atomic::Ordering::Relaxed)).filter(|&n| n != usize::MAX)
+        };
+        (read(&self.net_entries), read(&self.io_entries))
     }
 
     /// Frees the entry of a removed cgroup (the caller folded its final values first).

@@ -1,6 +1,11 @@
-//! The daemon's own health as Prometheus metrics (`OpenMetrics` text), built per scrape from
-//! the live state: kernel counters, index sizes, repairs, and API requests by route.
+//! `/metrics`: cAdvisor's container families (`containers.rs`), and the daemon's own health
+//! (kernel counters, index sizes, repairs, runtime APIs, API requests by route), all built
+//! per scrape from the live state, in the format the scraper asks for (`exposition.rs`).
+pub mod containers;
+pub mod exposition;
+
 use std::sync::{Arc, atomic::Ordering};
+use std::time::SystemTime;
 
 use collector_common::counters;
 use prometheus_client::{
@@ -14,7 +19,9 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use self::exposition::{Format, Writer, openmetrics_to_text, strip_eof};
 use crate::collectors::StatsCollectors;
+use crate::collectors::metadata::Source;
 use crate::identity::Identity;
 
 type Labels = Vec<(&'static str, String)>;
@@ -23,6 +30,7 @@ type Labels = Vec<(&'static str, String)>;
 pub struct Metrics {
     registry: Registry,
     requests: Family<Labels, Counter>,
+    collectors: Arc<StatsCollectors>,
 }
 
 impl Metrics {
@@ -36,8 +44,14 @@ impl Metrics {
             requests.clone(),
         );
         registry.register_collector(Box::new(IdentityCollector { identity }));
-        registry.register_collector(Box::new(StatsHealth { collectors }));
-        Self { registry, requests }
+        registry.register_collector(Box::new(StatsHealth {
+            collectors: Arc::clone(&collectors),
+        }));
+        Self {
+            registry,
+            requests,
+            collectors,
+        }
     }
 
     /// Counts one API request.
@@ -47,10 +61,28 @@ impl Metrics {
             .inc();
     }
 
-    /// The exposition text.
+    /// The daemon's own health, as `OpenMetrics` text.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+
+    /// A whole scrape in `format`: one full stats collection as the container families, then
+    /// the daemon's health (read after the collection, so it counts it). Blocking: it reads
+    /// cgroupfs, procfs and the kernel maps.
+    pub fn scrape(&self, format: Format) -> Result<String, std::fmt::Error> {
+        let rows = containers::collect(&self.collectors);
+        let health = self.encode()?;
+        // ~40 samples of ~200 bytes per container.
+        let mut out = String::with_capacity(health.len() + rows.len() * 8_192);
+        match format {
+            Format::Text => out.push_str(&openmetrics_to_text(&health)),
+            Format::OpenMetrics => out.push_str(strip_eof(&health)),
+        }
+        let mut writer = Writer::new(&mut out, format);
+        containers::encode(&mut writer, &rows, SystemTime::now());
+        writer.finish();
         Ok(out)
     }
 }
@@ -82,6 +114,7 @@ impl Collector for StatsHealth {
             "The most cgroup stats files kept open (--cgroup-file-cache, bounded by RLIMIT_NOFILE)",
             as_i64(limit),
         )?;
+        self.encode_runtimes(&mut encoder)?;
         let (walks, walked) = self.collectors.cgroup_walks();
         counter(
             &mut encoder,
@@ -95,6 +128,36 @@ impl Collector for StatsHealth {
             "Cgroups whose v1 memory, cpu, pids and cpuset values the last kernel walk read",
             as_i64(walked),
         )
+    }
+}
+
+impl StatsHealth {
+    /// Whether each runtime API answers, and how many containers it told of.
+    fn encode_runtimes(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
+        let store = self.collectors.metadata();
+        {
+            let mut family = encoder.encode_descriptor(
+                "collector_runtime_up",
+                "1 when the runtime's API answers and its events are followed, 0 when it is down, absent or disabled",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for source in Source::ALL {
+                ConstGauge::new(i64::from(store.state(source).is_up()))
+                    .encode(family.encode_family(&[("runtime", source.as_str())])?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "collector_runtime_containers",
+            "Containers the runtime's API told of (names, images, labels known)",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for source in Source::ALL {
+            ConstGauge::new(as_i64(store.len(source)))
+                .encode(family.encode_family(&[("runtime", source.as_str())])?)?;
+        }
+        Ok(())
     }
 }
 
@@ -134,6 +197,8 @@ impl Collector for IdentityCollector {
         self.encode_identity(&mut encoder)?;
         if let Some(kernel) = self.identity.kernel() {
             encode_kernel(&mut encoder, &kernel.counters())?;
+            let (live, _) = self.identity.process_counts();
+            encode_programs(&mut encoder, kernel, live)?;
         }
         Ok(())
     }
@@ -204,6 +269,84 @@ impl IdentityCollector {
         }
         Ok(())
     }
+}
+
+/// Whether the kernel keeps BPF run statistics (`sysctl kernel.bpf_stats_enabled=1`; off by
+/// default, as counting costs ~20 ns a run).
+fn bpf_stats_enabled() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|v| v.trim() == "1")
+}
+
+/// Per-program runs and run time (when the kernel counts them) and the programs' maps'
+/// capacity and occupancy: `processes_live` for `PROCESSES` (the kernel programs keep one
+/// entry per live process, the index mirrors it), the last snapshot's size for the usage
+/// counters.
+fn encode_programs(
+    encoder: &mut DescriptorEncoder,
+    kernel: &crate::ebpf::KernelTracker,
+    processes_live: usize,
+) -> std::fmt::Result {
+    use collector_common::names::{IO_COUNTERS_MAP, NET_COUNTERS_MAP, PROCESSES_MAP};
+    use prometheus_client::metrics::MetricType;
+    let enabled = bpf_stats_enabled();
+    gauge(
+        encoder,
+        "collector_bpf_stats_enabled",
+        "1 when the kernel counts BPF program runs and run time (sysctl kernel.bpf_stats_enabled)",
+        i64::from(enabled),
+    )?;
+    let (programs, maps) = kernel.program_stats();
+    if enabled {
+        let mut runs = encoder.encode_descriptor(
+            "collector_bpf_program_runs",
+            "Runs of each kernel program since it was loaded (counted while kernel.bpf_stats_enabled is 1)",
+            None,
+            MetricType::Counter,
+        )?;
+        for p in &programs {
+            ConstCounter::new(p.runs)
+                .encode(runs.encode_family(&[("program", p.name.as_str())])?)?;
+        }
+        let mut time = encoder.encode_descriptor(
+            "collector_bpf_program_run_seconds",
+            "Time each kernel program spent running (counted while kernel.bpf_stats_enabled is 1)",
+            None,
+            MetricType::Counter,
+        )?;
+        for p in &programs {
+            ConstCounter::new(p.run_time.as_secs_f64())
+                .encode(time.encode_family(&[("program", p.name.as_str())])?)?;
+        }
+    }
+    {
+        let mut capacity = encoder.encode_descriptor(
+            "collector_bpf_map_capacity",
+            "Most entries each map of the kernel programs holds (bytes for the ring buffer)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (name, max_entries) in maps.values() {
+            ConstGauge::new(i64::from(*max_entries))
+                .encode(capacity.encode_family(&[("map", name.as_str())])?)?;
+        }
+    }
+    let (net, io) = kernel.usage().last_entries();
+    let mut entries = encoder.encode_descriptor(
+        "collector_bpf_map_entries",
+        "Entries in the maps that grow with the node: live processes, and cgroups (and disks) with counted traffic as the last read found them",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (name, count) in [
+        (PROCESSES_MAP, Some(processes_live)),
+        (NET_COUNTERS_MAP, net),
+        (IO_COUNTERS_MAP, io),
+    ] {
+        if let Some(count) = count {
+            ConstGauge::new(as_i64(count)).encode(entries.encode_family(&[("map", name)])?)?;
+        }
+    }
+    Ok(())
 }
 
 fn encode_kernel(
