@@ -48,7 +48,10 @@ use collector_tests::support::process::{
 use collector_tests::support::{is_root, require};
 use serde_json::Value;
 // Dependencies of the support lib and the integration tests that this bench does not use.
-use {collector_common as _, collector_daemon as _, tempfile as _};
+use {
+    collector_common as _, collector_daemon as _, k8s_cri as _, tempfile as _, tokio as _,
+    tonic as _,
+};
 
 /// How much to do; [`Config::full`] for `cargo bench`, [`Config::quick`] otherwise.
 #[derive(Debug, Clone)]

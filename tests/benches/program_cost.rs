@@ -60,7 +60,10 @@ use collector_tests::support::daemon::Daemon;
 use collector_tests::support::{is_root, require};
 use serde_json::Value;
 // Dependencies of the support lib and the integration tests that this bench does not use.
-use {collector_common as _, collector_daemon as _, tempfile as _};
+use {
+    collector_common as _, collector_daemon as _, k8s_cri as _, tempfile as _, tokio as _,
+    tonic as _,
+};
 
 /// Target: throughput with the programs at least this share of throughput without.
 const TCP_TARGET: f64 = 0.98;

@@ -24,6 +24,13 @@
 //! all test containers present, `cpu.total` and `memory.usage_total` not null, and
 //! `sources.network` saying which path answered (`ebpf` or `system`).
 //!
+//! On the eBPF daemon the bench also scrapes `GET /metrics` (cAdvisor's container families
+//! built from one full collection, text format 0.0.4), plain and gzipped as Prometheus asks,
+//! in the same interleaved rounds: the scrape's cost over the collection's is what exporting
+//! adds (target: at most 1.3x the collection's CPU). Every scrape is checked outside the
+//! clock: one `container_cpu_usage_seconds_total` and one `container_memory_working_set_bytes`
+//! series per test container.
+//!
 //! Beside them, the floor: the bench itself reading the cgroup files the eBPF daemon reads per
 //! container, through held descriptors and with no parsing, and `stat()`ing each sleeper's
 //! `/proc/<pid>/fd`, timed by its own thread's CPU clock, once before each pair of requests.
@@ -41,6 +48,7 @@ use std::hash::RandomState;
 use std::io::{Read as _, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 use std::{fs, thread};
 
@@ -55,13 +63,20 @@ use serde_json::Value;
 // Dependencies of the support lib and the integration tests that this bench does not use.
 use {collector_common as _, collector_daemon as _, tempfile as _};
 
-use {collector_common as _, collector_daemon as _, libc as _, tempfile as _};
+use {
+    collector_common as _, collector_daemon as _, k8s_cri as _, libc as _, tempfile as _,
+    tokio as _, tonic as _,
+};
 /// stats read: cpu and cpuacct (CPU), cpuset, memory, pids, blkio (IO).
 const CONTROLLERS: [&str; 6] = ["cpu", "cpuacct", "cpuset", "memory", "pids", "blkio"];
 /// The full collection, every value read after the request arrived.
 const STATS_PATH: &str = "/v1/stats?max_age_ms=0";
+/// The scrape: cAdvisor's container families, text format 0.0.4.
+const METRICS_PATH: &str = "/metrics";
 /// Target: a full collection for 1,000 containers under this much CPU (eBPF daemon, median).
 const CPU_TARGET: Duration = Duration::from_millis(50);
+/// Target: a scrape costs at most this many times the CPU of the collection it is built from.
+const SCRAPE_TARGET: f64 = 1.3;
 /// Upper bound on one request, so a hung daemon fails the bench instead of hanging it.
 const IO_TIMEOUT: Duration = Duration::from_mins(2);
 /// How long the daemons have to list every new test container with full values.
@@ -122,7 +137,16 @@ fn main() {
     let mut setup = vec![(config.sizes[0], started.elapsed())];
 
     let started = Instant::now();
-    let paths = [Via::Ebpf, Via::Cgroupfs].map(Measured::start);
+    let ebpf = Rc::new(Measured::start_daemon(Via::Ebpf));
+    let paths = [
+        Measured::new(Via::Ebpf, Rc::clone(&ebpf)),
+        Measured::new(
+            Via::Cgroupfs,
+            Rc::new(Measured::start_daemon(Via::Cgroupfs)),
+        ),
+        Measured::new(Via::Scrape, Rc::clone(&ebpf)),
+        Measured::new(Via::ScrapeGzip, ebpf),
+    ];
     let daemons_took = started.elapsed();
     print_setup(&fleet, &paths, daemons_took);
 
@@ -238,13 +262,17 @@ fn copy_cpuset(dir: &Path) {
 // ---------------------------------------------------------------------------------------------
 // The two paths and one measured collection.
 
-/// Which daemon answers.
+/// Which daemon answers what.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Via {
-    /// Started as normally: eBPF loaded.
+    /// `/v1/stats` of the daemon started as normally: eBPF loaded.
     Ebpf,
-    /// Started with `--no-ebpf`.
+    /// `/v1/stats` of the daemon started with `--no-ebpf`.
     Cgroupfs,
+    /// `/metrics` of the eBPF daemon, text 0.0.4, not compressed.
+    Scrape,
+    /// `/metrics` of the eBPF daemon with `Accept-Encoding: gzip`, as Prometheus asks.
+    ScrapeGzip,
 }
 
 impl Via {
@@ -252,22 +280,31 @@ impl Via {
         match self {
             Via::Ebpf => "eBPF daemon",
             Via::Cgroupfs => "--no-ebpf daemon",
+            Via::Scrape => "eBPF /metrics",
+            Via::ScrapeGzip => "eBPF /metrics gz",
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Via::Ebpf | Via::Cgroupfs => STATS_PATH,
+            Via::Scrape | Via::ScrapeGzip => METRICS_PATH,
         }
     }
 
     /// What `sources.network` must say: which path really answered.
     fn network_source(self) -> &'static str {
         match self {
-            Via::Ebpf => "ebpf",
+            Via::Ebpf | Via::Scrape | Via::ScrapeGzip => "ebpf",
             Via::Cgroupfs => "system",
         }
     }
 }
 
-/// A daemon under measurement.
+/// A request under measurement, to a daemon (the scrapes share the eBPF daemon).
 struct Measured {
     via: Via,
-    daemon: Daemon,
+    daemon: Rc<Daemon>,
     /// The request, built once.
     request: Vec<u8>,
 }
@@ -275,7 +312,7 @@ struct Measured {
 impl Measured {
     /// Starts the daemon for `via` and makes sure it is what the rows say: an eBPF daemon that
     /// silently fell back to cgroupfs would make the comparison worthless.
-    fn start(via: Via) -> Self {
+    fn start_daemon(via: Via) -> Daemon {
         let mut args = vec!["--metrics-addr", "none"];
         if via == Via::Cgroupfs {
             args.push("--no-ebpf");
@@ -284,14 +321,26 @@ impl Measured {
         let health = daemon.healthz();
         assert_eq!(
             health["ebpf"],
-            via == Via::Ebpf,
+            via != Via::Cgroupfs,
             "{}: unexpected /healthz {health}",
             via.name()
         );
+        daemon
+    }
+
+    fn new(via: Via, daemon: Rc<Daemon>) -> Self {
+        let request = match via {
+            Via::Ebpf | Via::Cgroupfs | Via::Scrape => request("GET", via.path(), None),
+            Via::ScrapeGzip => format!(
+                "GET {METRICS_PATH} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+                 Accept-Encoding: gzip\r\n\r\n"
+            )
+            .into_bytes(),
+        };
         Self {
             via,
             daemon,
-            request: request("GET", STATS_PATH, None),
+            request,
         }
     }
 
@@ -301,7 +350,7 @@ impl Measured {
         let before = thread_cpu(self.daemon.pid());
         let started = Instant::now();
         fetch(self.daemon.socket(), &self.request, body)
-            .unwrap_or_else(|e| panic!("{}: GET {STATS_PATH}: {e}", self.via.name()));
+            .unwrap_or_else(|e| panic!("{}: GET {}: {e}", self.via.name(), self.via.path()));
         let wall = started.elapsed();
         let after = thread_cpu(self.daemon.pid());
         let (cpu, thread_exited) = cpu_between(&before, &after);
@@ -371,8 +420,14 @@ struct Answer {
 }
 
 /// Checks a whole response: 200, a JSON array listing every id of `ids` with `cpu.total` and
-/// `memory.usage_total` not null and `sources.network` of `via`.
+/// `memory.usage_total` not null and `sources.network` of `via`; for a scrape, see
+/// [`check_scrape`].
 fn check(raw: &[u8], ids: &[String], via: Via) -> Result<Answer, String> {
+    match via {
+        Via::Ebpf | Via::Cgroupfs => {}
+        Via::Scrape => return check_scrape(raw, ids),
+        Via::ScrapeGzip => return check_gzipped(raw),
+    }
     let response = parse_response(raw, true)
         .map_err(|e| format!("unparsable response: {e}"))?
         .ok_or("incomplete response")?;
@@ -425,6 +480,66 @@ fn check(raw: &[u8], ids: &[String], via: Via) -> Result<Answer, String> {
     })
 }
 
+/// Checks a plain scrape: 200, and one `container_cpu_usage_seconds_total` and one
+/// `container_memory_working_set_bytes` series for every id of `ids` (the `id` label is the
+/// container's cgroup path, which ends in its id).
+fn check_scrape(raw: &[u8], ids: &[String]) -> Result<Answer, String> {
+    let response = parse_response(raw, true)
+        .map_err(|e| format!("unparsable response: {e}"))?
+        .ok_or("incomplete response")?;
+    if response.status != 200 {
+        return Err(format!("status {}", response.status));
+    }
+    let mut series: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut containers = std::collections::HashSet::new();
+    for line in response.body.lines() {
+        let Some((name, rest)) = line.split_once("{id=\"") else {
+            continue;
+        };
+        let Some((path, _)) = rest.split_once('"') else {
+            continue;
+        };
+        let id = path.rsplit('/').next().unwrap_or(path);
+        containers.insert(id);
+        *series.entry((name, id)).or_default() += 1;
+    }
+    for id in ids {
+        for family in [
+            "container_cpu_usage_seconds_total",
+            "container_memory_working_set_bytes",
+        ] {
+            match series.get(&(family, id.as_str())) {
+                Some(1) => {}
+                found => return Err(format!("{family} of {id}: {found:?} series")),
+            }
+        }
+    }
+    Ok(Answer {
+        containers: containers.len(),
+        sources: BTreeMap::new(),
+    })
+}
+
+/// Checks a gzipped scrape: 200 with `Content-Encoding: gzip` and a gzip body (its content is
+/// the plain scrape's, checked there).
+fn check_gzipped(raw: &[u8]) -> Result<Answer, String> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no end of headers")?;
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    if !head.starts_with("http/1.1 200") {
+        return Err(format!("status line {:?}", head.lines().next()));
+    }
+    if !head.contains("content-encoding: gzip") {
+        return Err(format!("not gzipped: {head}"));
+    }
+    if !raw[end + 4..].starts_with(&[0x1f, 0x8b]) {
+        return Err("body has no gzip magic".to_owned());
+    }
+    Ok(Answer::default())
+}
+
 /// Asks until the daemon lists every test container with full values (a daemon learns of new
 /// cgroups by events or by scanning; neither is what is measured here). Also the warm-up.
 fn wait_covered(path: &Measured, ids: &[String]) -> Answer {
@@ -433,12 +548,14 @@ fn wait_covered(path: &Measured, ids: &[String]) -> Answer {
     loop {
         let _ = path.collect(&mut body);
         // A client error (no such route, a rejected query) will not go away by waiting.
-        if let Ok(Some(response)) = parse_response(&body, true)
+        if path.via != Via::ScrapeGzip
+            && let Ok(Some(response)) = parse_response(&body, true)
             && (400..500).contains(&response.status)
         {
             panic!(
-                "{}: GET {STATS_PATH}: {} {}",
+                "{}: GET {}: {} {}",
                 path.via.name(),
+                path.via.path(),
                 response.status,
                 response.body
             );
@@ -446,9 +563,9 @@ fn wait_covered(path: &Measured, ids: &[String]) -> Answer {
         match check(&body, ids, path.via) {
             Ok(answer) => return answer,
             Err(e) if Instant::now() > deadline => panic!(
-                "{}: GET {STATS_PATH} did not cover the {} test containers within \
-                 {COVER_TIMEOUT:?}: {e}",
+                "{}: GET {} did not cover the {} test containers within {COVER_TIMEOUT:?}: {e}",
                 path.via.name(),
+                path.via.path(),
                 ids.len()
             ),
             Err(_) => thread::sleep(Duration::from_millis(200)),
@@ -468,13 +585,12 @@ struct Row {
     body_bytes: usize,
 }
 
-/// Measures both daemons with the first `size` containers live: a checked warm-up each, then
-/// `config.rounds` rounds of `per_round` requests per daemon, alternating between the
-/// daemons request by request, the first one flipping every round; and before each pair of
-/// requests one pass of the [`Floor`].
+/// Measures every path with the first `size` containers live: a checked warm-up each, then
+/// `config.rounds` rounds of `per_round` requests per path, taking turns request by request,
+/// the order rotating every round; and before each turn one pass of the [`Floor`].
 fn measure_size(
     fleet: &Fleet,
-    paths: &[Measured; 2],
+    paths: &[Measured],
     size: usize,
     per_round: usize,
     config: &Config,
@@ -493,18 +609,19 @@ fn measure_size(
     let floor = Floor::open(fleet, size);
     floor.sample(); // warm-up
     let mut floor_samples = Vec::new();
-    let mut bodies = [Vec::new(), Vec::new()];
+    let mut bodies: Vec<Vec<u8>> = paths.iter().map(|_| Vec::new()).collect();
     for round in 0..config.rounds {
         for _ in 0..per_round {
             floor_samples.push(floor.sample());
-            let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-            for i in order {
+            for turn in 0..paths.len() {
+                let i = (turn + round) % paths.len();
                 let sample = paths[i].collect(&mut bodies[i]);
                 // Outside the clock.
                 if let Err(e) = check(&bodies[i], ids, paths[i].via) {
                     panic!(
-                        "{} with {size} containers: GET {STATS_PATH}: {e}",
-                        paths[i].via.name()
+                        "{} with {size} containers: GET {}: {e}",
+                        paths[i].via.name(),
+                        paths[i].via.path()
                     );
                 }
                 rows[i].samples.push(sample);
@@ -708,12 +825,14 @@ fn per_container(d: Duration, n: usize) -> String {
     format!("{:.1} µs", d.as_secs_f64() * 1e6 / n.max(1.0))
 }
 
-fn print_setup(fleet: &Fleet, paths: &[Measured; 2], daemons_took: Duration) {
+fn print_setup(fleet: &Fleet, paths: &[Measured], daemons_took: Duration) {
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpus = thread::available_parallelism().map_or(0, usize::from);
     let health = paths[0].daemon.healthz();
     println!();
-    println!("collector stats bench (full collection: GET {STATS_PATH})");
+    println!(
+        "collector stats bench (full collection: GET {STATS_PATH}; scrape: GET {METRICS_PATH})"
+    );
     println!(
         "  machine: {cpus} CPUs, kernel {}, cgroup mode {}",
         kernel.trim(),
@@ -734,8 +853,8 @@ fn print_setup(fleet: &Fleet, paths: &[Measured; 2], daemons_took: Duration) {
     }
     println!("  daemons started in {:.1} s", daemons_took.as_secs_f64());
     println!(
-        "  method: per size, a checked warm-up, then interleaved rounds alternating the two \
-         daemons request by request; wall = client round trip (connect to last byte); CPU = \
+        "  method: per size, a checked warm-up, then interleaved rounds taking turns request by \
+         request, the order rotating every round; wall = client round trip (connect to last byte); CPU = \
          daemon's schedstat run time over all threads, before/after; answers checked outside \
          the clock"
     );
@@ -790,7 +909,10 @@ fn print_table(rows: &[Row], setup: &[(usize, Duration)], config: &Config) {
             row.size
         );
     }
-    for row in rows.iter().filter(|r| r.size == config.sizes[0]) {
+    for row in rows
+        .iter()
+        .filter(|r| r.size == config.sizes[0] && !r.answer.sources.is_empty())
+    {
         let sources: Vec<String> = row
             .answer
             .sources
@@ -870,6 +992,26 @@ fn print_ratios(rows: &[Row], floors: &[FloorRow], config: &Config) {
             ratio(e.cpu_p90, c.cpu_p90),
         );
     }
+    println!("ratios eBPF /metrics scrape / eBPF /v1/stats collection (same daemon, same run)");
+    for &size in &config.sizes {
+        let e = get(size, Via::Ebpf);
+        for via in [Via::Scrape, Via::ScrapeGzip] {
+            let s = get(size, via);
+            let bytes = rows
+                .iter()
+                .find(|r| r.size == size && r.via == via)
+                .map_or(0, |r| r.body_bytes);
+            println!(
+                "  {size:>5} containers, {:<16}: CPU p50 {:.2}x  p90 {:.2}x    wall p50 {:.2}x    \
+                 {} KB",
+                via.name(),
+                ratio(s.cpu_p50, e.cpu_p50),
+                ratio(s.cpu_p90, e.cpu_p90),
+                ratio(s.wall_p50, e.wall_p50),
+                bytes / 1024,
+            );
+        }
+    }
     if let [small, .., large] = config.sizes[..] {
         println!("scaling {small} -> {large} containers (CPU p50)");
         for via in [Via::Ebpf, Via::Cgroupfs] {
@@ -902,6 +1044,17 @@ fn print_ratios(rows: &[Row], floors: &[FloorRow], config: &Config) {
         ms(c.cpu_p50),
         verdict(c.cpu_p50 < CPU_TARGET),
     );
+    for size in &config.sizes {
+        let (e, s) = (get(*size, Via::Ebpf), get(*size, Via::Scrape));
+        let r = ratio(s.cpu_p50, e.cpu_p50);
+        println!(
+            "  scrape of {size} containers at most {SCRAPE_TARGET}x the collection's CPU (p50): \
+             {} / {} = {r:.2}x -> {}",
+            ms(s.cpu_p50),
+            ms(e.cpu_p50),
+            verdict(r <= SCRAPE_TARGET),
+        );
+    }
     if let Some(floor) = floors.iter().find(|f| f.size == large) {
         println!(
             "  of which the floor (the reads alone) is {}: {:.0}% of the target",

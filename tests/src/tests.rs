@@ -5,12 +5,16 @@
 
 mod api_errors;
 mod cgroup_walk;
+mod containerd_metadata;
 mod docker;
+mod docker_metadata;
 mod fallback;
 mod kernel_counters;
 mod kernel_map;
+mod kubernetes_metrics;
 mod layouts;
 mod lifecycle;
+mod prometheus;
 mod provider;
 mod repair;
 mod stats;

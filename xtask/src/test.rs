@@ -12,11 +12,17 @@ use anyhow::{Result, bail};
 use crate::cmd::{Cmd, cargo, is_root, root_prefix, target_dir};
 use crate::docker::{self, TEST_IMAGE};
 
+/// Debian packages only the integration tests need, with the services they bring: the
+/// Prometheus tests start their own `prometheus` (and run `promtool`), so the packaged
+/// service is stopped and disabled after installing (see [`crate::setup::ensure_apt_tools`]).
+const TEST_TOOLS: &[(&str, &[&str])] = &[("prometheus", &["prometheus"])];
+
 /// Runs the unit tests, then the integration tests; `args` go to every test binary.
 pub fn test(args: &[String]) -> Result<()> {
     crate::setup::setup()?;
     crate::build()?;
     let _dockerd = docker::prepare()?;
+    crate::setup::ensure_apt_tools(TEST_TOOLS)?;
 
     let mut failed = Vec::new();
     // collector-ebpf only builds for the BPF target; collector-tests runs below, as root.

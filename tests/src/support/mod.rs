@@ -1,15 +1,20 @@
 //! What the integration tests and benches share: a daemon under test, an HTTP client for its
-//! socket, test cgroups, processes started inside them, and Docker containers. Everything that
+//! socket, test cgroups, processes started inside them, Docker containers, a private
+//! containerd with a CRI client, and a Prometheus scraping the daemon. Everything that
 //! creates something is a guard that removes it on drop, also when the test fails.
 
 pub mod bpf;
 pub mod cgroup;
 pub mod clone3;
+pub mod containerd;
+pub mod cri;
 pub mod daemon;
 pub mod docker;
+pub mod dockerd;
 pub mod http;
 pub mod netns;
 pub mod process;
+pub mod prometheus;
 
 use std::io::Write as _;
 use std::path::PathBuf;
