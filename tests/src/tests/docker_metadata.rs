@@ -53,6 +53,24 @@ fn docker_up(daemon: &Daemon) -> Option<u64> {
     })
 }
 
+/// The `name` label and the value of container `id`'s `container_cpu_usage_seconds_total` in a
+/// scrape of `/metrics`, when it has one.
+fn cpu_series(daemon: &Daemon, id: &str) -> Option<(String, f64)> {
+    let body = daemon.get("/metrics").body;
+    body.lines().find_map(|line| {
+        let rest = line.strip_prefix("container_cpu_usage_seconds_total{")?;
+        let (labels, value) = rest.rsplit_once("} ")?;
+        let id_label = labels.split("\",").find_map(|l| l.strip_prefix("id=\""))?;
+        if !id_label.ends_with(id) {
+            return None;
+        }
+        let name = labels
+            .split("\",")
+            .find_map(|l| l.strip_prefix("name=\""))?;
+        Some((name.to_owned(), value.trim().parse().ok()?))
+    })
+}
+
 #[test]
 fn docker_names_follow_the_runtime_and_outlive_a_dockerd_crash() {
     if !root()
@@ -125,6 +143,14 @@ fn docker_names_follow_the_runtime_and_outlive_a_dockerd_crash() {
     );
     assert_eq!(stats["name"], first.name.as_str(), "{stats}");
     named(&daemon, &first).expect("the name stays while Docker is down");
+    // ... and /metrics serves its numbers, named.
+    let (name, cpu) = cpu_series(&daemon, &first.id)
+        .unwrap_or_else(|| panic!("no CPU series for {} while Docker is down", first.id));
+    assert_eq!(
+        name, first.name,
+        "the series' name label while Docker is down"
+    );
+    assert!(cpu >= 0.0, "{cpu}");
 
     // dockerd is back: a container made after the restart gets its name, the first keeps its.
     dockerd.restart();
@@ -133,6 +159,14 @@ fn docker_names_follow_the_runtime_and_outlive_a_dockerd_crash() {
         named(&daemon, &second)
     });
     assert_eq!(entry["labels"], json!({"app": "db"}), "{entry}");
+    eventually(
+        &daemon,
+        "the new container's series named",
+        || match cpu_series(&daemon, &second.id) {
+            Some((name, _)) if name == second.name => Ok(()),
+            other => Err(format!("series {other:?}")),
+        },
+    );
     eventually(&daemon, "Docker reported back", || {
         let up = docker_up(&daemon);
         let logged = daemon.log().contains(BACK_LOG);
