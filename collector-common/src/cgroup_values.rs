@@ -15,6 +15,8 @@ pub const HAS_CPU: u32 = 1 << 2;
 pub const HAS_PIDS: u32 = 1 << 3;
 /// `present` bit: `effective_cpus` holds the CPUs of `cpuset.effective_cpus`.
 pub const HAS_CPUSET: u32 = 1 << 5;
+/// `present` bit: `oom_kill` holds `mem_cgroup.memory_events[MEMCG_OOM_KILL]`.
+pub const HAS_OOM_KILL: u32 = 1 << 6;
 /// `present` bit: a hierarchy's root cgroup (its values are not those of its files: the
 /// root's usage files sum statistics instead of reading its page counter).
 pub const IS_ROOT: u32 = 1 << 4;
@@ -56,6 +58,9 @@ pub struct CgroupValues {
     pub pids_current: i64,
     /// `pids_cgroup.limit` (`PIDS_MAX` when unlimited: what the root's limit is).
     pub pids_limit: i64,
+    /// `mem_cgroup.memory_events[MEMCG_OOM_KILL]`: processes the OOM killer killed in the
+    /// cgroup and below it.
+    pub oom_kill: u64,
 }
 
 /// What the last walk left.

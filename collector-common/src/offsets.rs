@@ -118,6 +118,11 @@ pub struct KernelOffsets {
     pub memcg_kmem: u32,
     /// `mem_cgroup.soft_limit` (`unsigned long`, pages).
     pub memcg_soft_limit: u32,
+    /// 1 when `memcg_oom_kill` is known.
+    pub values_oom_kill_ready: u32,
+    /// `mem_cgroup.memory_events[MEMCG_OOM_KILL]` (`atomic_long_t`): what `memory.oom_control`
+    /// prints as `oom_kill`.
+    pub memcg_oom_kill: u32,
     /// `page_counter.usage` (`atomic_long_t`).
     pub page_counter_usage: u32,
     /// `page_counter.watermark` (`unsigned long`).

@@ -83,7 +83,7 @@ pub struct RunArgs {
     /// they appear, 32 bytes × possible CPUs each.
     #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
     pub io_counter_entries: u32,
-    /// Cgroups the kernel's cgroup walk records per v1 hierarchy (120 bytes each, allocated
+    /// Cgroups the kernel's cgroup walk records per v1 hierarchy (128 bytes each, allocated
     /// at start). A full collection reads the v1 memory, cpu, pids and cpuset values of these
     /// cgroups in the kernel, one walk per hierarchy; cgroups beyond it are read from their
     /// files (and counted as `cgroup_values_full`).

@@ -17,7 +17,9 @@
 use core::ffi::c_void;
 
 use collector_common::{
-    cgroup_values::{CgroupValues, HAS_CPU, HAS_CPUSET, HAS_KMEM, HAS_MEMORY, HAS_PIDS, IS_ROOT},
+    cgroup_values::{
+        CgroupValues, HAS_CPU, HAS_CPUSET, HAS_KMEM, HAS_MEMORY, HAS_OOM_KILL, HAS_PIDS, IS_ROOT,
+    },
     counters::{CGROUP_VALUES_FULL, READ_ERRORS},
     offsets::KernelOffsets,
 };
@@ -178,6 +180,10 @@ fn memory(o: &KernelOffsets, memcg: *const u8, v: &mut CgroupValues) -> Result<(
     if o.values_kmem_ready != 0 {
         v.kmem_usage_pages = Probe::read::<u64>(memcg, o.memcg_kmem + o.page_counter_usage)?;
         v.present |= HAS_KMEM;
+    }
+    if o.values_oom_kill_ready != 0 {
+        v.oom_kill = Probe::read::<u64>(memcg, o.memcg_oom_kill)?;
+        v.present |= HAS_OOM_KILL;
     }
     Ok(())
 }

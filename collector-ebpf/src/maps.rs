@@ -116,6 +116,8 @@ pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     values_kmem_ready: 0,
     memcg_kmem: 0,
     memcg_soft_limit: 0,
+    values_oom_kill_ready: 0,
+    memcg_oom_kill: 0,
     page_counter_usage: 0,
     page_counter_watermark: 0,
     page_counter_failcnt: 0,

@@ -44,6 +44,8 @@ pub struct MemoryValues {
     pub soft_limit_bytes: u64,
     /// None when this kernel's `mem_cgroup` has no `kmem` counter known to the walk.
     pub kmem_usage_bytes: Option<u64>,
+    /// `memory.oom_control` `oom_kill`; None when the walk does not know where it is.
+    pub oom_kill: Option<u64>,
 }
 
 /// `cpu.shares`, `cpu.cfs_quota_us`, `cpu.cfs_period_us` and v1 `cpu.stat`.

@@ -873,10 +873,13 @@ impl<'a> Pass<'a> {
     fn memory_v1(&mut self, d: &Path) -> Option<MemoryStats> {
         let kernel = self.kernel.memory;
         let stat = self.get(d, "memory.stat", |t| Some(MemoryStatV1::parse(t)));
-        let oom_kills = self
-            .get(d, "memory.oom_control", |t| Some(OomControl::parse(t)))
-            .ok()
-            .and_then(|c| c.oom_kill);
+        let oom_kills = match kernel.and_then(|k| k.oom_kill) {
+            Some(kills) => Some(kills),
+            None => self
+                .get(d, "memory.oom_control", |t| Some(OomControl::parse(t)))
+                .ok()
+                .and_then(|c| c.oom_kill),
+        };
         let (usage, kmem, soft, failcnt, peak) = match kernel {
             Some(k) => (
                 Ok(k.usage_bytes),
@@ -1304,6 +1307,7 @@ mod tests {
                             failcnt: 7,
                             soft_limit_bytes: 9_223_372_036_854_771_712,
                             kmem_usage_bytes: None,
+                            oom_kill: Some(4),
                         }),
                         ..V1Values::default()
                     },
@@ -1365,6 +1369,9 @@ mod tests {
         assert_eq!(memory.usage_total, Some(2_000_000));
         assert_eq!(memory.peak, Some(3_000_000));
         assert_eq!(memory.oom_events, Some(7));
+        assert_eq!(memory.failcnt, Some(7));
+        // The hybrid fixture has no memory.oom_control: only the walk can have given it.
+        assert_eq!(memory.oom_kills, Some(4));
         // The v1 "unlimited" soft limit is no limit, as from the file.
         assert_eq!(memory.softlimit, None);
         // No kmem in the walk: the file.

@@ -229,6 +229,15 @@ fn memory_values_offsets(btf: &Btf, o: &mut KernelOffsets) -> Result<(), OffsetE
         o.memcg_kmem = kmem;
         o.values_kmem_ready = 1;
     }
+    // `memory_events` (`atomic_long_t[MEMCG_NR_MEMORY_EVENTS]`, 4.13+): its `MEMCG_OOM_KILL`
+    // slot is what `memory.oom_control` prints as `oom_kill`; without it the file is read.
+    if let (Ok(events), Some(index)) = (
+        member_offset(btf, &memcg, "mem_cgroup", "memory_events"),
+        enum_value(btf, "memcg_memory_event", "MEMCG_OOM_KILL"),
+    ) {
+        o.memcg_oom_kill = events + index * 8;
+        o.values_oom_kill_ready = 1;
+    }
     o.values_memory_ready = 1;
     Ok(())
 }

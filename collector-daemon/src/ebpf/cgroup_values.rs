@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use aya::maps::{Array, MapData};
 use collector_common::cgroup_values::{
-    CgroupValues, CgroupWalk, HAS_CPU, HAS_CPUSET, HAS_KMEM, HAS_MEMORY, HAS_PIDS, IS_ROOT,
+    CgroupValues, CgroupWalk, HAS_CPU, HAS_CPUSET, HAS_KMEM, HAS_MEMORY, HAS_OOM_KILL, HAS_PIDS,
+    IS_ROOT,
 };
 
 use crate::cgroupfs::kernel_values::{
@@ -295,6 +296,7 @@ fn convert(r: &CgroupValues, page_size: u64, pids_max: i64) -> V1Values {
             failcnt: r.memory_failcnt,
             soft_limit_bytes: pages(r.soft_limit_pages),
             kmem_usage_bytes: (r.present & HAS_KMEM != 0).then(|| pages(r.kmem_usage_pages)),
+            oom_kill: (r.present & HAS_OOM_KILL != 0).then_some(r.oom_kill),
         }),
         // `cpu_shares_read_u64()`, `tg_get_cfs_quota()`, `tg_get_cfs_period()`,
         // `cpu_cfs_stat_show()`.

@@ -14,8 +14,9 @@ use crate::support::{cgroup, daemon::Daemon};
 const CONTROLLERS: [&str; 5] = ["memory", "cpu", "cpuacct", "pids", "cpuset"];
 
 /// The files whose values the walk gives: the daemon must not hold them for the container.
-const WALKED_FILES: [(&str, &str); 8] = [
+const WALKED_FILES: [(&str, &str); 9] = [
     ("memory", "memory.usage_in_bytes"),
+    ("memory", "memory.oom_control"),
     ("memory", "memory.max_usage_in_bytes"),
     ("memory", "memory.soft_limit_in_bytes"),
     ("memory", "memory.failcnt"),
@@ -89,6 +90,14 @@ fn give_cpuset_top_down(cpuset: &Path) {
     }
 }
 
+/// The `oom_kill` count of `memory`'s `memory.oom_control`.
+fn oom_kills(memory: &Path) -> u64 {
+    let text = read(memory, "memory.oom_control");
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no oom_kill in {}: {text:?}", memory.display()))
+}
+
 /// `memory.usage_in_bytes` and `memory.max_usage_in_bytes` of `memory`.
 fn usage_and_peak(memory: &Path) -> (u64, u64) {
     (
@@ -121,6 +130,11 @@ fn assert_equal_to_files(
     assert_eq!(
         u64_at(body, "/memory/oom_events"),
         read_u64(&memory, "memory.failcnt"),
+        "{body}"
+    );
+    assert_eq!(
+        u64_at(body, "/memory/oom_kills"),
+        oom_kills(&memory),
         "{body}"
     );
     let usage = u64_at(body, "/memory/usage_total");
@@ -290,4 +304,56 @@ fn cgroups_beyond_the_walks_capacity_are_read_from_their_files_and_counted() {
             .contains("more cgroups than --cgroup-values-entries")
     );
     drop(sleeper);
+}
+
+/// A process the OOM killer kills in a container shows in the container's `oom_kills` (the
+/// walk reads the memory cgroup's OOM-kill event count, which `memory.oom_control` prints),
+/// and the daemon does not hold that file for it.
+#[test]
+fn an_oom_kill_counts_in_the_walk_as_memory_oom_control_shows_it() {
+    if !root() {
+        return;
+    }
+    assert!(
+        cgroup::v1_mount("memory").is_some(),
+        "this test needs the v1 memory controller"
+    );
+    let daemon = Daemon::shared();
+    let id = container_id("oom");
+    let cg = cgroup::TestCgroup::with_v1(&format!("docker/{id}"), &["memory"]);
+    let memory = cg.v1_dir("memory").to_path_buf();
+    write(&memory, "memory.limit_in_bytes", &(16u64 << 20).to_string());
+    if memory.join("memory.memsw.limit_in_bytes").exists() {
+        write(
+            &memory,
+            "memory.memsw.limit_in_bytes",
+            &(16u64 << 20).to_string(),
+        );
+    }
+    let _sleeper = sleep_in(&cg.procs_files());
+    // dd fills a 64 MiB buffer in a cgroup limited to 16 MiB: the OOM killer kills it.
+    let mut dd = std::process::Command::new("dd");
+    dd.args(["if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    crate::support::process::enter_before_exec(&mut dd, &cg.procs_files());
+    let status = dd.status().expect("running dd");
+    assert!(!status.success(), "dd was not killed: {status}");
+    let kills = oom_kills(&memory);
+    assert!(kills >= 1, "memory.oom_control counts no kill");
+    let body = wait_for(
+        "the kill in a full collection",
+        Duration::from_secs(10),
+        || {
+            let body = collected(daemon, &id);
+            (body["memory"]["oom_kills"] == kills).then_some(body)
+        },
+    );
+    assert_eq!(u64_at(&body, "/memory/oom_kills"), kills, "{body}");
+    let file = memory.join("memory.oom_control");
+    assert!(
+        !held_files(daemon.pid()).contains(&file),
+        "{} was read from its file in a full collection",
+        file.display()
+    );
 }
