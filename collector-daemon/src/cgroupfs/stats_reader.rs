@@ -1281,6 +1281,10 @@ mod tests {
     }
 
     #[test]
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one walk's values against one fixture, every value checked in one place"
+    )]
     fn a_kernel_walk_gives_the_v1_one_number_values_and_the_rest_is_read_from_files() {
         use super::super::kernel_values::{CpuValues, MemoryValues, PidsValues};
         let (layout, reader) = fixture("hybrid");

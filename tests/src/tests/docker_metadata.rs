@@ -72,6 +72,10 @@ fn cpu_series(daemon: &Daemon, id: &str) -> Option<(String, f64)> {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one story told in order: run, rename, crash, restart, remove"
+)]
 fn docker_names_follow_the_runtime_and_outlive_a_dockerd_crash() {
     if !root()
         || !require(
