@@ -14,11 +14,11 @@
 
 use std::fs;
 use std::io::{self, ErrorKind};
-use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use super::host::{containerd_shims, on_path, unmount_below};
 use serde_json::json;
 use tempfile::TempDir;
 
@@ -49,11 +49,6 @@ pub fn containerd_available() -> bool {
         .iter()
         .all(|program| on_path(program))
         && Path::new(BUSYBOX).is_file()
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 /// A running private containerd; stopped, and everything it made removed, on drop.
@@ -351,30 +346,6 @@ state = "{state}"
         let _ = child.kill();
         let _ = child.wait();
     }
-
-    /// Shims still serving this containerd (a container it could not remove): their PIDs,
-    /// from their command lines, which name our socket.
-    fn leftover_shims(&self) -> Vec<libc::pid_t> {
-        let Ok(entries) = fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        let address = self.socket.as_os_str().as_bytes();
-        entries
-            .filter_map(Result::ok)
-            .filter_map(|e| e.file_name().to_str()?.parse::<libc::pid_t>().ok())
-            .filter(|pid| {
-                let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
-                    return false;
-                };
-                let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-                args.first()
-                    .is_some_and(|a| a.ends_with(b"containerd-shim-runc-v2"))
-                    && args
-                        .windows(2)
-                        .any(|w| w[0] == b"-address" && w[1] == address)
-            })
-            .collect()
-    }
 }
 
 impl Drop for Containerd {
@@ -395,7 +366,7 @@ impl Drop for Containerd {
         }
         self.remove_all_containers();
         self.terminate();
-        for pid in self.leftover_shims() {
+        for pid in containerd_shims(&self.socket) {
             eprintln!("warning: killing leftover shim {pid} of the test containerd");
             // SAFETY: kill(2) of a shim this containerd started (its command line names our
             // socket).
@@ -607,37 +578,6 @@ fn run_ok(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&output.stderr).trim()
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// Mount points at or below `dir` (from /proc/self/mountinfo), deepest first.
-fn mounts_below(dir: &Path) -> Vec<PathBuf> {
-    let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<PathBuf> = text
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|point| PathBuf::from(point.replace("\\040", " ")))
-        .filter(|point| point.starts_with(dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    points
-}
-
-/// Detaches every mount below `dir` (a sandbox's shm, a container's rootfs) that a failed
-/// test left, so that the directory can be removed.
-fn unmount_below(dir: &Path) {
-    for point in mounts_below(dir) {
-        let Ok(path) = std::ffi::CString::new(point.as_os_str().as_bytes()) else {
-            continue;
-        };
-        // SAFETY: umount2 with a NUL-terminated path; MNT_DETACH leaves nothing dangling.
-        if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } != 0 {
-            eprintln!(
-                "warning: umount {}: {}",
-                point.display(),
-                io::Error::last_os_error()
-            );
-        }
-    }
 }
 
 /// Where every cgroup hierarchy (v1 controllers and v2) is mounted.

@@ -12,12 +12,11 @@
 //! and its bind mount of the data root; a new dockerd replaces the socket.
 
 use std::fs;
-use std::io;
-use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use super::host::{containerd_shims, on_path, unmount_below};
 use tempfile::TempDir;
 
 /// How long containerd, and then dockerd, have to answer after they are spawned.
@@ -35,11 +34,6 @@ pub fn dockerd_available() -> bool {
         .iter()
         .all(|program| on_path(program))
         && Path::new(BUSYBOX).is_file()
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 /// A container of the private dockerd (removed by the [`PrivateDockerd`] guard).
@@ -455,30 +449,6 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             let _ = ctr(&["containers", "delete", &container]);
         }
     }
-
-    /// Shims still serving our containerd: their PIDs, from their command lines, which name
-    /// our containerd's socket.
-    fn leftover_shims(&self) -> Vec<libc::pid_t> {
-        let Ok(entries) = fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        let address = self.containerd_socket.as_os_str().as_bytes();
-        entries
-            .filter_map(Result::ok)
-            .filter_map(|e| e.file_name().to_str()?.parse::<libc::pid_t>().ok())
-            .filter(|pid| {
-                let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
-                    return false;
-                };
-                let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-                args.first()
-                    .is_some_and(|a| a.ends_with(b"containerd-shim-runc-v2"))
-                    && args
-                        .windows(2)
-                        .any(|w| w[0] == b"-address" && w[1] == address)
-            })
-            .collect()
-    }
 }
 
 impl Drop for PrivateDockerd {
@@ -525,7 +495,7 @@ impl Drop for PrivateDockerd {
         if let Some(child) = self.containerd.take() {
             terminate(child, "containerd");
         }
-        for pid in self.leftover_shims() {
+        for pid in containerd_shims(&self.containerd_socket) {
             eprintln!("warning: killing leftover shim {pid} of the test containerd");
             // SAFETY: kill(2) of a shim our containerd started (its command line names our
             // containerd's socket).
@@ -618,43 +588,6 @@ fn terminate(mut child: Child, what: &str) {
     eprintln!("warning: {what} ignored SIGTERM for {SHUTDOWN_TIMEOUT:?}: SIGKILL");
     let _ = child.kill();
     let _ = child.wait();
-}
-
-/// Mount points at or below `dir` (from /proc/self/mountinfo), deepest first.
-fn mounts_below(dir: &Path) -> Vec<PathBuf> {
-    let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<PathBuf> = text
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|point| PathBuf::from(point.replace("\\040", " ")))
-        .filter(|point| point.starts_with(dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    points
-}
-
-/// Detaches every mount at or below `dir` (dockerd's bind mount of its data root, left by a
-/// SIGKILL, may be stacked several times; a container's rootfs or netns after a failure).
-fn unmount_below(dir: &Path) {
-    for _ in 0..16 {
-        let points = mounts_below(dir);
-        if points.is_empty() {
-            return;
-        }
-        for point in points {
-            let Ok(path) = std::ffi::CString::new(point.as_os_str().as_bytes()) else {
-                continue;
-            };
-            // SAFETY: umount2 with a NUL-terminated path; MNT_DETACH leaves nothing dangling.
-            if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } != 0 {
-                eprintln!(
-                    "warning: umount {}: {}",
-                    point.display(),
-                    io::Error::last_os_error()
-                );
-            }
-        }
-    }
 }
 
 fn read_log(path: &Path) -> String {

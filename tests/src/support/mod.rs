@@ -11,6 +11,7 @@ pub mod cri;
 pub mod daemon;
 pub mod docker;
 pub mod dockerd;
+mod host;
 pub mod http;
 pub mod netns;
 pub mod process;
