@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::host::{containerd_shims, on_path, unmount_below};
+use super::host::{containerd_shims, on_path, terminate, unmount_below};
 use serde_json::json;
 use tempfile::TempDir;
 
@@ -329,22 +329,9 @@ state = "{state}"
     }
 
     fn terminate(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
-        // SAFETY: kill(2) on our own child, not yet reaped.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(child) = self.child.take() {
+            terminate(child, "containerd", SHUTDOWN_TIMEOUT);
         }
-        eprintln!("warning: containerd ignored SIGTERM for {SHUTDOWN_TIMEOUT:?}: SIGKILL");
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
 

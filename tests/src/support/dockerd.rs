@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::host::{containerd_shims, on_path, unmount_below};
+use super::host::{containerd_shims, on_path, terminate, unmount_below};
 use tempfile::TempDir;
 
 /// How long containerd, and then dockerd, have to answer after they are spawned.
@@ -413,7 +413,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
     fn terminate_dockerd(&mut self) {
         if let Some(child) = self.dockerd.take() {
-            terminate(child, "dockerd");
+            terminate(child, "dockerd", SHUTDOWN_TIMEOUT);
         }
     }
 
@@ -493,7 +493,7 @@ impl Drop for PrivateDockerd {
             self.sweep_containerd();
         }
         if let Some(child) = self.containerd.take() {
-            terminate(child, "containerd");
+            terminate(child, "containerd", SHUTDOWN_TIMEOUT);
         }
         for pid in containerd_shims(&self.containerd_socket) {
             eprintln!("warning: killing leftover shim {pid} of the test containerd");
@@ -568,26 +568,6 @@ impl Drop for Bridge {
             other => eprintln!("warning: ip link delete {}: {other:?}", self.name),
         }
     }
-}
-
-/// SIGTERM to our child `child`, then up to [`SHUTDOWN_TIMEOUT`] for it to exit, then SIGKILL.
-fn terminate(mut child: Child, what: &str) {
-    if matches!(child.try_wait(), Ok(Some(_))) {
-        return;
-    }
-    let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
-    // SAFETY: kill(2) on our own child, not yet reaped.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
-    let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    eprintln!("warning: {what} ignored SIGTERM for {SHUTDOWN_TIMEOUT:?}: SIGKILL");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 fn read_log(path: &Path) -> String {

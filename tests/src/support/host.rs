@@ -6,6 +6,8 @@ use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
 
 /// Whether `program` is an executable file in a directory of `PATH`.
 pub(crate) fn on_path(program: &str) -> bool {
@@ -73,4 +75,25 @@ pub(crate) fn containerd_shims(socket: &Path) -> Vec<libc::pid_t> {
                     .any(|w| w[0] == b"-address" && w[1] == address)
         })
         .collect()
+}
+
+/// SIGTERM to our child `child` (named `what` in the warning), then up to `timeout` for it to
+/// exit, then SIGKILL; reaped either way.
+pub(crate) fn terminate(mut child: Child, what: &str, timeout: Duration) {
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return;
+    }
+    let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+    // SAFETY: kill(2) on our own child, not yet reaped, so the PID cannot have been reused.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("warning: {what} ignored SIGTERM for {timeout:?}: SIGKILL");
+    let _ = child.kill();
+    let _ = child.wait();
 }
