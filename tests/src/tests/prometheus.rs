@@ -136,9 +136,9 @@ const CPU_RULES: &str = r#"groups:
 
 /// A container that spins one CPU has a `rate()` of about 1 (core-seconds per second). The
 /// machine is shared and has 2 CPUs, so the spinner may get less than a whole CPU for a while:
-/// the test waits (up to 2 minutes) for a 20 s window in which the spinner's own CPU time, from
-/// `/proc/<pid>/schedstat`, says it got 0.8..1.2 CPUs, and asks that `PromQL` agree with the
-/// kernel within 0.1 over the same window.
+/// the test waits (up to 3 minutes) for a 20 s window in which the spinner's own CPU time, from
+/// `/proc/<pid>/schedstat`, says it got 0.8..1.2 CPUs, and asks that `PromQL`'s rate be in
+/// 0.8..1.2 too and agree with the kernel within 0.1 over the same window.
 #[test]
 fn a_container_spinning_one_cpu_has_a_promql_cpu_rate_of_one() {
     if !all_ready() {
@@ -172,7 +172,7 @@ fn a_container_spinning_one_cpu_has_a_promql_cpu_rate_of_one() {
     let rate_expr = format!("rate({selector}[{RATE_WINDOW_SECS}s])");
     let window = Duration::from_secs(RATE_WINDOW_SECS);
     let mut kernel: Vec<(Instant, u64)> = Vec::new();
-    let deadline = appeared + Duration::from_mins(2);
+    let deadline = appeared + Duration::from_mins(3);
     let mut last = String::new();
     let rate = loop {
         let now = Instant::now();
@@ -195,6 +195,7 @@ fn a_container_spinning_one_cpu_has_a_promql_cpu_rate_of_one() {
             );
             if let Some(rate) = rate
                 && (0.8..=1.2).contains(&kernel_rate)
+                && (0.8..=1.2).contains(&rate)
                 && (rate - kernel_rate).abs() <= 0.1
             {
                 eprintln!("spinner: {last}");
@@ -203,8 +204,8 @@ fn a_container_spinning_one_cpu_has_a_promql_cpu_rate_of_one() {
         }
         assert!(
             Instant::now() < deadline,
-            "no {RATE_WINDOW_SECS} s window within 2 min with {rate_expr} in 0.8..1.2 and within \
-             0.1 of the kernel's rate; last: {last}"
+            "no {RATE_WINDOW_SECS} s window within 3 min with the kernel's rate and {rate_expr} \
+             in 0.8..1.2 and within 0.1 of each other; last: {last}"
         );
         thread::sleep(Duration::from_millis(500));
     };
@@ -215,7 +216,10 @@ fn a_container_spinning_one_cpu_has_a_promql_cpu_rate_of_one() {
         "name:container_cpu_usage_seconds_total:sum_rate20s{{name=\"{}\"}}",
         container.name()
     );
-    let samples = prometheus.wait_for(&recorded, Duration::from_secs(10), |s| !s.is_empty());
+    // Evaluated at its own instants: wait for one in the same band as the direct rate.
+    let samples = prometheus.wait_for(&recorded, Duration::from_mins(1), |s| {
+        s.len() == 1 && (0.7..=1.3).contains(&s[0].value)
+    });
     assert_eq!(samples.len(), 1, "{samples:?}");
     assert!(
         (0.7..=1.3).contains(&samples[0].value),
