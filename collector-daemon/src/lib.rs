@@ -10,6 +10,7 @@
 pub mod api;
 pub mod cgroupfs;
 pub mod cli;
+pub mod clock;
 pub mod collectors;
 pub mod daemon;
 pub mod ebpf;
@@ -18,5 +19,6 @@ pub mod identity;
 pub mod metrics;
 pub mod procfs_stats;
 pub mod provider;
+pub mod ttl_map;
 #[cfg(test)]
 mod test_support;

@@ -1,0 +1,45 @@
+//! The kernel's user-visible clock tick (`USER_HZ`), the unit of procfs start times and of
+//! v1 `cpuacct.stat`. The kernel converts to it with `nsec_to_clock_t` and truncates, so a
+//! value in ticks is exact only to the tick.
+use std::sync::OnceLock;
+
+/// `USER_HZ` when `sysconf(_SC_CLK_TCK)` fails: the value every Linux ABI uses.
+const DEFAULT_USER_HZ: u64 = 100;
+
+/// `USER_HZ`, from `sysconf(_SC_CLK_TCK)` once per process.
+pub fn user_hz() -> u64 {
+    static HZ: OnceLock<u64> = OnceLock::new();
+    *HZ.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions; it returns -1 for an unknown name.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        u64::try_from(hz)
+            .ok()
+            .filter(|&hz| hz > 0)
+            .unwrap_or(DEFAULT_USER_HZ)
+    })
+}
+
+/// Nanoseconds per tick at `hz` ticks per second (`hz` 0 is taken as 1).
+pub fn ns_per_tick(hz: u64) -> u64 {
+    1_000_000_000 / hz.max(1)
+}
+
+/// `ticks` of this host's `USER_HZ` in ns (saturating).
+pub fn ticks_to_ns(ticks: u64) -> u64 {
+    ticks.saturating_mul(ns_per_tick(user_hz()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_hz_is_the_sysconf_value() {
+        // SAFETY: as in user_hz.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        assert_eq!(user_hz(), u64::try_from(hz).unwrap());
+        assert_eq!(ticks_to_ns(3), 3 * ns_per_tick(user_hz()));
+        assert_eq!(ns_per_tick(100), 10_000_000);
+        assert_eq!(ns_per_tick(0), 1_000_000_000);
+    }
+}
