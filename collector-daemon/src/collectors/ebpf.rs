@@ -119,12 +119,11 @@ impl EbpfCollector {
             .directory
             .identity()
             .kernel()
-            .ok_or_else(|| CollectorError::Failed("kernel programs not loaded".to_owned()))?;
-        let failed = |e: &dyn std::fmt::Display| CollectorError::Failed(e.to_string());
-        let net = kernel.net_snapshot().map_err(|e| failed(&e));
+            .ok_or(CollectorError::KernelUnavailable)?;
+        let net = kernel.net_snapshot().map_err(CollectorError::from);
         let io = kernel
             .io_snapshot()
-            .map_err(|e| failed(&e))
+            .map_err(CollectorError::from)
             .map(|snapshot| {
                 let mut io: IoByCgroup = HashMap::new();
                 for (key, totals) in snapshot {

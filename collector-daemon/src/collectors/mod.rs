@@ -248,8 +248,8 @@ fn ebpf_factory(ebpf: Option<Arc<EbpfCollector>>, cache: Arc<Cache>) -> Collecto
         id,
         constructor: Box::new(move || {
             let Some(ebpf) = &ebpf else {
-                return Err(ConstructError::Permanent(
-                    "the kernel programs are not loaded".to_owned(),
+                return Err(ConstructError::permanent(
+                    "the kernel programs are not loaded",
                 ));
             };
             // When a counter program could not attach (no cgroup-v2 hierarchy, say), its

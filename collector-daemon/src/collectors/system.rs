@@ -226,12 +226,10 @@ impl SystemCollector {
             };
             match tasks::cgroup_pids_recursive(&dir) {
                 Ok(pids) => return Ok(pids),
-                Err(e) => last_error = Some(format!("{}: {e}", dir.display())),
+                Err(e) => last_error = Some(CollectorError::read(dir, e)),
             }
         }
-        Err(CollectorError::Failed(last_error.unwrap_or_else(|| {
-            "no cgroup directory of the container is mounted".to_owned()
-        })))
+        Err(last_error.unwrap_or(CollectorError::NotMounted))
     }
 
     /// The container's processes: from the kernel-fed index when it is on (no file read),
@@ -249,7 +247,7 @@ impl SystemCollector {
                 Ok(inode) => inode,
                 // Exited since the list was made: try the next process.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(CollectorError::Failed(format!("pid {pid}: {e}"))),
+                Err(e) => return Err(CollectorError::process(pid, e)),
             };
             let cached = {
                 let cache = self.netns.lock().unwrap_or_else(PoisonError::into_inner);
@@ -269,7 +267,7 @@ impl SystemCollector {
                         stats
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(CollectorError::Failed(format!("pid {pid}: {e}"))),
+                    Err(e) => return Err(CollectorError::process(pid, e)),
                 },
             };
             return Ok(stats.map(|mut stats| {
@@ -324,9 +322,9 @@ impl StatsCollector for SystemCollector {
             && stats.io.is_none()
             && stats.pid.is_none()
         {
-            return Err(CollectorError::Failed(format!(
-                "no cgroup file of container {container_id} could be read"
-            )));
+            return Err(CollectorError::NothingRead {
+                container_id: container_id.to_owned(),
+            });
         }
         Ok(Some(stats))
     }
@@ -387,7 +385,7 @@ fn count_open_files(fds: &FdCounter, pids: &[u32]) -> CollectorResult<u64> {
                 counted = true;
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(CollectorError::Failed(format!("pid {pid}: {e}"))),
+            Err(e) => return Err(CollectorError::process(pid, e)),
         }
     }
     Ok(counted.then_some(total))
@@ -411,10 +409,8 @@ impl ContainerIdForPid for SystemCollector {
     fn container_id_for_pid(&self, pid: u32, _max_age: MaxAge) -> CollectorResult<String> {
         match self.directory.identity().lookup_pid_procfs(pid) {
             Ok(answer) => Ok(answer.container.map(|c| c.id.clone())),
-            Err(LookupError::PidNotFound { .. }) => {
-                Err(CollectorError::NotFound(format!("pid {pid}")))
-            }
-            Err(e) => Err(CollectorError::Failed(e.to_string())),
+            Err(LookupError::PidNotFound { .. }) => Err(CollectorError::PidNotFound(pid)),
+            Err(e) => Err(CollectorError::from(e)),
         }
     }
 }
@@ -424,7 +420,7 @@ impl ContainerIdForInode for SystemCollector {
         match self.directory.identity().lookup_inode(inode) {
             Ok(answer) => Ok(answer.container.map(|c| c.id.clone())),
             Err(LookupError::InodeNotFound { .. }) => Ok(None),
-            Err(e) => Err(CollectorError::Failed(e.to_string())),
+            Err(e) => Err(CollectorError::from(e)),
         }
     }
 }

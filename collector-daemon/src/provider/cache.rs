@@ -495,7 +495,7 @@ mod tests {
         let clock = Arc::new(ManualClock::new());
         let cache = cache(&clock);
         let calls = AtomicUsize::new(0);
-        let failed: CollectorResult<u64> = Err(CollectorError::Failed("boom".into()));
+        let failed: CollectorResult<u64> = Err(CollectorError::other("boom"));
         let first = cache.get_or_fetch("k", 2 * SECOND, counted(&calls, failed.clone()));
         assert_eq!(first, failed);
         clock.advance(SECOND);

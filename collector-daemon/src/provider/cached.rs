@@ -343,7 +343,7 @@ mod tests {
         let pid = &c.container_id_for_pid.as_ref().unwrap().collector;
         assert!(matches!(
             pid.container_id_for_pid(1, SECOND),
-            Err(CollectorError::Failed(_))
+            Err(CollectorError::Other(_))
         ));
         fake.set_mode(Mode::Know);
         // The error is served from the cache for a second.

@@ -167,7 +167,7 @@ mod tests {
             meta.container_id_for_pid(1, SECOND),
             Err(ChainError {
                 collector: "docker",
-                error: CollectorError::Failed("docker failed".into()),
+                error: CollectorError::other("docker failed"),
             })
         );
     }

@@ -22,22 +22,29 @@
 //! from blocking code (`spawn_blocking`): collectors read files and may wait on a cache fetch.
 pub mod cache;
 pub mod cached;
+pub mod capabilities;
 pub mod meta;
 pub mod registry;
+pub mod runtime;
 pub mod stats;
 #[cfg(test)]
 mod testing;
 
-use std::borrow::Cow;
-use std::collections::BTreeMap;
-use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::{
+    fmt,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
-use serde::{Deserialize, Serialize};
-
+pub use capabilities::{
+    CollectorCatalog, CollectorError, CollectorFactory, CollectorRef, CollectorResult, Collectors,
+    ConstructError, ContainerIdForInode, ContainerIdForPid, ContainerIdForPodUidAndName,
+    IoCollector, MaxAge, NetworkCollector, OpenFilesCollector, PidsCollector, SelfContainerId,
+    StatsCollector,
+};
 pub use meta::MetaCollector;
 pub use registry::{Catalog, CollectorChains, RETRY_INTERVAL, Registry, RetryLoop};
+pub use runtime::{FullStats, RuntimeCollector};
 
 pub use crate::identity::container_id::Runtime;
 pub use stats::{
@@ -94,167 +101,6 @@ impl fmt::Display for RuntimeMetadata {
             Flavor::Kata => write!(f, "{}-{}", self.runtime.as_str(), self.flavor.as_str()),
         }
     }
-}
-
-/// Why a collector could not answer. Errors are cached like answers (for the caller's
-/// staleness window), so a failing source is not hammered.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum CollectorError {
-    /// The container (or PID, inode, ...) is not known to this collector right now.
-    #[error("{0} not found")]
-    NotFound(String),
-    /// The source is there but failed (file unreadable, runtime API error, ...).
-    #[error("{0}")]
-    Failed(String),
-}
-
-/// `Ok(None)` is "this collector does not know" (the seed's `("", nil)` / `(nil, nil)`); the
-/// meta collector and the provider then ask the next collector.
-pub type CollectorResult<T> = Result<Option<T>, CollectorError>;
-
-/// How stale a cached answer may be; `Duration::ZERO` bypasses every cache.
-pub type MaxAge = Duration;
-
-/// The seed's `ContainerStatsGetter`: CPU, memory, IO and PIDs of one container.
-pub trait StatsCollector: Send + Sync {
-    fn container_stats(
-        &self,
-        namespace: &str,
-        container_id: &str,
-        max_age: MaxAge,
-    ) -> CollectorResult<ContainerStats>;
-}
-
-/// Block IO alone, for collectors that count IO but not CPU or memory (the eBPF counters).
-/// Not in the seed, where IO is part of `ContainerStats`: when the best IO collector knows a
-/// container, its answer replaces the stats collector's `io`.
-pub trait IoCollector: Send + Sync {
-    fn container_io(
-        &self,
-        namespace: &str,
-        container_id: &str,
-        max_age: MaxAge,
-    ) -> CollectorResult<IoStats>;
-}
-
-/// The seed's `ContainerNetworkStatsGetter`.
-pub trait NetworkCollector: Send + Sync {
-    fn container_network(
-        &self,
-        namespace: &str,
-        container_id: &str,
-        max_age: MaxAge,
-    ) -> CollectorResult<NetworkStats>;
-}
-
-/// The seed's `ContainerOpenFilesCountGetter`: file descriptors open in the container.
-pub trait OpenFilesCollector: Send + Sync {
-    fn container_open_files(
-        &self,
-        namespace: &str,
-        container_id: &str,
-        max_age: MaxAge,
-    ) -> CollectorResult<u64>;
-}
-
-/// The seed's `ContainerPIDsGetter`: the container's processes (thread-group ids),
-/// including those in its nested cgroups.
-pub trait PidsCollector: Send + Sync {
-    fn container_pids(
-        &self,
-        namespace: &str,
-        container_id: &str,
-        max_age: MaxAge,
-    ) -> CollectorResult<Vec<u32>>;
-}
-
-/// The seed's `ContainerIDForPIDRetriever`.
-pub trait ContainerIdForPid: Send + Sync {
-    fn container_id_for_pid(&self, pid: u32, max_age: MaxAge) -> CollectorResult<String>;
-}
-
-/// The seed's `ContainerIDForInodeRetriever` (a cgroup directory's inode, v1 or v2).
-pub trait ContainerIdForInode: Send + Sync {
-    fn container_id_for_inode(&self, inode: u64, max_age: MaxAge) -> CollectorResult<String>;
-}
-
-/// The seed's `SelfContainerIDRetriever`: the container the daemon itself runs in.
-pub trait SelfContainerId: Send + Sync {
-    fn self_container_id(&self) -> CollectorResult<String>;
-}
-
-/// The seed's `ContainerIDForPodUIDAndContNameRetriever`.
-pub trait ContainerIdForPodUidAndName: Send + Sync {
-    fn container_id_for_pod_uid_and_name(
-        &self,
-        pod_uid: &str,
-        container_name: &str,
-        init_container: bool,
-        max_age: MaxAge,
-    ) -> CollectorResult<String>;
-}
-
-/// The seed's `CollectorRef`: a capability of one collector, with its priority (lower wins)
-/// and the collector's id (which breaks ties, and names the source of an answer).
-pub struct CollectorRef<T: ?Sized> {
-    pub collector: Arc<T>,
-    pub priority: u8,
-    pub id: &'static str,
-}
-
-impl<T: ?Sized> Clone for CollectorRef<T> {
-    fn clone(&self) -> Self {
-        Self {
-            collector: Arc::clone(&self.collector),
-            priority: self.priority,
-            id: self.id,
-        }
-    }
-}
-
-impl<T: ?Sized> fmt::Debug for CollectorRef<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CollectorRef")
-            .field("id", &self.id)
-            .field("priority", &self.priority)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The seed's `Collectors`: what one collector offers for one runtime. `None` = not offered.
-#[derive(Clone, Debug, Default)]
-pub struct Collectors {
-    pub stats: Option<CollectorRef<dyn StatsCollector>>,
-    pub io: Option<CollectorRef<dyn IoCollector>>,
-    pub network: Option<CollectorRef<dyn NetworkCollector>>,
-    pub open_files: Option<CollectorRef<dyn OpenFilesCollector>>,
-    pub pids: Option<CollectorRef<dyn PidsCollector>>,
-    pub container_id_for_pid: Option<CollectorRef<dyn ContainerIdForPid>>,
-    pub container_id_for_inode: Option<CollectorRef<dyn ContainerIdForInode>>,
-    pub self_container_id: Option<CollectorRef<dyn SelfContainerId>>,
-    pub container_id_for_pod_uid_and_name: Option<CollectorRef<dyn ContainerIdForPodUidAndName>>,
-}
-
-/// The seed's `CollectorCatalog`: per runtime and flavor, what a collector offers.
-pub type CollectorCatalog = std::collections::BTreeMap<RuntimeMetadata, Collectors>;
-
-/// What a collector constructor returns when it cannot be built yet or ever (the seed's
-/// `ErrNothingYet` / `ErrPermaFail`).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ConstructError {
-    /// Not available now (runtime socket absent, daemon not up): retried every 2 s.
-    #[error("not available yet: {0}")]
-    NotYet(String),
-    /// Will never be available here (runtime not installed, not supported): not retried.
-    #[error("permanently unavailable: {0}")]
-    Permanent(String),
-}
-
-/// The seed's `CollectorFactory`: an id and a constructor the registry calls until it
-/// succeeds or fails for good.
-pub struct CollectorFactory {
-    pub id: &'static str,
-    pub constructor: Box<dyn FnMut() -> Result<CollectorCatalog, ConstructError> + Send>,
 }
 
 /// An answer, and which collector gave it (its id: "system", "ebpf", ...).
@@ -369,203 +215,11 @@ impl Provider {
     }
 }
 
-/// The collectors serving one runtime (or all of them, `Provider::collector_any`). Each
-/// method walks its capability's chain like the meta collector: first that knows wins,
-/// errors and "does not know" go on to the next.
-#[derive(Clone, Debug)]
-pub struct RuntimeCollector {
-    chains: Arc<CollectorChains>,
-}
-
-impl RuntimeCollector {
-    pub fn new(chains: Arc<CollectorChains>) -> Self {
-        Self { chains }
-    }
-
-    /// The chains this collector walks (for the API to show).
-    pub fn chains(&self) -> &CollectorChains {
-        &self.chains
-    }
-
-    pub fn stats(
-        &self,
-        namespace: &str,
-        container_id: &str,
-        max_age: MaxAge,
-    ) -> ChainResult<ContainerStats> {
-        first_known(&self.chains.stats, |c| {
-            c.container_stats(namespace, container_id, max_age)
-        })
-    }
-
-    pub fn io(&self, namespace: &str, container_id: &str, max_age: MaxAge) -> ChainResult<IoStats> {
-        first_known(&self.chains.io, |c| {
-            c.container_io(namespace, container_id, max_age)
-        })
-    }
-
-    pub fn network(
-        &self,
-        namespace: &str,
-        container_id: &str,
-        max_age: MaxAge,
-    ) -> ChainResult<NetworkStats> {
-        first_known(&self.chains.network, |c| {
-            c.container_network(namespace, container_id, max_age)
-        })
-    }
-
-    pub fn open_files(
-        &self,
-        namespace: &str,
-        container_id: &str,
-        max_age: MaxAge,
-    ) -> ChainResult<u64> {
-        first_known(&self.chains.open_files, |c| {
-            c.container_open_files(namespace, container_id, max_age)
-        })
-    }
-
-    pub fn pids(
-        &self,
-        namespace: &str,
-        container_id: &str,
-        max_age: MaxAge,
-    ) -> ChainResult<Vec<u32>> {
-        first_known(&self.chains.pids, |c| {
-            c.container_pids(namespace, container_id, max_age)
-        })
-    }
-
-    /// Everything known about a container, as the API serves it:
-    /// - cpu, memory, io and pid from the stats chain;
-    /// - `io` replaced by the IO chain's answer when it knows (its counters are the better
-    ///   ones, e.g. eBPF), keeping the stats chain's `partial_stall_time` if the IO chain has
-    ///   none (PSI comes from cgroupfs only);
-    /// - network and open files from their chains.
-    ///
-    /// `sources` names the collector behind each section present. A chain that failed while
-    /// others answered is listed in `errors`. `Ok(None)` when no chain knows the container;
-    /// the last error when none knows and one failed.
-    pub fn full_stats(
-        &self,
-        namespace: &str,
-        container_id: &str,
-        max_age: MaxAge,
-    ) -> Result<Option<FullStats>, ChainError> {
-        let mut full = FullStats::default();
-        let mut known = false;
-        let mut last_error = None;
-        let mut failed = |full: &mut FullStats, chain: &str, error: ChainError| {
-            full.errors.insert(chain.to_owned(), error.to_string());
-            last_error = Some(error);
-        };
-
-        match self.stats(namespace, container_id, max_age) {
-            Ok(Some(Answer { value, source })) => {
-                known = true;
-                let ContainerStats {
-                    timestamp,
-                    cpu,
-                    memory,
-                    io,
-                    pid,
-                } = value;
-                let present = [
-                    ("cpu", cpu.is_some()),
-                    ("memory", memory.is_some()),
-                    ("io", io.is_some()),
-                    ("pid", pid.is_some()),
-                ];
-                for (section, is_some) in present {
-                    if is_some {
-                        full.sources.insert(section.into(), source.into());
-                    }
-                }
-                full.stats = ContainerStats {
-                    timestamp,
-                    cpu,
-                    memory,
-                    io,
-                    pid,
-                };
-            }
-            Ok(None) => {}
-            Err(e) => failed(&mut full, "stats", e),
-        }
-
-        match self.io(namespace, container_id, max_age) {
-            Ok(Some(Answer { mut value, source })) => {
-                known = true;
-                let stats_io = full.stats.io.as_ref();
-                let stats_psi = stats_io.and_then(|io| io.partial_stall_time);
-                if value.partial_stall_time.is_none()
-                    && let Some(psi) = stats_psi
-                {
-                    value.partial_stall_time = Some(psi);
-                    value.full_stall_time = stats_io.and_then(|io| io.full_stall_time);
-                    let psi_source = full.sources.get("io").cloned().unwrap_or_default();
-                    full.sources
-                        .insert("io.partial_stall_time".into(), psi_source);
-                }
-                full.stats.io = Some(value);
-                full.sources.insert("io".into(), source.into());
-            }
-            Ok(None) => {}
-            Err(e) => failed(&mut full, "io", e),
-        }
-
-        match self.network(namespace, container_id, max_age) {
-            Ok(Some(Answer { value, source })) => {
-                known = true;
-                full.network = Some(value);
-                full.sources.insert("network".into(), source.into());
-            }
-            Ok(None) => {}
-            Err(e) => failed(&mut full, "network", e),
-        }
-
-        match self.open_files(namespace, container_id, max_age) {
-            Ok(Some(Answer { value, source })) => {
-                known = true;
-                full.open_files = Some(value);
-                full.sources.insert("open_files".into(), source.into());
-            }
-            Ok(None) => {}
-            Err(e) => failed(&mut full, "open_files", e),
-        }
-
-        if known {
-            Ok(Some(full))
-        } else {
-            last_error.map_or(Ok(None), Err)
-        }
-    }
-}
-
-/// What `RuntimeCollector::full_stats` returns: the container's stats (flattened: `timestamp`,
-/// `cpu`, `memory`, `io`, `pid`), network and open files, and where each came from.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct FullStats {
-    #[serde(flatten)]
-    pub stats: ContainerStats,
-    pub network: Option<NetworkStats>,
-    pub open_files: Option<u64>,
-    /// Section (`cpu`, `memory`, `io`, `pid`, `network`, `open_files`, and
-    /// `io.partial_stall_time` when it comes from another collector than the rest of `io`)
-    /// to the id of the collector that gave it.
-    /// (Section names and collector ids are static strings: no allocation per container.)
-    pub sources: BTreeMap<Cow<'static, str>, Cow<'static, str>>,
-    /// Chain (`stats`, `io`, `network`, `open_files`) to the error it ended with, for chains
-    /// that failed while others answered.
-    pub errors: BTreeMap<String, String>,
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use super::testing::{Fake, Mode, catalog, ready, reference};
+    use super::testing::{Fake, Mode, catalog, ready};
     use super::*;
 
     const SECOND: Duration = Duration::from_secs(1);
@@ -581,14 +235,6 @@ mod tests {
         runtime: Runtime::Garden,
         flavor: Flavor::Default,
     };
-
-    /// An eBPF-like collector: IO only.
-    fn io_only(fake: &Arc<Fake>, priority: u8) -> Collectors {
-        Collectors {
-            io: Some(reference(fake.clone(), priority, fake.id)),
-            ..Collectors::default()
-        }
-    }
 
     fn provider(factories: Vec<CollectorFactory>) -> Provider {
         Provider::with_retry_interval(factories, Duration::from_hours(1))
@@ -635,7 +281,7 @@ mod tests {
             c.stats("", "c1", SECOND),
             Err(ChainError {
                 collector: "system",
-                error: CollectorError::Failed("system failed".into()),
+                error: CollectorError::other("system failed"),
             })
         );
         system.set_mode(Mode::DoNotKnow);
@@ -659,157 +305,6 @@ mod tests {
             let c = provider(factories).collector(DOCKER).unwrap();
             assert_eq!(c.open_files("", "c1", SECOND), known(1, "alpha"));
         }
-    }
-
-    #[test]
-    fn full_stats_takes_io_from_the_io_chain_and_psi_from_stats() {
-        let system = Fake::new("system", 4, Mode::Know);
-        let ebpf = Fake::new("ebpf", 7, Mode::Know);
-        let provider = provider(vec![
-            ready("system", catalog(&[DOCKER], &system.offer_all(0))),
-            ready("ebpf", catalog(&[DOCKER], &io_only(&ebpf, 0))),
-        ]);
-        let full = provider
-            .collector(DOCKER)
-            .unwrap()
-            .full_stats("", "c1", SECOND)
-            .unwrap()
-            .unwrap();
-        let io = full.stats.io.as_ref().unwrap();
-        // ebpf's counters (value * 10), system's PSI (value + 1).
-        assert_eq!(io.read_bytes, Some(70));
-        assert_eq!(io.partial_stall_time, Some(5));
-        assert_eq!(full.stats.cpu.as_ref().unwrap().total, Some(4));
-        assert_eq!(full.network.as_ref().unwrap().bytes_sent, Some(4));
-        assert_eq!(full.open_files, Some(4));
-        let sources: Vec<_> = full
-            .sources
-            .iter()
-            .map(|(k, v)| (k.as_ref(), v.as_ref()))
-            .collect();
-        assert_eq!(
-            sources,
-            [
-                ("cpu", "system"),
-                ("io", "ebpf"),
-                ("io.partial_stall_time", "system"),
-                ("network", "system"),
-                ("open_files", "system"),
-            ]
-        );
-        assert!(full.errors.is_empty());
-        let json = serde_json::to_value(&full).unwrap();
-        assert_eq!(json["cpu"]["total"], 4);
-        assert_eq!(json["io"]["read_bytes"], 70);
-        assert_eq!(json["sources"]["io"], "ebpf");
-        assert_eq!(json["memory"], serde_json::Value::Null);
-    }
-
-    #[test]
-    fn full_stats_keeps_the_io_chains_own_psi() {
-        let system = Fake::new("system", 4, Mode::Know);
-        let ebpf = Arc::new(Fake {
-            io_psi: Some(99),
-            ..Fake::plain("ebpf", 7, Mode::Know)
-        });
-        let provider = provider(vec![
-            ready("system", catalog(&[DOCKER], &system.offer_all(0))),
-            ready("ebpf", catalog(&[DOCKER], &io_only(&ebpf, 0))),
-        ]);
-        let c = provider.collector(DOCKER).unwrap();
-        let full = c.full_stats("", "c1", SECOND).unwrap().unwrap();
-        assert_eq!(full.stats.io.unwrap().partial_stall_time, Some(99));
-        assert!(!full.sources.contains_key("io.partial_stall_time"));
-    }
-
-    #[test]
-    fn full_stats_keeps_stats_io_when_the_io_chain_does_not_know() {
-        let system = Fake::new("system", 4, Mode::Know);
-        let ebpf = Fake::new("ebpf", 7, Mode::DoNotKnow);
-        // Stats (with their IO) but no IO capability: the IO chain is ebpf alone.
-        let system_offer = Collectors {
-            io: None,
-            ..system.offer_all(1)
-        };
-        let provider = provider(vec![
-            ready("system", catalog(&[DOCKER], &system_offer)),
-            ready("ebpf", catalog(&[DOCKER], &io_only(&ebpf, 0))),
-        ]);
-        let c = provider.collector(DOCKER).unwrap();
-        let full = c.full_stats("", "c1", SECOND).unwrap().unwrap();
-        assert_eq!(full.stats.io.unwrap().read_bytes, Some(4));
-        assert_eq!(full.sources["io"], "system");
-        assert_eq!(ebpf.calls(), 1);
-    }
-
-    #[test]
-    fn full_stats_reports_failed_sections_beside_known_ones() {
-        let system = Fake::new("system", 4, Mode::Know);
-        let ebpf = Fake::new("ebpf", 7, Mode::Fail);
-        let provider = provider(vec![
-            ready("system", catalog(&[DOCKER], &system.offer_all(1))),
-            ready("ebpf", catalog(&[DOCKER], &io_only(&ebpf, 0))),
-        ]);
-        let c = provider.collector(DOCKER).unwrap();
-        let full = c.full_stats("", "c1", SECOND).unwrap().unwrap();
-        // The io chain went on to system after ebpf failed: no error to report.
-        assert_eq!(full.sources["io"], "system");
-        assert!(full.errors.is_empty());
-
-        system.set_mode(Mode::DoNotKnow);
-        ebpf.set_mode(Mode::Know);
-        let full = c.full_stats("", "c1", SECOND).unwrap().unwrap();
-        assert_eq!(full.sources.keys().collect::<Vec<_>>(), ["io"]);
-        assert!(full.stats.cpu.is_none() && full.network.is_none());
-
-        ebpf.set_mode(Mode::Fail);
-        system.set_mode(Mode::Fail);
-        let c = provider.collector(DOCKER).unwrap();
-        let err = c.full_stats("", "c1", SECOND).unwrap_err();
-        assert_eq!(err.collector, "system");
-    }
-
-    #[test]
-    fn full_stats_partial_with_errors_listed() {
-        let stats_only = Fake::new("stats", 1, Mode::Know);
-        let net_only = Fake::new("net", 2, Mode::Fail);
-        let provider = provider(vec![
-            ready(
-                "stats",
-                catalog(
-                    &[DOCKER],
-                    &Collectors {
-                        stats: Some(reference(stats_only.clone(), 0, "stats")),
-                        ..Collectors::default()
-                    },
-                ),
-            ),
-            ready(
-                "net",
-                catalog(
-                    &[DOCKER],
-                    &Collectors {
-                        network: Some(reference(net_only.clone(), 0, "net")),
-                        ..Collectors::default()
-                    },
-                ),
-            ),
-        ]);
-        let c = provider.collector(DOCKER).unwrap();
-        let full = c.full_stats("", "c1", SECOND).unwrap().unwrap();
-        assert_eq!(full.stats.cpu.unwrap().total, Some(1));
-        assert_eq!(full.errors["network"], "net: net failed");
-    }
-
-    #[test]
-    fn full_stats_none_when_nobody_knows() {
-        let system = Fake::new("system", 4, Mode::DoNotKnow);
-        let provider = provider(vec![ready(
-            "system",
-            catalog(&[DOCKER], &system.offer_all(0)),
-        )]);
-        let c = provider.collector(DOCKER).unwrap();
-        assert_eq!(c.full_stats("", "c1", SECOND), Ok(None));
     }
 
     #[test]
@@ -850,7 +345,7 @@ mod tests {
             id: "docker",
             constructor: Box::new(move || {
                 if counter.fetch_add(1, Ordering::SeqCst) < 2 {
-                    Err(ConstructError::NotYet("socket absent".into()))
+                    Err(ConstructError::not_yet("socket absent"))
                 } else {
                     Ok(offer.clone())
                 }
@@ -862,7 +357,7 @@ mod tests {
             id: "never",
             constructor: Box::new(move || {
                 never_counter.fetch_add(1, Ordering::SeqCst);
-                Err(ConstructError::NotYet("not yet".into()))
+                Err(ConstructError::not_yet("not yet"))
             }),
         };
         let provider = Provider::with_retry_interval(vec![late, never], Duration::from_millis(5));

@@ -313,7 +313,7 @@ impl Registry {
 /// Calls a constructor; a panic counts as a permanent failure.
 fn construct(factory: &mut CollectorFactory) -> Result<CollectorCatalog, ConstructError> {
     catch_unwind(AssertUnwindSafe(|| (factory.constructor)()))
-        .unwrap_or_else(|_| Err(ConstructError::Permanent("constructor panicked".into())))
+        .unwrap_or_else(|_| Err(ConstructError::permanent("constructor panicked")))
 }
 
 /// The retry thread. Dropping this stops it and waits for it (at most one round).
@@ -394,7 +394,7 @@ mod tests {
                 if n >= succeed_on {
                     Ok(catalog.clone())
                 } else {
-                    Err(ConstructError::NotYet(format!("try {n}")))
+                    Err(ConstructError::not_yet(format!("try {n}")))
                 }
             }),
         }
@@ -405,7 +405,7 @@ mod tests {
             id,
             constructor: Box::new(move || {
                 calls.fetch_add(1, Ordering::SeqCst);
-                Err(ConstructError::Permanent("not installed".into()))
+                Err(ConstructError::permanent("not installed"))
             }),
         }
     }

@@ -67,7 +67,7 @@ impl Fake {
         match mode {
             Mode::Know => Ok(Some(make(self.value))),
             Mode::DoNotKnow => Ok(None),
-            Mode::Fail => Err(CollectorError::Failed(format!("{} failed", self.id))),
+            Mode::Fail => Err(CollectorError::other(format!("{} failed", self.id))),
         }
     }
 

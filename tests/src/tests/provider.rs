@@ -103,7 +103,7 @@ fn the_provider_goes_past_collectors_that_do_not_know_or_fail() {
         .unwrap_err();
     assert_eq!(unknown.collector, "system");
     assert!(
-        matches!(unknown.error, CollectorError::NotFound(_)),
+        matches!(unknown.error, CollectorError::PidNotFound(_)),
         "{unknown}"
     );
 
