@@ -77,6 +77,11 @@ pub struct CgroupWalk {
     pub finished: u64,
 }
 
+// The kernel programs and the daemon read these bytes with one layout: a field added,
+// removed or resized must fail the build on both sides, not misread a map.
+const _: () = assert!(size_of::<CgroupValues>() == 120 && align_of::<CgroupValues>() == 8); // 13×8 + 4×4 bytes
+const _: () = assert!(size_of::<CgroupWalk>() == 24 && align_of::<CgroupWalk>() == 8); // 3×8 bytes
+
 #[cfg(feature = "user")]
 // SAFETY: repr(C), integer fields, explicit padding.
 unsafe impl aya::Pod for CgroupValues {}

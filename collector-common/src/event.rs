@@ -63,6 +63,11 @@ pub struct CgroupEvent {
     pub path: [u8; CGROUP_PATH_LEN],
 }
 
+// The kernel programs and the daemon read these bytes with one layout: a field added,
+// removed or resized must fail the build on both sides, not misread a map.
+const _: () = assert!(size_of::<ProcessEvent>() == 64 && align_of::<ProcessEvent>() == 8); // 4+4+32+8+16 bytes
+const _: () = assert!(size_of::<CgroupEvent>() == 1048 && align_of::<CgroupEvent>() == 8); // 4+4+8+4+4+1024 bytes
+
 #[cfg(feature = "user")]
 // SAFETY: repr(C), integer fields and byte arrays, no padding (4+4+32+8+16 bytes).
 unsafe impl aya::Pod for ProcessEvent {}

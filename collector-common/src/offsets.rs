@@ -170,6 +170,10 @@ pub struct KernelOffsets {
     pub cpumask_last_bits: u32,
 }
 
+// The kernel programs and the daemon read these bytes with one layout: a field added,
+// removed or resized must fail the build on both sides, not misread a map.
+const _: () = assert!(size_of::<KernelOffsets>() == 296 && align_of::<KernelOffsets>() == 4); // 74 u32 fields
+
 #[cfg(feature = "user")]
 // SAFETY: repr(C), only u32 fields, no padding.
 unsafe impl aya::Pod for KernelOffsets {}

@@ -29,6 +29,10 @@ pub struct ProcessInfo {
     pub flags: u32,
 }
 
+// The kernel programs and the daemon read these bytes with one layout: a field added,
+// removed or resized must fail the build on both sides, not misread a map.
+const _: () = assert!(size_of::<ProcessInfo>() == 32 && align_of::<ProcessInfo>() == 8); // 8+8+8+4+4 bytes
+
 #[cfg(feature = "user")]
 // SAFETY: repr(C), only integer fields, no padding (8+8+8+4+4 bytes).
 unsafe impl aya::Pod for ProcessInfo {}

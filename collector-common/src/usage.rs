@@ -73,6 +73,12 @@ pub const fn split_dev(dev: u32) -> (u32, u32) {
     (dev >> DEV_MINOR_BITS, dev & ((1 << DEV_MINOR_BITS) - 1))
 }
 
+// The kernel programs and the daemon read these bytes with one layout: a field added,
+// removed or resized must fail the build on both sides, not misread a map.
+const _: () = assert!(size_of::<NetMapValue>() == 32 && align_of::<NetMapValue>() == 8); // 4×8 bytes
+const _: () = assert!(size_of::<IoMapKey>() == 16 && align_of::<IoMapKey>() == 8); // 8+4+4 bytes
+const _: () = assert!(size_of::<IoMapValue>() == 32 && align_of::<IoMapValue>() == 8); // 4×8 bytes
+
 #[cfg(feature = "user")]
 // SAFETY: repr(C), only u64 fields, no padding (4 × 8 bytes).
 unsafe impl aya::Pod for NetMapValue {}
