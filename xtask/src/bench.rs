@@ -8,7 +8,7 @@ use crate::docker;
 use crate::test::root_env;
 
 /// Runs `cargo bench -p collector-tests -- ARGS` and lets its output through.
-pub fn bench(args: &[String]) -> Result<()> {
+pub(crate) fn bench(args: &[String]) -> Result<()> {
     crate::setup::setup()?;
     crate::build()?;
     let _dockerd = docker::prepare()?;

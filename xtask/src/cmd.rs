@@ -13,14 +13,14 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use anyhow::{Context as _, Result, bail};
 
 /// True when this process runs with effective uid 0.
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
 
 /// The prefix that makes a command run as root: nothing when we are root, else
 /// `sudo -E env PATH=$PATH`.
-pub fn root_prefix() -> Vec<OsString> {
+pub(crate) fn root_prefix() -> Vec<OsString> {
     if is_root() {
         Vec::new()
     } else {
@@ -31,7 +31,7 @@ pub fn root_prefix() -> Vec<OsString> {
 }
 
 /// The workspace root (the directory holding the root `Cargo.toml`).
-pub fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives one level below the workspace root")
@@ -39,7 +39,7 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// The workspace's target directory (honours `CARGO_TARGET_DIR`).
-pub fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => workspace_root().join(dir),
         None => workspace_root().join("target"),
@@ -47,12 +47,12 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// The cargo that runs us (`CARGO` is set by `cargo run`), else `cargo` from PATH.
-pub fn cargo() -> OsString {
+pub(crate) fn cargo() -> OsString {
     std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
 }
 
 /// A command with a printable form, built like [`std::process::Command`].
-pub struct Cmd {
+pub(crate) struct Cmd {
     inner: Command,
     shown: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
@@ -60,7 +60,7 @@ pub struct Cmd {
 
 impl Cmd {
     /// A command run as the current user.
-    pub fn new(program: impl AsRef<OsStr>) -> Self {
+    pub(crate) fn new(program: impl AsRef<OsStr>) -> Self {
         Self {
             inner: Command::new(program.as_ref()),
             shown: vec![program.as_ref().to_owned()],
@@ -69,7 +69,7 @@ impl Cmd {
     }
 
     /// A command run as root: directly when we are root, else through `sudo -E`.
-    pub fn root(program: impl AsRef<OsStr>) -> Self {
+    pub(crate) fn root(program: impl AsRef<OsStr>) -> Self {
         let prefix = root_prefix();
         let Some((first, rest)) = prefix.split_first() else {
             return Self::new(program);
@@ -79,13 +79,13 @@ impl Cmd {
         cmd
     }
 
-    pub fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Self {
+    pub(crate) fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Self {
         self.inner.arg(arg.as_ref());
         self.shown.push(arg.as_ref().to_owned());
         self
     }
 
-    pub fn args<I, S>(&mut self, args: I) -> &mut Self
+    pub(crate) fn args<I, S>(&mut self, args: I) -> &mut Self
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -96,35 +96,35 @@ impl Cmd {
         self
     }
 
-    pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Self {
+    pub(crate) fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Self {
         self.inner.env(key.as_ref(), value.as_ref());
         self.envs
             .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
         self
     }
 
-    pub fn current_dir(&mut self, dir: impl AsRef<Path>) -> &mut Self {
+    pub(crate) fn current_dir(&mut self, dir: impl AsRef<Path>) -> &mut Self {
         self.inner.current_dir(dir);
         self
     }
 
-    pub fn stdin(&mut self, stdio: impl Into<Stdio>) -> &mut Self {
+    pub(crate) fn stdin(&mut self, stdio: impl Into<Stdio>) -> &mut Self {
         self.inner.stdin(stdio);
         self
     }
 
-    pub fn stdout(&mut self, stdio: impl Into<Stdio>) -> &mut Self {
+    pub(crate) fn stdout(&mut self, stdio: impl Into<Stdio>) -> &mut Self {
         self.inner.stdout(stdio);
         self
     }
 
-    pub fn stderr(&mut self, stdio: impl Into<Stdio>) -> &mut Self {
+    pub(crate) fn stderr(&mut self, stdio: impl Into<Stdio>) -> &mut Self {
         self.inner.stderr(stdio);
         self
     }
 
     /// Prints the command, runs it to completion and fails unless it exits 0.
-    pub fn run(&mut self) -> Result<()> {
+    pub(crate) fn run(&mut self) -> Result<()> {
         let status = self.status()?;
         if !status.success() {
             bail!("{self} failed: {status}");
@@ -133,7 +133,7 @@ impl Cmd {
     }
 
     /// Prints the command, runs it to completion and returns its exit status.
-    pub fn status(&mut self) -> Result<ExitStatus> {
+    pub(crate) fn status(&mut self) -> Result<ExitStatus> {
         self.announce();
         self.inner
             .status()
@@ -141,7 +141,7 @@ impl Cmd {
     }
 
     /// Prints the command and starts it.
-    pub fn spawn(&mut self) -> Result<Child> {
+    pub(crate) fn spawn(&mut self) -> Result<Child> {
         self.announce();
         self.inner
             .spawn()
@@ -150,13 +150,13 @@ impl Cmd {
 
     /// Runs a probe (`--version`, `docker info`, ...) with stdin closed, capturing its output.
     /// Printed like every command; `Err` only when it could not be started at all.
-    pub fn probe(&mut self) -> Result<Output> {
+    pub(crate) fn probe(&mut self) -> Result<Output> {
         self.announce();
         self.probe_quietly()
     }
 
     /// As [`Cmd::probe`] without printing: for polling loops.
-    pub fn probe_quietly(&mut self) -> Result<Output> {
+    pub(crate) fn probe_quietly(&mut self) -> Result<Output> {
         self.inner
             .stdin(Stdio::null())
             .output()
@@ -165,7 +165,7 @@ impl Cmd {
 
     /// Prints the command, runs it capturing stdout (stderr passes through) and fails unless it
     /// exits 0.
-    pub fn read_stdout(&mut self) -> Result<String> {
+    pub(crate) fn read_stdout(&mut self) -> Result<String> {
         self.announce();
         let output = self
             .inner

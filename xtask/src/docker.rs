@@ -18,7 +18,7 @@ use crate::cmd::{Cmd, target_dir};
 use crate::setup::ensure_apt_packages;
 
 /// The image the tests run containers from (`COLLECTOR_TEST_IMAGE`).
-pub const TEST_IMAGE: &str = "collector-test-busybox:latest";
+pub(crate) const TEST_IMAGE: &str = "collector-test-busybox:latest";
 
 const STARTUP_TIMEOUT: Duration = Duration::from_mins(1);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_mins(1);
@@ -28,7 +28,7 @@ const BRIDGE: &str = "/sys/class/net/docker0";
 /// network namespaces by a veth link), makes sure a Docker daemon answers and the test image
 /// exists. Keep the returned guard alive while containers are in use: it stops the dockerd we
 /// started.
-pub fn prepare() -> Result<Option<Dockerd>> {
+pub(crate) fn prepare() -> Result<Option<Dockerd>> {
     ensure_apt_packages(&["docker.io", "busybox-static", "iproute2"])?;
     let dockerd = ensure_daemon()?;
     ensure_test_image()?;
@@ -36,7 +36,7 @@ pub fn prepare() -> Result<Option<Dockerd>> {
 }
 
 /// A dockerd started by xtask; dropping it stops it (SIGTERM, then SIGKILL after a minute).
-pub struct Dockerd {
+pub(crate) struct Dockerd {
     child: Child,
     log: PathBuf,
     bridge_existed: bool,

@@ -5,6 +5,7 @@
 mod bench;
 mod cmd;
 mod docker;
+mod lint;
 mod run;
 mod setup;
 mod test;
@@ -47,6 +48,11 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Format the workspace with nightly rustfmt (the import grouping of `rustfmt.toml`).
+    Fmt,
+    /// Check formatting (nightly rustfmt) and run clippy with warnings as errors; `test`
+    /// runs this too.
+    Lint,
     /// Set up, build, prepare Docker as for `test`, then run `cargo bench -p collector-tests`
     /// as root.
     Bench {
@@ -74,6 +80,10 @@ fn main() -> ExitCode {
                 .and_then(|()| build())
                 .map(|()| ExitCode::SUCCESS),
             Task::Run { args } => run::run(&args),
+            Task::Fmt => lint::fmt().map(|()| ExitCode::SUCCESS),
+            Task::Lint => setup::setup()
+                .and_then(|()| lint::lint())
+                .map(|()| ExitCode::SUCCESS),
             Task::Test { args } => test::test(&args).map(|()| ExitCode::SUCCESS),
             Task::Bench { args } => bench::bench(&args).map(|()| ExitCode::SUCCESS),
         });

@@ -25,7 +25,7 @@ extern "C" fn relay(signal: libc::c_int) {
 
 /// Runs `target/release/collector-daemon run ARGS...` as root and returns its exit status
 /// (128 + signal number when a signal ended it, as a shell reports it).
-pub fn run(args: &[String]) -> Result<ExitCode> {
+pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
     crate::setup::setup()?;
     crate::build()?;
     let daemon = target_dir().join("release").join("collector-daemon");

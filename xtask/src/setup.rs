@@ -16,7 +16,7 @@ use crate::cmd::{Cmd, cargo};
 const BPF_LINKER_VERSION: &str = "0.10.2";
 
 /// Runs every set-up step.
-pub fn setup() -> Result<()> {
+pub(crate) fn setup() -> Result<()> {
     ensure_apt_packages(&["protobuf-compiler"])?;
     ensure_rust_src()?;
     ensure_bpf_linker()?;
@@ -26,16 +26,25 @@ pub fn setup() -> Result<()> {
 }
 
 fn ensure_rust_src() -> Result<()> {
+    ensure_nightly_component("rust-src")
+}
+
+/// Adds `component` to the nightly toolchain unless it is installed.
+pub(crate) fn ensure_nightly_component(component: &str) -> Result<()> {
     let listed = Cmd::new("rustup")
         .args(["component", "list", "--installed", "--toolchain", "nightly"])
         .probe()?;
     let installed = listed.status.success()
-        && String::from_utf8_lossy(&listed.stdout)
-            .lines()
-            .any(|line| line.trim() == "rust-src" || line.trim().starts_with("rust-src-"));
+        && String::from_utf8_lossy(&listed.stdout).lines().any(|line| {
+            let line = line.trim();
+            line == component
+                || line
+                    .strip_prefix(component)
+                    .is_some_and(|rest| rest.starts_with('-'))
+        });
     if !installed {
         Cmd::new("rustup")
-            .args(["component", "add", "rust-src", "--toolchain", "nightly"])
+            .args(["component", "add", component, "--toolchain", "nightly"])
             .run()?;
     }
     Ok(())
@@ -66,7 +75,7 @@ fn ensure_bpf_linker() -> Result<()> {
 }
 
 /// Installs the Debian packages that are missing (`apt-get update` first, only then).
-pub fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
+pub(crate) fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
     let missing = missing_apt_packages(packages)?;
     if missing.is_empty() {
         return Ok(());
@@ -84,7 +93,7 @@ pub fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
 /// (container images ship one that does, and without an init system nothing starts): so
 /// after installing, each service is stopped and disabled. Packages that were installed
 /// already are the machine owner's and are left as they are.
-pub fn ensure_apt_tools(tools: &[(&str, &[&str])]) -> Result<()> {
+pub(crate) fn ensure_apt_tools(tools: &[(&str, &[&str])]) -> Result<()> {
     let packages: Vec<&str> = tools.iter().map(|(package, _)| *package).collect();
     let missing = missing_apt_packages(&packages)?;
     if missing.is_empty() {

@@ -1,5 +1,6 @@
-//! `cargo xtask test`: everything the tests need, then the unit tests and the root-only
-//! integration tests (`collector-tests`), each run even when the other failed.
+//! `cargo xtask test`: everything the tests need, then the lints (`cargo xtask lint`), the
+//! unit tests and the root-only integration tests (`collector-tests`), each run even when
+//! another failed.
 //!
 //! Only the integration test binaries run as root: cargo builds as the calling user and runs
 //! them through a `sudo -E` runner when that user is not root, so `target/` never becomes
@@ -18,13 +19,17 @@ use crate::docker::{self, TEST_IMAGE};
 const TEST_TOOLS: &[(&str, &[&str])] = &[("prometheus", &["prometheus"])];
 
 /// Runs the unit tests, then the integration tests; `args` go to every test binary.
-pub fn test(args: &[String]) -> Result<()> {
+pub(crate) fn test(args: &[String]) -> Result<()> {
     crate::setup::setup()?;
     crate::build()?;
     let _dockerd = docker::prepare()?;
     crate::setup::ensure_apt_tools(TEST_TOOLS)?;
 
     let mut failed = Vec::new();
+    if let Err(e) = crate::lint::lint() {
+        eprintln!("error: {e:#}");
+        failed.push("lint");
+    }
     // collector-ebpf only builds for the BPF target; collector-tests runs below, as root.
     let mut unit = Cmd::new(cargo());
     unit.args([
@@ -67,7 +72,7 @@ pub fn test(args: &[String]) -> Result<()> {
 
 /// What the integration tests and benches get: the daemon built by `cargo xtask build`, the
 /// test image, and (when we are not root) a runner that runs their binaries as root.
-pub fn root_env(cmd: &mut Cmd) -> Result<()> {
+pub(crate) fn root_env(cmd: &mut Cmd) -> Result<()> {
     let daemon = target_dir().join("release").join("collector-daemon");
     let daemon = std::path::absolute(&daemon)?;
     cmd.env("COLLECTOR_DAEMON_BIN", daemon)
