@@ -102,7 +102,7 @@ fn size_is_count(proc_root: &Path) -> bool {
     // SAFETY: fstatfs fills the zeroed struct we pass for a descriptor we own.
     let is_procfs = unsafe {
         let mut fs: libc::statfs = std::mem::zeroed();
-        #[allow(
+        #[expect(
             clippy::useless_conversion,
             reason = "f_type is __fsword_t: i64 on x86-64, narrower on some architectures"
         )]

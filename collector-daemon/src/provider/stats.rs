@@ -173,7 +173,7 @@ mod rfc3339_opt {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    #[allow(
+    #[expect(
         clippy::ref_option,
         reason = "serde's `with` passes the field by reference"
     )]
@@ -213,7 +213,7 @@ pub fn format_rfc3339(t: SystemTime) -> String {
 }
 
 /// Parses what `format_rfc3339` writes back to ns since the epoch.
-#[allow(
+#[expect(
     clippy::many_single_char_names,
     reason = "date fields read best as y m d"
 )]

@@ -58,7 +58,7 @@ fn read_u64(path: &PathBuf) -> u64 {
 }
 
 fn within(actual: u64, expected: u64, fraction: f64) -> bool {
-    #[allow(
+    #[expect(
         clippy::cast_precision_loss,
         reason = "test tolerance on counters far below 2^52"
     )]
