@@ -1,36 +1,34 @@
-//! The staleness cache: the seed's `Cache` (`datadog-provider-study.md` §2.4), improved.
+//! The staleness cache, after Datadog's provider `Cache`.
 //!
-//! Kept from the seed:
-//! - the caller says how stale an answer may be (`max_age`, the seed's `cacheValidity`), not
+//! As in Datadog's:
+//! - the caller says how stale an answer may be (`max_age`, Datadog's `cacheValidity`), not
 //!   the one who stored it; `max_age == 0` bypasses the cache (but the fresh answer is still
 //!   stored, so the next caller with a non-zero `max_age` can use it);
 //! - whatever the fetch returned is stored: values, errors and "does not know" alike. The
 //!   cache stores any `T`; the cached collectors (`cached.rs`) store a whole
-//!   `CollectorResult<T>`, so errors are not refetched within the window (the seed: "to avoid
-//!   hammering the underlying collector").
+//!   `CollectorResult<T>`, so a failing collector is not asked again within the window.
 //!
-//! Fixed:
-//! - expiry is per entry: an entry older than the retention (30 s by default, the seed's GC
-//!   interval) is dropped on its own, swept from the oldest end on every store. The seed
-//!   instead replaces the whole map every 30 s, dropping entries stored a moment before;
+//! Unlike Datadog's:
+//! - expiry is per entry: an entry older than the retention (30 s by default) is dropped on
+//!   its own, swept from the oldest end on every store, rather than the whole map being
+//!   replaced every 30 s (which drops entries stored a moment before);
 //! - single flight per key: callers missing the same key while a fetch for it is running wait
-//!   for that fetch and share its answer. The seed documents that parallel misses all call the
-//!   collector;
+//!   for that fetch and share its answer, rather than each calling the collector;
 //! - the size is bounded: past `capacity` the oldest entries go first.
 //!
 //! Callers are synchronous (the daemon calls the provider from `spawn_blocking`), so this uses
 //! std locks. The map lock is never held while fetching: different keys fetch in parallel.
 //!
-//! One cache can be shared by several collectors, as the seed's provider-wide cache is: the
+//! One cache can be shared by several collectors, as Datadog's provider-wide cache is: the
 //! values are type-erased, and keys must say which collector and capability they belong to
-//! (`cached.rs` prefixes them with the collector id and the seed's `cs-`, `cns-`, ...).
+//! (`cached.rs` prefixes them with the collector id and Datadog's `cs-`, `cns-`, ...).
 use crate::fast_map::FastMap;
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-/// How long an entry is kept at most, whatever `max_age` callers ask for (the seed's
+/// How long an entry is kept at most, whatever `max_age` callers ask for (Datadog's
 /// `cacheGCInterval`).
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30);
 
@@ -472,7 +470,7 @@ mod tests {
             1
         );
         clock.advance(2 * SECOND);
-        // Exactly max_age old is still a hit (the seed misses only when older).
+        // Exactly max_age old is still a hit (Datadog's provider misses only when older).
         assert_eq!(
             cache.get_or_fetch("k", 2 * SECOND, counted(&calls, 2u64)),
             1

@@ -1,25 +1,26 @@
-//! The container metrics provider, modelled on the Datadog Agent's (the seed,
-//! `shared/reference/seed-provider-package.txt`): runtimes and flavors, per-capability
-//! collectors with priorities (lower wins), a registry that retries collectors that are not
-//! ready yet, a meta collector that asks every collector in priority order, and a cache where
-//! the caller says how stale an answer may be.
+//! The container metrics provider, modelled on the Datadog Agent's: runtimes and flavors,
+//! per-capability collectors with priorities (lower wins), a registry that retries
+//! collectors that are not ready yet, a meta collector that asks every collector in priority
+//! order, and a cache where the caller says how stale an answer may be.
 //!
-//! Where the seed is known to go wrong (`datadog-provider-study.md` §5), this differs: the
-//! meta collector goes on past errors and empty answers, ties between equal priorities break
-//! by collector id (not at random), and the cache expires entries one by one.
+//! Unlike Datadog's, the meta collector goes on past errors and empty answers, ties between
+//! equal priorities break by collector id (not at random), and the cache expires entries one
+//! by one.
 //!
 //! The parts:
+//! - `capabilities`: one trait per capability, how a collector offers them, their errors;
 //! - `registry`: calls collector factories until they succeed or fail for good, and merges
 //!   what they offer into per-runtime, per-capability chains ordered by (priority, id);
-//! - `meta`: the identity questions (container of a PID, inode, the daemon itself, a pod's
-//!   container), asked of every collector whatever its runtime;
+//! - `meta`: the identity questions (the process behind a PID, the cgroup behind an inode,
+//!   a pod's container), asked of every collector whatever its runtime;
+//! - `runtime`: the chains of one runtime, and a container's full stats assembled from them;
 //! - `cache` and `cached`: the staleness cache and the wrapper putting a collector behind it;
-//! - here: the `Provider` facade and the per-runtime `RuntimeCollector`.
+//! - here: the `Provider` facade and the chain walk.
 //!
-//! Wiring: build the factories (a collector that wants the seed's caching wraps its
-//! `Collectors` with `cached::make_cached(id, &cache, ..)` in its constructor, with a cache the
-//! daemon shares between collectors), then `Provider::new(factories)`. Call the provider
-//! from blocking code (`spawn_blocking`): collectors read files and may wait on a cache fetch.
+//! Wiring: build the factories (a collector that wants caching wraps its `Collectors` with
+//! `cached::make_cached(id, &cache, ..)` in its constructor, with a cache the daemon shares
+//! between collectors), then `Provider::new(factories)`. Call the provider from blocking code
+//! (`spawn_blocking`): collectors read files and may wait on a cache fetch.
 pub mod cache;
 pub mod cached;
 pub mod capabilities;
@@ -52,7 +53,7 @@ pub use stats::{
     PidStats,
 };
 
-/// Every runtime the provider knows (the seed's `AllLinuxRuntimes`).
+/// Every runtime the provider knows (Datadog's `AllLinuxRuntimes`).
 pub const ALL_LINUX_RUNTIMES: [Runtime; 6] = [
     Runtime::Docker,
     Runtime::Containerd,
@@ -62,7 +63,7 @@ pub const ALL_LINUX_RUNTIMES: [Runtime; 6] = [
     Runtime::EcsFargate,
 ];
 
-/// The seed's `RuntimeFlavor`.
+/// Datadog's `RuntimeFlavor`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Flavor {
     #[default]
@@ -72,7 +73,7 @@ pub enum Flavor {
 }
 
 impl Flavor {
-    /// The seed's string: "" for the default flavor, "kata".
+    /// Datadog's string: "" for the default flavor, "kata".
     pub fn as_str(self) -> &'static str {
         match self {
             Flavor::Default => "",
@@ -81,7 +82,7 @@ impl Flavor {
     }
 }
 
-/// The seed's `RuntimeMetadata`: which runtime runs a container, and its flavor.
+/// Datadog's `RuntimeMetadata`: which runtime runs a container, and its flavor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RuntimeMetadata {
     pub runtime: Runtime,
@@ -123,7 +124,7 @@ pub struct ChainError {
 pub type ChainResult<T> = Result<Option<Answer<T>>, ChainError>;
 
 /// Asks each collector of `chain` in order; the first `Ok(Some(_))` wins. Errors and
-/// `Ok(None)` go on to the next collector (the seed stops at the first error, study §2.3).
+/// `Ok(None)` go on to the next collector (Datadog's stops at the first error).
 /// If none knows, the last error if any, else `Ok(None)`.
 pub(crate) fn first_known<C: ?Sized, T>(
     chain: &[CollectorRef<C>],
@@ -151,7 +152,7 @@ pub(crate) fn first_known<C: ?Sized, T>(
     last_error.map_or(Ok(None), Err)
 }
 
-/// The container metrics provider (the seed's `GenericProvider`): the registry, its retry
+/// The container metrics provider (Datadog's `GenericProvider`): the registry, its retry
 /// loop, and per-runtime collectors over its current catalog.
 ///
 /// The retry loop (see `registry`) stops when the provider is dropped or `shutdown` is
@@ -164,7 +165,7 @@ pub struct Provider {
 
 impl Provider {
     /// Constructs every collector that is ready now, and retries the others every 2 s (the
-    /// seed's `GetProvider`, without the singleton).
+    /// Datadog's `GetProvider`, without the singleton).
     pub fn new(factories: Vec<CollectorFactory>) -> Self {
         Self::with_retry_interval(factories, RETRY_INTERVAL)
     }
@@ -179,7 +180,7 @@ impl Provider {
         }
     }
 
-    /// The collectors serving `runtime`, or `None` if none does (the seed's `GetCollector`).
+    /// The collectors serving `runtime`, or `None` if none does (Datadog's `GetCollector`).
     /// Ask again for each use: better collectors can appear.
     pub fn collector(&self, runtime: RuntimeMetadata) -> Option<RuntimeCollector> {
         let catalog = self.registry.catalog();
@@ -193,7 +194,7 @@ impl Provider {
         RuntimeCollector::new(Arc::clone(&self.registry.catalog().any))
     }
 
-    /// The meta collector over the current catalog (the seed's `GetMetaCollector`).
+    /// The meta collector over the current catalog (Datadog's `GetMetaCollector`).
     pub fn meta(&self) -> MetaCollector {
         MetaCollector::new(Arc::clone(&self.registry.catalog().any))
     }

@@ -1,15 +1,15 @@
-//! Container stats, shaped as the seed provider's (`ContainerStats`, `ContainerNetworkStats`,
+//! Container stats, shaped as Datadog's provider shapes them (`ContainerStats`, `ContainerNetworkStats`,
 //! ...): every value is optional, and absent data is `None` (`null` in JSON), never 0.
 //!
-//! Units follow the seed: CPU and stall times in nanoseconds, memory and IO in bytes, the CPU
+//! Units follow Datadog's: CPU and stall times in nanoseconds, memory and IO in bytes, the CPU
 //! limit in percent of one CPU (100 = 1 CPU). Counters are cumulative since the cgroup was
-//! created. JSON names are the seed's field names in `snake_case`.
+//! created. JSON names are Datadog's field names in `snake_case`.
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-/// CPU, memory, IO and PIDs of one container (the seed's `ContainerStats`).
+/// CPU, memory, IO and PIDs of one container (Datadog's `ContainerStats`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContainerStats {
     /// When these values were read.
@@ -21,7 +21,7 @@ pub struct ContainerStats {
     pub pid: Option<PidStats>,
 }
 
-/// The seed's `ContainerCPUStats`.
+/// Datadog's `ContainerCPUStats`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CpuStats {
     /// CPU time used, ns.
@@ -46,19 +46,19 @@ pub struct CpuStats {
     pub throttled_time: Option<u64>,
     /// PSI "some" total, ns.
     pub partial_stall_time: Option<u64>,
-    /// PSI "full" total, ns (not in the seed; kernel 5.13+ for CPU).
+    /// PSI "full" total, ns (an addition to Datadog's model; kernel 5.13+ for CPU).
     #[serde(default)]
     pub full_stall_time: Option<u64>,
     /// CFS quota per period, µs: v1 `cpu.cfs_quota_us`, v2 `cpu.max`; None when unlimited
-    /// (not in the seed).
+    /// (an addition to Datadog's model).
     #[serde(default)]
     pub cfs_quota_us: Option<u64>,
-    /// CFS period, µs (not in the seed).
+    /// CFS period, µs (an addition to Datadog's model).
     #[serde(default)]
     pub cfs_period_us: Option<u64>,
 }
 
-/// The seed's `ContainerMemStats`.
+/// Datadog's `ContainerMemStats`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct MemoryStats {
     pub usage_total: Option<u64>,
@@ -76,28 +76,28 @@ pub struct MemoryStats {
     pub oom_events: Option<u64>,
     /// PSI "some" total, ns.
     pub partial_stall_time: Option<u64>,
-    /// PSI "full" total, ns (not in the seed).
+    /// PSI "full" total, ns (an addition to Datadog's model).
     #[serde(default)]
     pub full_stall_time: Option<u64>,
-    /// v1 `memory.failcnt`: times usage hit the limit (no v2 equivalent; not in the seed).
+    /// v1 `memory.failcnt`: times usage hit the limit (no v2 equivalent; an addition to Datadog's model).
     #[serde(default)]
     pub failcnt: Option<u64>,
     /// Processes killed by the OOM killer in the cgroup: v1 `memory.oom_control` `oom_kill`
-    /// (kernel 4.13+), v2 `memory.events` `oom_kill` (not in the seed).
+    /// (kernel 4.13+), v2 `memory.events` `oom_kill` (an addition to Datadog's model).
     #[serde(default)]
     pub oom_kills: Option<u64>,
     pub peak: Option<u64>,
     pub pgfault: Option<u64>,
     pub pgmajfault: Option<u64>,
-    /// Windows only in the seed; always None on Linux.
+    /// Windows only in Datadog's model; always None on Linux.
     pub private_working_set: Option<u64>,
-    /// Windows only in the seed; always None on Linux.
+    /// Windows only in Datadog's model; always None on Linux.
     pub commit_bytes: Option<u64>,
-    /// Windows only in the seed; always None on Linux.
+    /// Windows only in Datadog's model; always None on Linux.
     pub commit_peak_bytes: Option<u64>,
 }
 
-/// The seed's `ContainerIOStats`.
+/// Datadog's `ContainerIOStats`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct IoStats {
     pub read_bytes: Option<u64>,
@@ -106,14 +106,14 @@ pub struct IoStats {
     pub write_operations: Option<u64>,
     /// PSI "some" total, ns.
     pub partial_stall_time: Option<u64>,
-    /// PSI "full" total, ns (not in the seed).
+    /// PSI "full" total, ns (an addition to Datadog's model).
     #[serde(default)]
     pub full_stall_time: Option<u64>,
     /// Per device, keyed by the device name from `/proc/diskstats` (e.g. "vda").
     pub devices: Option<BTreeMap<String, DeviceIoStats>>,
 }
 
-/// The seed's `DeviceIOStats`.
+/// Datadog's `DeviceIOStats`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceIoStats {
     pub read_bytes: Option<u64>,
@@ -122,7 +122,7 @@ pub struct DeviceIoStats {
     pub write_operations: Option<u64>,
 }
 
-/// The seed's `ContainerPIDStats`.
+/// Datadog's `ContainerPIDStats`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PidStats {
     /// Tasks (threads) in the container: `pids.current`.
@@ -131,7 +131,7 @@ pub struct PidStats {
     pub thread_limit: Option<u64>,
 }
 
-/// The seed's `ContainerNetworkStats`.
+/// Datadog's `ContainerNetworkStats`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct NetworkStats {
     /// When these values were read.
@@ -149,7 +149,7 @@ pub struct NetworkStats {
     pub using_host_network: Option<bool>,
 }
 
-/// The seed's `InterfaceNetStats`.
+/// Datadog's `InterfaceNetStats`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InterfaceNetStats {
     pub bytes_sent: Option<u64>,
