@@ -1,5 +1,5 @@
 //! Entry point: the library's command line (`collector_daemon::cli`) does the work.
-#![allow(
+#![expect(
     unused_crate_dependencies,
     reason = "the package's dependencies are the library's; the binary uses none directly"
 )]

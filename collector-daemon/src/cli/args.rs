@@ -147,7 +147,7 @@ fn socket_option(raw: &str) -> Option<PathBuf> {
     }
 }
 
-/// A `--ring-buffer-bytes` value the kernel would refuse.
+/// Why a `--ring-buffer-bytes` value is refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RingBufferBytesError {
     /// Not a number of bytes.
@@ -160,15 +160,15 @@ pub enum RingBufferBytesError {
         source: ParseIntError,
     },
     /// Not a size the kernel accepts for a ring buffer.
-    #[error("{bytes} is not a power of two of at least {PAGE_SIZE}")]
+    #[error("{bytes} is not a power of two of at least {MIN_RING_BUFFER_BYTES}")]
     NotPowerOfTwoPages {
         /// The size given.
         bytes: u32,
     },
 }
 
-/// The smallest page size of the architectures this runs on.
-const PAGE_SIZE: u32 = 4096;
+/// The smallest ring buffer: one page.
+const MIN_RING_BUFFER_BYTES: u32 = 4096;
 
 /// The kernel requires a ring buffer's size to be a power of two and a multiple of the page
 /// size (4 KiB on every architecture this runs on).
@@ -179,7 +179,7 @@ fn parse_ring_buffer_bytes(raw: &str) -> Result<u32, RingBufferBytesError> {
             raw: raw.to_owned(),
             source,
         })?;
-    if bytes.is_power_of_two() && bytes >= PAGE_SIZE {
+    if bytes.is_power_of_two() && bytes >= MIN_RING_BUFFER_BYTES {
         Ok(bytes)
     } else {
         Err(RingBufferBytesError::NotPowerOfTwoPages { bytes })

@@ -313,7 +313,7 @@ impl CgroupWalker {
         let taken = Instant::now();
         let mut by_dir = match last.take().map(Arc::try_unwrap) {
             // Nobody holds the last walk any more: refill its table. (A walk of 1,000
-            // containers has ~4,000 entries; allocating them afresh showed in profiles.)
+            // containers has ~4,000 entries; allocating them at every walk shows in profiles.)
             Some(Ok(old)) => {
                 let mut table = old.by_dir;
                 table.clear();
