@@ -1,5 +1,5 @@
 //! collector-daemon as a library: the daemon and its CLI, split by concern. `main.rs` only
-//! parses the command line and calls in here.
+//! calls [`cli::main`].
 //!
 //! - `ebpf`: loading the kernel programs, their offsets, events and counters;
 //! - `cgroupfs`: cgroup mount discovery (v1, v2, hybrid) and per-container stats from cgroupfs;

@@ -16,10 +16,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use aya::maps::{Array, MapData};
-use collector_common::cgroup_values::{
-    CgroupValues, CgroupWalk, HAS_CPU, HAS_CPUSET, HAS_KMEM, HAS_MEMORY, HAS_OOM_KILL, HAS_PIDS,
-    IS_ROOT,
+use aya::{
+    maps::{Array, MapData, MapError},
+    programs::ProgramError,
+};
+use collector_common::{
+    cgroup_values::{
+        CgroupValues, CgroupWalk, HAS_CPU, HAS_CPUSET, HAS_KMEM, HAS_MEMORY, HAS_OOM_KILL,
+        HAS_PIDS, IS_ROOT,
+    },
+    names::{CGROUP_VALUES_MAP, CGROUP_WALK_MAP, PROGRAM_CGROUP_VALUES},
 };
 
 use crate::cgroupfs::kernel_values::{
@@ -27,6 +33,8 @@ use crate::cgroupfs::kernel_values::{
 };
 use crate::cgroupfs::parse::Limit;
 use crate::fast_map::FastMap;
+
+use super::error_chain::ErrorChain;
 
 /// `enum bpf_cmd` values (`include/uapi/linux/bpf.h`).
 const BPF_LINK_CREATE: libc::c_long = 28;
@@ -43,6 +51,141 @@ const RUNTIME_INF: u64 = u64::MAX;
 /// `PIDS_MAX` (`PID_MAX_LIMIT + 1` on 64-bit), the limit `pids.max` prints as "max", when
 /// the walk did not see the hierarchy's root (whose limit is always `PIDS_MAX`).
 const PIDS_MAX_DEFAULT: i64 = 4 * 1024 * 1024 + 1;
+
+/// Why there is no cgroup walk (then the cgroup files are read).
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupWalkerError {
+    /// Nothing to walk: the host has no such v1 hierarchy (a pure cgroup-v2 host).
+    #[error("no v1 hierarchy with memory, cpu, pids or cpuset is mounted")]
+    NoV1Hierarchy,
+    /// The kernel's BTF lacks the members of every controller the walk reads.
+    #[error("kernel BTF lacks what the cgroup walk reads")]
+    NoControllerOffsets,
+    /// The iterator program is missing from the object.
+    #[error("program {PROGRAM_CGROUP_VALUES} missing from the object")]
+    MissingProgram,
+    /// The program is not an iterator, or its descriptor is gone.
+    #[error("program {PROGRAM_CGROUP_VALUES}: {}", ErrorChain(.source))]
+    Program {
+        /// aya's error.
+        #[source]
+        source: ProgramError,
+    },
+    /// The kernel refused the program (`iter/cgroup` needs kernel 6.1+).
+    #[error("loading {PROGRAM_CGROUP_VALUES}: {}", ErrorChain(.source))]
+    LoadProgram {
+        /// aya's error, with the verifier's log.
+        #[source]
+        source: ProgramError,
+    },
+    /// The program's descriptor could not be duplicated for the links.
+    #[error("duplicating the program descriptor: {source}")]
+    DuplicateProgramFd {
+        /// The error of `fcntl(2)`.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `CGROUP_VALUES` is missing from the object, or not an array.
+    #[error("map {CGROUP_VALUES_MAP} missing or not an array")]
+    ValuesMap,
+    /// `CGROUP_WALK` is missing from the object.
+    #[error("map {CGROUP_WALK_MAP} missing")]
+    MissingWalkMap,
+    /// `CGROUP_WALK` is not the array expected.
+    #[error("map {CGROUP_WALK_MAP}: {}", ErrorChain(.source))]
+    WalkMap {
+        /// aya's error.
+        #[source]
+        source: MapError,
+    },
+    /// `CGROUP_VALUES`' information could not be read.
+    #[error("{CGROUP_VALUES_MAP} map info: {}", ErrorChain(.source))]
+    ValuesInfo {
+        /// aya's error.
+        #[source]
+        source: MapError,
+    },
+    /// `CGROUP_VALUES`' values are not `CgroupValues` (an object built from other sources).
+    #[error("{CGROUP_VALUES_MAP} has an unexpected value size: {size} bytes, expected {expected}")]
+    ValueSize {
+        /// The map's value size.
+        size: u32,
+        /// `size_of::<CgroupValues>()`.
+        expected: usize,
+    },
+    /// `CGROUP_VALUES` could not be mapped.
+    #[error("mapping {CGROUP_VALUES_MAP}: {source}")]
+    MapValues {
+        /// The error of `mmap(2)`.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A hierarchy's mount point did not open.
+    #[error("opening {}: {source}", .mount.display())]
+    OpenMount {
+        /// The mount point.
+        mount: PathBuf,
+        /// The error of `open(2)`.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A hierarchy's mount point could not be stat'ed.
+    #[error("stat {}: {source}", .mount.display())]
+    StatMount {
+        /// The mount point.
+        mount: PathBuf,
+        /// The error of `fstat(2)`.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The kernel refused the iterator link on a hierarchy.
+    #[error("cgroup iterator link on {}: {source}", .mount.display())]
+    Link {
+        /// The hierarchy's mount point.
+        mount: PathBuf,
+        /// The error of `BPF_LINK_CREATE`.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why a walk failed (that collection reads the cgroup files instead).
+#[derive(Debug, thiserror::Error)]
+pub enum WalkError {
+    /// The walk's state in `CGROUP_WALK` could not be read.
+    #[error("cgroup walk of {}: reading its state: {}", .mount.display(), ErrorChain(.source))]
+    State {
+        /// The hierarchy's mount point.
+        mount: PathBuf,
+        /// aya's error.
+        #[source]
+        source: MapError,
+    },
+    /// The iterator file could not be made.
+    #[error("cgroup walk of {}: BPF_ITER_CREATE: {source}", .mount.display())]
+    IterCreate {
+        /// The hierarchy's mount point.
+        mount: PathBuf,
+        /// The error of `BPF_ITER_CREATE`.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading the iterator file (which runs the walk) failed.
+    #[error("cgroup walk of {}: reading the iterator: {source}", .mount.display())]
+    Read {
+        /// The hierarchy's mount point.
+        mount: PathBuf,
+        /// The error of `read(2)`.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The walk ended early: no new session, or one that did not reach the last cgroup.
+    #[error("cgroup walk of {}: incomplete: the walk did not reach its end", .mount.display())]
+    Incomplete {
+        /// The hierarchy's mount point.
+        mount: PathBuf,
+    },
+}
 
 /// `union bpf_iter_link_info`, its `cgroup` member.
 #[repr(C)]
@@ -140,7 +283,7 @@ impl CgroupWalker {
         mounts: &[PathBuf],
         values_map: MapData,
         walk_state: Array<MapData, CgroupWalk>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, CgroupWalkerError> {
         let values = map_values(&values_map)?;
         let mut hierarchies = Vec::new();
         for mount in mounts {
@@ -165,12 +308,12 @@ impl CgroupWalker {
     }
 
     /// Walks every hierarchy now.
-    pub fn walk_now(&self) -> Result<Arc<KernelCgroupValues>, String> {
+    pub fn walk_now(&self) -> Result<Arc<KernelCgroupValues>, WalkError> {
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         let taken = Instant::now();
         let mut by_dir = match last.take().map(Arc::try_unwrap) {
             // Nobody holds the last walk any more: refill its table. (A walk of 1,000
-            // containers has ~4,000 entries; allocating them afresh showed in profiles.)
+            // containers has ~4,000 entries; allocating them at every walk shows in profiles.)
             Some(Ok(old)) => {
                 let mut table = old.by_dir;
                 table.clear();
@@ -190,34 +333,42 @@ impl CgroupWalker {
         Ok(values)
     }
 
+    /// Walks one hierarchy, adding its cgroups' values to `by_dir`.
     fn walk_one(
         &self,
         hierarchy: &Hierarchy,
         by_dir: &mut FastMap<DirKey, V1Values>,
-    ) -> Result<(), String> {
-        let failed = |what: &str, e: &dyn std::fmt::Display| {
-            format!("cgroup walk of {}: {what}: {e}", hierarchy.mount.display())
+    ) -> Result<(), WalkError> {
+        let mount = || hierarchy.mount.clone();
+        let state = || {
+            self.state().map_err(|source| WalkError::State {
+                mount: mount(),
+                source,
+            })
         };
-        let before = self.state().map_err(|e| failed("reading its state", &e))?;
+        let before = state()?;
         let mut attr = IterCreateAttr {
             link_fd: u32::try_from(hierarchy.link.as_raw_fd()).unwrap_or(u32::MAX),
             flags: 0,
         };
-        let iter = bpf(BPF_ITER_CREATE, &mut attr).map_err(|e| failed("BPF_ITER_CREATE", &e))?;
+        let iter = bpf(BPF_ITER_CREATE, &mut attr).map_err(|source| WalkError::IterCreate {
+            mount: mount(),
+            source,
+        })?;
         // The program writes nothing to the file: one read runs the whole walk.
         let mut sink = [0u8; 64];
         let mut file = File::from(iter);
-        while file
-            .read(&mut sink)
-            .map_err(|e| failed("reading the iterator", &e))?
-            > 0
+        while file.read(&mut sink).map_err(|source| WalkError::Read {
+            mount: mount(),
+            source,
+        })? > 0
         {}
-        let state = self.state().map_err(|e| failed("reading its state", &e))?;
+        let after = state()?;
         // A new session that visited cgroups (the walk's start is one) and reached its end.
-        if state.finished == before.finished || state.session != state.finished {
-            return Err(failed("incomplete", &"the walk did not reach its end"));
+        if after.finished == before.finished || after.session != after.finished {
+            return Err(WalkError::Incomplete { mount: mount() });
         }
-        let visited = usize::try_from(state.visited).unwrap_or(usize::MAX);
+        let visited = usize::try_from(after.visited).unwrap_or(usize::MAX);
         if visited > self.values.slots
             && !self
                 .warned_full
@@ -230,7 +381,13 @@ impl CgroupWalker {
                 "more cgroups than --cgroup-values-entries: the rest are read from their files"
             );
         }
-        let recorded = visited.min(self.values.slots);
+        self.read_records(hierarchy.dev, visited.min(self.values.slots), by_dir);
+        Ok(())
+    }
+
+    /// Adds the first `recorded` records of the array, the cgroups of the hierarchy on
+    /// filesystem device `dev`, to `by_dir`.
+    fn read_records(&self, dev: u64, recorded: usize, by_dir: &mut FastMap<DirKey, V1Values>) {
         let record = |i: usize| {
             // SAFETY: `i` < `slots`, within the mapping; the walk that wrote the records has
             // ended and no other runs (the lock is held).
@@ -249,15 +406,14 @@ impl CgroupWalker {
                 continue;
             }
             let key = DirKey {
-                dev: hierarchy.dev,
+                dev,
                 ino: record.cgroup_id,
             };
             by_dir.insert(key, convert(&record, self.page_size, pids_max));
         }
-        Ok(())
     }
 
-    fn state(&self) -> Result<CgroupWalk, aya::maps::MapError> {
+    fn state(&self) -> Result<CgroupWalk, MapError> {
         self.walk_state.get(&0, 0)
     }
 }
@@ -333,12 +489,18 @@ fn scale_load_down(weight: u64) -> u64 {
 }
 
 /// A link of `program` walking the hierarchy mounted at `mount` from its top.
-fn link(program: BorrowedFd<'_>, mount: &Path) -> Result<Hierarchy, String> {
+fn link(program: BorrowedFd<'_>, mount: &Path) -> Result<Hierarchy, CgroupWalkerError> {
     use std::os::unix::fs::MetadataExt as _;
-    let dir = File::open(mount).map_err(|e| format!("opening {}: {e}", mount.display()))?;
+    let dir = File::open(mount).map_err(|source| CgroupWalkerError::OpenMount {
+        mount: mount.to_owned(),
+        source,
+    })?;
     let dev = dir
         .metadata()
-        .map_err(|e| format!("stat {}: {e}", mount.display()))?
+        .map_err(|source| CgroupWalkerError::StatMount {
+            mount: mount.to_owned(),
+            source,
+        })?
         .dev();
     let mut info = IterLinkInfoCgroup {
         order: BPF_CGROUP_ITER_DESCENDANTS_PRE,
@@ -354,8 +516,10 @@ fn link(program: BorrowedFd<'_>, mount: &Path) -> Result<Hierarchy, String> {
         iter_info_len: u32::try_from(size_of::<IterLinkInfoCgroup>()).unwrap_or(16),
         pad: 0,
     };
-    let link = bpf(BPF_LINK_CREATE, &mut attr)
-        .map_err(|e| format!("cgroup iterator link on {}: {e}", mount.display()))?;
+    let link = bpf(BPF_LINK_CREATE, &mut attr).map_err(|source| CgroupWalkerError::Link {
+        mount: mount.to_owned(),
+        source,
+    })?;
     Ok(Hierarchy {
         mount: mount.to_owned(),
         dev,
@@ -364,13 +528,16 @@ fn link(program: BorrowedFd<'_>, mount: &Path) -> Result<Hierarchy, String> {
 }
 
 /// Maps the `CGROUP_VALUES` array (`BPF_F_MMAPABLE`) read-only.
-fn map_values(map: &MapData) -> Result<ValuesMapping, String> {
+fn map_values(map: &MapData) -> Result<ValuesMapping, CgroupWalkerError> {
     let info = map
         .info()
-        .map_err(|e| format!("CGROUP_VALUES map info: {e}"))?;
+        .map_err(|source| CgroupWalkerError::ValuesInfo { source })?;
     let slots = usize::try_from(info.max_entries()).unwrap_or(0);
     if usize::try_from(info.value_size()).ok() != Some(size_of::<CgroupValues>()) {
-        return Err("CGROUP_VALUES has an unexpected value size".to_owned());
+        return Err(CgroupWalkerError::ValueSize {
+            size: info.value_size(),
+            expected: size_of::<CgroupValues>(),
+        });
     }
     // SAFETY: sysconf has no preconditions.
     let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
@@ -389,10 +556,9 @@ fn map_values(map: &MapData) -> Result<ValuesMapping, String> {
         )
     };
     if base == libc::MAP_FAILED {
-        return Err(format!(
-            "mapping CGROUP_VALUES: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(CgroupWalkerError::MapValues {
+            source: std::io::Error::last_os_error(),
+        });
     }
     Ok(ValuesMapping {
         base: base.cast::<CgroupValues>().cast_const(),
@@ -404,6 +570,27 @@ fn map_values(map: &MapData) -> Result<ValuesMapping, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn walk_errors_name_the_hierarchy_and_the_step() {
+        let mount = PathBuf::from("/sys/fs/cgroup/memory");
+        let incomplete = WalkError::Incomplete {
+            mount: mount.clone(),
+        };
+        assert_eq!(
+            incomplete.to_string(),
+            "cgroup walk of /sys/fs/cgroup/memory: incomplete: the walk did not reach its end"
+        );
+        let read = WalkError::Read {
+            mount,
+            source: std::io::Error::from_raw_os_error(libc::EINTR),
+        };
+        assert_eq!(
+            read.to_string(),
+            "cgroup walk of /sys/fs/cgroup/memory: reading the iterator: Interrupted system call (os error 4)"
+        );
+        assert!(std::error::Error::source(&read).is_some());
+    }
 
     #[test]
     fn records_become_the_values_files_print() {

@@ -16,9 +16,11 @@ use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, Iter, ProgramError,
+        ProgramFd,
     },
 };
 use collector_common::{
+    cgroup_values::CgroupWalk,
     event::{KIND_SEED, ProcessEvent},
     names::{
         BTF_TRACEPOINTS, CGROUP_VALUES_MAP, CGROUP_WALK_MAP, COUNTERS_MAP, EVENTS_MAP,
@@ -32,8 +34,9 @@ use collector_common::{
 
 use super::{
     btf_offsets::{self, OffsetError, VMLINUX_BTF},
-    cgroup_values::CgroupWalker,
-    usage::CounterMaps,
+    cgroup_values::{CgroupWalker, CgroupWalkerError},
+    error_chain::ErrorChain,
+    usage::{CounterMaps, CountersUnavailable},
 };
 
 /// The object built by `build.rs` from `collector-ebpf`.
@@ -50,7 +53,10 @@ pub const IO_COUNTERS_PIN_NAME: &str = "io_counters";
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// Kernel BTF unreadable.
-    #[error("kernel BTF unavailable at {VMLINUX_BTF}: {source} (needs CONFIG_DEBUG_INFO_BTF=y)")]
+    #[error(
+        "kernel BTF unavailable at {VMLINUX_BTF}: {} (needs CONFIG_DEBUG_INFO_BTF=y)",
+        ErrorChain(.source)
+    )]
     Btf {
         /// aya's error.
         #[source]
@@ -60,14 +66,17 @@ pub enum LoadError {
     #[error(transparent)]
     Offsets(#[from] OffsetError),
     /// The object failed to load (permissions, verifier, map creation).
-    #[error("loading the eBPF object failed: {source} (needs root or CAP_BPF+CAP_PERFMON)")]
+    #[error(
+        "loading the eBPF object failed: {} (needs root or CAP_BPF+CAP_PERFMON)",
+        ErrorChain(.source)
+    )]
     Load {
         /// aya's error.
         #[source]
         source: aya::EbpfError,
     },
     /// A program is missing from the object, or failed to load or attach.
-    #[error("program {program} (tracepoint {tracepoint}): {source}")]
+    #[error("program {program} (tracepoint {tracepoint}): {}", ErrorChain(.source))]
     Program {
         /// Program name.
         program: &'static str,
@@ -77,8 +86,8 @@ pub enum LoadError {
         #[source]
         source: ProgramError,
     },
-    /// A map is missing from the object or has the wrong type.
-    #[error("map {map}: {source}")]
+    /// A map has the wrong type.
+    #[error("map {map}: {}", ErrorChain(.source))]
     Map {
         /// Map name.
         map: &'static str,
@@ -93,15 +102,57 @@ pub enum LoadError {
         map: &'static str,
     },
     /// The pin directory could not be prepared or the map pinned.
-    #[error("pinning {map} at {}: {source}", path.display())]
+    #[error("pinning {map} at {}: {source}", .path.display())]
     Pin {
         /// Map name.
         map: &'static str,
         /// Pin path.
         path: PathBuf,
-        /// The error.
+        /// What failed.
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: PinError,
+    },
+}
+
+/// Why a map could not be pinned.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    /// The pin directory is outside `/sys/fs/bpf` and not on a bpffs.
+    #[error(
+        "{} is not on a bpf filesystem; mount one (mount -t bpf bpf DIR) or use --pin-dir under {BPFFS_MOUNT}",
+        .dir.display()
+    )]
+    NotBpffs {
+        /// The pin directory.
+        dir: PathBuf,
+    },
+    /// Nothing was mounted at `/sys/fs/bpf`, and mounting bpffs there failed.
+    #[error("mounting bpffs at {BPFFS_MOUNT}: {source}")]
+    MountBpffs {
+        /// The error of `mkdir(2)` or `mount(2)`.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The pin directory could not be created.
+    #[error("creating the pin directory: {source}")]
+    CreateDir {
+        /// The error of `mkdir(2)`.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A stale pin could not be removed.
+    #[error("removing the stale pin: {source}")]
+    RemoveStale {
+        /// The error of `unlink(2)`.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The kernel refused the pin.
+    #[error("{}", ErrorChain(.source))]
+    Pin {
+        /// aya's error.
+        #[source]
+        source: aya::pin::PinError,
     },
 }
 
@@ -147,7 +198,7 @@ pub struct Loaded {
     /// The usage counters, or why they are unavailable.
     pub usage: CounterMaps,
     /// The cgroup walk of the v1 hierarchies, or why there is none.
-    pub cgroup_walker: Result<CgroupWalker, String>,
+    pub cgroup_walker: Result<CgroupWalker, CgroupWalkerError>,
 }
 
 /// Pinned map files, removed on drop (then their directory, when we created it and it is
@@ -188,7 +239,7 @@ impl Drop for PinnedMaps {
 }
 
 /// Loads the object, pins `PROCESSES`, and attaches every program; then, best effort, the
-/// usage counters.
+/// usage counters and the cgroup walk.
 pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     raise_memlock_limit();
     let btf = Btf::from_sys_fs().map_err(|source| LoadError::Btf { source })?;
@@ -197,63 +248,17 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         options.tracked_v1_controller.as_deref(),
     )?;
     tracing::debug!(?offsets, "kernel struct offsets from BTF");
-    let mut ebpf = EbpfLoader::new()
-        .btf(Some(&btf))
-        .override_global(OFFSETS_GLOBAL, &offsets, true)
-        .map_max_entries(PROCESSES_MAP, options.max_processes)
-        .map_max_entries(EVENTS_MAP, options.ring_buffer_bytes)
-        .map_max_entries(NET_COUNTERS_MAP, options.net_counter_entries)
-        .map_max_entries(IO_COUNTERS_MAP, options.io_counter_entries)
-        .map_max_entries(CGROUP_VALUES_MAP, options.cgroup_values_entries)
-        .load(OBJECT)
-        .map_err(|source| LoadError::Load { source })?;
-
-    let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
-        Ok(logger) => Some(logger),
-        Err(e) => {
-            tracing::warn!(error = %e, "kernel-side logging unavailable");
-            None
-        }
-    };
-
-    let mut pin = match &options.pin_dir {
-        Some(dir) => Some(pin_processes(&ebpf, dir)?),
-        None => None,
-    };
-    let events =
-        RingBuf::try_from(take_map(&mut ebpf, EVENTS_MAP)?).map_err(|source| LoadError::Map {
-            map: EVENTS_MAP,
-            source,
-        })?;
-    let counters = PerCpuArray::try_from(take_map(&mut ebpf, COUNTERS_MAP)?).map_err(|source| {
-        LoadError::Map {
-            map: COUNTERS_MAP,
-            source,
-        }
-    })?;
-    let processes = HashMap::try_from(take_map(&mut ebpf, PROCESSES_MAP)?).map_err(|source| {
-        LoadError::Map {
-            map: PROCESSES_MAP,
-            source,
-        }
-    })?;
-
-    for (program, tracepoint) in BTF_TRACEPOINTS {
-        attach(&mut ebpf, &btf, program, tracepoint)?;
-    }
-    // Loaded after the tracepoints are attached: a process created from now on is seen by
-    // `task_newtask`, so the iterator and the events together miss nothing.
-    let iter_err = |source| LoadError::Program {
-        program: PROGRAM_SEED_TASKS,
-        tracepoint: "iter/task",
-        source,
-    };
-    let seeder: &mut Iter = ebpf
-        .program_mut(PROGRAM_SEED_TASKS)
-        .ok_or_else(|| iter_err(ProgramError::UnexpectedProgramType))?
-        .try_into()
-        .map_err(iter_err)?;
-    seeder.load("task", &btf).map_err(iter_err)?;
+    let mut ebpf = load_object(&btf, &offsets, options)?;
+    let logger = kernel_logger(&mut ebpf);
+    let mut pin = options
+        .pin_dir
+        .as_deref()
+        .map(|dir| pin_processes(&ebpf, dir))
+        .transpose()?;
+    let events = take_map(&mut ebpf, EVENTS_MAP)?;
+    let counters = take_map(&mut ebpf, COUNTERS_MAP)?;
+    let processes = take_map(&mut ebpf, PROCESSES_MAP)?;
+    attach_tracking(&mut ebpf, &btf)?;
 
     let usage = attach_usage(&mut ebpf, &btf, options, optional.io, pin.as_mut());
     let cgroup_walker = cgroup_walker(&mut ebpf, &btf, options, &offsets, &optional.cgroup_values);
@@ -276,6 +281,58 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     })
 }
 
+/// Loads the object into the kernel: this kernel's struct offsets written into its
+/// `OFFSETS` global, its maps sized by `options`.
+fn load_object(
+    btf: &Btf,
+    offsets: &KernelOffsets,
+    options: &LoadOptions,
+) -> Result<Ebpf, LoadError> {
+    EbpfLoader::new()
+        .btf(Some(btf))
+        .override_global(OFFSETS_GLOBAL, offsets, true)
+        .map_max_entries(PROCESSES_MAP, options.max_processes)
+        .map_max_entries(EVENTS_MAP, options.ring_buffer_bytes)
+        .map_max_entries(NET_COUNTERS_MAP, options.net_counter_entries)
+        .map_max_entries(IO_COUNTERS_MAP, options.io_counter_entries)
+        .map_max_entries(CGROUP_VALUES_MAP, options.cgroup_values_entries)
+        .load(OBJECT)
+        .map_err(|source| LoadError::Load { source })
+}
+
+/// aya-log's reader of the programs' log records; `None` (logged) when the object has no
+/// log statements or the reader cannot start.
+fn kernel_logger(ebpf: &mut Ebpf) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+    aya_log::EbpfLogger::init(ebpf)
+        .inspect_err(|e| tracing::warn!(error = %e, "kernel-side logging unavailable"))
+        .ok()
+}
+
+/// Attaches the process-tracking tracepoints, then loads the task iterator that seeds
+/// `PROCESSES`.
+fn attach_tracking(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), LoadError> {
+    for (program, tracepoint) in BTF_TRACEPOINTS {
+        attach(ebpf, btf, program, tracepoint).map_err(|source| LoadError::Program {
+            program,
+            tracepoint,
+            source,
+        })?;
+    }
+    // Loaded after the tracepoints are attached: a process created from now on is seen by
+    // `task_newtask`, so the iterator and the events together miss nothing.
+    let iter_err = |source| LoadError::Program {
+        program: PROGRAM_SEED_TASKS,
+        tracepoint: "iter/task",
+        source,
+    };
+    let seeder: &mut Iter = ebpf
+        .program_mut(PROGRAM_SEED_TASKS)
+        .ok_or_else(|| iter_err(ProgramError::UnexpectedProgramType))?
+        .try_into()
+        .map_err(iter_err)?;
+    seeder.load("task", btf).map_err(iter_err)
+}
+
 /// Loads the cgroup iterator and links it to each v1 hierarchy of `cgroup_walk_mounts`, or
 /// says why not. A controller whose members this kernel lacks (`offsets_missing` says why)
 /// is left out of the walk, its files are read; no controller left, or no v1 hierarchy,
@@ -286,9 +343,9 @@ fn cgroup_walker(
     options: &LoadOptions,
     offsets: &KernelOffsets,
     offsets_missing: &[(&'static str, OffsetError)],
-) -> Result<CgroupWalker, String> {
+) -> Result<CgroupWalker, CgroupWalkerError> {
     if options.cgroup_walk_mounts.is_empty() {
-        return Err("no v1 hierarchy with memory, cpu, pids or cpuset is mounted".to_owned());
+        return Err(CgroupWalkerError::NoV1Hierarchy);
     }
     for (controller, e) in offsets_missing {
         tracing::info!(controller, error = %e, "cgroup walk: this controller's files are read");
@@ -301,35 +358,48 @@ fn cgroup_walker(
     ]
     .contains(&1);
     if !any_ready {
-        return Err("kernel BTF lacks what the cgroup walk reads".to_owned());
+        return Err(CgroupWalkerError::NoControllerOffsets);
     }
-    let program: &mut Iter = ebpf
-        .program_mut(PROGRAM_CGROUP_VALUES)
-        .ok_or_else(|| format!("program {PROGRAM_CGROUP_VALUES} missing from the object"))?
-        .try_into()
-        .map_err(|e| chain(&e))?;
-    // `iter/cgroup` needs kernel 6.1+.
-    program
-        .load("cgroup", btf)
-        .map_err(|e| format!("loading {PROGRAM_CGROUP_VALUES}: {}", chain(&e)))?;
-    let program_fd = program
-        .fd()
-        .map_err(|e| chain(&e))?
-        .try_clone()
-        .map_err(|e| format!("duplicating the program descriptor: {e}"))?;
-    let Some(aya::maps::Map::Array(values)) = ebpf.take_map(CGROUP_VALUES_MAP) else {
-        return Err(format!("map {CGROUP_VALUES_MAP} missing or not an array"));
-    };
-    let walk_state = ebpf
-        .take_map(CGROUP_WALK_MAP)
-        .ok_or_else(|| format!("map {CGROUP_WALK_MAP} missing"))
-        .and_then(|m| Array::try_from(m).map_err(|e| format!("map {CGROUP_WALK_MAP}: {e}")))?;
+    let program = load_cgroup_iterator(ebpf, btf)?;
+    let (values, walk_state) = take_cgroup_walk_maps(ebpf)?;
     CgroupWalker::new(
-        program_fd.as_fd(),
+        program.as_fd(),
         &options.cgroup_walk_mounts,
         values,
         walk_state,
     )
+}
+
+/// Loads the `iter/cgroup` program (kernel 6.1+) and returns a descriptor of it to link.
+fn load_cgroup_iterator(ebpf: &mut Ebpf, btf: &Btf) -> Result<ProgramFd, CgroupWalkerError> {
+    let program: &mut Iter = ebpf
+        .program_mut(PROGRAM_CGROUP_VALUES)
+        .ok_or(CgroupWalkerError::MissingProgram)?
+        .try_into()
+        .map_err(|source| CgroupWalkerError::Program { source })?;
+    program
+        .load("cgroup", btf)
+        .map_err(|source| CgroupWalkerError::LoadProgram { source })?;
+    program
+        .fd()
+        .map_err(|source| CgroupWalkerError::Program { source })?
+        .try_clone()
+        .map_err(|source| CgroupWalkerError::DuplicateProgramFd { source })
+}
+
+/// Takes the walk's maps out of the object: `CGROUP_VALUES` (the records, mapped by the
+/// walker) and `CGROUP_WALK` (the walk's progress).
+fn take_cgroup_walk_maps(
+    ebpf: &mut Ebpf,
+) -> Result<(MapData, Array<MapData, CgroupWalk>), CgroupWalkerError> {
+    let Some(aya::maps::Map::Array(values)) = ebpf.take_map(CGROUP_VALUES_MAP) else {
+        return Err(CgroupWalkerError::ValuesMap);
+    };
+    let walk_state = ebpf
+        .take_map(CGROUP_WALK_MAP)
+        .ok_or(CgroupWalkerError::MissingWalkMap)
+        .and_then(|m| Array::try_from(m).map_err(|source| CgroupWalkerError::WalkMap { source }))?;
+    Ok((values, walk_state))
 }
 
 /// Attaches the usage counters and takes their maps, or records why they are unavailable.
@@ -340,34 +410,29 @@ fn attach_usage(
     io_offsets_error: Option<OffsetError>,
     mut pins: Option<&mut PinnedMaps>,
 ) -> CounterMaps {
-    let net = attach_net_counters(ebpf, options.cgroup_v2_root.as_deref())
-        .and_then(|()| {
-            pin_counters(
-                ebpf,
-                pins.as_deref_mut(),
-                NET_COUNTERS_MAP,
-                NET_COUNTERS_PIN_NAME,
-            )
-        })
-        .and_then(|map| {
-            PerCpuHashMap::try_from(map).map_err(|e| format!("map {NET_COUNTERS_MAP}: {e}"))
-        });
+    let net = attach_net_counters(ebpf, options.cgroup_v2_root.as_deref()).and_then(|()| {
+        take_counters(
+            ebpf,
+            pins.as_deref_mut(),
+            NET_COUNTERS_MAP,
+            NET_COUNTERS_PIN_NAME,
+        )
+    });
     let io = match io_offsets_error {
-        Some(e) => Err(format!(
-            "kernel BTF lacks what the block IO program reads: {e}"
-        )),
+        Some(source) => Err(CountersUnavailable::IoOffsets { source }),
         None => attach(
             ebpf,
             btf,
             PROGRAM_BLOCK_BIO_QUEUE,
             TRACEPOINT_BLOCK_BIO_QUEUE,
         )
-        .map_err(|e| chain(&e)),
+        .map_err(|source| CountersUnavailable::Tracepoint {
+            program: PROGRAM_BLOCK_BIO_QUEUE,
+            tracepoint: TRACEPOINT_BLOCK_BIO_QUEUE,
+            source,
+        }),
     }
-    .and_then(|()| pin_counters(ebpf, pins, IO_COUNTERS_MAP, IO_COUNTERS_PIN_NAME))
-    .and_then(|map| {
-        PerCpuHashMap::try_from(map).map_err(|e| format!("map {IO_COUNTERS_MAP}: {e}"))
-    });
+    .and_then(|()| take_counters(ebpf, pins, IO_COUNTERS_MAP, IO_COUNTERS_PIN_NAME));
     let usage = CounterMaps::new(net, io);
     match usage.counters_unavailable() {
         None => tracing::info!(
@@ -387,11 +452,15 @@ fn attach_usage(
 /// descriptors close. Programs attached to the root run for every cgroup below it, whatever
 /// those cgroups attach themselves (`compute_effective_progs()` keeps `ALLOW_MULTI`
 /// ancestors' programs, `kernel/bpf/cgroup.c`).
-fn attach_net_counters(ebpf: &mut Ebpf, cgroup_v2_root: Option<&Path>) -> Result<(), String> {
-    let root = cgroup_v2_root.ok_or_else(|| {
-        "no cgroup-v2 hierarchy is mounted (cgroup_skb programs attach to a v2 cgroup)".to_owned()
+fn attach_net_counters(
+    ebpf: &mut Ebpf,
+    cgroup_v2_root: Option<&Path>,
+) -> Result<(), CountersUnavailable> {
+    let root = cgroup_v2_root.ok_or(CountersUnavailable::NoCgroupV2)?;
+    let cgroup = fs::File::open(root).map_err(|source| CountersUnavailable::OpenCgroup {
+        path: root.to_owned(),
+        source,
     })?;
-    let cgroup = fs::File::open(root).map_err(|e| format!("opening {}: {e}", root.display()))?;
     // From 5.7 aya attaches through `BPF_LINK_CREATE`: cgroup links always join in
     // `BPF_F_ALLOW_MULTI` mode and the kernel refuses that flag in `link_create.flags`
     // (`cgroup_bpf_link_attach()`: EINVAL for anything but BPF_F_ID/BEFORE/AFTER/PREORDER),
@@ -408,8 +477,11 @@ fn attach_net_counters(ebpf: &mut Ebpf, cgroup_v2_root: Option<&Path>) -> Result
         (PROGRAM_NET_INGRESS, CgroupSkbAttachType::Ingress),
         (PROGRAM_NET_EGRESS, CgroupSkbAttachType::Egress),
     ] {
-        let err =
-            |e: ProgramError| format!("program {program} on {}: {}", root.display(), chain(&e));
+        let err = |source| CountersUnavailable::CgroupProgram {
+            program,
+            cgroup: root.to_owned(),
+            source,
+        };
         let prog: &mut CgroupSkb = ebpf
             .program_mut(program)
             .ok_or_else(|| err(ProgramError::UnexpectedProgramType))?
@@ -421,34 +493,23 @@ fn attach_net_counters(ebpf: &mut Ebpf, cgroup_v2_root: Option<&Path>) -> Result
     Ok(())
 }
 
-/// An error with its sources: aya's errors print only the outer call (`bpf_link_create
-/// failed`), the errno is in the source.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        out.push_str(": ");
-        out.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    out
-}
-
 /// Takes a counter map out of the object, pinning it first when pins are made. A pin that
 /// cannot be made is logged, not fatal: the daemon still reads the map.
-fn pin_counters(
+fn take_counters<K: aya::Pod, V: aya::Pod>(
     ebpf: &mut Ebpf,
     pins: Option<&mut PinnedMaps>,
     map: &'static str,
     pin_name: &str,
-) -> Result<aya::maps::Map, String> {
+) -> Result<PerCpuHashMap<MapData, K, V>, CountersUnavailable> {
     if let Some(pins) = pins
         && let Err(e) = pins.add(ebpf, map, pin_name)
     {
         tracing::warn!(error = %e, "counters are not pinned");
     }
-    ebpf.take_map(map)
-        .ok_or_else(|| format!("map {map} is missing from the eBPF object"))
+    let taken = ebpf
+        .take_map(map)
+        .ok_or(CountersUnavailable::MissingMap { map })?;
+    PerCpuHashMap::try_from(taken).map_err(|source| CountersUnavailable::Map { map, source })
 }
 
 /// Runs the task iterator once: every live process is inserted into `PROCESSES` (where
@@ -491,14 +552,14 @@ pub enum SeedError {
     #[error("program {PROGRAM_SEED_TASKS} missing from the eBPF object")]
     Missing,
     /// Attaching the iterator failed.
-    #[error("task iterator: {source}")]
+    #[error("task iterator: {}", ErrorChain(.source))]
     Program {
         /// aya's error.
         #[source]
         source: ProgramError,
     },
     /// Creating the iterator's file failed.
-    #[error("task iterator file: {source}")]
+    #[error("task iterator file: {}", ErrorChain(.source))]
     Link {
         /// aya's error.
         #[source]
@@ -513,44 +574,43 @@ pub enum SeedError {
     },
 }
 
-fn take_map(ebpf: &mut Ebpf, map: &'static str) -> Result<aya::maps::Map, LoadError> {
-    ebpf.take_map(map).ok_or(LoadError::MissingMap { map })
+/// Takes `map` out of the object as the map type `T`.
+fn take_map<T: TryFrom<aya::maps::Map, Error = MapError>>(
+    ebpf: &mut Ebpf,
+    map: &'static str,
+) -> Result<T, LoadError> {
+    let taken = ebpf.take_map(map).ok_or(LoadError::MissingMap { map })?;
+    T::try_from(taken).map_err(|source| LoadError::Map { map, source })
 }
 
+/// Loads the BTF tracepoint program `program` and attaches it to `tracepoint`.
 fn attach(
     ebpf: &mut Ebpf,
     btf: &Btf,
     program: &'static str,
     tracepoint: &'static str,
-) -> Result<(), LoadError> {
-    let err = |source| LoadError::Program {
-        program,
-        tracepoint,
-        source,
-    };
+) -> Result<(), ProgramError> {
     let prog: &mut BtfTracePoint = ebpf
         .program_mut(program)
-        .ok_or_else(|| err(ProgramError::UnexpectedProgramType))?
-        .try_into()
-        .map_err(err)?;
-    prog.load(tracepoint, btf).map_err(err)?;
-    prog.attach().map_err(err)?;
+        .ok_or(ProgramError::UnexpectedProgramType)?
+        .try_into()?;
+    prog.load(tracepoint, btf)?;
+    prog.attach()?;
     Ok(())
 }
 
 /// Pins `PROCESSES` at `<dir>/processes`, creating the directory (and mounting bpffs) when
 /// needed.
 fn pin_processes(ebpf: &Ebpf, dir: &Path) -> Result<PinnedMaps, LoadError> {
-    let path = dir.join(PROCESSES_PIN_NAME);
-    let pin_err = |source: Box<dyn std::error::Error + Send + Sync>| LoadError::Pin {
+    let pin_err = |source| LoadError::Pin {
         map: PROCESSES_MAP,
-        path: path.clone(),
+        path: dir.join(PROCESSES_PIN_NAME),
         source,
     };
-    ensure_bpffs(dir).map_err(|e| pin_err(Box::new(e)))?;
+    ensure_bpffs(dir).map_err(pin_err)?;
     let created_dir = !dir.exists();
     if created_dir {
-        fs::create_dir_all(dir).map_err(|e| pin_err(Box::new(e)))?;
+        fs::create_dir_all(dir).map_err(|source| pin_err(PinError::CreateDir { source }))?;
     }
     let mut pins = PinnedMaps {
         dir: dir.to_owned(),
@@ -566,17 +626,19 @@ impl PinnedMaps {
     /// is replaced: its contents are stale, and the path is ours.
     fn add(&mut self, ebpf: &Ebpf, map: &'static str, name: &str) -> Result<(), LoadError> {
         let path = self.dir.join(name);
-        let pin_err = |source: Box<dyn std::error::Error + Send + Sync>| LoadError::Pin {
+        let pin_err = |source| LoadError::Pin {
             map,
             path: path.clone(),
             source,
         };
         if path.exists() {
             tracing::info!(path = %path.display(), "replacing a stale pinned map");
-            fs::remove_file(&path).map_err(|e| pin_err(Box::new(e)))?;
+            fs::remove_file(&path).map_err(|source| pin_err(PinError::RemoveStale { source }))?;
         }
         let handle = ebpf.map(map).ok_or(LoadError::MissingMap { map })?;
-        handle.pin(&path).map_err(|e| pin_err(Box::new(e)))?;
+        handle
+            .pin(&path)
+            .map_err(|source| pin_err(PinError::Pin { source }))?;
         self.paths.push(path);
         Ok(())
     }
@@ -590,20 +652,19 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 /// Pins need a bpffs. When the pin directory is under `/sys/fs/bpf` and nothing is mounted
 /// there (tracefs and bpffs are not mounted at boot on every distribution), mount it, as
 /// bpftool and systemd do; elsewhere, require that the caller mounted one.
-fn ensure_bpffs(dir: &Path) -> std::io::Result<()> {
+fn ensure_bpffs(dir: &Path) -> Result<(), PinError> {
     let mount_point = Path::new(BPFFS_MOUNT);
     if is_bpffs(mount_point) || !dir.starts_with(mount_point) {
         return if dir.starts_with(mount_point) || nearest_existing_is_bpffs(dir) {
             Ok(())
         } else {
-            Err(std::io::Error::other(format!(
-                "{} is not on a bpf filesystem; mount one (mount -t bpf bpf DIR) or use --pin-dir under {BPFFS_MOUNT}",
-                dir.display()
-            )))
+            Err(PinError::NotBpffs {
+                dir: dir.to_owned(),
+            })
         };
     }
     tracing::info!("mounting bpffs at {BPFFS_MOUNT}");
-    fs::create_dir_all(mount_point)?;
+    fs::create_dir_all(mount_point).map_err(|source| PinError::MountBpffs { source })?;
     // SAFETY: valid NUL-terminated strings; no data argument.
     let rc = unsafe {
         libc::mount(
@@ -617,7 +678,9 @@ fn ensure_bpffs(dir: &Path) -> std::io::Result<()> {
     if rc == 0 {
         Ok(())
     } else {
-        Err(std::io::Error::last_os_error())
+        Err(PinError::MountBpffs {
+            source: std::io::Error::last_os_error(),
+        })
     }
 }
 

@@ -2,6 +2,7 @@
 //! need (`btf_offsets`), decoding their events (`events`) and reading their counters.
 pub mod btf_offsets;
 pub mod cgroup_values;
+mod error_chain;
 pub mod events;
 pub mod loader;
 pub mod usage;

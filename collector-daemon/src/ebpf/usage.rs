@@ -8,11 +8,20 @@
 //! or [`CounterMaps::remove_io`] frees them, so a caller can fold their final values first.
 use std::{
     collections::HashMap,
-    sync::{Mutex, MutexGuard, PoisonError},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
-use aya::maps::{MapData, MapError, PerCpuHashMap, PerCpuValues};
-use collector_common::usage::{IoMapKey, IoMapValue, NetMapValue, make_dev, split_dev};
+use aya::{
+    maps::{MapData, MapError, PerCpuHashMap, PerCpuValues},
+    programs::ProgramError,
+};
+use collector_common::{
+    names::{IO_COUNTERS_MAP, NET_COUNTERS_MAP},
+    usage::{IoMapKey, IoMapValue, NetMapValue, make_dev, split_dev},
+};
+
+use super::{btf_offsets::OffsetError, error_chain::ErrorChain};
 
 /// Network traffic of one cgroup (v2 id), summed over CPUs. Loopback excluded; bytes are IP
 /// packet lengths (no link-layer header); packets are wire packets (GSO/GRO segments).
@@ -101,14 +110,85 @@ impl From<&IoKey> for IoMapKey {
 /// Why counters could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum CounterError {
-    /// The counting programs are not attached.
+    /// The counting program is not attached, or its pinned map did not open.
     #[error("counters unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Arc<CountersUnavailable>),
     /// A map operation failed.
-    #[error("reading {map}: {source}")]
+    #[error("reading {map}: {}", ErrorChain(.source))]
     Map {
         /// Map name.
         map: &'static str,
+        /// aya's error.
+        #[source]
+        source: MapError,
+    },
+}
+
+/// Why one counter map is not readable: its program did not attach, or (for a reader of
+/// another daemon's pins) its pin did not open.
+#[derive(Debug, thiserror::Error)]
+pub enum CountersUnavailable {
+    /// No cgroup-v2 hierarchy to attach the `cgroup_skb` programs to.
+    #[error("no cgroup-v2 hierarchy is mounted (cgroup_skb programs attach to a v2 cgroup)")]
+    NoCgroupV2,
+    /// The cgroup-v2 directory to attach to did not open.
+    #[error("opening {}: {source}", .path.display())]
+    OpenCgroup {
+        /// The directory.
+        path: PathBuf,
+        /// The error of `open(2)`.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A `cgroup_skb` program is missing from the object, or failed to load or attach.
+    #[error("program {program} on {}: {}", .cgroup.display(), ErrorChain(.source))]
+    CgroupProgram {
+        /// Program name.
+        program: &'static str,
+        /// The cgroup-v2 directory it attaches to.
+        cgroup: PathBuf,
+        /// aya's error.
+        #[source]
+        source: ProgramError,
+    },
+    /// The kernel's BTF lacks a member the block IO program reads.
+    #[error("kernel BTF lacks what the block IO program reads: {source}")]
+    IoOffsets {
+        /// The missing struct or member.
+        #[source]
+        source: OffsetError,
+    },
+    /// A tracepoint program is missing from the object, or failed to load or attach.
+    #[error("program {program} (tracepoint {tracepoint}): {}", ErrorChain(.source))]
+    Tracepoint {
+        /// Program name.
+        program: &'static str,
+        /// Kernel tracepoint.
+        tracepoint: &'static str,
+        /// aya's error.
+        #[source]
+        source: ProgramError,
+    },
+    /// The map is missing from the object.
+    #[error("map {map} is missing from the eBPF object")]
+    MissingMap {
+        /// Map name.
+        map: &'static str,
+    },
+    /// The map is not the per-CPU hash map the reader expects.
+    #[error("map {map}: {}", ErrorChain(.source))]
+    Map {
+        /// Map name.
+        map: &'static str,
+        /// aya's error.
+        #[source]
+        source: MapError,
+    },
+    /// The pinned map did not open, or is not the per-CPU hash map the reader expects.
+    #[error("{}: {}", .path.display(), ErrorChain(.source))]
+    Pinned {
+        /// The pin.
+        path: PathBuf,
         /// aya's error.
         #[source]
         source: MapError,
@@ -120,8 +200,8 @@ type IoMap = PerCpuHashMap<MapData, IoMapKey, IoMapValue>;
 
 /// The two counter maps, each either attached and readable or unavailable with a reason.
 pub struct CounterMaps {
-    net: Result<Mutex<NetMap>, String>,
-    io: Result<Mutex<IoMap>, String>,
+    net: Result<Mutex<NetMap>, Arc<CountersUnavailable>>,
+    io: Result<Mutex<IoMap>, Arc<CountersUnavailable>>,
     /// Both reasons in one sentence, when anything is unavailable.
     unavailable: Option<String>,
     /// Entries the last snapshot of each map read (`usize::MAX` before the first): its
@@ -132,7 +212,10 @@ pub struct CounterMaps {
 
 impl CounterMaps {
     /// From the maps of attached programs, or the reasons they are not attached.
-    pub fn new(net: Result<NetMap, String>, io: Result<IoMap, String>) -> Self {
+    pub fn new(
+        net: Result<NetMap, CountersUnavailable>,
+        io: Result<IoMap, CountersUnavailable>,
+    ) -> Self {
         let unavailable = match (&net, &io) {
             (Ok(_), Ok(_)) => None,
             (Err(net), Ok(_)) => Some(format!("network counters: {net}")),
@@ -142,8 +225,8 @@ impl CounterMaps {
             }
         };
         Self {
-            net: net.map(Mutex::new),
-            io: io.map(Mutex::new),
+            net: net.map(Mutex::new).map_err(Arc::new),
+            io: io.map(Mutex::new).map_err(Arc::new),
             unavailable,
             net_entries: std::sync::atomic::AtomicUsize::new(usize::MAX),
             io_entries: std::sync::atomic::AtomicUsize::new(usize::MAX),
@@ -154,25 +237,12 @@ impl CounterMaps {
     /// other tools and tests. A missing or wrong pin makes that map unavailable with the
     /// reason. Only reading and removing go through these handles; the programs stay the
     /// pinning daemon's.
-    pub fn open_pinned(pin_dir: &std::path::Path) -> Self {
+    pub fn open_pinned(pin_dir: &Path) -> Self {
         use super::loader::{IO_COUNTERS_PIN_NAME, NET_COUNTERS_PIN_NAME};
-        fn open<K: aya::Pod, V: aya::Pod>(
-            path: &std::path::Path,
-        ) -> Result<PerCpuHashMap<MapData, K, V>, String> {
-            let describe = |e: MapError| format!("{}: {e}", path.display());
-            let data = MapData::from_pin(path).map_err(describe)?;
-            let map = aya::maps::Map::from_map_data(data).map_err(describe)?;
-            PerCpuHashMap::try_from(map).map_err(describe)
-        }
         Self::new(
-            open(&pin_dir.join(NET_COUNTERS_PIN_NAME)),
-            open(&pin_dir.join(IO_COUNTERS_PIN_NAME)),
+            open_pinned(&pin_dir.join(NET_COUNTERS_PIN_NAME)),
+            open_pinned(&pin_dir.join(IO_COUNTERS_PIN_NAME)),
         )
-    }
-
-    /// Neither map (kernel programs off altogether).
-    pub fn unavailable(reason: &str) -> Self {
-        Self::new(Err(reason.to_owned()), Err(reason.to_owned()))
     }
 
     /// Why some counters are not attached (`None` when both are).
@@ -181,13 +251,13 @@ impl CounterMaps {
     }
 
     /// Why the network counters are not attached.
-    pub fn net_unavailable(&self) -> Option<&str> {
-        self.net.as_ref().err().map(String::as_str)
+    pub fn net_unavailable(&self) -> Option<&CountersUnavailable> {
+        self.net.as_ref().err().map(Arc::as_ref)
     }
 
     /// Why the block IO counters are not attached.
-    pub fn io_unavailable(&self) -> Option<&str> {
-        self.io.as_ref().err().map(String::as_str)
+    pub fn io_unavailable(&self) -> Option<&CountersUnavailable> {
+        self.io.as_ref().err().map(Arc::as_ref)
     }
 
     /// Every cgroup's traffic, by cgroup-v2 id.
@@ -238,28 +308,28 @@ impl CounterMaps {
     /// Absent entries and unavailable counters are no error.
     pub fn remove_net(&self, cgroup_id: u64) {
         if let Ok(mut map) = self.net() {
-            log_remove("NET_COUNTERS", map.remove(&cgroup_id));
+            log_remove(NET_COUNTERS_MAP, map.remove(&cgroup_id));
         }
     }
 
     /// Frees an IO entry of a removed cgroup, as [`Self::remove_net`].
     pub fn remove_io(&self, key: &IoKey) {
         if let Ok(mut map) = self.io() {
-            log_remove("IO_COUNTERS", map.remove(&IoMapKey::from(key)));
+            log_remove(IO_COUNTERS_MAP, map.remove(&IoMapKey::from(key)));
         }
     }
 
     fn net(&self) -> Result<MutexGuard<'_, NetMap>, CounterError> {
         match &self.net {
             Ok(map) => Ok(map.lock().unwrap_or_else(PoisonError::into_inner)),
-            Err(reason) => Err(CounterError::Unavailable(reason.clone())),
+            Err(reason) => Err(CounterError::Unavailable(Arc::clone(reason))),
         }
     }
 
     fn io(&self) -> Result<MutexGuard<'_, IoMap>, CounterError> {
         match &self.io {
             Ok(map) => Ok(map.lock().unwrap_or_else(PoisonError::into_inner)),
-            Err(reason) => Err(CounterError::Unavailable(reason.clone())),
+            Err(reason) => Err(CounterError::Unavailable(Arc::clone(reason))),
         }
     }
 }
@@ -269,20 +339,33 @@ fn log_remove(map: &'static str, result: Result<(), MapError>) {
         Ok(()) | Err(MapError::KeyNotFound) => {}
         // The kernel answers ENOENT through a syscall error for an absent key.
         Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
-        Err(e) => tracing::warn!(map, error = %e, "could not remove a counter entry"),
+        Err(e) => tracing::warn!(map, error = %ErrorChain(&e), "could not remove a counter entry"),
     }
+}
+
+/// A counter map another process pinned at `path`.
+fn open_pinned<K: aya::Pod, V: aya::Pod>(
+    path: &Path,
+) -> Result<PerCpuHashMap<MapData, K, V>, CountersUnavailable> {
+    let pinned = |source| CountersUnavailable::Pinned {
+        path: path.to_owned(),
+        source,
+    };
+    let data = MapData::from_pin(path).map_err(pinned)?;
+    let map = aya::maps::Map::from_map_data(data).map_err(pinned)?;
+    PerCpuHashMap::try_from(map).map_err(pinned)
 }
 
 fn net_err(source: MapError) -> CounterError {
     CounterError::Map {
-        map: "NET_COUNTERS",
+        map: NET_COUNTERS_MAP,
         source,
     }
 }
 
 fn io_err(source: MapError) -> CounterError {
     CounterError::Map {
-        map: "IO_COUNTERS",
+        map: IO_COUNTERS_MAP,
         source,
     }
 }
@@ -393,21 +476,36 @@ mod tests {
 
     #[test]
     fn unavailable_counters_say_why() {
-        let maps = CounterMaps::unavailable("no cgroup-v2 hierarchy");
+        let maps = CounterMaps::new(
+            Err(CountersUnavailable::NoCgroupV2),
+            Err(CountersUnavailable::MissingMap {
+                map: IO_COUNTERS_MAP,
+            }),
+        );
         assert_eq!(
             maps.counters_unavailable(),
             Some(
-                "network counters: no cgroup-v2 hierarchy; block IO counters: no cgroup-v2 hierarchy"
+                "network counters: no cgroup-v2 hierarchy is mounted (cgroup_skb programs attach \
+                 to a v2 cgroup); block IO counters: map IO_COUNTERS is missing from the eBPF \
+                 object"
             )
         );
         assert!(matches!(
-            maps.net_snapshot(),
-            Err(CounterError::Unavailable(reason)) if reason == "no cgroup-v2 hierarchy"
+            maps.net_unavailable(),
+            Some(CountersUnavailable::NoCgroupV2)
         ));
         assert!(matches!(
-            maps.io_snapshot(),
-            Err(CounterError::Unavailable(_))
+            maps.net_snapshot(),
+            Err(CounterError::Unavailable(reason))
+                if matches!(*reason, CountersUnavailable::NoCgroupV2)
         ));
+        let Err(e) = maps.io_snapshot() else {
+            panic!("IO counters are unavailable")
+        };
+        assert_eq!(
+            e.to_string(),
+            "counters unavailable: map IO_COUNTERS is missing from the eBPF object"
+        );
         assert!(matches!(
             maps.net_lookup(1),
             Err(CounterError::Unavailable(_))
@@ -415,5 +513,17 @@ mod tests {
         // Removing from unavailable maps is a no-op, not a panic.
         maps.remove_net(1);
         maps.remove_io(&IoKey::default());
+    }
+
+    #[test]
+    fn a_missing_pin_names_its_path_and_errno() {
+        let maps = CounterMaps::open_pinned(Path::new("/nonexistent/pins"));
+        let reason = maps.net_unavailable().expect("no pin").to_string();
+        assert!(
+            reason.starts_with("/nonexistent/pins/net_counters: "),
+            "{reason}"
+        );
+        // The errno follows aya's message (ENOENT, or EPERM where bpf(2) is refused).
+        assert!(reason.contains("`BPF_OBJ_GET` failed: "), "{reason}");
     }
 }

@@ -1,0 +1,265 @@
+//! The command line's grammar: the clap types of `run` and `query`, their defaults and
+//! value parsers, and the daemon settings `run`'s flags make.
+use std::{num::ParseIntError, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{api::PID_MAX_LIMIT, daemon::RunOptions};
+
+/// Default API socket.
+pub const DEFAULT_SOCKET: &str = "/run/collector/collector.sock";
+/// Default metrics address (loopback: scrape it locally or through a proxy).
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9479";
+/// Default Docker Engine API socket.
+pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
+/// Default containerd socket.
+pub const DEFAULT_CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
+/// Default pin directory under bpffs.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/collector";
+
+/// Which container is a process or cgroup in, and what does each container use.
+#[derive(Debug, Parser)]
+#[command(name = "collector-daemon", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (as root: it loads eBPF programs and reads every process's cgroups).
+    Run(RunArgs),
+    /// Ask a running daemon.
+    Query(QueryArgs),
+}
+
+/// `run` flags.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Unix socket to serve the API on (mode 0660).
+    #[arg(long, env = "COLLECTOR_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Group that owns the socket (name or gid), so its members may query.
+    #[arg(long)]
+    pub socket_group: Option<String>,
+    /// TCP address for /metrics and /healthz ("none" to disable).
+    #[arg(long, default_value = DEFAULT_METRICS_ADDR)]
+    pub metrics_addr: String,
+    /// Seconds an exited process stays resolvable (marked exited).
+    #[arg(long, default_value_t = 60)]
+    pub exited_grace: u64,
+    /// Do not load eBPF programs: answer from procfs and cgroupfs only.
+    #[arg(long)]
+    pub no_ebpf: bool,
+    /// bpffs directory to pin the PID→cgroup map in (as `processes`), for other eBPF
+    /// programs to read.
+    #[arg(long, default_value = DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
+    /// Do not pin the PID→cgroup map.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Capacity of the kernel PID→cgroup map (live processes).
+    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1024..=4_194_304))]
+    pub max_processes: u32,
+    /// Size of the kernel→daemon event ring buffer in bytes (a power of two, at least one
+    /// page). A burst of events larger than this while the daemon is not reading is lost,
+    /// counted, and repaired by a re-scan.
+    #[arg(long, default_value_t = 4 << 20, value_parser = parse_ring_buffer_bytes)]
+    pub ring_buffer_bytes: u32,
+    /// Capacity of the kernel's per-cgroup network counters (cgroups with traffic). Entries
+    /// are allocated as cgroups show traffic, 32 bytes × possible CPUs each. Traffic of
+    /// cgroups beyond it is not counted (and counted as `net_map_full`).
+    #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
+    pub net_counter_entries: u32,
+    /// Capacity of the kernel's block IO counters (owning cgroup × disk pairs), allocated as
+    /// they appear, 32 bytes × possible CPUs each.
+    #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
+    pub io_counter_entries: u32,
+    /// Cgroups the kernel's cgroup walk records per v1 hierarchy (128 bytes each, allocated
+    /// at start). A full collection reads the v1 memory, cpu, pids and cpuset values of these
+    /// cgroups in the kernel, one walk per hierarchy; cgroups beyond it are read from their
+    /// files (and counted as `cgroup_values_full`).
+    #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
+    pub cgroup_values_entries: u32,
+    /// cgroup stats files kept open between reads (0: open each file at every read). Each
+    /// costs ~5 KiB of kernel memory, charged to the daemon's cgroup; a read through a held
+    /// descriptor costs 0.4–2.4 µs, opening the file afresh 7–16 µs. A container takes ~17 on
+    /// a hybrid host, fewer on cgroup v2. Never more than `RLIMIT_NOFILE` leaves.
+    #[arg(long, default_value_t = 32_768, value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
+    pub cgroup_file_cache: u32,
+    /// Docker Engine API socket to read container names, images and labels from ("none":
+    /// do not ask Docker). A socket that does not exist is noted once and watched for.
+    #[arg(long, env = "COLLECTOR_DOCKER_SOCKET", default_value = DEFAULT_DOCKER_SOCKET)]
+    pub docker_socket: String,
+    /// containerd gRPC socket to read container images and labels from, every namespace
+    /// ("none": do not ask containerd).
+    #[arg(long, env = "COLLECTOR_CONTAINERD_SOCKET", default_value = DEFAULT_CONTAINERD_SOCKET)]
+    pub containerd_socket: String,
+    /// Runtime labels exported as `container_label_<name>` on the container metrics and
+    /// listed in API answers (comma-separated, repeatable). Others are left out: every
+    /// label on every series multiplies what Prometheus stores.
+    #[arg(long, value_delimiter = ',')]
+    pub container_labels: Vec<String>,
+    /// procfs mount point.
+    #[arg(long, default_value = "/proc", hide = true)]
+    pub proc_root: PathBuf,
+}
+
+impl RunArgs {
+    /// The daemon's settings.
+    pub fn options(&self) -> RunOptions {
+        RunOptions {
+            socket: self.socket.clone(),
+            socket_group: self.socket_group.clone(),
+            metrics_addr: match self.metrics_addr.as_str() {
+                "" | "none" => None,
+                addr => Some(addr.to_owned()),
+            },
+            exited_grace: Duration::from_secs(self.exited_grace),
+            no_ebpf: self.no_ebpf,
+            pin_dir: (!self.no_pin).then(|| self.pin_dir.clone()),
+            max_processes: self.max_processes,
+            ring_buffer_bytes: self.ring_buffer_bytes,
+            net_counter_entries: self.net_counter_entries,
+            io_counter_entries: self.io_counter_entries,
+            cgroup_values_entries: self.cgroup_values_entries,
+            cgroup_file_cache: self.cgroup_file_cache as usize,
+            proc_root: self.proc_root.clone(),
+            docker_socket: socket_option(&self.docker_socket),
+            containerd_socket: socket_option(&self.containerd_socket),
+            container_labels: self
+                .container_labels
+                .iter()
+                .map(|l| l.trim().to_owned())
+                .filter(|l| !l.is_empty())
+                .collect(),
+        }
+    }
+}
+
+/// A runtime socket flag: `None` for "none" or "".
+fn socket_option(raw: &str) -> Option<PathBuf> {
+    match raw {
+        "" | "none" => None,
+        path => Some(PathBuf::from(path)),
+    }
+}
+
+/// Why a `--ring-buffer-bytes` value is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RingBufferBytesError {
+    /// Not a number of bytes.
+    #[error("{raw:?}: {source}")]
+    NotANumber {
+        /// What was given.
+        raw: String,
+        /// Why it is not a `u32`.
+        #[source]
+        source: ParseIntError,
+    },
+    /// Not a size the kernel accepts for a ring buffer.
+    #[error("{bytes} is not a power of two of at least {MIN_RING_BUFFER_BYTES}")]
+    NotPowerOfTwoPages {
+        /// The size given.
+        bytes: u32,
+    },
+}
+
+/// The smallest ring buffer: one page.
+const MIN_RING_BUFFER_BYTES: u32 = 4096;
+
+/// The kernel requires a ring buffer's size to be a power of two and a multiple of the page
+/// size (4 KiB on every architecture this runs on).
+fn parse_ring_buffer_bytes(raw: &str) -> Result<u32, RingBufferBytesError> {
+    let bytes: u32 = raw
+        .parse()
+        .map_err(|source| RingBufferBytesError::NotANumber {
+            raw: raw.to_owned(),
+            source,
+        })?;
+    if bytes.is_power_of_two() && bytes >= MIN_RING_BUFFER_BYTES {
+        Ok(bytes)
+    } else {
+        Err(RingBufferBytesError::NotPowerOfTwoPages { bytes })
+    }
+}
+
+/// `query` flags.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The daemon's socket.
+    #[arg(long, env = "COLLECTOR_SOCKET", default_value = DEFAULT_SOCKET, global = true)]
+    pub socket: PathBuf,
+    /// Print the JSON answer instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The question.
+    #[command(subcommand)]
+    pub what: Query,
+}
+
+/// Questions.
+#[derive(Debug, Subcommand)]
+pub enum Query {
+    /// Which container is this PID in.
+    Pid {
+        /// The PID.
+        #[arg(value_parser = clap::value_parser!(u32).range(1..=i64::from(PID_MAX_LIMIT)))]
+        pid: u32,
+    },
+    /// Which containers are these PIDs in.
+    Pids {
+        /// The PIDs.
+        #[arg(required = true, value_parser = clap::value_parser!(u32).range(1..=i64::from(PID_MAX_LIMIT)))]
+        pids: Vec<u32>,
+    },
+    /// Which container owns the cgroup directory with this inode (v1 or v2).
+    Inode {
+        /// The inode (cgroup id).
+        inode: u64,
+    },
+    /// Which container is this command in.
+    #[command(name = "self")]
+    Myself,
+    /// Every known container.
+    Containers,
+    /// What a container uses: CPU, memory, IO, PIDs, network, open files.
+    Stats {
+        /// The container id (full).
+        id: String,
+        /// Accept values cached up to this many milliseconds ago (0: read now).
+        #[arg(long)]
+        max_age_ms: Option<u64>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_rejects_out_of_range_pids() {
+        assert!(Cli::try_parse_from(["collector-daemon", "query", "pid", "0"]).is_err());
+        assert!(Cli::try_parse_from(["collector-daemon", "query", "pid", "abc"]).is_err());
+        assert!(Cli::try_parse_from(["collector-daemon", "query", "pid", "7"]).is_ok());
+        assert!(Cli::try_parse_from(["collector-daemon", "query", "--json", "self"]).is_ok());
+    }
+
+    #[test]
+    fn ring_buffer_sizes_are_powers_of_two_of_a_page_or_more() {
+        assert_eq!(parse_ring_buffer_bytes("4096"), Ok(4096));
+        assert_eq!(parse_ring_buffer_bytes("4194304"), Ok(4_194_304));
+        for bad in ["0", "2048", "5000", "-1", "x"] {
+            assert!(parse_ring_buffer_bytes(bad).is_err(), "{bad}");
+        }
+        // clap prints these after "invalid value '…' for '--ring-buffer-bytes …': ".
+        let message = |raw| parse_ring_buffer_bytes(raw).unwrap_err().to_string();
+        assert_eq!(
+            message("5000"),
+            "5000 is not a power of two of at least 4096"
+        );
+        assert_eq!(message("x"), "\"x\": invalid digit found in string");
+    }
+}
