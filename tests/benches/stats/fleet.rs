@@ -1,0 +1,101 @@
+//! The containers: test-made cgroups laid out like Docker's cgroupfs driver, one `sleep` in each.
+
+use std::fs;
+use std::hash::RandomState;
+use std::path::{Path, PathBuf};
+
+use collector_tests::support::cgroup::{TestCgroup, v1_mount};
+use collector_tests::support::process::{
+    ChildGuard, bench_sleeper, enter_before_exec, random_container_id,
+};
+
+use crate::CONTROLLERS;
+
+/// The test containers: one `docker` cgroup below a unique test prefix in v2 and in every v1
+/// hierarchy of [`CONTROLLERS`] that is mounted, with one nested cgroup per container id.
+/// Fields drop in order: the sleepers are killed before the cgroups are removed (the guard
+/// removes the nested directories too).
+pub struct Fleet {
+    pub children: Vec<ChildGuard>,
+    pub cgroup: TestCgroup,
+    pub controllers: Vec<&'static str>,
+    pub ids: Vec<String>,
+    pub id_seed: RandomState,
+}
+
+impl Fleet {
+    pub fn new() -> Self {
+        // A controller co-mounted with another (`cpu,cpuacct` on some hosts) has the same
+        // directory: create it once.
+        let mut mounts: Vec<PathBuf> = Vec::new();
+        let controllers: Vec<&'static str> = CONTROLLERS
+            .into_iter()
+            .filter(|c| match v1_mount(c) {
+                Some(mount) if !mounts.contains(&mount) => {
+                    mounts.push(mount);
+                    true
+                }
+                _ => false,
+            })
+            .collect();
+        let cgroup = TestCgroup::with_v1("docker", &controllers);
+        if controllers.contains(&"cpuset") {
+            // A new v1 cpuset has no CPUs and no memory nodes, and no process can join it
+            // until both are set: copy the parent's, top down.
+            let docker = cgroup.v1_dir("cpuset");
+            copy_cpuset(docker.parent().expect("docker/ is below the test prefix"));
+            copy_cpuset(docker);
+        }
+        Self {
+            children: Vec::new(),
+            cgroup,
+            controllers,
+            ids: Vec::new(),
+            id_seed: RandomState::new(),
+        }
+    }
+
+    /// Adds containers until there are `total`: a cgroup `docker/<id>` in every hierarchy and
+    /// one `sleep` inside from before its exec.
+    pub fn grow(&mut self, total: usize) {
+        let docker_dirs: Vec<PathBuf> = self
+            .cgroup
+            .procs_files()
+            .iter()
+            .map(|f| {
+                f.parent()
+                    .expect("cgroup.procs is in a directory")
+                    .to_owned()
+            })
+            .collect();
+        while self.ids.len() < total {
+            let id = random_container_id(&self.id_seed, self.ids.len());
+            self.cgroup.mkdir_nested(&id);
+            if self.controllers.contains(&"cpuset") {
+                copy_cpuset(&self.cgroup.v1_dir("cpuset").join(&id));
+            }
+            let procs: Vec<PathBuf> = docker_dirs
+                .iter()
+                .map(|d| d.join(&id).join("cgroup.procs"))
+                .collect();
+            let mut cmd = bench_sleeper();
+            enter_before_exec(&mut cmd, &procs);
+            let child = cmd
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawning sleep in docker/{id}: {e}"));
+            self.children.push(ChildGuard::new(child));
+            self.ids.push(id);
+        }
+    }
+}
+
+/// Copies `cpuset.cpus` and `cpuset.mems` from the parent of `dir` into `dir`.
+pub fn copy_cpuset(dir: &Path) {
+    let parent = dir.parent().expect("a cgroup has a parent");
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let value = fs::read_to_string(parent.join(file))
+            .unwrap_or_else(|e| panic!("reading {}: {e}", parent.join(file).display()));
+        fs::write(dir.join(file), value.trim())
+            .unwrap_or_else(|e| panic!("writing {}: {e}", dir.join(file).display()));
+    }
+}
