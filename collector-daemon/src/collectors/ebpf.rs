@@ -20,13 +20,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::cgroupfs::diskstats::DeviceNames;
-use crate::ebpf::{IoKey, IoTotals, NetTotals};
-use crate::identity::{CgroupKey, ContainerEntry};
+use crate::ebpf::{IoKey, IoTotals, KernelMaps, NetTotals};
+use crate::identity::{CgroupKey, ContainerEntry, ContainerSnapshot};
 use crate::procfs_stats::net;
 use crate::provider::{
     CollectorError, CollectorResult, ContainerIdForInode, ContainerIdForPid, DeviceIoStats,
     IoCollector, IoStats, MaxAge, NetworkCollector, NetworkStats, PidsCollector, SelfContainerId,
 };
+use crate::ttl_map::TtlMap;
 
 use super::containers::ContainerDirectory;
 
@@ -38,8 +39,6 @@ const FULL_RETIRE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// How long a container's network namespace is reused without a new look.
 const NETNS_TTL: Duration = Duration::from_secs(10);
-/// Past this many remembered namespaces, forget the stale ones.
-const NETNS_KEEP: usize = 4096;
 
 /// How long a removed container's final counters are kept when nobody reads them.
 const RETIRED_KEEP: Duration = Duration::from_mins(10);
@@ -81,9 +80,9 @@ pub struct EbpfCollector {
     unknown: Mutex<HashSet<(u32, u64)>>,
     /// The cgroup removals count and time of the last `retire` pass.
     last_retire: Mutex<Option<(u64, Instant)>>,
-    /// Per container: the process whose network namespace was looked at, when, and its
-    /// inode.
-    netns: Mutex<HashMap<String, (u32, Instant, u64)>>,
+    /// Per container id: the process whose network namespace was looked at, and the
+    /// namespace's inode.
+    netns: TtlMap<String, (u32, u64)>,
 }
 
 impl EbpfCollector {
@@ -96,7 +95,7 @@ impl EbpfCollector {
             latest: Mutex::new(None),
             retired: Mutex::new(HashMap::new()),
             unknown: Mutex::new(HashSet::new()),
-            netns: Mutex::new(HashMap::new()),
+            netns: TtlMap::new(NETNS_TTL),
             last_retire: Mutex::new(None),
         }
     }
@@ -118,7 +117,7 @@ impl EbpfCollector {
         let kernel = self
             .directory
             .identity()
-            .kernel()
+            .kernel_maps()
             .ok_or(CollectorError::KernelUnavailable)?;
         let net = kernel.net_snapshot().map_err(CollectorError::from);
         let io = kernel
@@ -194,32 +193,12 @@ impl EbpfCollector {
     /// frees their map entries; forgets retired totals of containers long gone. Called
     /// periodically by the daemon (every second).
     pub fn retire(&self) {
-        let Some(kernel) = self.directory.identity().kernel() else {
+        let identity = self.directory.identity();
+        let Some(kernel) = identity.kernel_maps() else {
             return;
         };
-        // A pass reads both maps and every container: do it when a cgroup went away, while
-        // unknown entries wait for their second look, and otherwise every FULL_RETIRE_INTERVAL
-        // (entries of cgroups that went away before the index knew them, retired totals to
-        // forget).
-        let removals = self.directory.identity().cgroup_removals();
-        {
-            let mut pass = self
-                .last_retire
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let unknown_pending = !self
-                .unknown
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .is_empty();
-            if let Some((seen, at)) = *pass
-                && seen == removals
-                && !unknown_pending
-                && at.elapsed() < FULL_RETIRE_INTERVAL
-            {
-                return;
-            }
-            *pass = Some((removals, Instant::now()));
+        if !self.retire_due(identity.cgroup_removals()) {
+            return;
         }
         // Held for the whole pass (see `network_totals`): readers see each cgroup either live
         // or folded.
@@ -232,6 +211,48 @@ impl EbpfCollector {
             }
         };
         let containers = self.directory.snapshot(Duration::ZERO);
+        self.fold_removed(kernel, &counters, &containers, &mut retired);
+        forget_gone(&mut retired, &containers, Instant::now());
+        // The snapshot cached for callers may hold freed entries: drop it.
+        *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Whether a `retire` pass is due, given the index's cgroup removals count. A pass reads
+    /// both maps and every container: it runs when a cgroup went away, while unknown entries
+    /// wait for their second look, and otherwise every `FULL_RETIRE_INTERVAL` (entries of
+    /// cgroups that went away before the index knew them, retired totals to forget).
+    fn retire_due(&self, removals: u64) -> bool {
+        let mut pass = self
+            .last_retire
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let unknown_pending = !self
+            .unknown
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty();
+        if let Some((seen, at)) = *pass
+            && seen == removals
+            && !unknown_pending
+            && at.elapsed() < FULL_RETIRE_INTERVAL
+        {
+            return false;
+        }
+        *pass = Some((removals, Instant::now()));
+        true
+    }
+
+    /// Adds the counted values of every removed cgroup to its container's retired totals
+    /// and frees its map entries. A map entry of a cgroup the index does not know is freed
+    /// (without folding: no container to fold into) when it was unknown at the previous
+    /// pass too.
+    fn fold_removed(
+        &self,
+        kernel: &dyn KernelMaps,
+        counters: &CounterSnapshot,
+        containers: &ContainerSnapshot,
+        retired: &mut HashMap<String, Retired>,
+    ) {
         let identity = self.directory.identity();
         let mut owner: HashMap<CgroupKey, &str> = HashMap::new();
         for (id, entry) in &containers.containers {
@@ -278,18 +299,6 @@ impl EbpfCollector {
             }
         }
         *unknown = still_unknown;
-        let now = Instant::now();
-        retired.retain(|id, r| {
-            if containers.containers.contains_key(id) {
-                r.gone_since = None;
-                r.read_since_gone = false;
-                return true;
-            }
-            let since = *r.gone_since.get_or_insert(now);
-            !r.read_since_gone && now.duration_since(since) < RETIRED_KEEP
-        });
-        // The snapshot cached for callers may hold freed entries: drop it.
-        *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     /// The network namespace of the container's first live process. A `stat` in procfs
@@ -298,25 +307,35 @@ impl EbpfCollector {
     fn netns_of(&self, entry: &ContainerEntry) -> Option<u64> {
         let id = &entry.container.id;
         let pids = entry.pids.as_deref().unwrap_or_default();
+        if let Some((pid, inode)) = self.netns.get(id.as_str())
+            && pids.contains(&pid)
         {
-            let known = self.netns.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some((pid, at, inode)) = known.get(id)
-                && at.elapsed() < NETNS_TTL
-                && pids.contains(pid)
-            {
-                return Some(*inode);
-            }
+            return Some(inode);
         }
         let (pid, inode) = pids
             .iter()
             .find_map(|&pid| Some((pid, net::netns_inode(&self.proc_root, pid).ok()?)))?;
-        let mut known = self.netns.lock().unwrap_or_else(PoisonError::into_inner);
-        if known.len() > NETNS_KEEP {
-            known.retain(|_, (_, at, _)| at.elapsed() < NETNS_TTL);
-        }
-        known.insert(id.clone(), (pid, Instant::now(), inode));
+        self.netns.insert(id.clone(), (pid, inode));
         Some(inode)
     }
+}
+
+/// Forgets the retired totals of containers gone from the index (`containers`) that were
+/// read once since, or that have been gone for `RETIRED_KEEP`.
+fn forget_gone(
+    retired: &mut HashMap<String, Retired>,
+    containers: &ContainerSnapshot,
+    now: Instant,
+) {
+    retired.retain(|id, r| {
+        if containers.containers.contains_key(id) {
+            r.gone_since = None;
+            r.read_since_gone = false;
+            return true;
+        }
+        let since = *r.gone_since.get_or_insert(now);
+        !r.read_since_gone && now.duration_since(since) < RETIRED_KEEP
+    });
 }
 
 /// What `get` takes from container `id`'s retired totals, if it has any; a read of a
@@ -438,5 +457,138 @@ impl ContainerIdForInode for EbpfCollector {
 impl SelfContainerId for EbpfCollector {
     fn self_container_id(&self) -> CollectorResult<String> {
         self.container_id_for_pid(std::process::id(), Duration::ZERO)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::ebpf::{Event, kernel_maps::fake::FakeKernel};
+    use crate::test_support::FakeHost;
+
+    const ID: &str = "d1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+
+    fn net(rx_bytes: u64) -> NetTotals {
+        NetTotals {
+            rx_bytes,
+            rx_packets: rx_bytes / 10,
+            tx_bytes: 2 * rx_bytes,
+            tx_packets: rx_bytes / 5,
+        }
+    }
+
+    fn io(read_bytes: u64) -> IoTotals {
+        IoTotals {
+            read_bytes,
+            write_bytes: 3 * read_bytes,
+            read_ops: read_bytes / 4096,
+            write_ops: 1,
+        }
+    }
+
+    fn disk(cgroup_id: u64) -> IoKey {
+        IoKey {
+            hierarchy_id: 0,
+            cgroup_id,
+            major: 8,
+            minor: 0,
+        }
+    }
+
+    /// The container's (received bytes, sent bytes, read bytes, written bytes).
+    fn totals(collector: &EbpfCollector) -> (u64, u64, u64, u64) {
+        let net = collector
+            .container_network("", ID, Duration::ZERO)
+            .unwrap()
+            .unwrap();
+        let io = collector
+            .container_io("", ID, Duration::ZERO)
+            .unwrap()
+            .unwrap();
+        (
+            net.bytes_rcvd.unwrap(),
+            net.bytes_sent.unwrap(),
+            io.read_bytes.unwrap(),
+            io.write_bytes.unwrap(),
+        )
+    }
+
+    #[test]
+    fn removed_cgroups_counters_are_folded_into_their_container() {
+        let host = FakeHost::new();
+        let root_path = format!("/docker/{ID}");
+        let sub_path = format!("{root_path}/sub");
+        let root = host.mkdir(&root_path);
+        let sub = host.mkdir(&sub_path);
+        let kernel = Arc::new(FakeKernel::default());
+        {
+            let mut state = kernel.state();
+            state.net.insert(root, net(100));
+            state.net.insert(sub, net(50));
+            state.io.insert(disk(root), io(8192));
+            state.io.insert(disk(sub), io(4096));
+        }
+        let identity = Arc::new(host.identity(&kernel));
+        let directory = Arc::new(ContainerDirectory::new(identity));
+        let collector = EbpfCollector::new(directory, &host.proc_root());
+        assert_eq!(totals(&collector), (150, 300, 12_288, 36_864));
+
+        // Nothing removed: the maps are left alone.
+        collector.retire();
+        assert_eq!(kernel.state().net.len(), 2);
+        assert_eq!(kernel.state().io.len(), 2);
+
+        // The nested cgroup goes away: its counts move to the container's retired totals
+        // and its entries are freed; the container's totals stay.
+        host.rmdir(&sub_path);
+        kernel.state().events.push_back(Event::CgroupRemoved {
+            hierarchy_id: 0,
+            cgroup_id: sub,
+        });
+        collector.retire();
+        {
+            let state = kernel.state();
+            assert_eq!(state.net.keys().copied().collect::<Vec<_>>(), [root]);
+            assert_eq!(state.io.keys().copied().collect::<Vec<_>>(), [disk(root)]);
+        }
+        assert_eq!(totals(&collector), (150, 300, 12_288, 36_864));
+
+        // The live cgroup counts on, on top of the retired totals.
+        {
+            let mut state = kernel.state();
+            state.net.insert(root, net(120));
+            state.io.insert(disk(root), io(16_384));
+        }
+        assert_eq!(totals(&collector), (170, 340, 20_480, 61_440));
+
+        // The container itself goes away: its totals are what it counted, from the retired
+        // totals alone.
+        host.rmdir(&root_path);
+        kernel.state().events.push_back(Event::CgroupRemoved {
+            hierarchy_id: 0,
+            cgroup_id: root,
+        });
+        collector.retire();
+        assert!(kernel.state().net.is_empty());
+        assert!(kernel.state().io.is_empty());
+        assert_eq!(totals(&collector), (170, 340, 20_480, 61_440));
+    }
+
+    #[test]
+    fn entries_of_cgroups_the_index_never_knew_are_freed_at_the_second_pass() {
+        let host = FakeHost::new();
+        let kernel = Arc::new(FakeKernel::default());
+        kernel.state().net.insert(999_999, net(10));
+        let identity = Arc::new(host.identity(&kernel));
+        let collector = EbpfCollector::new(
+            Arc::new(ContainerDirectory::new(identity)),
+            &host.proc_root(),
+        );
+        collector.retire();
+        assert!(kernel.state().net.contains_key(&999_999));
+        collector.retire();
+        assert!(kernel.state().net.is_empty());
     }
 }

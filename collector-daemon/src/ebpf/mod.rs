@@ -1,9 +1,11 @@
 //! The kernel side seen from the daemon: loading the programs (`loader`), the offsets they
-//! need (`btf_offsets`), decoding their events (`events`) and reading their counters.
+//! need (`btf_offsets`), decoding their events (`events`) and reading their counters; what
+//! the identity service and the eBPF collector use of them is the trait in `kernel_maps`.
 pub mod btf_offsets;
 pub mod cgroup_values;
 mod error_chain;
 pub mod events;
+pub mod kernel_maps;
 pub mod loader;
 pub mod usage;
 
@@ -13,6 +15,7 @@ use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use collector_common::{counters, process::ProcessInfo};
 
 pub use events::{Event, ProcessChange};
+pub use kernel_maps::KernelMaps;
 pub use loader::{LoadError, LoadOptions, Loaded};
 pub use usage::{CounterError, CounterMaps, IoKey, IoTotals, NetTotals};
 

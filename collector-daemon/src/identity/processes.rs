@@ -13,16 +13,15 @@ use std::{
 use collector_common::process::{FLAG_PROCFS, ProcessInfo};
 use dashmap::DashMap;
 
-/// Nanoseconds per clock tick of procfs start times (`USER_HZ` is 100 on every Linux
-/// architecture's ABI).
-const NS_PER_TICK: u64 = 10_000_000;
+use crate::clock;
 
 /// True when `a` and `b` are the same process's start. Kernel start times are exact; a
 /// start time from procfs (`FLAG_PROCFS`) is known to the clock tick, and the kernel
 /// truncates when converting, so compare ticks then.
 pub fn same_start(a: &ProcessInfo, b: &ProcessInfo) -> bool {
     if (a.flags | b.flags) & FLAG_PROCFS != 0 {
-        a.start_boottime_ns / NS_PER_TICK == b.start_boottime_ns / NS_PER_TICK
+        let ns_per_tick = clock::ns_per_tick(clock::user_hz());
+        a.start_boottime_ns / ns_per_tick == b.start_boottime_ns / ns_per_tick
     } else {
         a.start_boottime_ns == b.start_boottime_ns
     }
@@ -269,20 +268,21 @@ mod tests {
 
     #[test]
     fn procfs_start_times_match_kernel_ones_to_the_tick() {
+        let tick = clock::ns_per_tick(clock::user_hz());
         let index = ProcessIndex::default();
         let t0 = Instant::now();
         let from_procfs = ProcessInfo {
-            start_boottime_ns: 250_000_000,
+            start_boottime_ns: 25 * tick,
             flags: FLAG_PROCFS,
             ..info(0, 5)
         };
         index.upsert_live(1, from_procfs, "init", t0);
-        // The kernel's exact start time of the same process, at exit.
-        index.exit(1, info(252_627_829, 5), "init", t0);
+        // The kernel's exact start time of the same process, at exit: within the tick.
+        index.exit(1, info(25 * tick + tick / 4, 5), "init", t0);
         assert_eq!(index.live_count(), 0);
         assert_eq!(index.exited_count(), 1);
         // Another tick is another process.
-        assert!(!same_start(&from_procfs, &info(262_627_829, 5)));
+        assert!(!same_start(&from_procfs, &info(26 * tick + tick / 4, 5)));
     }
 
     #[test]

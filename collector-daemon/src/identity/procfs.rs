@@ -3,12 +3,15 @@
 //! not hold (thread ids). `/proc/<tid>` exists for every thread, though `readdir` hides it.
 use std::{fs, io, path::Path};
 
-use crate::cgroupfs::mounts::{ProcCgroupLine, parse_proc_cgroup};
+use crate::{
+    cgroupfs::mounts::{ProcCgroupLine, parse_proc_cgroup},
+    clock,
+};
 
 /// One process as procfs shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcfsProcess {
-    /// Start time in ns since boot, at clock-tick resolution (`stat` field 22 × 10⁹/HZ).
+    /// Start time in ns since boot, at clock-tick resolution (`stat` field 22 × 10⁹/`USER_HZ`).
     pub start_boottime_ns: u64,
     /// Command name.
     pub comm: String,
@@ -24,9 +27,8 @@ pub fn read_process(proc_root: &Path, pid: u32) -> io::Result<ProcfsProcess> {
     let process = procfs::process::Process::new_with_root(dir.clone()).map_err(to_io)?;
     let stat = process.stat().map_err(to_io)?;
     let cgroups = parse_proc_cgroup(&fs::read_to_string(dir.join("cgroup"))?);
-    let ns_per_tick = 1_000_000_000 / procfs::ticks_per_second().max(1);
     Ok(ProcfsProcess {
-        start_boottime_ns: stat.starttime.saturating_mul(ns_per_tick),
+        start_boottime_ns: clock::ticks_to_ns(stat.starttime),
         comm: stat.comm,
         ppid: u32::try_from(stat.ppid).unwrap_or(0),
         cgroups,
@@ -46,7 +48,7 @@ pub fn start_time_ns(proc_root: &Path, pid: u32) -> Option<u64> {
         .nth(19)?
         .parse()
         .ok()?;
-    Some(ticks.saturating_mul(1_000_000_000 / procfs::ticks_per_second().max(1)))
+    Some(clock::ticks_to_ns(ticks))
 }
 
 /// PIDs of every process (thread-group leaders) under `proc_root`.
@@ -103,8 +105,7 @@ mod tests {
             "7 (a) b) c) S 1 7 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 250 0 0",
         )
         .unwrap();
-        let ns_per_tick = 1_000_000_000 / procfs::ticks_per_second();
-        assert_eq!(start_time_ns(dir.path(), 7), Some(250 * ns_per_tick));
+        assert_eq!(start_time_ns(dir.path(), 7), Some(clock::ticks_to_ns(250)));
         assert_eq!(start_time_ns(dir.path(), 8), None);
     }
 
