@@ -9,4 +9,9 @@
 pub mod support;
 
 #[cfg(test)]
+#[expect(
+    clippy::too_many_lines,
+    reason = "an integration test reads as one scenario, from the workload it starts to its \
+              last assert and clean-up; its steps are helpers already"
+)]
 mod tests;

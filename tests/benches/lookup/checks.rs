@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::scenarios::Via;
 use crate::setup::{Batch, Plan, Target};
 
-pub fn check_single(target: &Target, status: u16, body: &[u8], via: Via) {
+pub(crate) fn check_single(target: &Target, status: u16, body: &[u8], via: Via) {
     let text = || String::from_utf8_lossy(body);
     assert_eq!(
         status,
@@ -24,7 +24,7 @@ pub fn check_single(target: &Target, status: u16, body: &[u8], via: Via) {
     }
 }
 
-pub fn check_batch(plan: &Plan, batch: &Batch, status: u16, body: Option<&[u8]>, via: Via) {
+pub(crate) fn check_batch(plan: &Plan, batch: &Batch, status: u16, body: Option<&[u8]>, via: Via) {
     let text = || String::from_utf8_lossy(body.unwrap_or_default());
     assert_eq!(status, 200, "{}: POST /v1/pids: {}", via.name(), text());
     let Some(body) = body else { return };
@@ -50,7 +50,7 @@ pub fn check_batch(plan: &Plan, batch: &Batch, status: u16, body: Option<&[u8]>,
 
 /// The PID matches, there is no error, the source is the daemon's, and a containerized PID
 /// resolves to its container.
-pub fn check_answer(answer: &Value, target: &Target, via: Via) -> Result<(), String> {
+pub(crate) fn check_answer(answer: &Value, target: &Target, via: Via) -> Result<(), String> {
     if answer["pid"] != target.pid {
         return Err(format!("answer for another PID (expected {})", target.pid));
     }
@@ -68,7 +68,7 @@ pub fn check_answer(answer: &Value, target: &Target, via: Via) -> Result<(), Str
     }
 }
 
-pub fn check_in_process(target: &Target, id: &io::Result<Option<String>>) {
+pub(crate) fn check_in_process(target: &Target, id: &io::Result<Option<String>>) {
     match id {
         Err(e) => panic!("reading /proc/{}/cgroup: {e}", target.pid),
         Ok(found) if target.container.is_some() && *found != target.container => panic!(

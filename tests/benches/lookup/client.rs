@@ -10,22 +10,22 @@ use std::time::Duration;
 use collector_tests::support::http::parse_response;
 
 /// Upper bound on any single read or write, so a hung daemon fails the bench, not hangs it.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One response; the body borrows the connection's buffer when framed by Content-Length.
-pub struct Reply<'a> {
+pub(crate) struct Reply<'a> {
     pub status: u16,
     pub body: Cow<'a, [u8]>,
 }
 
 /// Bytes read from a connection. Grown, never shrunk or re-zeroed, so a read costs no memset.
-pub struct ReadBuf {
+pub(crate) struct ReadBuf {
     pub data: Vec<u8>,
     pub filled: usize,
 }
 
 impl ReadBuf {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             data: vec![0; 64 * 1024],
             filled: 0,
@@ -33,7 +33,7 @@ impl ReadBuf {
     }
 
     /// Reads exactly one response from `stream`.
-    pub fn read_reply(&mut self, stream: &mut UnixStream) -> io::Result<Reply<'_>> {
+    pub(crate) fn read_reply(&mut self, stream: &mut UnixStream) -> io::Result<Reply<'_>> {
         self.filled = 0;
         let at_eof = loop {
             if frame(&self.data[..self.filled], false)?.is_some() {
@@ -66,7 +66,7 @@ impl ReadBuf {
 /// The response in `bytes`, if complete. Content-Length framing (what the daemon sends for
 /// JSON) is read here without copying; chunked or EOF-delimited bodies go to the support
 /// parser.
-pub fn frame(bytes: &[u8], at_eof: bool) -> io::Result<Option<Reply<'_>>> {
+pub(crate) fn frame(bytes: &[u8], at_eof: bool) -> io::Result<Option<Reply<'_>>> {
     let Some(head_len) = find(bytes, b"\r\n\r\n") else {
         return Ok(None);
     };
@@ -91,7 +91,7 @@ pub fn frame(bytes: &[u8], at_eof: bool) -> io::Result<Option<Reply<'_>>> {
     }))
 }
 
-pub fn status_code(head: &[u8]) -> io::Result<u16> {
+pub(crate) fn status_code(head: &[u8]) -> io::Result<u16> {
     let code = if head.starts_with(b"HTTP/1.") {
         head.get(9..12)
     } else {
@@ -101,7 +101,7 @@ pub fn status_code(head: &[u8]) -> io::Result<u16> {
         .ok_or_else(|| invalid("bad status line"))
 }
 
-pub fn content_length(head: &[u8]) -> io::Result<Option<usize>> {
+pub(crate) fn content_length(head: &[u8]) -> io::Result<Option<usize>> {
     for line in head.split(|&b| b == b'\n').skip(1) {
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             continue;
@@ -117,15 +117,15 @@ pub fn content_length(head: &[u8]) -> io::Result<Option<usize>> {
     Ok(None)
 }
 
-pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-pub fn invalid(what: &str) -> io::Error {
+pub(crate) fn invalid(what: &str) -> io::Error {
     io::Error::new(ErrorKind::InvalidData, what.to_owned())
 }
 
-pub fn connect(socket: &Path) -> io::Result<UnixStream> {
+pub(crate) fn connect(socket: &Path) -> io::Result<UnixStream> {
     let stream = UnixStream::connect(socket)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -134,7 +134,7 @@ pub fn connect(socket: &Path) -> io::Result<UnixStream> {
 
 /// One client thread's state, kept across rounds: its connection, its buffers and where it is
 /// in the PID (or batch) list.
-pub struct Client {
+pub(crate) struct Client {
     pub socket: PathBuf,
     pub stream: Option<UnixStream>,
     pub buf: ReadBuf,
@@ -147,7 +147,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(socket: &Path, start: usize) -> Self {
+    pub(crate) fn new(socket: &Path, start: usize) -> Self {
         Self {
             socket: socket.to_path_buf(),
             stream: None,
@@ -160,7 +160,7 @@ impl Client {
     }
 
     /// The next index, round-robin over `len`.
-    pub fn advance(&mut self, len: usize) -> usize {
+    pub(crate) fn advance(&mut self, len: usize) -> usize {
         let index = self.next % len;
         self.next = index + 1;
         self.steps += 1;
@@ -169,14 +169,14 @@ impl Client {
 
     /// A fresh persistent connection. Made at the start of each round, outside the clock, so
     /// that an idle timeout of the server between rounds cannot hit a measured request.
-    pub fn reconnect(&mut self) {
+    pub(crate) fn reconnect(&mut self) {
         self.stream = Some(connect(&self.socket).unwrap_or_else(|e| {
             panic!("connecting to {}: {e}", self.socket.display());
         }));
     }
 
     /// A request on the persistent connection.
-    pub fn keep_alive(&mut self, request: &[u8]) -> Reply<'_> {
+    pub(crate) fn keep_alive(&mut self, request: &[u8]) -> Reply<'_> {
         let stream = self.stream.as_mut().expect("reconnect() before requests");
         stream
             .write_all(request)
@@ -186,7 +186,7 @@ impl Client {
 
     /// A request on a connection of its own, read until the response is complete (as curl
     /// does, not waiting for the close).
-    pub fn one_shot(&mut self, request: &[u8]) -> Reply<'_> {
+    pub(crate) fn one_shot(&mut self, request: &[u8]) -> Reply<'_> {
         connect(&self.socket)
             .and_then(|mut stream| {
                 stream.write_all(request)?;

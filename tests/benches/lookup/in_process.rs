@@ -8,7 +8,7 @@ use crate::client::invalid;
 
 /// What a client without the daemon does: read /proc/<pid>/cgroup, take the cgroup v2 (`0::`)
 /// line and find a 64-hex id in its path. Buffers are the caller's, reused.
-pub fn resolve_in_process(
+pub(crate) fn resolve_in_process(
     pid: u32,
     path: &mut String,
     text: &mut String,
@@ -26,7 +26,7 @@ pub fn resolve_in_process(
 
 /// The innermost run of exactly 64 hex digits in a cgroup path (`docker-<id>.scope`,
 /// `cri-containerd-<id>.scope`, `/docker/<id>`, ...).
-pub fn hex_id_in(path: &str) -> Option<&str> {
+pub(crate) fn hex_id_in(path: &str) -> Option<&str> {
     path.rsplit('/').find_map(|component| {
         component
             .split(|c: char| !c.is_ascii_hexdigit())

@@ -4,14 +4,14 @@ use std::{fs, io};
 
 /// Pins every thread of the daemon, and the calling thread (so the client threads it spawns),
 /// to one CPU; restores the previous CPU sets on drop.
-pub struct SameCpu {
+pub(crate) struct SameCpu {
     pub daemon: u32,
     pub daemon_cpus: libc::cpu_set_t,
     pub own_cpus: libc::cpu_set_t,
 }
 
 impl SameCpu {
-    pub fn pin(daemon: u32) -> Self {
+    pub(crate) fn pin(daemon: u32) -> Self {
         let pid = libc::pid_t::try_from(daemon).expect("pid fits pid_t");
         let own_cpus = affinity(0).expect("reading our CPU set");
         let daemon_cpus = affinity(pid).expect("reading the daemon's CPU set");
@@ -53,7 +53,7 @@ impl Drop for SameCpu {
 }
 
 /// The CPU set of thread `tid` (0: the calling thread).
-pub fn affinity(tid: libc::pid_t) -> io::Result<libc::cpu_set_t> {
+pub(crate) fn affinity(tid: libc::pid_t) -> io::Result<libc::cpu_set_t> {
     // SAFETY: cpu_set_t is plain old data; the kernel fills at most its size.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
@@ -66,7 +66,7 @@ pub fn affinity(tid: libc::pid_t) -> io::Result<libc::cpu_set_t> {
 
 /// Sets the CPU set of thread `tid` (0: the calling thread); a thread that exited meanwhile
 /// is no error.
-pub fn set_affinity(tid: libc::pid_t, set: &libc::cpu_set_t) -> io::Result<()> {
+pub(crate) fn set_affinity(tid: libc::pid_t, set: &libc::cpu_set_t) -> io::Result<()> {
     // SAFETY: passes a valid set of the size given.
     if unsafe { libc::sched_setaffinity(tid, std::mem::size_of_val(set), set) } == 0 {
         return Ok(());
@@ -79,7 +79,7 @@ pub fn set_affinity(tid: libc::pid_t, set: &libc::cpu_set_t) -> io::Result<()> {
 }
 
 /// The thread ids of process `pid`.
-pub fn threads_of(pid: u32) -> Vec<libc::pid_t> {
+pub(crate) fn threads_of(pid: u32) -> Vec<libc::pid_t> {
     fs::read_dir(format!("/proc/{pid}/task"))
         .map(|dir| {
             dir.flatten()

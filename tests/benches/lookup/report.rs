@@ -9,21 +9,21 @@ use crate::Config;
 use crate::scenarios::{Measured, Mode, Scenario, Via, n_threads};
 
 /// The sample at permille `q` of `sorted` (nearest rank).
-pub fn percentile(sorted: &[Duration], q: usize) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], q: usize) -> Duration {
     let rank = (sorted.len() * q).div_ceil(1000).max(1);
     sorted[rank.min(sorted.len()) - 1]
 }
 
 /// Latency summary of one row.
 #[derive(Debug, Clone, Copy)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub per_second: f64,
     pub p50: Duration,
     pub p99: Duration,
     pub p999: Duration,
 }
 
-pub fn summarize(measured: &Measured) -> Summary {
+pub(crate) fn summarize(measured: &Measured) -> Summary {
     let mut sorted = measured.latencies.clone();
     sorted.sort_unstable();
     if sorted.is_empty() {
@@ -39,7 +39,7 @@ pub fn summarize(measured: &Measured) -> Summary {
     }
 }
 
-pub fn fmt_duration(d: Duration) -> String {
+pub(crate) fn fmt_duration(d: Duration) -> String {
     if d < Duration::from_millis(1) {
         format!("{:.1} µs", d.as_secs_f64() * 1e6)
     } else {
@@ -48,7 +48,7 @@ pub fn fmt_duration(d: Duration) -> String {
 }
 
 /// `1234567.8` as `1,234,568`.
-pub fn fmt_rate(rate: f64) -> String {
+pub(crate) fn fmt_rate(rate: f64) -> String {
     let digits = format!("{rate:.0}");
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -60,7 +60,7 @@ pub fn fmt_rate(rate: f64) -> String {
     out
 }
 
-pub fn print_setup(config: &Config, ebpf: &Daemon, no_ebpf: &Daemon, took: Duration) {
+pub(crate) fn print_setup(config: &Config, ebpf: &Daemon, no_ebpf: &Daemon, took: Duration) {
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpus = thread::available_parallelism().map_or(0, usize::from);
     let health = ebpf.healthz();
@@ -102,7 +102,7 @@ pub fn print_setup(config: &Config, ebpf: &Daemon, no_ebpf: &Daemon, took: Durat
     );
 }
 
-pub fn print_table(scenarios: &[Scenario<'_>], config: &Config, took: Duration) {
+pub(crate) fn print_table(scenarios: &[Scenario<'_>], config: &Config, took: Duration) {
     println!();
     println!(
         "{:<17} {:<36} {:>7} {:>8} {:>11} {:>10} {:>10} {:>10}",
@@ -137,7 +137,7 @@ pub fn print_table(scenarios: &[Scenario<'_>], config: &Config, took: Duration) 
     println!("measured in {:.1} s", took.as_secs_f64());
 }
 
-pub fn find_summary(scenarios: &[Scenario<'_>], via: Via, mode: Mode) -> Summary {
+pub(crate) fn find_summary(scenarios: &[Scenario<'_>], via: Via, mode: Mode) -> Summary {
     let s = scenarios
         .iter()
         .find(|s| s.is(via, mode))
@@ -145,7 +145,7 @@ pub fn find_summary(scenarios: &[Scenario<'_>], via: Via, mode: Mode) -> Summary
     summarize(&s.measured)
 }
 
-pub fn print_ratios(scenarios: &[Scenario<'_>]) {
+pub(crate) fn print_ratios(scenarios: &[Scenario<'_>]) {
     let get = |via, mode| find_summary(scenarios, via, mode);
     let single = get(Via::EbpfDaemon, Mode::KeepAlive);
     let same_cpu = get(Via::EbpfDaemon, Mode::KeepAliveSameCpu);
@@ -198,7 +198,7 @@ pub fn print_ratios(scenarios: &[Scenario<'_>]) {
 }
 
 /// One line: p50 and p99 of `a` over those of `b`.
-pub fn print_latency_ratio(label: &str, a: Summary, b: Summary) {
+pub(crate) fn print_latency_ratio(label: &str, a: Summary, b: Summary) {
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(f64::MIN_POSITIVE);
     println!(
         "    {:<22} p50 {} / {} = {:.1}x    p99 {} / {} = {:.1}x",

@@ -16,14 +16,14 @@ use crate::setup::Plan;
 
 /// Who answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
+pub(crate) enum Via {
     EbpfDaemon,
     ProcfsDaemon,
     InProcess,
 }
 
 impl Via {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Via::EbpfDaemon => "eBPF daemon",
             Via::ProcfsDaemon => "--no-ebpf daemon",
@@ -32,7 +32,7 @@ impl Via {
     }
 
     /// The `source` every answer of this daemon must carry.
-    pub fn source(self) -> &'static str {
+    pub(crate) fn source(self) -> &'static str {
         match self {
             Via::EbpfDaemon => "ebpf",
             Via::ProcfsDaemon | Via::InProcess => "procfs",
@@ -42,7 +42,7 @@ impl Via {
 
 /// How it is asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     KeepAlive,
     /// Keep-alive with the client and all the daemon's threads pinned to one CPU: no
     /// cross-CPU wake-up per request, which a VM makes expensive (a diagnostic row).
@@ -57,7 +57,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub fn describe(self, batch_size: usize) -> String {
+    pub(crate) fn describe(self, batch_size: usize) -> String {
         match self {
             Mode::KeepAlive => "GET /v1/pid, 1 keep-alive conn".to_owned(),
             Mode::KeepAliveSameCpu => "  same, client+daemon on 1 CPU".to_owned(),
@@ -68,7 +68,7 @@ impl Mode {
     }
 
     /// What one latency sample covers.
-    pub fn sample_unit(self) -> &'static str {
+    pub(crate) fn sample_unit(self) -> &'static str {
         match self {
             Mode::KeepAlive | Mode::KeepAliveSameCpu | Mode::NewConnection => "request",
             Mode::Batched { .. } => "batch",
@@ -77,7 +77,7 @@ impl Mode {
     }
 }
 
-pub fn n_threads(threads: usize) -> String {
+pub(crate) fn n_threads(threads: usize) -> String {
     if threads == 1 {
         "1 thread".to_owned()
     } else {
@@ -87,7 +87,7 @@ pub fn n_threads(threads: usize) -> String {
 
 /// What was measured: one latency per sample, lookups done, wall time.
 #[derive(Debug, Default)]
-pub struct Measured {
+pub(crate) struct Measured {
     pub latencies: Vec<Duration>,
     pub lookups: usize,
     pub wall: Duration,
@@ -96,7 +96,7 @@ pub struct Measured {
 }
 
 impl Measured {
-    pub fn merge(&mut self, other: Measured) {
+    pub(crate) fn merge(&mut self, other: Measured) {
         self.latencies.extend(other.latencies);
         self.lookups += other.lookups;
         self.wall += other.wall;
@@ -105,9 +105,9 @@ impl Measured {
 }
 
 /// Runs `samples` steps and returns what they measured; stops early at the deadline.
-pub type Round<'a> = Box<dyn FnMut(usize, Instant) -> Measured + 'a>;
+pub(crate) type Round<'a> = Box<dyn FnMut(usize, Instant) -> Measured + 'a>;
 
-pub struct Scenario<'a> {
+pub(crate) struct Scenario<'a> {
     pub via: Via,
     pub mode: Mode,
     pub samples: usize,
@@ -116,13 +116,13 @@ pub struct Scenario<'a> {
 }
 
 impl Scenario<'_> {
-    pub fn is(&self, via: Via, mode: Mode) -> bool {
+    pub(crate) fn is(&self, via: Via, mode: Mode) -> bool {
         self.via == via && self.mode == mode
     }
 }
 
 /// Every row of the table, in table order.
-pub fn scenarios<'a>(
+pub(crate) fn scenarios<'a>(
     config: &Config,
     plan: &'a Plan,
     ebpf: &Daemon,
@@ -169,7 +169,7 @@ pub fn scenarios<'a>(
     all
 }
 
-pub fn scenario(via: Via, mode: Mode, samples: usize, round: Round<'_>) -> Scenario<'_> {
+pub(crate) fn scenario(via: Via, mode: Mode, samples: usize, round: Round<'_>) -> Scenario<'_> {
     Scenario {
         via,
         mode,
@@ -181,7 +181,7 @@ pub fn scenario(via: Via, mode: Mode, samples: usize, round: Round<'_>) -> Scena
 
 /// Clients that start at evenly spread offsets of a list of `len`, so threads do not ask for
 /// the same PIDs at the same time.
-pub fn clients(socket: &Path, threads: usize, len: usize) -> Vec<Client> {
+pub(crate) fn clients(socket: &Path, threads: usize, len: usize) -> Vec<Client> {
     (0..threads)
         .map(|t| Client::new(socket, t * len / threads))
         .collect()
@@ -190,7 +190,7 @@ pub fn clients(socket: &Path, threads: usize, len: usize) -> Vec<Client> {
 /// Sequential `GET /v1/pid/{pid}`, round-robin over the targets, on one persistent connection
 /// (`mode` [`Mode::KeepAlive`] or [`Mode::KeepAliveSameCpu`]) or a new connection per request
 /// ([`Mode::NewConnection`]). Every answer is checked after the round.
-pub fn single<'a>(plan: &'a Plan, daemon: &Daemon, via: Via, mode: Mode) -> Round<'a> {
+pub(crate) fn single<'a>(plan: &'a Plan, daemon: &Daemon, via: Via, mode: Mode) -> Round<'a> {
     let keep_alive = mode != Mode::NewConnection;
     let pin = (mode == Mode::KeepAliveSameCpu).then_some(daemon.pid());
     let mut clients = clients(daemon.socket(), 1, plan.targets.len());
@@ -220,7 +220,7 @@ pub fn single<'a>(plan: &'a Plan, daemon: &Daemon, via: Via, mode: Mode) -> Roun
 
 /// `POST /v1/pids` batches on one persistent connection per thread. Every status is checked,
 /// and the full body of one batch in `check_every`.
-pub fn batched<'a>(
+pub(crate) fn batched<'a>(
     plan: &'a Plan,
     socket: &Path,
     via: Via,
@@ -248,7 +248,7 @@ pub fn batched<'a>(
 }
 
 /// The no-daemon baseline: [`resolve_in_process`] round-robin over the targets.
-pub fn in_process(plan: &Plan, threads: usize) -> Round<'_> {
+pub(crate) fn in_process(plan: &Plan, threads: usize) -> Round<'_> {
     let mut clients = clients(Path::new(""), threads, plan.targets.len());
     Box::new(move |samples, deadline| {
         let (latencies, wall, answers) = run_clients(&mut clients, samples, deadline, |c| {
@@ -266,7 +266,7 @@ pub fn in_process(plan: &Plan, threads: usize) -> Round<'_> {
     })
 }
 
-pub fn measured(
+pub(crate) fn measured(
     latencies: Vec<Duration>,
     lookups: usize,
     wall: Duration,
@@ -281,13 +281,13 @@ pub fn measured(
 }
 
 /// One client thread's start, end, and each step's latency and result.
-pub type ThreadRun<T> = (Instant, Instant, Vec<(Duration, T)>);
+pub(crate) type ThreadRun<T> = (Instant, Instant, Vec<(Duration, T)>);
 
 /// Runs `samples` steps in all, split evenly over one thread per client (each client's steps
 /// in sequence), until done or `deadline`. A step returns its own latency, so it can time just
 /// the round trip, and a result to check after the clock stopped. Returns the latencies, the
 /// wall time from the first thread's start to the last one's end, and the results.
-pub fn run_clients<T: Send>(
+pub(crate) fn run_clients<T: Send>(
     clients: &mut [Client],
     samples: usize,
     deadline: Instant,
@@ -327,7 +327,7 @@ pub fn run_clients<T: Send>(
 
 /// Runs a warm-up round of every scenario, then `config.rounds` rounds of all of them in turn
 /// (every other round in reverse order), so that machine noise is spread over all rows.
-pub fn run_interleaved(scenarios: &mut [Scenario<'_>], config: &Config) {
+pub(crate) fn run_interleaved(scenarios: &mut [Scenario<'_>], config: &Config) {
     for s in scenarios.iter_mut() {
         // Warm-up: connections, caches, the daemon's allocator; checked, not recorded.
         let _ = (s.round)((s.samples / 10).max(1), Instant::now() + config.round_cap);

@@ -13,7 +13,7 @@ use crate::scenarios::Via;
 
 /// A PID to look up and the container it must resolve to.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     pub pid: u32,
     /// The 64-hex id of its test cgroup; `None` for processes outside the test cgroups, whose
     /// answer is not checked beyond the PID (it depends on where the bench itself runs).
@@ -22,7 +22,7 @@ pub struct Target {
 
 /// The long-lived processes. Fields drop in order: children are killed before the cgroups
 /// they were in are removed.
-pub struct Fleet {
+pub(crate) struct Fleet {
     pub children: Vec<ChildGuard>,
     pub cgroups: Vec<TestCgroup>,
     pub targets: Vec<Target>,
@@ -32,7 +32,7 @@ impl Fleet {
     /// Starts `per_container` sleepers in each of `containers` Docker-like cgroups, and
     /// `plain` ones outside, interleaved in blocks so that round-robin over the PIDs mixes
     /// both kinds.
-    pub fn spawn(config: &Config) -> Self {
+    pub(crate) fn spawn(config: &Config) -> Self {
         let mut fleet = Self {
             children: Vec::with_capacity(config.processes()),
             cgroups: Vec::with_capacity(config.containers),
@@ -57,7 +57,7 @@ impl Fleet {
     }
 
     /// `count` sleepers outside the test cgroups.
-    pub fn spawn_plain(&mut self, count: usize) {
+    pub(crate) fn spawn_plain(&mut self, count: usize) {
         for _ in 0..count {
             let child = bench_sleeper()
                 .spawn()
@@ -66,7 +66,7 @@ impl Fleet {
         }
     }
 
-    pub fn add(&mut self, child: ChildGuard, container: Option<&str>) {
+    pub(crate) fn add(&mut self, child: ChildGuard, container: Option<&str>) {
         self.targets.push(Target {
             pid: child.pid(),
             container: container.map(str::to_owned),
@@ -77,7 +77,7 @@ impl Fleet {
 
 /// Starts the daemon for `via` and makes sure it is what the rows say: a bench of the eBPF
 /// daemon that silently fell back to procfs would be worthless.
-pub fn start_daemon(via: Via) -> Daemon {
+pub(crate) fn start_daemon(via: Via) -> Daemon {
     let daemon = match via {
         Via::EbpfDaemon => Daemon::start(&[]),
         Via::ProcfsDaemon => Daemon::start(&["--no-ebpf"]),
@@ -94,13 +94,13 @@ pub fn start_daemon(via: Via) -> Daemon {
 }
 
 /// A prepared `POST /v1/pids` and the indices (into the targets) of the PIDs it asks about.
-pub struct Batch {
+pub(crate) struct Batch {
     pub request: Vec<u8>,
     pub members: Vec<usize>,
 }
 
 /// Everything the clients send, built once so no request is formatted while timed.
-pub struct Plan {
+pub(crate) struct Plan {
     pub targets: Vec<Target>,
     /// `GET /v1/pid/{pid}` for each target, keep-alive.
     pub get_keep_alive: Vec<Vec<u8>>,
@@ -111,9 +111,9 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub const DISTINCT_BATCHES: usize = 8;
+    pub(crate) const DISTINCT_BATCHES: usize = 8;
 
-    pub fn new(targets: &[Target], batch_size: usize) -> Self {
+    pub(crate) fn new(targets: &[Target], batch_size: usize) -> Self {
         let get = |target: &Target, extra: &str| {
             format!(
                 "GET /v1/pid/{} HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n",

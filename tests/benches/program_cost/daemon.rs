@@ -13,7 +13,7 @@ use serde_json::Value;
 
 /// One program of the daemon, as its fdinfo shows it.
 #[derive(Debug, Clone, Default)]
-pub struct Prog {
+pub(crate) struct Prog {
     pub kind: u32,
     pub run_time_ns: u64,
     pub run_cnt: u64,
@@ -21,13 +21,13 @@ pub struct Prog {
 
 /// The daemon's programs by id, and what each is attached to (from its link fds).
 #[derive(Debug, Clone, Default)]
-pub struct Programs {
+pub(crate) struct Programs {
     pub progs: BTreeMap<u32, Prog>,
     pub attached: BTreeMap<u32, Vec<String>>,
 }
 
 /// The `key:\tvalue` lines of an fdinfo file.
-pub fn fdinfo(pid: u32, fd: &str) -> BTreeMap<String, String> {
+pub(crate) fn fdinfo(pid: u32, fd: &str) -> BTreeMap<String, String> {
     fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
         .unwrap_or_default()
         .lines()
@@ -39,7 +39,7 @@ pub fn fdinfo(pid: u32, fd: &str) -> BTreeMap<String, String> {
 }
 
 /// The BPF programs and links `pid` holds open, with their run statistics.
-pub fn programs_of(pid: u32) -> Programs {
+pub(crate) fn programs_of(pid: u32) -> Programs {
     let mut out = Programs::default();
     let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
         return out;
@@ -78,7 +78,7 @@ pub fn programs_of(pid: u32) -> Programs {
 }
 
 /// What a link attaches to: the tracepoint name, or the cgroup hook.
-pub fn link_target(info: &BTreeMap<String, String>) -> String {
+pub(crate) fn link_target(info: &BTreeMap<String, String>) -> String {
     if let Some(tp) = info.get("tp_name") {
         return tp.clone();
     }
@@ -93,7 +93,7 @@ pub fn link_target(info: &BTreeMap<String, String>) -> String {
 }
 
 /// A readable name for `enum bpf_prog_type` values the daemon uses.
-pub fn prog_type_name(t: u32) -> String {
+pub(crate) fn prog_type_name(t: u32) -> String {
     match t {
         5 => "tracepoint".to_owned(),
         8 => "cgroup_skb".to_owned(),
@@ -105,7 +105,7 @@ pub fn prog_type_name(t: u32) -> String {
 
 /// Program names by id from `bpftool prog show --json` (bpftool is optional: without it the
 /// table names programs by what they are attached to).
-pub fn prog_names() -> BTreeMap<u32, String> {
+pub(crate) fn prog_names() -> BTreeMap<u32, String> {
     let Ok(out) = Command::new("bpftool")
         .args(["prog", "show", "--json"])
         .output()
@@ -124,7 +124,7 @@ pub fn prog_names() -> BTreeMap<u32, String> {
 }
 
 /// The daemon as normally started, ready and settled.
-pub fn start_daemon() -> (Daemon, Programs) {
+pub(crate) fn start_daemon() -> (Daemon, Programs) {
     let daemon = Daemon::start(&["--metrics-addr", "none"]);
     let health = daemon.healthz();
     assert_eq!(
@@ -143,7 +143,7 @@ pub fn start_daemon() -> (Daemon, Programs) {
 
 /// Waits (up to 5 s) until the daemon is idle — under 1% of a CPU over 200 ms — so its
 /// start-up work (seeding its tables from /proc and cgroupfs) is not measured as program cost.
-pub fn settle(pid: u32) {
+pub(crate) fn settle(pid: u32) {
     let window = Duration::from_millis(200);
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
@@ -157,14 +157,14 @@ pub fn settle(pid: u32) {
 
 /// CPU use of a process, summed over its live threads from their `schedstat`.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Cpu {
+pub(crate) struct Cpu {
     /// Nanoseconds on CPU (first field).
     pub ns: u64,
     /// Time slices run (third field): each wake-up of a sleeping thread starts one.
     pub slices: u64,
 }
 
-pub fn process_cpu(pid: u32) -> Cpu {
+pub(crate) fn process_cpu(pid: u32) -> Cpu {
     let mut total = Cpu::default();
     let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) else {
         return total;
@@ -187,7 +187,7 @@ pub fn process_cpu(pid: u32) -> Cpu {
 
 /// Stops the daemon and waits until none of its programs exists any more, so the next
 /// "without" phase really runs without them.
-pub fn stop_daemon(daemon: Daemon, programs: &Programs) {
+pub(crate) fn stop_daemon(daemon: Daemon, programs: &Programs) {
     let pid = daemon.pid();
     let _ = daemon.stop();
     assert!(
@@ -215,7 +215,7 @@ pub fn stop_daemon(daemon: Daemon, programs: &Programs) {
 }
 
 /// Whether a BPF program with this id exists (`BPF_PROG_GET_FD_BY_ID`).
-pub fn prog_exists(id: u32) -> bool {
+pub(crate) fn prog_exists(id: u32) -> bool {
     const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
     let mut attr = [0u8; 128];
     // union bpf_attr, *_GET_FD_BY_ID: { u32 prog_id; u32 next_id; u32 open_flags; }
@@ -233,15 +233,15 @@ pub fn prog_exists(id: u32) -> bool {
 /// BPF run-time statistics on while alive. Through `BPF_ENABLE_STATS` (kernel 5.8+), whose fd
 /// the kernel releases when this process exits in any way; else through the sysctl, restored
 /// on drop (also when unwinding from a panic).
-pub enum StatsOn {
+pub(crate) enum StatsOn {
     Fd(#[expect(dead_code, reason = "held only to keep the stats on")] OwnedFd),
     Sysctl(String),
 }
 
-pub const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+pub(crate) const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 impl StatsOn {
-    pub fn enable() -> Self {
+    pub(crate) fn enable() -> Self {
         const BPF_ENABLE_STATS: libc::c_long = 32;
         let mut attr = [0u8; 128];
         // union bpf_attr, BPF_ENABLE_STATS: { u32 type; }; BPF_STATS_RUN_TIME = 0.
@@ -258,7 +258,7 @@ impl StatsOn {
         guard
     }
 
-    pub fn how(&self) -> String {
+    pub(crate) fn how(&self) -> String {
         match self {
             Self::Fd(_) => "BPF_ENABLE_STATS fd".to_owned(),
             Self::Sysctl(old) => format!("sysctl kernel.bpf_stats_enabled=1 (was {old})"),
@@ -278,7 +278,7 @@ impl Drop for StatsOn {
 
 /// Processes other than this one holding attached BPF programs: pid, command,
 /// and what the programs are attached to.
-pub fn foreign_bpf() -> BTreeMap<u32, (String, Vec<String>)> {
+pub(crate) fn foreign_bpf() -> BTreeMap<u32, (String, Vec<String>)> {
     let me = std::process::id();
     let Ok(procs) = fs::read_dir("/proc") else {
         return BTreeMap::new();

@@ -16,7 +16,7 @@ use crate::workloads::{TCP_TRANSFERS, fork_exit, mib, tcp_measurement};
 use crate::{Config, WRITE_SIZE};
 
 /// Per-program run statistics over one workload.
-pub struct ProgDelta {
+pub(crate) struct ProgDelta {
     pub id: u32,
     pub runs: u64,
     pub ns: u64,
@@ -24,7 +24,7 @@ pub struct ProgDelta {
 
 /// The kernel's figures: the daemon's programs' run counts and run time over a TCP and a
 /// fork+exit workload, statistics on.
-pub struct KernelStats {
+pub(crate) struct KernelStats {
     pub how: String,
     pub programs: Programs,
     pub names: BTreeMap<u32, String>,
@@ -42,7 +42,7 @@ pub struct KernelStats {
     pub sysctl_after: String,
 }
 
-pub fn deltas(before: &Programs, after: &Programs) -> Vec<ProgDelta> {
+pub(crate) fn deltas(before: &Programs, after: &Programs) -> Vec<ProgDelta> {
     after
         .progs
         .iter()
@@ -58,16 +58,16 @@ pub fn deltas(before: &Programs, after: &Programs) -> Vec<ProgDelta> {
 }
 
 /// The hooks a fork+exit runs the lifecycle programs on.
-pub const EMPTY_PROGRAM_HOOKS: [Hook; 2] = [
+pub(crate) const EMPTY_PROGRAM_HOOKS: [Hook; 2] = [
     Hook::RawTracepoint("task_newtask"),
     Hook::RawTracepoint("sched_process_exit"),
 ];
 /// The hooks a packet runs the counting programs on (on the cgroup-v2 root, like them).
-pub const EMPTY_PACKET_HOOKS: [Hook; 2] = [Hook::CgroupSkb("ingress"), Hook::CgroupSkb("egress")];
+pub(crate) const EMPTY_PACKET_HOOKS: [Hook; 2] = [Hook::CgroupSkb("ingress"), Hook::CgroupSkb("egress")];
 
 /// Where an empty program goes.
 #[derive(Debug, Clone, Copy)]
-pub enum Hook {
+pub(crate) enum Hook {
     /// A raw tracepoint, by name.
     RawTracepoint(&'static str),
     /// `cgroup_skb` on the cgroup-v2 root, "ingress" or "egress".
@@ -75,7 +75,7 @@ pub enum Hook {
 }
 
 impl Hook {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Hook::RawTracepoint(name) | Hook::CgroupSkb(name) => name,
         }
@@ -84,14 +84,14 @@ impl Hook {
 
 /// An empty program (see the module docs) attached through a link; detached on drop (also
 /// if the bench dies), so nothing of it outlives the bench.
-pub struct EmptyProgram {
+pub(crate) struct EmptyProgram {
     pub hook: Hook,
     pub prog: OwnedFd,
     pub _link: OwnedFd,
 }
 
 impl EmptyProgram {
-    pub fn attach(hook: Hook) -> io::Result<Self> {
+    pub(crate) fn attach(hook: Hook) -> io::Result<Self> {
         use collector_tests::support::bpf::bpf;
         const BPF_PROG_LOAD: libc::c_long = 5;
         const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
@@ -156,7 +156,7 @@ impl EmptyProgram {
         })
     }
 
-    pub fn attach_all(hooks: [Hook; 2]) -> [Self; 2] {
+    pub(crate) fn attach_all(hooks: [Hook; 2]) -> [Self; 2] {
         hooks.map(|hook| {
             Self::attach(hook)
                 .unwrap_or_else(|e| panic!("attaching an empty program: {hook:?}: {e}"))
@@ -164,14 +164,14 @@ impl EmptyProgram {
     }
 
     /// The hook's name, runs and run time so far (`run_cnt`, `run_time_ns` of its fdinfo).
-    pub fn runs_and_ns(&self) -> (&'static str, (u64, u64)) {
+    pub(crate) fn runs_and_ns(&self) -> (&'static str, (u64, u64)) {
         let info = fdinfo(std::process::id(), &self.prog.as_raw_fd().to_string());
         let get = |key: &str| info.get(key).and_then(|v| v.parse().ok()).unwrap_or(0);
         (self.hook.name(), (get("run_cnt"), get("run_time_ns")))
     }
 }
 
-pub fn kernel_stats(config: &Config) -> KernelStats {
+pub(crate) fn kernel_stats(config: &Config) -> KernelStats {
     let sysctl = || {
         fs::read_to_string(BPF_STATS_SYSCTL)
             .unwrap_or_default()

@@ -9,7 +9,7 @@ use crate::kernel::{KernelStats, ProgDelta};
 use crate::rounds::Round;
 use crate::{Config, FORK_TARGET_NS, MIB, TCP_TARGET, WRITE_SIZE};
 
-pub fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     if v.is_empty() {
         return f64::NAN;
@@ -23,13 +23,13 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// The value at rank ceil(0.9 n) of `v` (nearest rank).
-pub fn p90(mut v: Vec<f64>) -> f64 {
+pub(crate) fn p90(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let rank = (v.len() * 9).div_ceil(10).max(1);
     v.get(rank - 1).copied().unwrap_or(f64::NAN)
 }
 
-pub fn print_foreign(others: &BTreeMap<u32, (String, Vec<String>)>) {
+pub(crate) fn print_foreign(others: &BTreeMap<u32, (String, Vec<String>)>) {
     if others.is_empty() {
         println!("    none");
     }
@@ -46,7 +46,7 @@ pub fn print_foreign(others: &BTreeMap<u32, (String, Vec<String>)>) {
     }
 }
 
-pub fn print_setup(config: &Config, others: &BTreeMap<u32, (String, Vec<String>)>) {
+pub(crate) fn print_setup(config: &Config, others: &BTreeMap<u32, (String, Vec<String>)>) {
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpus = thread::available_parallelism().map_or(0, usize::from);
     println!();
@@ -75,7 +75,7 @@ pub fn print_setup(config: &Config, others: &BTreeMap<u32, (String, Vec<String>)
 }
 
 /// The table of both phases' medians and p90s, then each round and the ratios.
-pub fn print_table(rounds: &[Round], config: &Config, took: Duration) {
+pub(crate) fn print_table(rounds: &[Round], config: &Config, took: Duration) {
     print_summary(rounds);
     print_per_round(rounds, config, took);
 }
@@ -182,7 +182,7 @@ fn print_per_round(rounds: &[Round], config: &Config, took: Duration) {
 }
 
 /// Each of the daemon's programs over both workloads, then the totals.
-pub fn print_kernel_stats(stats: &KernelStats, config: &Config) {
+pub(crate) fn print_kernel_stats(stats: &KernelStats, config: &Config) {
     println!();
     println!(
         "kernel-side cost (daemon running, BPF statistics on through {}; \
@@ -272,7 +272,7 @@ fn print_kernel_totals(stats: &KernelStats, config: &Config) {
 /// fork+exit and the packet programs on every few packets, while programs that ran less often
 /// meanwhile were answering the rest of the machine (a build's IO, other traffic) and are
 /// left out (their total is reported beside). `units` is the number of forks or MiB.
-pub fn caused(deltas: &[ProgDelta], units: f64) -> (f64, f64) {
+pub(crate) fn caused(deltas: &[ProgDelta], units: f64) -> (f64, f64) {
     #[expect(clippy::cast_precision_loss, reason = "counts are far below 2^53")]
     let (caused, other) = deltas.iter().fold((0.0, 0.0), |(caused, other), d| {
         if d.runs as f64 * 2.0 >= units {
@@ -285,7 +285,7 @@ pub fn caused(deltas: &[ProgDelta], units: f64) -> (f64, f64) {
 }
 
 /// `ns / runs`, formatted; "-" when it never ran.
-pub fn per_run_of(runs: u64, ns: u64) -> String {
+pub(crate) fn per_run_of(runs: u64, ns: u64) -> String {
     if runs == 0 {
         return "-".to_owned();
     }
@@ -295,7 +295,7 @@ pub fn per_run_of(runs: u64, ns: u64) -> String {
 }
 
 /// "hook N ns/run (R runs), ..." of empty programs.
-pub fn calibration_runs(empty: &[(&str, (u64, u64))]) -> String {
+pub(crate) fn calibration_runs(empty: &[(&str, (u64, u64))]) -> String {
     empty
         .iter()
         .map(|(hook, (runs, ns))| format!("{hook} {} ns/run ({runs} runs)", per_run_of(*runs, *ns)))
@@ -304,13 +304,13 @@ pub fn calibration_runs(empty: &[(&str, (u64, u64))]) -> String {
 }
 
 /// The empty programs' total run time in ns: the floor of the kernel figure.
-pub fn empty_total(empty: &[(&str, (u64, u64))]) -> f64 {
+pub(crate) fn empty_total(empty: &[(&str, (u64, u64))]) -> f64 {
     #[expect(clippy::cast_precision_loss, reason = "ns counts are far below 2^53")]
     empty.iter().map(|(_, (_, ns))| *ns as f64).sum()
 }
 
 /// [`caused`] for both workloads.
-pub fn kernel_totals(stats: &KernelStats) -> KernelTotals {
+pub(crate) fn kernel_totals(stats: &KernelStats) -> KernelTotals {
     let forks = f64::from(stats.fork_count);
     let (fork, fork_other) = caused(&stats.forks, forks);
     let (tcp, tcp_other) = caused(&stats.tcp, stats.tcp_mib);
@@ -323,7 +323,7 @@ pub fn kernel_totals(stats: &KernelStats) -> KernelTotals {
 }
 
 /// Program run time in ns, see [`kernel_totals`].
-pub struct KernelTotals {
+pub(crate) struct KernelTotals {
     /// Per fork+exit, programs the forks caused.
     pub per_fork: f64,
     /// Per fork+exit, programs that ran for the rest of the machine meanwhile.
@@ -334,7 +334,7 @@ pub struct KernelTotals {
     pub tcp_left_out: f64,
 }
 
-pub fn print_targets(rounds: &[Round], stats: &KernelStats, config: &Config) {
+pub(crate) fn print_targets(rounds: &[Round], stats: &KernelStats, config: &Config) {
     println!();
     if !config.judge {
         println!("targets: not judged in quick mode (counts too small); run with --bench");

@@ -6,7 +6,7 @@ use crate::workloads::{fork_exit, tcp_measurement};
 
 /// One phase's results.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Phase {
+pub(crate) struct Phase {
     pub mib_per_s: f64,
     pub ns_per_fork: f64,
     /// The daemon's own CPU (user and kernel) per fork+exit during the fork loop: the cost of
@@ -18,14 +18,14 @@ pub struct Phase {
 
 /// One round: without and with.
 #[derive(Debug, Clone, Copy)]
-pub struct Round {
+pub(crate) struct Round {
     pub without: Phase,
     pub with: Phase,
     /// Attached BPF programs of other processes seen just before the "without" phase.
     pub foreign: usize,
 }
 
-pub fn measure(forks: u32, tcp_bytes: u64, daemon: Option<u32>) -> Phase {
+pub(crate) fn measure(forks: u32, tcp_bytes: u64, daemon: Option<u32>) -> Phase {
     let mib_per_s = tcp_measurement(tcp_bytes);
     let before = daemon.map(process_cpu);
     let ns_per_fork = fork_exit(forks);
@@ -48,7 +48,7 @@ pub fn measure(forks: u32, tcp_bytes: u64, daemon: Option<u32>) -> Phase {
 
 /// A warm-up of both workloads, then `config.rounds` rounds of without and with, the first
 /// flipping every round; the daemon runs only during "with".
-pub fn run_rounds(config: &Config) -> Vec<Round> {
+pub(crate) fn run_rounds(config: &Config) -> Vec<Round> {
     let _ = measure(config.forks / 10 + 1, config.tcp_bytes / 8, None);
     (0..config.rounds)
         .map(|round| {

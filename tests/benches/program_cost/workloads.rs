@@ -9,10 +9,10 @@ use crate::report::median;
 use crate::{MIB, WRITE_SIZE};
 
 /// Loopback transfers per TCP measurement; the measurement is their median rate.
-pub const TCP_TRANSFERS: u64 = 8;
+pub(crate) const TCP_TRANSFERS: u64 = 8;
 
 /// The median MiB/s of [`TCP_TRANSFERS`] transfers of `bytes / TCP_TRANSFERS` each.
-pub fn tcp_measurement(bytes: u64) -> f64 {
+pub(crate) fn tcp_measurement(bytes: u64) -> f64 {
     let cpus = tcp_cpus();
     median(
         (0..TCP_TRANSFERS)
@@ -27,7 +27,7 @@ pub fn tcp_measurement(bytes: u64) -> f64 {
 /// CPUs in `cpus`: left to the scheduler, they share one CPU in some transfers and not in
 /// others, which changes the rate by half either way on this 2-CPU VM and would drown the
 /// programs' cost.
-pub fn tcp_throughput(bytes: u64, cpus: (usize, usize)) -> f64 {
+pub(crate) fn tcp_throughput(bytes: u64, cpus: (usize, usize)) -> f64 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
     let addr = listener.local_addr().expect("listener address");
     let writes = bytes / WRITE_SIZE as u64;
@@ -68,7 +68,7 @@ pub fn tcp_throughput(bytes: u64, cpus: (usize, usize)) -> f64 {
 }
 
 /// The result of a scoped thread, its panic passed on.
-pub fn join<T>(handle: thread::ScopedJoinHandle<'_, T>) -> T {
+pub(crate) fn join<T>(handle: thread::ScopedJoinHandle<'_, T>) -> T {
     handle
         .join()
         .unwrap_or_else(|p| std::panic::resume_unwind(p))
@@ -76,7 +76,7 @@ pub fn join<T>(handle: thread::ScopedJoinHandle<'_, T>) -> T {
 
 /// The CPUs for the TCP client and server: the first two this process may run on (the same
 /// one twice on a single CPU).
-pub fn tcp_cpus() -> (usize, usize) {
+pub(crate) fn tcp_cpus() -> (usize, usize) {
     // SAFETY: cpu_set_t is plain old data (all zeroes is the empty set); the kernel fills at
     // most its size; CPU_ISSET reads a bit below CPU_SETSIZE.
     let allowed: Vec<usize> = unsafe {
@@ -96,7 +96,7 @@ pub fn tcp_cpus() -> (usize, usize) {
 }
 
 /// Pins the calling thread to `cpu`.
-pub fn pin_to(cpu: usize) {
+pub(crate) fn pin_to(cpu: usize) {
     // SAFETY: cpu_set_t is plain old data; CPU_SET sets a bit below CPU_SETSIZE (the CPU came
     // from sched_getaffinity); the kernel reads a set of the size given.
     let rc = unsafe {
@@ -113,7 +113,7 @@ pub fn pin_to(cpu: usize) {
 }
 
 /// `forks` times: fork a child that exits at once, and reap it. Returns the ns per iteration.
-pub fn fork_exit(forks: u32) -> f64 {
+pub(crate) fn fork_exit(forks: u32) -> f64 {
     let started = Instant::now();
     for _ in 0..forks {
         // SAFETY: the child only calls _exit, which is async-signal-safe, so forking a
@@ -133,6 +133,6 @@ pub fn fork_exit(forks: u32) -> f64 {
 }
 
 #[expect(clippy::cast_precision_loss, reason = "byte counts are far below 2^53")]
-pub fn mib(bytes: u64) -> f64 {
+pub(crate) fn mib(bytes: u64) -> f64 {
     bytes as f64 / MIB as f64
 }

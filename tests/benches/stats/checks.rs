@@ -12,7 +12,7 @@ use crate::collect::{Measured, Via};
 
 /// What one answer held, for the report.
 #[derive(Debug, Clone, Default)]
-pub struct Answer {
+pub(crate) struct Answer {
     /// Containers listed (ours and any others on the machine).
     pub containers: usize,
     /// `sources` of the first test container.
@@ -22,7 +22,7 @@ pub struct Answer {
 /// Checks a whole response: 200, a JSON array listing every id of `ids` with `cpu.total` and
 /// `memory.usage_total` not null and `sources.network` of `via`; for a scrape, see
 /// [`check_scrape`].
-pub fn check(raw: &[u8], ids: &[String], via: Via) -> Result<Answer, String> {
+pub(crate) fn check(raw: &[u8], ids: &[String], via: Via) -> Result<Answer, String> {
     match via {
         Via::Ebpf | Via::Cgroupfs => {}
         Via::Scrape => return check_scrape(raw, ids),
@@ -83,7 +83,7 @@ pub fn check(raw: &[u8], ids: &[String], via: Via) -> Result<Answer, String> {
 /// Checks a plain scrape: 200, and one `container_cpu_usage_seconds_total` and one
 /// `container_memory_working_set_bytes` series for every id of `ids` (the `id` label is the
 /// container's cgroup path, which ends in its id).
-pub fn check_scrape(raw: &[u8], ids: &[String]) -> Result<Answer, String> {
+pub(crate) fn check_scrape(raw: &[u8], ids: &[String]) -> Result<Answer, String> {
     let response = parse_response(raw, true)
         .map_err(|e| format!("unparsable response: {e}"))?
         .ok_or("incomplete response")?;
@@ -122,7 +122,7 @@ pub fn check_scrape(raw: &[u8], ids: &[String]) -> Result<Answer, String> {
 
 /// Checks a gzipped scrape: 200 with `Content-Encoding: gzip` and a gzip body (its content is
 /// the plain scrape's, checked there).
-pub fn check_gzipped(raw: &[u8]) -> Result<Answer, String> {
+pub(crate) fn check_gzipped(raw: &[u8]) -> Result<Answer, String> {
     let end = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -142,7 +142,7 @@ pub fn check_gzipped(raw: &[u8]) -> Result<Answer, String> {
 
 /// Asks until the daemon lists every test container with full values (a daemon learns of new
 /// cgroups by events or by scanning; neither is what is measured here). Also the warm-up.
-pub fn wait_covered(path: &Measured, ids: &[String]) -> Answer {
+pub(crate) fn wait_covered(path: &Measured, ids: &[String]) -> Answer {
     let deadline = Instant::now() + COVER_TIMEOUT;
     let mut body = Vec::new();
     loop {

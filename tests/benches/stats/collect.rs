@@ -15,7 +15,7 @@ use crate::{IO_TIMEOUT, METRICS_PATH, STATS_PATH};
 
 /// Which daemon answers what.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
+pub(crate) enum Via {
     /// `/v1/stats` of the daemon started as normally: eBPF loaded.
     Ebpf,
     /// `/v1/stats` of the daemon started with `--no-ebpf`.
@@ -27,7 +27,7 @@ pub enum Via {
 }
 
 impl Via {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Via::Ebpf => "eBPF daemon",
             Via::Cgroupfs => "--no-ebpf daemon",
@@ -36,7 +36,7 @@ impl Via {
         }
     }
 
-    pub fn path(self) -> &'static str {
+    pub(crate) fn path(self) -> &'static str {
         match self {
             Via::Ebpf | Via::Cgroupfs => STATS_PATH,
             Via::Scrape | Via::ScrapeGzip => METRICS_PATH,
@@ -44,7 +44,7 @@ impl Via {
     }
 
     /// What `sources.network` must say: which path really answered.
-    pub fn network_source(self) -> &'static str {
+    pub(crate) fn network_source(self) -> &'static str {
         match self {
             Via::Ebpf | Via::Scrape | Via::ScrapeGzip => "ebpf",
             Via::Cgroupfs => "system",
@@ -53,7 +53,7 @@ impl Via {
 }
 
 /// A request under measurement, to a daemon (the scrapes share the eBPF daemon).
-pub struct Measured {
+pub(crate) struct Measured {
     pub via: Via,
     pub daemon: Rc<Daemon>,
     /// The request, built once.
@@ -63,7 +63,7 @@ pub struct Measured {
 impl Measured {
     /// Starts the daemon for `via` and makes sure it is what the rows say: an eBPF daemon that
     /// silently fell back to cgroupfs would make the comparison worthless.
-    pub fn start_daemon(via: Via) -> Daemon {
+    pub(crate) fn start_daemon(via: Via) -> Daemon {
         let mut args = vec!["--metrics-addr", "none"];
         if via == Via::Cgroupfs {
             args.push("--no-ebpf");
@@ -79,7 +79,7 @@ impl Measured {
         daemon
     }
 
-    pub fn new(via: Via, daemon: Rc<Daemon>) -> Self {
+    pub(crate) fn new(via: Via, daemon: Rc<Daemon>) -> Self {
         let request = match via {
             Via::Ebpf | Via::Cgroupfs | Via::Scrape => request("GET", via.path(), None),
             Via::ScrapeGzip => format!(
@@ -97,7 +97,7 @@ impl Measured {
 
     /// One full collection: its wall time and the daemon's CPU time, and the body to check
     /// (after the clock).
-    pub fn collect(&self, body: &mut Vec<u8>) -> Sample {
+    pub(crate) fn collect(&self, body: &mut Vec<u8>) -> Sample {
         let before = thread_cpu(self.daemon.pid());
         let started = Instant::now();
         fetch(self.daemon.socket(), &self.request, body)
@@ -116,7 +116,7 @@ impl Measured {
 /// Connects, sends `request` (which asks for `Connection: close`) and reads until the daemon
 /// closes, into `body` (cleared first; its capacity is reused so no allocation is timed once
 /// it has grown to the size of an answer).
-pub fn fetch(socket: &Path, request: &[u8], body: &mut Vec<u8>) -> std::io::Result<()> {
+pub(crate) fn fetch(socket: &Path, request: &[u8], body: &mut Vec<u8>) -> std::io::Result<()> {
     body.clear();
     let mut stream = UnixStream::connect(socket)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
@@ -126,7 +126,7 @@ pub fn fetch(socket: &Path, request: &[u8], body: &mut Vec<u8>) -> std::io::Resu
 }
 
 /// Nanoseconds on CPU of each thread of `pid` (first field of its `schedstat`).
-pub fn thread_cpu(pid: u32) -> HashMap<u32, u64> {
+pub(crate) fn thread_cpu(pid: u32) -> HashMap<u32, u64> {
     let dir = format!("/proc/{pid}/task");
     fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("listing {dir}: {e}"))
@@ -141,7 +141,7 @@ pub fn thread_cpu(pid: u32) -> HashMap<u32, u64> {
 
 /// CPU time spent between two [`thread_cpu`] readings, and whether a thread exited in
 /// between (its time since `before` is then lost, so the sample undercounts).
-pub fn cpu_between(before: &HashMap<u32, u64>, after: &HashMap<u32, u64>) -> (Duration, bool) {
+pub(crate) fn cpu_between(before: &HashMap<u32, u64>, after: &HashMap<u32, u64>) -> (Duration, bool) {
     let ns: u64 = after
         .iter()
         .map(|(tid, &now)| now.saturating_sub(before.get(tid).copied().unwrap_or(0)))
@@ -152,7 +152,7 @@ pub fn cpu_between(before: &HashMap<u32, u64>, after: &HashMap<u32, u64>) -> (Du
 
 /// One measured collection.
 #[derive(Debug, Clone, Copy)]
-pub struct Sample {
+pub(crate) struct Sample {
     pub wall: Duration,
     pub cpu: Duration,
     pub thread_exited: bool,

@@ -15,7 +15,7 @@ use crate::CONTROLLERS;
 /// hierarchy of [`CONTROLLERS`] that is mounted, with one nested cgroup per container id.
 /// Fields drop in order: the sleepers are killed before the cgroups are removed (the guard
 /// removes the nested directories too).
-pub struct Fleet {
+pub(crate) struct Fleet {
     pub children: Vec<ChildGuard>,
     pub cgroup: TestCgroup,
     pub controllers: Vec<&'static str>,
@@ -24,7 +24,7 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         // A controller co-mounted with another (`cpu,cpuacct` on some hosts) has the same
         // directory: create it once.
         let mut mounts: Vec<PathBuf> = Vec::new();
@@ -57,7 +57,7 @@ impl Fleet {
 
     /// Adds containers until there are `total`: a cgroup `docker/<id>` in every hierarchy and
     /// one `sleep` inside from before its exec.
-    pub fn grow(&mut self, total: usize) {
+    pub(crate) fn grow(&mut self, total: usize) {
         let docker_dirs: Vec<PathBuf> = self
             .cgroup
             .procs_files()
@@ -90,7 +90,7 @@ impl Fleet {
 }
 
 /// Copies `cpuset.cpus` and `cpuset.mems` from the parent of `dir` into `dir`.
-pub fn copy_cpuset(dir: &Path) {
+pub(crate) fn copy_cpuset(dir: &Path) {
     let parent = dir.parent().expect("a cgroup has a parent");
     for file in ["cpuset.cpus", "cpuset.mems"] {
         let value = fs::read_to_string(parent.join(file))

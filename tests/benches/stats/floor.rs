@@ -14,15 +14,15 @@ use crate::fleet::Fleet;
 /// soft limit, shares, quota, `cpu.stat`, `pids.*`, `cpuset.effective_cpus`) are not read
 /// either: the daemon's kernel cgroup walk gives them, and its cost (one walk per hierarchy)
 /// is in the daemon's figure, not in the floor.
-pub const V1_FILES: [(&str, &str); 3] = [
+pub(crate) const V1_FILES: [(&str, &str); 3] = [
     ("cpuacct", "cpuacct.usage"),
     ("cpuacct", "cpuacct.stat"),
     ("memory", "memory.stat"),
 ];
 /// The same in the container's v2 directory: pressure on a hybrid host (the v1 controllers
 /// give the rest), every file on a v2-only host. Files this host lacks are skipped.
-pub const V2_PRESSURE_FILES: [&str; 3] = ["cpu.pressure", "memory.pressure", "io.pressure"];
-pub const V2_FILES: [&str; 14] = [
+pub(crate) const V2_PRESSURE_FILES: [&str; 3] = ["cpu.pressure", "memory.pressure", "io.pressure"];
+pub(crate) const V2_FILES: [&str; 14] = [
     "cpu.stat",
     "cpu.max",
     "cpu.weight",
@@ -43,13 +43,13 @@ pub const V2_FILES: [&str; 14] = [
 /// cgroup files the daemon reads (through descriptors held open, `pread` at offset 0, no
 /// parsing) and `stat()`ing each sleeper's `/proc/<pid>/fd` (its open-files count): the
 /// kernel's share of a collection, which no daemon can go below by reading cgroupfs.
-pub struct Floor {
+pub(crate) struct Floor {
     pub files: Vec<fs::File>,
     pub fd_dirs: Vec<PathBuf>,
 }
 
 impl Floor {
-    pub fn open(fleet: &Fleet, size: usize) -> Self {
+    pub(crate) fn open(fleet: &Fleet, size: usize) -> Self {
         raise_nofile_to_hard();
         let v2 = fleet.cgroup.v2_dir();
         let v2_files: Vec<&str> = if fleet.controllers.is_empty() {
@@ -81,7 +81,7 @@ impl Floor {
     }
 
     /// One pass: its wall time and this thread's CPU time.
-    pub fn sample(&self) -> Sample {
+    pub(crate) fn sample(&self) -> Sample {
         use std::os::unix::fs::FileExt as _;
         let mut buf = vec![0u8; 64 * 1024];
         let cpu_before = thread_cpu_self();
@@ -102,7 +102,7 @@ impl Floor {
 }
 
 /// The floor's samples for one size.
-pub struct FloorRow {
+pub(crate) struct FloorRow {
     pub size: usize,
     /// Cgroup files read per pass (all containers).
     pub files: usize,
@@ -110,7 +110,7 @@ pub struct FloorRow {
 }
 
 /// CPU time of the calling thread.
-pub fn thread_cpu_self() -> Duration {
+pub(crate) fn thread_cpu_self() -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -126,7 +126,7 @@ pub fn thread_cpu_self() -> Duration {
 
 /// The floor holds ~6 descriptors per container (17 on a v2-only host): lift the soft limit
 /// to the hard one.
-pub fn raise_nofile_to_hard() {
+pub(crate) fn raise_nofile_to_hard() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

@@ -10,7 +10,7 @@ use crate::rounds::Row;
 use crate::{CPU_TARGET, Config, METRICS_PATH, SCRAPE_TARGET, STATS_PATH};
 
 /// The sample at permille `q` of `sorted` (nearest rank).
-pub fn percentile(sorted: &[Duration], q: usize) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], q: usize) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -20,14 +20,14 @@ pub fn percentile(sorted: &[Duration], q: usize) -> Duration {
 
 /// Median and p90 of wall and CPU time of a row.
 #[derive(Debug, Clone, Copy)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub wall_p50: Duration,
     pub wall_p90: Duration,
     pub cpu_p50: Duration,
     pub cpu_p90: Duration,
 }
 
-pub fn summarize(samples: &[Sample]) -> Summary {
+pub(crate) fn summarize(samples: &[Sample]) -> Summary {
     let sorted = |f: fn(&Sample) -> Duration| {
         let mut v: Vec<Duration> = samples.iter().map(f).collect();
         v.sort_unstable();
@@ -42,21 +42,21 @@ pub fn summarize(samples: &[Sample]) -> Summary {
     }
 }
 
-pub fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
-pub fn ratio(a: Duration, b: Duration) -> f64 {
+pub(crate) fn ratio(a: Duration, b: Duration) -> f64 {
     a.as_secs_f64() / b.as_secs_f64().max(f64::MIN_POSITIVE)
 }
 
 /// `d / n` in µs.
-pub fn per_container(d: Duration, n: usize) -> String {
+pub(crate) fn per_container(d: Duration, n: usize) -> String {
     let n = u32::try_from(n).map_or(f64::from(u32::MAX), f64::from);
     format!("{:.1} µs", d.as_secs_f64() * 1e6 / n.max(1.0))
 }
 
-pub fn print_setup(fleet: &Fleet, paths: &[Measured], daemons_took: Duration) {
+pub(crate) fn print_setup(fleet: &Fleet, paths: &[Measured], daemons_took: Duration) {
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpus = thread::available_parallelism().map_or(0, usize::from);
     let health = paths[0].daemon.healthz();
@@ -92,7 +92,7 @@ pub fn print_setup(fleet: &Fleet, paths: &[Measured], daemons_took: Duration) {
 }
 
 /// The table of every row, then the notes below it.
-pub fn print_table(rows: &[Row], setup: &[(usize, Duration)], config: &Config) {
+pub(crate) fn print_table(rows: &[Row], setup: &[(usize, Duration)], config: &Config) {
     print_rows(rows);
     print_table_notes(rows, setup, config);
 }
@@ -185,7 +185,7 @@ fn print_table_notes(rows: &[Row], setup: &[(usize, Duration)], config: &Config)
     );
 }
 
-pub fn print_floor(rows: &[Row], floors: &[FloorRow]) {
+pub(crate) fn print_floor(rows: &[Row], floors: &[FloorRow]) {
     println!();
     println!(
         "floor: this bench reading the cgroup files the eBPF daemon reads (not those its kernel \
@@ -224,7 +224,7 @@ fn summary_of(rows: &[Row], size: usize, via: Via) -> Summary {
 }
 
 /// The ratios between the rows of the same run, then the targets.
-pub fn print_ratios(rows: &[Row], floors: &[FloorRow], config: &Config) {
+pub(crate) fn print_ratios(rows: &[Row], floors: &[FloorRow], config: &Config) {
     let get = |size: usize, via: Via| summary_of(rows, size, via);
     println!();
     println!("ratios eBPF daemon / --no-ebpf daemon (same run)");

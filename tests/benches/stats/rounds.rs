@@ -7,7 +7,7 @@ use crate::fleet::Fleet;
 use crate::floor::{Floor, FloorRow};
 
 /// One row of the table.
-pub struct Row {
+pub(crate) struct Row {
     pub size: usize,
     pub via: Via,
     pub samples: Vec<Sample>,
@@ -18,7 +18,7 @@ pub struct Row {
 /// Measures every path with the first `size` containers live: a checked warm-up each, then
 /// `config.rounds` rounds of `per_round` requests per path, taking turns request by request,
 /// the order rotating every round; and before each turn one pass of the [`Floor`].
-pub fn measure_size(
+pub(crate) fn measure_size(
     fleet: &Fleet,
     paths: &[Measured],
     size: usize,

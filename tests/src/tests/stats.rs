@@ -17,7 +17,7 @@ fn docker_ready() -> bool {
 }
 
 /// `GET /v1/containers/{id}/stats?max_age_ms=0` (fresh values), asserting 200.
-pub fn stats(daemon: &Daemon, id: &str) -> Value {
+pub(super) fn stats(daemon: &Daemon, id: &str) -> Value {
     let response = daemon.get(&format!("/v1/containers/{id}/stats?max_age_ms=0"));
     assert_eq!(response.status, 200, "stats of {id}: {}", response.body);
     response.json()

@@ -12,7 +12,7 @@ use crate::support::{
 };
 
 /// A 64-hex container id unique to this test process and `tag`, shaped like Docker's.
-pub fn container_id(tag: &str) -> String {
+pub(super) fn container_id(tag: &str) -> String {
     let seed = format!(
         "{tag}-{}-{}",
         std::process::id(),
@@ -32,7 +32,7 @@ pub fn container_id(tag: &str) -> String {
 }
 
 /// `GET /v1/pid/{pid}`, asserting 200.
-pub fn lookup(daemon: &Daemon, pid: u32) -> Value {
+pub(super) fn lookup(daemon: &Daemon, pid: u32) -> Value {
     let response = daemon.get(&format!("/v1/pid/{pid}"));
     assert_eq!(
         response.status, 200,
@@ -43,7 +43,7 @@ pub fn lookup(daemon: &Daemon, pid: u32) -> Value {
 }
 
 /// `GET /v1/inode/{inode}`, asserting 200.
-pub fn lookup_inode(daemon: &Daemon, inode: u64) -> Value {
+pub(super) fn lookup_inode(daemon: &Daemon, inode: u64) -> Value {
     let response = daemon.get(&format!("/v1/inode/{inode}"));
     assert_eq!(
         response.status, 200,
@@ -54,7 +54,7 @@ pub fn lookup_inode(daemon: &Daemon, inode: u64) -> Value {
 }
 
 /// The entry of container `id` in `GET /v1/containers`, if listed.
-pub fn listed_container(daemon: &Daemon, id: &str) -> Option<Value> {
+pub(super) fn listed_container(daemon: &Daemon, id: &str) -> Option<Value> {
     let response = daemon.get("/v1/containers");
     assert_eq!(response.status, 200, "{}", response.body);
     response
@@ -72,7 +72,7 @@ pub fn listed_container(daemon: &Daemon, id: &str) -> Option<Value> {
 /// Returns once the sleeper is blocked in its sleep: `spawn` returns as soon as `exec`
 /// succeeded, while the dynamic loader and locale setup still open and close files, so
 /// a test counting its descriptors before then could see one more than it settles on.
-pub fn sleep_in(procs_files: &[std::path::PathBuf]) -> ChildGuard {
+pub(super) fn sleep_in(procs_files: &[std::path::PathBuf]) -> ChildGuard {
     let mut cmd = std::process::Command::new("sleep");
     cmd.arg("60");
     enter_before_exec(&mut cmd, procs_files);
@@ -100,7 +100,7 @@ fn in_sleep_syscall(pid: u32) -> bool {
 }
 
 /// The value of the unlabelled metric `name` in the daemon's `/metrics`; panics when absent.
-pub fn metric(daemon: &Daemon, name: &str) -> u64 {
+pub(super) fn metric(daemon: &Daemon, name: &str) -> u64 {
     let body = daemon.get("/metrics").body;
     body.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
@@ -108,7 +108,7 @@ pub fn metric(daemon: &Daemon, name: &str) -> u64 {
 }
 
 /// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub(super) fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
@@ -123,6 +123,6 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 }
 
 /// These tests load eBPF and create cgroups: root only (skips outside CI when not root).
-pub fn root() -> bool {
+pub(super) fn root() -> bool {
     require("root (eBPF programs and cgroups)", is_root())
 }
