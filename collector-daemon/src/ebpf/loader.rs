@@ -32,22 +32,19 @@ use collector_common::{
     process::ProcessInfo,
 };
 
+pub use super::pin::{
+    IO_COUNTERS_PIN_NAME, NET_COUNTERS_PIN_NAME, PROCESSES_PIN_NAME, PinError, PinnedMaps,
+};
 use super::{
     btf_offsets::{self, OffsetError, VMLINUX_BTF},
     cgroup_values::{CgroupWalker, CgroupWalkerError},
     error_chain::ErrorChain,
+    pin::pin_processes,
     usage::{CounterMaps, CountersUnavailable},
 };
 
 /// The object built by `build.rs` from `collector-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/collector"));
-
-/// File name of the pinned `PROCESSES` map inside the pin directory.
-pub const PROCESSES_PIN_NAME: &str = "processes";
-/// File name of the pinned `NET_COUNTERS` map inside the pin directory.
-pub const NET_COUNTERS_PIN_NAME: &str = "net_counters";
-/// File name of the pinned `IO_COUNTERS` map inside the pin directory.
-pub const IO_COUNTERS_PIN_NAME: &str = "io_counters";
 
 /// Why the kernel programs could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -114,48 +111,6 @@ pub enum LoadError {
     },
 }
 
-/// Why a map could not be pinned.
-#[derive(Debug, thiserror::Error)]
-pub enum PinError {
-    /// The pin directory is outside `/sys/fs/bpf` and not on a bpffs.
-    #[error(
-        "{} is not on a bpf filesystem; mount one (mount -t bpf bpf DIR) or use --pin-dir under {BPFFS_MOUNT}",
-        .dir.display()
-    )]
-    NotBpffs {
-        /// The pin directory.
-        dir: PathBuf,
-    },
-    /// Nothing was mounted at `/sys/fs/bpf`, and mounting bpffs there failed.
-    #[error("mounting bpffs at {BPFFS_MOUNT}: {source}")]
-    MountBpffs {
-        /// The error of `mkdir(2)` or `mount(2)`.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The pin directory could not be created.
-    #[error("creating the pin directory: {source}")]
-    CreateDir {
-        /// The error of `mkdir(2)`.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A stale pin could not be removed.
-    #[error("removing the stale pin: {source}")]
-    RemoveStale {
-        /// The error of `unlink(2)`.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The kernel refused the pin.
-    #[error("{}", ErrorChain(.source))]
-    Pin {
-        /// aya's error.
-        #[source]
-        source: aya::pin::PinError,
-    },
-}
-
 /// How to load.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
@@ -199,43 +154,6 @@ pub struct Loaded {
     pub usage: CounterMaps,
     /// The cgroup walk of the v1 hierarchies, or why there is none.
     pub cgroup_walker: Result<CgroupWalker, CgroupWalkerError>,
-}
-
-/// Pinned map files, removed on drop (then their directory, when we created it and it is
-/// empty), so other programs never read a map nobody updates any more.
-pub struct PinnedMaps {
-    /// The pin directory.
-    dir: PathBuf,
-    /// Pin paths in the order they were made; the first is `PROCESSES`'.
-    paths: Vec<PathBuf>,
-    /// Whether we created `dir` (then it is removed after the pins, when empty).
-    created_dir: bool,
-}
-
-impl PinnedMaps {
-    /// Where `PROCESSES` is pinned.
-    pub fn path(&self) -> &Path {
-        &self.paths[0]
-    }
-
-    /// Every pin, `PROCESSES` first.
-    pub fn paths(&self) -> &[PathBuf] {
-        &self.paths
-    }
-}
-
-impl Drop for PinnedMaps {
-    fn drop(&mut self) {
-        for path in self.paths.iter().rev() {
-            if let Err(e) = fs::remove_file(path) {
-                tracing::warn!(path = %path.display(), error = %e, "could not unpin map");
-            }
-        }
-        if self.created_dir {
-            // Fails (harmlessly) when something else was put there meanwhile.
-            let _ = fs::remove_dir(&self.dir);
-        }
-    }
 }
 
 /// Loads the object, pins `PROCESSES`, and attaches every program; then, best effort, the
@@ -597,106 +515,6 @@ fn attach(
     prog.load(tracepoint, btf)?;
     prog.attach()?;
     Ok(())
-}
-
-/// Pins `PROCESSES` at `<dir>/processes`, creating the directory (and mounting bpffs) when
-/// needed.
-fn pin_processes(ebpf: &Ebpf, dir: &Path) -> Result<PinnedMaps, LoadError> {
-    let pin_err = |source| LoadError::Pin {
-        map: PROCESSES_MAP,
-        path: dir.join(PROCESSES_PIN_NAME),
-        source,
-    };
-    ensure_bpffs(dir).map_err(pin_err)?;
-    let created_dir = !dir.exists();
-    if created_dir {
-        fs::create_dir_all(dir).map_err(|source| pin_err(PinError::CreateDir { source }))?;
-    }
-    let mut pins = PinnedMaps {
-        dir: dir.to_owned(),
-        paths: Vec::new(),
-        created_dir,
-    };
-    pins.add(ebpf, PROCESSES_MAP, PROCESSES_PIN_NAME)?;
-    Ok(pins)
-}
-
-impl PinnedMaps {
-    /// Pins `map` at `<dir>/<name>`. A pin left by an earlier run that did not stop cleanly
-    /// is replaced: its contents are stale, and the path is ours.
-    fn add(&mut self, ebpf: &Ebpf, map: &'static str, name: &str) -> Result<(), LoadError> {
-        let path = self.dir.join(name);
-        let pin_err = |source| LoadError::Pin {
-            map,
-            path: path.clone(),
-            source,
-        };
-        if path.exists() {
-            tracing::info!(path = %path.display(), "replacing a stale pinned map");
-            fs::remove_file(&path).map_err(|source| pin_err(PinError::RemoveStale { source }))?;
-        }
-        let handle = ebpf.map(map).ok_or(LoadError::MissingMap { map })?;
-        handle
-            .pin(&path)
-            .map_err(|source| pin_err(PinError::Pin { source }))?;
-        self.paths.push(path);
-        Ok(())
-    }
-}
-
-/// The conventional bpffs mount point.
-const BPFFS_MOUNT: &str = "/sys/fs/bpf";
-/// `BPF_FS_MAGIC` from `include/uapi/linux/magic.h`.
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
-/// Pins need a bpffs. When the pin directory is under `/sys/fs/bpf` and nothing is mounted
-/// there (tracefs and bpffs are not mounted at boot on every distribution), mount it, as
-/// bpftool and systemd do; elsewhere, require that the caller mounted one.
-fn ensure_bpffs(dir: &Path) -> Result<(), PinError> {
-    let mount_point = Path::new(BPFFS_MOUNT);
-    if is_bpffs(mount_point) || !dir.starts_with(mount_point) {
-        return if dir.starts_with(mount_point) || nearest_existing_is_bpffs(dir) {
-            Ok(())
-        } else {
-            Err(PinError::NotBpffs {
-                dir: dir.to_owned(),
-            })
-        };
-    }
-    tracing::info!("mounting bpffs at {BPFFS_MOUNT}");
-    fs::create_dir_all(mount_point).map_err(|source| PinError::MountBpffs { source })?;
-    // SAFETY: valid NUL-terminated strings; no data argument.
-    let rc = unsafe {
-        libc::mount(
-            c"bpf".as_ptr(),
-            c"/sys/fs/bpf".as_ptr(),
-            c"bpf".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(PinError::MountBpffs {
-            source: std::io::Error::last_os_error(),
-        })
-    }
-}
-
-fn is_bpffs(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt as _;
-    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs into a zeroed struct with a valid path.
-    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::statfs(c_path.as_ptr(), &raw mut stat) };
-    rc == 0 && stat.f_type == BPF_FS_MAGIC
-}
-
-fn nearest_existing_is_bpffs(dir: &Path) -> bool {
-    dir.ancestors().find(|p| p.exists()).is_some_and(is_bpffs)
 }
 
 /// Kernels before 5.11 charge BPF maps to `RLIMIT_MEMLOCK`; later ones use memcg accounting

@@ -7,6 +7,7 @@ mod error_chain;
 pub mod events;
 pub mod kernel_maps;
 pub mod loader;
+mod pin;
 pub mod usage;
 
 use std::sync::{Arc, Mutex};

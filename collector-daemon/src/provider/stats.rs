@@ -177,14 +177,14 @@ mod rfc3339_opt {
         clippy::ref_option,
         reason = "serde's `with` passes the field by reference"
     )]
-    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
         match t {
             Some(t) => s.serialize_str(&super::format_rfc3339(*t)),
             None => s.serialize_none(),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
         let raw: Option<String> = Option::deserialize(d)?;
         raw.map(|s| {
             super::parse_rfc3339(&s)
