@@ -14,6 +14,7 @@ pub mod clock;
 pub mod collectors;
 pub mod daemon;
 pub mod ebpf;
+mod error_chain;
 pub mod fast_map;
 pub mod identity;
 pub mod metrics;

@@ -20,6 +20,8 @@ use bollard::models::{ContainerInspectResponse, ContainerSummary, EventMessage};
 use bollard::query_parameters::{EventsOptions, ListContainersOptions};
 use futures_util::{FutureExt as _, StreamExt as _};
 
+use crate::error_chain::ErrorChain;
+
 use super::metadata::{ContainerMeta, MetadataStore, Source, SourceState};
 
 /// How long a request may wait for Docker's response headers (bollard applies it to the
@@ -140,7 +142,7 @@ impl Watcher {
                 tokio::time::sleep(ABSENT_POLL).await;
                 continue;
             };
-            let reason = chain(&error);
+            let reason = ErrorChain(&error).to_string();
             self.store.set_state(
                 Source::Docker,
                 SourceState::Down {
@@ -276,7 +278,7 @@ impl Watcher {
                     // One container Docker will not describe: keep what is known of it.
                     tracing::warn!(
                         container = %id,
-                        error = %chain(&e),
+                        error = %ErrorChain(&e),
                         "Docker did not inspect a container"
                     );
                 }
@@ -377,7 +379,7 @@ async fn list(docker: &Docker) -> Result<Vec<(String, ContainerMeta)>, DockerErr
                     Inspected::Refused(e) => {
                         tracing::warn!(
                             container = %id,
-                            error = %chain(&e),
+                            error = %ErrorChain(&e),
                             "Docker did not inspect a container: using its list entry"
                         );
                         meta_from_summary(summary)
@@ -590,21 +592,6 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     era * 146_097 + day_of_era - 719_468
-}
-
-/// An error with its causes, each said once: bollard's messages often repeat their source's.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        let text = inner.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = inner.source();
-    }
-    out
 }
 
 /// Which log lines a run of failures and connections deserves: one warning per outage, one
@@ -895,7 +882,7 @@ mod tests {
             source: inner,
         };
         assert_eq!(
-            chain(&error),
+            ErrorChain(&error).to_string(),
             "cannot stat the Docker socket /run/docker.sock: refused"
         );
     }

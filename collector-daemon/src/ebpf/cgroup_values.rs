@@ -34,7 +34,7 @@ use crate::cgroupfs::kernel_values::{
 use crate::cgroupfs::parse::Limit;
 use crate::fast_map::FastMap;
 
-use super::error_chain::ErrorChain;
+use crate::error_chain::ErrorChain;
 
 /// `enum bpf_cmd` values (`include/uapi/linux/bpf.h`).
 const BPF_LINK_CREATE: libc::c_long = 28;

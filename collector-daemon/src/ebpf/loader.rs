@@ -38,10 +38,10 @@ pub use super::pin::{
 use super::{
     btf_offsets::{self, OffsetError, VMLINUX_BTF},
     cgroup_values::{CgroupWalker, CgroupWalkerError},
-    error_chain::ErrorChain,
     pin::pin_processes,
     usage::{CounterMaps, CountersUnavailable},
 };
+use crate::error_chain::ErrorChain;
 
 /// The object built by `build.rs` from `collector-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/collector"));

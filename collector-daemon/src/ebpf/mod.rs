@@ -3,7 +3,6 @@
 //! the identity service and the eBPF collector use of them is the trait in `kernel_maps`.
 pub mod btf_offsets;
 pub mod cgroup_values;
-mod error_chain;
 pub mod events;
 pub mod kernel_maps;
 pub mod loader;

@@ -8,7 +8,8 @@ use std::{
 use aya::Ebpf;
 use collector_common::names::PROCESSES_MAP;
 
-use super::{error_chain::ErrorChain, loader::LoadError};
+use super::loader::LoadError;
+use crate::error_chain::ErrorChain;
 
 /// File name of the pinned `PROCESSES` map inside the pin directory.
 pub const PROCESSES_PIN_NAME: &str = "processes";

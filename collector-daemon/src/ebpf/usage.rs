@@ -21,7 +21,8 @@ use collector_common::{
     usage::{IoMapKey, IoMapValue, NetMapValue, make_dev, split_dev},
 };
 
-use super::{btf_offsets::OffsetError, error_chain::ErrorChain};
+use super::btf_offsets::OffsetError;
+use crate::error_chain::ErrorChain;
 
 /// Network traffic of one cgroup (v2 id), summed over CPUs. Loopback excluded; bytes are IP
 /// packet lengths (no link-layer header); packets are wire packets (GSO/GRO segments).

@@ -1,6 +1,7 @@
 //! Printing an error with its sources. Many of aya's errors print only the outer call
-//! (`` `bpf_link_create` failed ``) and keep the errno in their source, so the errors of this
-//! module print their aya sources through [`ErrorChain`]: a log line then says why.
+//! (`` `bpf_link_create` failed ``) and keep the errno in their source, and bollard's repeat
+//! their source's text: log lines and API errors print such errors through [`ErrorChain`], so
+//! they say why, each cause once.
 
 use std::{error::Error, fmt};
 
