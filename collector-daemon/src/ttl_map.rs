@@ -58,14 +58,21 @@ impl<K: Eq + Hash, V: Clone> TtlMap<K, V> {
 
     /// Stores `value` for `key`, stamped now.
     pub fn insert(&self, key: K, value: V) {
+        self.store(&mut self.lock(), key, value);
+    }
+
+    /// Stores `value` for `key` unless a fresh entry is there (which keeps its stamp, so that it
+    /// still expires); whether it stored.
+    pub fn insert_if_vacant(&self, key: K, value: V) -> bool {
         let mut entries = self.lock();
-        if entries.len() >= self.sweep_at.load(Ordering::Relaxed) {
-            let ttl = self.ttl;
-            entries.retain(|_, (at, _)| at.elapsed() < ttl);
-            let mark = (entries.len() * 2).max(MIN_SWEEP_AT);
-            self.sweep_at.store(mark, Ordering::Relaxed);
+        if entries
+            .get(&key)
+            .is_some_and(|(at, _)| at.elapsed() < self.ttl)
+        {
+            return false;
         }
-        entries.insert(key, (Instant::now(), value));
+        self.store(&mut entries, key, value);
+        true
     }
 
     /// The value for `key` if fresh, else `load()`'s, stored. `load` runs without the lock
@@ -93,6 +100,17 @@ impl<K: Eq + Hash, V: Clone> TtlMap<K, V> {
         self.len() == 0
     }
 
+    /// Stores `value` for `key` in the locked `entries`, sweeping them at the mark.
+    fn store(&self, entries: &mut HashMap<K, (Instant, V)>, key: K, value: V) {
+        if entries.len() >= self.sweep_at.load(Ordering::Relaxed) {
+            let ttl = self.ttl;
+            entries.retain(|_, (at, _)| at.elapsed() < ttl);
+            let mark = (entries.len() * 2).max(MIN_SWEEP_AT);
+            self.sweep_at.store(mark, Ordering::Relaxed);
+        }
+        entries.insert(key, (Instant::now(), value));
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<K, (Instant, V)>> {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -112,6 +130,17 @@ mod tests {
         assert_eq!(map.get("a"), None);
         assert_eq!(map.get_or_insert_with("a", || 2), 2);
         assert_eq!(map.get("a"), Some(2));
+    }
+
+    #[test]
+    fn insert_if_vacant_keeps_a_fresh_entry_and_replaces_an_expired_one() {
+        let map = TtlMap::new(Duration::from_millis(50));
+        assert!(map.insert_if_vacant("a", 1));
+        assert!(!map.insert_if_vacant("a", 2));
+        assert_eq!(map.get("a"), Some(1));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(map.insert_if_vacant("a", 3));
+        assert_eq!(map.get("a"), Some(3));
     }
 
     #[test]

@@ -1,7 +1,7 @@
-//! Held descriptors for cgroupfs files. Opening a cgroup file costs 7–16 µs (path walk, kernfs
-//! open, `seq_file` set-up); `pread` at offset 0 on a descriptor kept open costs 0.7–6 µs
-//! (TOOLCHAIN.md, measured on this machine kind). kernfs regenerates a `seq_file`'s text whenever
-//! it is read from offset 0, so a held descriptor always returns current values.
+//! Held descriptors for cgroupfs files. Opening a cgroup file costs a path walk, a kernfs open
+//! and a `seq_file` set-up; `pread` at offset 0 on a descriptor kept open skips all three.
+//! kernfs regenerates a `seq_file`'s text whenever it is read from offset 0, so a held
+//! descriptor always returns current values.
 //!
 //! When a cgroup is removed, reads on its held descriptors fail with ENODEV (kernfs deactivates
 //! the node) and a cgroup recreated under the same path has new nodes; so on ENODEV, ENOENT or
@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Default bound on held descriptors: about 1,300 containers at the 24 files one container
-/// holds on a hybrid host (measured here; a v2 host needs fewer).
+/// holds on a hybrid host (a v2 host needs fewer).
 pub const DEFAULT_MAX_OPEN: usize = 32_768;
 
 /// Largest file read, a guard against a runaway buffer: cgroup stats files are a few KiB at most
@@ -606,7 +606,7 @@ mod tests {
     fn forgotten_files_are_reopened_by_path() {
         // On a regular filesystem a held descriptor of a deleted file still reads the old inode,
         // where cgroupfs returns ENODEV: the reopen on ENODEV is covered by the real-cgroup test
-        // in stats_reader. Here: after forget, a missing file is an error, a new one is read.
+        // in `reader`. Here: after forget, a missing file is an error, a new one is read.
         let dir = tempfile::tempdir().expect("tempdir");
         let cache = FileCache::new(8);
         let mut buf = Vec::new();

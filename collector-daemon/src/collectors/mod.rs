@@ -27,8 +27,8 @@ use crate::identity::{ContainerEntry, Identity};
 use crate::provider::cache::Cache;
 use crate::provider::cached::make_cached;
 use crate::provider::{
-    ALL_LINUX_RUNTIMES, ChainError, CollectorCatalog, CollectorFactory, CollectorRef, Collectors,
-    ConstructError, Flavor, Provider, RuntimeMetadata,
+    ALL_LINUX_RUNTIMES, ChainError, CollectionContext, CollectorCatalog, CollectorFactory,
+    CollectorRef, Collectors, ConstructError, Flavor, Provider, RuntimeMetadata,
 };
 
 use self::containers::ContainerDirectory;
@@ -36,7 +36,8 @@ use self::ebpf::EbpfCollector;
 use self::metadata::MetadataStore;
 use self::system::SystemCollector;
 
-/// The namespace argument of the seed's getters; container ids are unique on a node.
+/// The namespace argument of the Datadog provider model's getters; container ids are unique
+/// on a node.
 const NAMESPACE: &str = "";
 
 /// The provider and its collectors.
@@ -117,6 +118,16 @@ impl StatsCollectors {
         id: &str,
         max_age: Duration,
     ) -> Result<Option<StatsBody>, ChainError> {
+        self.collection_stats(id, max_age, &CollectionContext::default())
+    }
+
+    /// As [`Self::container_stats`], within the full collection `collection`.
+    fn collection_stats(
+        &self,
+        id: &str,
+        max_age: Duration,
+        collection: &CollectionContext,
+    ) -> Result<Option<StatsBody>, ChainError> {
         let runtime = self
             .directory
             .entry(id, max_age)
@@ -129,7 +140,7 @@ impl StatsCollectors {
             })
             .unwrap_or_else(|| self.provider.collector_any());
         Ok(collector
-            .full_stats(NAMESPACE, id, max_age)?
+            .collection_full_stats(NAMESPACE, id, max_age, collection)?
             .map(|full| StatsBody {
                 container_id: id.to_owned(),
                 runtime: runtime.map(|r| r.as_str().to_owned()),
@@ -153,7 +164,7 @@ impl StatsCollectors {
     /// cgroups and processes, from the same snapshot) and stats to `each`, in id order.
     pub fn collect(&self, max_age: Duration, mut each: impl FnMut(&ContainerEntry, StatsBody)) {
         let began = std::time::Instant::now();
-        let _walk = self.system.begin_collection(max_age);
+        let collection = self.system.begin_collection(max_age);
         let snapshot = self.directory.snapshot(max_age);
         let mut live: Vec<(&String, &ContainerEntry)> = snapshot
             .containers
@@ -163,7 +174,7 @@ impl StatsCollectors {
         live.sort_unstable_by(|a, b| a.0.cmp(b.0));
         for (id, entry) in live {
             let tolerance = max_age.max(began.elapsed());
-            match self.container_stats(id, tolerance) {
+            match self.collection_stats(id, tolerance, &collection) {
                 Ok(Some(body)) => each(entry, body),
                 Ok(None) => {}
                 Err(e) => tracing::debug!(container = %id, error = %e, "no stats"),

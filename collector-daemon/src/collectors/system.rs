@@ -10,41 +10,24 @@ use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::cgroupfs::CgroupLayout;
-use crate::cgroupfs::kernel_values::{CgroupValuesSource, KernelCgroupValues};
-use crate::cgroupfs::stats_reader::{CgroupDirs, CgroupStatsReader};
+use crate::cgroupfs::kernel_values::CgroupValuesSource;
+use crate::cgroupfs::{CgroupDirs, CgroupLayout, CgroupStatsReader};
 use crate::identity::{CgroupRef, ContainerEntry, LookupError};
 use crate::procfs_stats::fds::FdCounter;
 use crate::procfs_stats::{net, tasks};
 use crate::provider::{
-    CollectorError, CollectorResult, ContainerIdForInode, ContainerIdForPid, ContainerStats,
-    IoCollector, IoStats, MaxAge, NetworkCollector, NetworkStats, OpenFilesCollector, PidStats,
-    PidsCollector, SelfContainerId, StatsCollector,
+    CollectionContext, CollectorError, CollectorResult, ContainerIdForInode, ContainerIdForPid,
+    ContainerStats, IoCollector, IoStats, MaxAge, NetworkCollector, NetworkStats,
+    OpenFilesCollector, PidStats, PidsCollector, SelfContainerId, StatsCollector,
 };
+use crate::ttl_map::TtlMap;
 
 use super::containers::ContainerDirectory;
 
 /// The collector's id (the source named in answers).
 pub const ID: &str = "system";
-
-thread_local! {
-    /// The kernel walk of the full collection running on this thread, if any (see
-    /// [`SystemCollector::begin_collection`]).
-    static COLLECTION_WALK: std::cell::RefCell<Option<Arc<KernelCgroupValues>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// Ends the full collection of [`SystemCollector::begin_collection`] when dropped; bound to
-/// its thread.
-pub struct CollectionGuard(std::marker::PhantomData<*const ()>);
-
-impl Drop for CollectionGuard {
-    fn drop(&mut self) {
-        COLLECTION_WALK.with(|current| current.borrow_mut().take());
-    }
-}
 
 /// A container's cgroup directories and the roots they were built from.
 struct ReadDirs {
@@ -52,9 +35,12 @@ struct ReadDirs {
     dirs: Arc<CgroupDirs>,
 }
 
-/// Network namespaces' counters are read at most once per this long for callers that accept
-/// answers this old, so containers sharing a namespace (a pod) cost one read.
-type NetnsCache = HashMap<u64, (Instant, Option<NetworkStats>)>;
+/// Network namespaces' counters by namespace inode, read at most once per caller's `max_age`
+/// (kept up to [`NETNS_TTL`]), so containers sharing a namespace (a pod) cost one read.
+type NetnsCache = TtlMap<u64, Option<NetworkStats>>;
+
+/// How long a namespace's counters are kept: namespaces come and go with containers.
+const NETNS_TTL: Duration = Duration::from_mins(1);
 
 pub struct SystemCollector {
     directory: Arc<ContainerDirectory>,
@@ -64,7 +50,7 @@ pub struct SystemCollector {
     reader: CgroupStatsReader,
     /// The host's network namespace inode (PID 1's), when readable.
     host_netns: Option<u64>,
-    netns: Mutex<NetnsCache>,
+    netns: NetnsCache,
     /// The directories read per container, with the roots they were built from: reused
     /// while the roots stay the same (building them splits and joins every root's path),
     /// and used to let go of their held descriptors once the container is gone (an open
@@ -103,7 +89,7 @@ impl SystemCollector {
             fds: FdCounter::new(proc_root),
             reader,
             host_netns: net::host_netns_inode(proc_root).ok(),
-            netns: Mutex::new(HashMap::new()),
+            netns: TtlMap::new(NETNS_TTL),
             read_dirs: Mutex::new(HashMap::new()),
             removals_seen: Mutex::new(None),
             kernel_values,
@@ -111,15 +97,15 @@ impl SystemCollector {
         }
     }
 
-    /// Starts a full collection on this thread: walks the v1 hierarchies in the kernel
-    /// (unless a walk at most `max_age` old exists), and until the guard drops, this
-    /// thread's container reads take their v1 values from that walk. A walk made after the
-    /// collection began is as fresh as the collection needs, whatever tolerance each
-    /// container is then asked with (the tolerance is computed before the read, so
-    /// comparing ages would reject it). Other threads' requests are not affected. Without
-    /// the kernel programs' walk the guard does nothing.
-    pub fn begin_collection(&self, max_age: MaxAge) -> CollectionGuard {
-        let walk = self.kernel_values.as_ref().and_then(|source| {
+    /// Starts a full collection: walks the v1 hierarchies in the kernel (unless a walk at
+    /// most `max_age` old exists), for the collection's container reads (given the returned
+    /// context) to take their v1 values from. A walk made after the collection began is as
+    /// fresh as the collection needs, whatever tolerance each container is then asked with
+    /// (the tolerance is computed before the read, so comparing ages would reject it). Reads
+    /// without the context are not affected. Without the kernel programs' walk the context
+    /// is empty.
+    pub fn begin_collection(&self, max_age: MaxAge) -> CollectionContext {
+        let kernel_walk = self.kernel_values.as_ref().and_then(|source| {
             source.latest(max_age).or_else(|| {
                 let values = source.walk()?;
                 let mut walks = self.walks.lock().unwrap_or_else(PoisonError::into_inner);
@@ -128,8 +114,7 @@ impl SystemCollector {
                 Some(values)
             })
         });
-        COLLECTION_WALK.with(|current| *current.borrow_mut() = walk);
-        CollectionGuard(std::marker::PhantomData)
+        CollectionContext { kernel_walk }
     }
 
     /// Kernel cgroup walks made, and the cgroups the last one recorded.
@@ -249,21 +234,12 @@ impl SystemCollector {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(CollectorError::process(pid, e)),
             };
-            let cached = {
-                let cache = self.netns.lock().unwrap_or_else(PoisonError::into_inner);
-                cache
-                    .get(&inode)
-                    .filter(|(at, _)| !max_age.is_zero() && at.elapsed() <= max_age)
-                    .map(|(_, stats)| stats.clone())
-            };
-            let stats = match cached {
+            // A zero `max_age` reads afresh.
+            let stats = match self.netns.get_within(&inode, max_age) {
                 Some(stats) => stats,
                 None => match net::read_net_dev(&self.proc_root, pid) {
                     Ok(stats) => {
-                        let mut cache = self.netns.lock().unwrap_or_else(PoisonError::into_inner);
-                        // Namespaces come and go with containers: keep only recent reads.
-                        cache.retain(|_, (at, _)| at.elapsed() < Duration::from_mins(1));
-                        cache.insert(inode, (Instant::now(), stats.clone()));
+                        self.netns.insert(inode, stats.clone());
                         stats
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -296,19 +272,30 @@ impl SystemCollector {
 impl StatsCollector for SystemCollector {
     fn container_stats(
         &self,
+        namespace: &str,
+        container_id: &str,
+        max_age: MaxAge,
+    ) -> CollectorResult<ContainerStats> {
+        let collection = CollectionContext::default();
+        self.collection_stats(namespace, container_id, max_age, &collection)
+    }
+
+    /// v1 values from the collection's kernel walk, else from a walk at most `max_age` old,
+    /// else from the files.
+    fn collection_stats(
+        &self,
         _namespace: &str,
         container_id: &str,
         max_age: MaxAge,
+        collection: &CollectionContext,
     ) -> CollectorResult<ContainerStats> {
         let Some(entry) = self.live_entry(container_id, max_age) else {
             return Ok(None);
         };
-        let kernel = COLLECTION_WALK
-            .with(|current| current.borrow().clone())
-            .or_else(|| {
-                let source = self.kernel_values.as_ref()?;
-                source.latest(max_age)
-            });
+        let kernel = collection.kernel_walk.clone().or_else(|| {
+            let source = self.kernel_values.as_ref()?;
+            source.latest(max_age)
+        });
         let mut stats = self.reader.read_with(&self.dirs(&entry), kernel.as_deref());
         if stats.pid.as_ref().is_none_or(|p| p.thread_count.is_none())
             && let Ok(pids) = self.processes(&entry)

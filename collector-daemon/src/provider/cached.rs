@@ -1,22 +1,21 @@
-//! The seed's `MakeCached` (`datadog-provider-study.md` §2.4): every capability of a
-//! collector goes through the staleness cache, with the caller's `max_age`.
+//! Every capability of a collector behind the staleness cache, with the caller's `max_age`
+//! (the Datadog provider model's `MakeCached`, `datadog-provider-study.md` §2.4).
 //!
-//! Kept from the seed: keys are `<collector id>-<prefix>...` with the seed's prefixes (`cs-`
+//! Keys are `<collector id>-<prefix>...` with the Datadog provider model's prefixes (`cs-`
 //! stats, `cns-` network, `of-` open files, `pids-`, `pid-<pid>`, `in-<inode>`,
-//! `pc-<pod uid>/[i-]<name>`), plus `cio-` for the IO capability the seed does not have;
-//! values, errors and "does not know" are all cached; priorities and ids are unchanged; the
-//! self container id is memoized once found (it cannot change while the daemon runs).
-//!
-//! Changed: the seed writes `<ns><id>` back to back, so ("ab", "c") and ("a", "bc") share a
-//! key; here a `/` separates them. Parallel misses of one key make one call (the cache is
-//! single-flight), where the seed calls the collector once per caller.
+//! `pc-<pod uid>/[i-]<name>`), plus `cio-` for the IO capability; a `/` separates namespace
+//! and id, so that ("ab", "c") and ("a", "bc") have distinct keys. Values, errors and "does
+//! not know" are all cached; priorities and ids are unchanged; the self container id is
+//! memoized once found (it cannot change while the daemon runs). Parallel misses of one key
+//! make one call (the cache is single-flight).
 use std::sync::{Arc, OnceLock};
 
 use super::cache::Cache;
 use super::{
-    CollectorRef, CollectorResult, Collectors, ContainerIdForInode, ContainerIdForPid,
-    ContainerIdForPodUidAndName, ContainerStats, IoCollector, IoStats, MaxAge, NetworkCollector,
-    NetworkStats, OpenFilesCollector, PidsCollector, SelfContainerId, StatsCollector,
+    CollectionContext, CollectorRef, CollectorResult, Collectors, ContainerIdForInode,
+    ContainerIdForPid, ContainerIdForPodUidAndName, ContainerStats, IoCollector, IoStats, MaxAge,
+    NetworkCollector, NetworkStats, OpenFilesCollector, PidsCollector, SelfContainerId,
+    StatsCollector,
 };
 
 /// Returns `collectors` with every capability going through `cache`, under keys prefixed
@@ -118,6 +117,20 @@ impl StatsCollector for Cached<dyn StatsCollector> {
             self.inner.container_stats(namespace, container_id, max_age)
         })
     }
+
+    fn collection_stats(
+        &self,
+        namespace: &str,
+        container_id: &str,
+        max_age: MaxAge,
+        collection: &CollectionContext,
+    ) -> CollectorResult<ContainerStats> {
+        let key = self.key(format_args!("cs-{namespace}/{container_id}"));
+        self.cache.get_or_fetch(&key, max_age, || {
+            self.inner
+                .collection_stats(namespace, container_id, max_age, collection)
+        })
+    }
 }
 
 impl IoCollector for Cached<dyn IoCollector> {
@@ -217,8 +230,8 @@ impl ContainerIdForPodUidAndName for Cached<dyn ContainerIdForPodUidAndName> {
     }
 }
 
-/// The seed memoizes the self container id forever once non-empty; errors and "does not
-/// know" are not remembered, so the next call asks again.
+/// The self container id, memoized forever once non-empty; errors and "does not know" are
+/// not remembered, so the next call asks again.
 struct MemoizedSelfId {
     inner: Arc<dyn SelfContainerId>,
     found: OnceLock<String>,

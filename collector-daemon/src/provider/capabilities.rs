@@ -3,7 +3,9 @@
 use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
 
 use super::{ContainerStats, IoStats, NetworkStats, RuntimeMetadata};
-use crate::{ebpf::CounterError, identity::LookupError};
+use crate::{
+    cgroupfs::kernel_values::KernelCgroupValues, ebpf::CounterError, identity::LookupError,
+};
 
 /// Why a collector could not answer. Errors are cached like answers (for the caller's
 /// staleness window), so a failing source is not hammered; sources are shared (`Arc`) for
@@ -93,14 +95,24 @@ impl PartialEq for CollectorError {
 
 impl Eq for CollectorError {}
 
-/// `Ok(None)` is "this collector does not know" (the seed's `("", nil)` / `(nil, nil)`); the
+/// `Ok(None)` is "this collector does not know" (the Datadog provider model's `("", nil)` / `(nil, nil)`); the
 /// meta collector and the provider then ask the next collector.
 pub type CollectorResult<T> = Result<Option<T>, CollectorError>;
 
 /// How stale a cached answer may be; `Duration::ZERO` bypasses every cache.
 pub type MaxAge = Duration;
 
-/// The seed's `ContainerStatsGetter`: CPU, memory, IO and PIDs of one container.
+/// What the reads of one full collection share, handed to each container's stats read (see
+/// `StatsCollectors::collect`).
+#[derive(Clone, Debug, Default)]
+pub struct CollectionContext {
+    /// The kernel cgroup walk made, or found recent enough, when the collection began: as
+    /// fresh as every read of the collection needs, whatever tolerance each container is then
+    /// asked with.
+    pub kernel_walk: Option<Arc<KernelCgroupValues>>,
+}
+
+/// The Datadog provider model's `ContainerStatsGetter`: CPU, memory, IO and PIDs of one container.
 pub trait StatsCollector: Send + Sync {
     fn container_stats(
         &self,
@@ -108,10 +120,22 @@ pub trait StatsCollector: Send + Sync {
         container_id: &str,
         max_age: MaxAge,
     ) -> CollectorResult<ContainerStats>;
+
+    /// As [`Self::container_stats`], within the full collection `collection`: a collector may
+    /// take values from what the collection shares instead of reading them itself.
+    fn collection_stats(
+        &self,
+        namespace: &str,
+        container_id: &str,
+        max_age: MaxAge,
+        _collection: &CollectionContext,
+    ) -> CollectorResult<ContainerStats> {
+        self.container_stats(namespace, container_id, max_age)
+    }
 }
 
 /// Block IO alone, for collectors that count IO but not CPU or memory (the eBPF counters).
-/// Not in the seed, where IO is part of `ContainerStats`: when the best IO collector knows a
+/// Not in the Datadog provider model, where IO is part of `ContainerStats`: when the best IO collector knows a
 /// container, its answer replaces the stats collector's `io`.
 pub trait IoCollector: Send + Sync {
     fn container_io(
@@ -122,7 +146,7 @@ pub trait IoCollector: Send + Sync {
     ) -> CollectorResult<IoStats>;
 }
 
-/// The seed's `ContainerNetworkStatsGetter`.
+/// The Datadog provider model's `ContainerNetworkStatsGetter`.
 pub trait NetworkCollector: Send + Sync {
     fn container_network(
         &self,
@@ -132,7 +156,7 @@ pub trait NetworkCollector: Send + Sync {
     ) -> CollectorResult<NetworkStats>;
 }
 
-/// The seed's `ContainerOpenFilesCountGetter`: file descriptors open in the container.
+/// The Datadog provider model's `ContainerOpenFilesCountGetter`: file descriptors open in the container.
 pub trait OpenFilesCollector: Send + Sync {
     fn container_open_files(
         &self,
@@ -142,7 +166,7 @@ pub trait OpenFilesCollector: Send + Sync {
     ) -> CollectorResult<u64>;
 }
 
-/// The seed's `ContainerPIDsGetter`: the container's processes (thread-group ids),
+/// The Datadog provider model's `ContainerPIDsGetter`: the container's processes (thread-group ids),
 /// including those in its nested cgroups.
 pub trait PidsCollector: Send + Sync {
     fn container_pids(
@@ -153,22 +177,22 @@ pub trait PidsCollector: Send + Sync {
     ) -> CollectorResult<Vec<u32>>;
 }
 
-/// The seed's `ContainerIDForPIDRetriever`.
+/// The Datadog provider model's `ContainerIDForPIDRetriever`.
 pub trait ContainerIdForPid: Send + Sync {
     fn container_id_for_pid(&self, pid: u32, max_age: MaxAge) -> CollectorResult<String>;
 }
 
-/// The seed's `ContainerIDForInodeRetriever` (a cgroup directory's inode, v1 or v2).
+/// The Datadog provider model's `ContainerIDForInodeRetriever` (a cgroup directory's inode, v1 or v2).
 pub trait ContainerIdForInode: Send + Sync {
     fn container_id_for_inode(&self, inode: u64, max_age: MaxAge) -> CollectorResult<String>;
 }
 
-/// The seed's `SelfContainerIDRetriever`: the container the daemon itself runs in.
+/// The Datadog provider model's `SelfContainerIDRetriever`: the container the daemon itself runs in.
 pub trait SelfContainerId: Send + Sync {
     fn self_container_id(&self) -> CollectorResult<String>;
 }
 
-/// The seed's `ContainerIDForPodUIDAndContNameRetriever`.
+/// The Datadog provider model's `ContainerIDForPodUIDAndContNameRetriever`.
 pub trait ContainerIdForPodUidAndName: Send + Sync {
     fn container_id_for_pod_uid_and_name(
         &self,
@@ -179,7 +203,7 @@ pub trait ContainerIdForPodUidAndName: Send + Sync {
     ) -> CollectorResult<String>;
 }
 
-/// The seed's `CollectorRef`: a capability of one collector, with its priority (lower wins)
+/// The Datadog provider model's `CollectorRef`: a capability of one collector, with its priority (lower wins)
 /// and the collector's id (which breaks ties, and names the source of an answer).
 pub struct CollectorRef<T: ?Sized> {
     pub collector: Arc<T>,
@@ -206,7 +230,7 @@ impl<T: ?Sized> fmt::Debug for CollectorRef<T> {
     }
 }
 
-/// The seed's `Collectors`: what one collector offers for one runtime. `None` = not offered.
+/// The Datadog provider model's `Collectors`: what one collector offers for one runtime. `None` = not offered.
 #[derive(Clone, Debug, Default)]
 pub struct Collectors {
     pub stats: Option<CollectorRef<dyn StatsCollector>>,
@@ -220,7 +244,7 @@ pub struct Collectors {
     pub container_id_for_pod_uid_and_name: Option<CollectorRef<dyn ContainerIdForPodUidAndName>>,
 }
 
-/// The seed's `CollectorCatalog`: per runtime and flavor, what a collector offers.
+/// The Datadog provider model's `CollectorCatalog`: per runtime and flavor, what a collector offers.
 pub type CollectorCatalog = std::collections::BTreeMap<RuntimeMetadata, Collectors>;
 
 /// What a collector constructor returns when it cannot be built yet or ever, with the
@@ -247,7 +271,7 @@ impl ConstructError {
     }
 }
 
-/// The seed's `CollectorFactory`: an id and a constructor the registry calls until it
+/// The Datadog provider model's `CollectorFactory`: an id and a constructor the registry calls until it
 /// succeeds or fails for good.
 pub struct CollectorFactory {
     pub id: &'static str,

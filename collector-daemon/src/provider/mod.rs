@@ -38,10 +38,10 @@ use std::{
 };
 
 pub use capabilities::{
-    CollectorCatalog, CollectorError, CollectorFactory, CollectorRef, CollectorResult, Collectors,
-    ConstructError, ContainerIdForInode, ContainerIdForPid, ContainerIdForPodUidAndName,
-    IoCollector, MaxAge, NetworkCollector, OpenFilesCollector, PidsCollector, SelfContainerId,
-    StatsCollector,
+    CollectionContext, CollectorCatalog, CollectorError, CollectorFactory, CollectorRef,
+    CollectorResult, Collectors, ConstructError, ContainerIdForInode, ContainerIdForPid,
+    ContainerIdForPodUidAndName, IoCollector, MaxAge, NetworkCollector, OpenFilesCollector,
+    PidsCollector, SelfContainerId, StatsCollector,
 };
 pub use meta::MetaCollector;
 pub use registry::{Catalog, CollectorChains, RETRY_INTERVAL, Registry, RetryLoop};

@@ -5,8 +5,8 @@ use std::{borrow::Cow, collections::BTreeMap, sync::Arc};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Answer, ChainError, ChainResult, CollectorChains, ContainerStats, IoStats, MaxAge,
-    NetworkStats, first_known,
+    Answer, ChainError, ChainResult, CollectionContext, CollectorChains, ContainerStats, IoStats,
+    MaxAge, NetworkStats, first_known,
 };
 
 /// The collectors serving one runtime (or all of them, `Provider::collector_any`). Each
@@ -93,8 +93,24 @@ impl RuntimeCollector {
         container_id: &str,
         max_age: MaxAge,
     ) -> Result<Option<FullStats>, ChainError> {
+        let collection = CollectionContext::default();
+        self.collection_full_stats(namespace, container_id, max_age, &collection)
+    }
+
+    /// As [`Self::full_stats`], within the full collection `collection`, whose shared values
+    /// the stats chain's collectors may take (see [`super::StatsCollector::collection_stats`]).
+    pub fn collection_full_stats(
+        &self,
+        namespace: &str,
+        container_id: &str,
+        max_age: MaxAge,
+        collection: &CollectionContext,
+    ) -> Result<Option<FullStats>, ChainError> {
         let mut assembly = Assembly::default();
-        if let Some(answer) = assembly.take("stats", self.stats(namespace, container_id, max_age)) {
+        let stats = first_known(&self.chains.stats, |c| {
+            c.collection_stats(namespace, container_id, max_age, collection)
+        });
+        if let Some(answer) = assembly.take("stats", stats) {
             assembly.full.set_stats(answer);
         }
         if let Some(answer) = assembly.take("io", self.io(namespace, container_id, max_age)) {
@@ -213,12 +229,19 @@ pub struct FullStats {
 
 #[cfg(test)]
 mod tests {
-    use std::{sync::Arc, time::Duration};
+    use std::{
+        sync::Arc,
+        time::{Duration, Instant},
+    };
 
     use super::super::{
-        CollectorFactory, Collectors, Flavor, Provider, Runtime, RuntimeMetadata,
+        CollectionContext, CollectorFactory, CollectorResult, Collectors, ContainerStats, CpuStats,
+        Flavor, MaxAge, Provider, Runtime, RuntimeMetadata, StatsCollector,
+        cache::Cache,
+        cached::make_cached,
         testing::{Fake, Mode, catalog, ready, reference},
     };
+    use crate::cgroupfs::kernel_values::{DirKey, KernelCgroupValues, V1Values};
 
     const SECOND: Duration = Duration::from_secs(1);
     const DOCKER: RuntimeMetadata = RuntimeMetadata {
@@ -387,5 +410,60 @@ mod tests {
         )]);
         let c = provider.collector(DOCKER).unwrap();
         assert_eq!(c.full_stats("", "c1", SECOND), Ok(None));
+    }
+
+    /// Stats whose `cpu.total` counts the cgroups of the collection's kernel walk (no `cpu`
+    /// without one).
+    struct WalkSize;
+
+    impl StatsCollector for WalkSize {
+        fn container_stats(&self, _: &str, _: &str, _: MaxAge) -> CollectorResult<ContainerStats> {
+            Ok(Some(ContainerStats::default()))
+        }
+
+        fn collection_stats(
+            &self,
+            _: &str,
+            _: &str,
+            _: MaxAge,
+            collection: &CollectionContext,
+        ) -> CollectorResult<ContainerStats> {
+            let cpu = collection.kernel_walk.as_ref().map(|walk| CpuStats {
+                total: u64::try_from(walk.by_dir.len()).ok(),
+                ..CpuStats::default()
+            });
+            Ok(Some(ContainerStats {
+                cpu,
+                ..ContainerStats::default()
+            }))
+        }
+    }
+
+    #[test]
+    fn a_collection_reaches_the_stats_collectors_through_the_cache() {
+        let offer = Collectors {
+            stats: Some(reference(Arc::new(WalkSize), 0, "walk")),
+            ..Collectors::default()
+        };
+        let cached = make_cached("walk", &Arc::new(Cache::default()), &offer);
+        let provider = provider(vec![ready("walk", catalog(&[DOCKER], &cached))]);
+        let c = provider.collector(DOCKER).unwrap();
+        let walk = KernelCgroupValues {
+            taken: Instant::now(),
+            by_dir: [(DirKey { dev: 1, ino: 2 }, V1Values::default())]
+                .into_iter()
+                .collect(),
+        };
+        let collection = CollectionContext {
+            kernel_walk: Some(Arc::new(walk)),
+        };
+        let full = c
+            .collection_full_stats("", "c1", Duration::ZERO, &collection)
+            .unwrap()
+            .unwrap();
+        assert_eq!(full.stats.cpu.and_then(|cpu| cpu.total), Some(1));
+        // Outside a collection nothing is shared.
+        let full = c.full_stats("", "c1", Duration::ZERO).unwrap().unwrap();
+        assert_eq!(full.stats.cpu, None);
     }
 }
