@@ -8,7 +8,7 @@ use crate::collect::Sample;
 use crate::fleet::Fleet;
 
 /// The cgroup files the eBPF daemon reads per container in a full collection on a hybrid host,
-/// by v1 controller (`cgroupfs/stats_reader.rs`): IO counters are left out (the kernel programs
+/// by v1 controller (`cgroupfs/reader/`): IO counters are left out (the kernel programs
 /// count IO) and so are the parents' files (the daemon keeps parents' limits for a second).
 /// The one-number files of `memory`, `cpu`, `pids` and `cpuset` (usage, peak, failcnt, kmem,
 /// soft limit, shares, quota, `cpu.stat`, `pids.*`, `cpuset.effective_cpus`) are not read
