@@ -4,11 +4,15 @@
 //! On v1 hosts the directories also carry their keys in a kernel cgroup walk
 //! ([`KernelCgroupValues`]), so a read can take their values from the walk.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
-use super::kernel_values::{DirKey, KernelCgroupValues, V1Values};
-use super::mounts::{CgroupLayout, HierarchyKind, parse_proc_cgroup};
+use super::{
+    kernel_values::{DirKey, KernelCgroupValues, V1Values},
+    mounts::{CgroupLayout, HierarchyKind, parse_proc_cgroup},
+};
 
 /// The v1 controllers whose files are read.
 pub const V1_CONTROLLERS: [&str; 6] = ["blkio", "cpu", "cpuacct", "cpuset", "memory", "pids"];
@@ -111,8 +115,10 @@ impl CgroupDirs {
 
 #[cfg(test)]
 mod tests {
-    use super::super::reader::testing::{fixture, fixtures};
-    use super::*;
+    use super::{
+        super::reader::testing::{fixture, fixtures},
+        *,
+    };
 
     #[test]
     fn dirs_from_proc_cgroup() {

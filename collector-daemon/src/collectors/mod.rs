@@ -36,8 +36,7 @@ use self::ebpf::EbpfCollector;
 use self::metadata::MetadataStore;
 use self::system::SystemCollector;
 
-/// The namespace argument of the Datadog provider model's getters; container ids are unique
-/// on a node.
+/// The namespace argument of Datadog's getters; container ids are unique on a node.
 const NAMESPACE: &str = "";
 
 /// The provider and its collectors.
@@ -202,7 +201,7 @@ impl StatsCollectors {
     }
 }
 
-#[allow(
+#[expect(
     clippy::unnecessary_wraps,
     reason = "every capability of `Collectors` is an Option: this fills one"
 )]

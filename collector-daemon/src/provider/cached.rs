@@ -1,13 +1,13 @@
 //! Every capability of a collector behind the staleness cache, with the caller's `max_age`
-//! (the Datadog provider model's `MakeCached`, `datadog-provider-study.md` §2.4).
+//! (after Datadog's `MakeCached`).
 //!
-//! Keys are `<collector id>-<prefix>...` with the Datadog provider model's prefixes (`cs-`
-//! stats, `cns-` network, `of-` open files, `pids-`, `pid-<pid>`, `in-<inode>`,
-//! `pc-<pod uid>/[i-]<name>`), plus `cio-` for the IO capability; a `/` separates namespace
-//! and id, so that ("ab", "c") and ("a", "bc") have distinct keys. Values, errors and "does
-//! not know" are all cached; priorities and ids are unchanged; the self container id is
-//! memoized once found (it cannot change while the daemon runs). Parallel misses of one key
-//! make one call (the cache is single-flight).
+//! Keys are `<collector id>-<prefix>...` with Datadog's prefixes (`cs-` stats, `cns-`
+//! network, `of-` open files, `pids-`, `pid-<pid>`, `in-<inode>`, `pc-<pod uid>/[i-]<name>`),
+//! plus `cio-` for the IO capability; a `/` separates namespace and id, so that ("ab", "c")
+//! and ("a", "bc") have distinct keys. Values, errors and "does not know" are all cached;
+//! priorities and ids are unchanged; the self container id is memoized once found (it cannot
+//! change while the daemon runs). Parallel misses of one key make one call (the cache is
+//! single-flight).
 use std::sync::{Arc, OnceLock};
 
 use super::cache::Cache;

@@ -95,7 +95,7 @@ impl PartialEq for CollectorError {
 
 impl Eq for CollectorError {}
 
-/// `Ok(None)` is "this collector does not know" (the Datadog provider model's `("", nil)` / `(nil, nil)`); the
+/// `Ok(None)` is "this collector does not know" (Datadog's `("", nil)` / `(nil, nil)`); the
 /// meta collector and the provider then ask the next collector.
 pub type CollectorResult<T> = Result<Option<T>, CollectorError>;
 
@@ -112,7 +112,7 @@ pub struct CollectionContext {
     pub kernel_walk: Option<Arc<KernelCgroupValues>>,
 }
 
-/// The Datadog provider model's `ContainerStatsGetter`: CPU, memory, IO and PIDs of one container.
+/// Datadog's `ContainerStatsGetter`: CPU, memory, IO and PIDs of one container.
 pub trait StatsCollector: Send + Sync {
     fn container_stats(
         &self,
@@ -135,8 +135,8 @@ pub trait StatsCollector: Send + Sync {
 }
 
 /// Block IO alone, for collectors that count IO but not CPU or memory (the eBPF counters).
-/// Not in the Datadog provider model, where IO is part of `ContainerStats`: when the best IO collector knows a
-/// container, its answer replaces the stats collector's `io`.
+/// Not in Datadog's provider, where IO is part of `ContainerStats`: when the best IO
+/// collector knows a container, its answer replaces the stats collector's `io`.
 pub trait IoCollector: Send + Sync {
     fn container_io(
         &self,
@@ -146,7 +146,7 @@ pub trait IoCollector: Send + Sync {
     ) -> CollectorResult<IoStats>;
 }
 
-/// The Datadog provider model's `ContainerNetworkStatsGetter`.
+/// Datadog's `ContainerNetworkStatsGetter`.
 pub trait NetworkCollector: Send + Sync {
     fn container_network(
         &self,
@@ -156,7 +156,7 @@ pub trait NetworkCollector: Send + Sync {
     ) -> CollectorResult<NetworkStats>;
 }
 
-/// The Datadog provider model's `ContainerOpenFilesCountGetter`: file descriptors open in the container.
+/// Datadog's `ContainerOpenFilesCountGetter`: file descriptors open in the container.
 pub trait OpenFilesCollector: Send + Sync {
     fn container_open_files(
         &self,
@@ -166,7 +166,7 @@ pub trait OpenFilesCollector: Send + Sync {
     ) -> CollectorResult<u64>;
 }
 
-/// The Datadog provider model's `ContainerPIDsGetter`: the container's processes (thread-group ids),
+/// Datadog's `ContainerPIDsGetter`: the container's processes (thread-group ids),
 /// including those in its nested cgroups.
 pub trait PidsCollector: Send + Sync {
     fn container_pids(
@@ -177,22 +177,22 @@ pub trait PidsCollector: Send + Sync {
     ) -> CollectorResult<Vec<u32>>;
 }
 
-/// The Datadog provider model's `ContainerIDForPIDRetriever`.
+/// Datadog's `ContainerIDForPIDRetriever`.
 pub trait ContainerIdForPid: Send + Sync {
     fn container_id_for_pid(&self, pid: u32, max_age: MaxAge) -> CollectorResult<String>;
 }
 
-/// The Datadog provider model's `ContainerIDForInodeRetriever` (a cgroup directory's inode, v1 or v2).
+/// Datadog's `ContainerIDForInodeRetriever` (a cgroup directory's inode, v1 or v2).
 pub trait ContainerIdForInode: Send + Sync {
     fn container_id_for_inode(&self, inode: u64, max_age: MaxAge) -> CollectorResult<String>;
 }
 
-/// The Datadog provider model's `SelfContainerIDRetriever`: the container the daemon itself runs in.
+/// Datadog's `SelfContainerIDRetriever`: the container the daemon itself runs in.
 pub trait SelfContainerId: Send + Sync {
     fn self_container_id(&self) -> CollectorResult<String>;
 }
 
-/// The Datadog provider model's `ContainerIDForPodUIDAndContNameRetriever`.
+/// Datadog's `ContainerIDForPodUIDAndContNameRetriever`.
 pub trait ContainerIdForPodUidAndName: Send + Sync {
     fn container_id_for_pod_uid_and_name(
         &self,
@@ -203,7 +203,7 @@ pub trait ContainerIdForPodUidAndName: Send + Sync {
     ) -> CollectorResult<String>;
 }
 
-/// The Datadog provider model's `CollectorRef`: a capability of one collector, with its priority (lower wins)
+/// Datadog's `CollectorRef`: a capability of one collector, with its priority (lower wins)
 /// and the collector's id (which breaks ties, and names the source of an answer).
 pub struct CollectorRef<T: ?Sized> {
     pub collector: Arc<T>,
@@ -230,7 +230,7 @@ impl<T: ?Sized> fmt::Debug for CollectorRef<T> {
     }
 }
 
-/// The Datadog provider model's `Collectors`: what one collector offers for one runtime. `None` = not offered.
+/// Datadog's `Collectors`: what one collector offers for one runtime. `None` = not offered.
 #[derive(Clone, Debug, Default)]
 pub struct Collectors {
     pub stats: Option<CollectorRef<dyn StatsCollector>>,
@@ -244,7 +244,7 @@ pub struct Collectors {
     pub container_id_for_pod_uid_and_name: Option<CollectorRef<dyn ContainerIdForPodUidAndName>>,
 }
 
-/// The Datadog provider model's `CollectorCatalog`: per runtime and flavor, what a collector offers.
+/// Datadog's `CollectorCatalog`: per runtime and flavor, what a collector offers.
 pub type CollectorCatalog = std::collections::BTreeMap<RuntimeMetadata, Collectors>;
 
 /// What a collector constructor returns when it cannot be built yet or ever, with the
@@ -271,7 +271,7 @@ impl ConstructError {
     }
 }
 
-/// The Datadog provider model's `CollectorFactory`: an id and a constructor the registry calls until it
+/// Datadog's `CollectorFactory`: an id and a constructor the registry calls until it
 /// succeeds or fails for good.
 pub struct CollectorFactory {
     pub id: &'static str,

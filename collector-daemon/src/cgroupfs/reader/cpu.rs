@@ -6,10 +6,14 @@
 use std::path::Path;
 
 use super::pass::{Controllers, Miss, Pass, parse_read};
-use crate::cgroupfs::cpu::{CpuMax, CpuStat, CpuacctStat, parse_cfs_quota, ticks_to_ns};
-use crate::cgroupfs::cpuset::count_cpus;
-use crate::cgroupfs::parse::{single_u64, us_to_ns};
-use crate::provider::stats::CpuStats;
+use crate::{
+    cgroupfs::{
+        cpu::{CpuMax, CpuStat, CpuacctStat, parse_cfs_quota, ticks_to_ns},
+        cpuset::count_cpus,
+        parse::{single_u64, us_to_ns},
+    },
+    provider::stats::CpuStats,
+};
 
 impl<'a> Pass<'a> {
     /// The CPU section; None when no file of it (nor the kernel walk) gave a value.
@@ -160,7 +164,7 @@ impl<'a> Pass<'a> {
     ) -> (Option<f64>, Option<bool>) {
         let cpus = self.own_cpus();
         // No limit of its own: the parent's, where ECS puts a task's limits above its
-        // containers. Only one level up, as in the Datadog provider model.
+        // containers. Only one level up, as in Datadog's provider.
         let limit = match self.limit_pct(quota_pct, cpus) {
             Some(pct) => Some(pct),
             None => self.parent_limit(cpu),
@@ -274,8 +278,8 @@ impl<'a> Pass<'a> {
         count.filter(|&n| n > 0)
     }
 
-    /// The Datadog provider model's `computeCPULimitPct`: the smaller of the cpuset's CPUs
-    /// ×100 (only when not every host CPU) and the quota percentage, over whichever exist.
+    /// The smaller of the cpuset's CPUs ×100 (only when not every host CPU) and the quota
+    /// percentage, over whichever exist (Datadog's `computeCPULimitPct`).
     fn limit_pct(&mut self, quota_pct: Option<f64>, cpus: Option<u32>) -> Option<f64> {
         let cpuset_pct = match cpus {
             Some(n) if Some(n) != self.host_cpus() => Some(f64::from(n) * 100.0),
@@ -325,8 +329,10 @@ impl<'a> Pass<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{BAD, D, HYBRID, I, S, TASK, V1, V2, fixture, read};
-    use super::*;
+    use super::{
+        super::testing::{BAD, D, HYBRID, I, S, TASK, V1, V2, fixture, read},
+        *,
+    };
 
     #[test]
     fn hybrid_limit_from_parent_cpuset_and_default() {

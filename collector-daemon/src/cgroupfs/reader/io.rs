@@ -5,10 +5,10 @@
 use std::path::Path;
 
 use super::pass::{Controllers, Pass};
-use crate::cgroupfs::io::{
-    Dev, any_nonzero, io_stats, merge_v1, parse_blkio_rwstat, parse_io_stat,
+use crate::{
+    cgroupfs::io::{Dev, any_nonzero, io_stats, merge_v1, parse_blkio_rwstat, parse_io_stat},
+    provider::stats::{DeviceIoStats, IoStats},
 };
-use crate::provider::stats::{DeviceIoStats, IoStats};
 
 impl Pass<'_> {
     /// The IO section with counters; None without an IO controller or when no file of it
@@ -117,14 +117,16 @@ impl Pass<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-    use std::path::Path;
+    use std::{collections::BTreeMap, path::Path};
 
-    use super::super::CgroupStatsReader;
-    use super::super::testing::{BAD, D, HYBRID, I, TASK, V2, fixture, fixtures, read};
-    use super::*;
-    use crate::cgroupfs::dirs::CgroupDirs;
-    use crate::cgroupfs::mounts::CgroupLayout;
+    use super::{
+        super::{
+            CgroupStatsReader,
+            testing::{BAD, D, HYBRID, I, TASK, V2, fixture, fixtures, read},
+        },
+        *,
+    };
+    use crate::cgroupfs::{dirs::CgroupDirs, mounts::CgroupLayout};
 
     #[test]
     fn hybrid_io_uncounted_bfq_and_recursive() {

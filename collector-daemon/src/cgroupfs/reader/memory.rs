@@ -5,11 +5,13 @@
 use std::path::Path;
 
 use super::pass::{Controllers, Miss, Pass};
-use crate::cgroupfs::memory::{
-    MemoryEvents, MemoryStatV1, MemoryStatV2, OomControl, v1_limit, working_set,
+use crate::{
+    cgroupfs::{
+        memory::{MemoryEvents, MemoryStatV1, MemoryStatV2, OomControl, v1_limit, working_set},
+        parse::{Limit, single_limit, single_u64},
+    },
+    provider::stats::MemoryStats,
 };
-use crate::cgroupfs::parse::{Limit, single_limit, single_u64};
-use crate::provider::stats::MemoryStats;
 
 /// The five one-number v1 memory files, as read: usage, kmem usage, soft limit, failcnt, peak.
 type V1MemoryFiles = (
@@ -80,8 +82,8 @@ impl Pass<'_> {
             working_set: working_set(usage, stat.total_inactive_file),
             rss: stat.total_rss,
             cache: stat.total_cache,
-            // memory.failcnt counts charges that hit the limit, not OOM kills; the Datadog
-            // provider model reports it as the OOM events.
+            // memory.failcnt counts charges that hit the limit, not OOM kills; Datadog's
+            // provider reports it as the OOM events.
             oom_events: failcnt.as_ref().ok().copied(),
             failcnt: failcnt.ok(),
             oom_kills,

@@ -17,18 +17,24 @@ mod memory;
 mod pass;
 mod pids;
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use self::pass::Pass;
-use super::dirs::CgroupDirs;
-use super::diskstats::DeviceNames;
-use super::files::{DEFAULT_MAX_OPEN, FileCache};
-use super::kernel_values::KernelCgroupValues;
-use super::mounts::CgroupLayout;
-use crate::provider::stats::{ContainerStats, IoStats};
-use crate::ttl_map::TtlMap;
+use super::{
+    dirs::CgroupDirs,
+    diskstats::DeviceNames,
+    files::{DEFAULT_MAX_OPEN, FileCache},
+    kernel_values::KernelCgroupValues,
+    mounts::CgroupLayout,
+};
+use crate::{
+    provider::stats::{ContainerStats, IoStats},
+    ttl_map::TtlMap,
+};
 
 /// Where the online CPUs are listed (sysfs, Documentation/ABI/testing/sysfs-devices-system-cpu).
 pub const ONLINE_CPUS: &str = "/sys/devices/system/cpu/online";
@@ -233,27 +239,28 @@ pub(in crate::cgroupfs) mod testing {
     use std::path::{Path, PathBuf};
 
     use super::CgroupStatsReader;
-    use crate::cgroupfs::dirs::CgroupDirs;
-    use crate::cgroupfs::mounts::CgroupLayout;
-    use crate::provider::stats::ContainerStats;
+    use crate::{
+        cgroupfs::{dirs::CgroupDirs, mounts::CgroupLayout},
+        provider::stats::ContainerStats,
+    };
 
     /// Cgroup names of the fixture trees: an ECS task, and containers with their own limit
     /// (`L`), an inherited one (`I`), a cpuset (`S`), the default (`D`) and malformed files
     /// (`BAD`).
-    pub const TASK: &str = "0f3c5e7a9b1d4f6a8c2e4b6d8f0a1c3e";
-    pub const L: &str = "2c1f9e0b7a4d4e6b8f3a5c7d9e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b";
-    pub const I: &str = "5d4c3b2a19080f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796";
-    pub const S: &str = "9e8d7c6b5a4938271605f4e3d2c1b0a99e8d7c6b5a4938271605f4e3d2c1b0a9";
-    pub const D: &str = "71a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f80";
-    pub const BAD: &str = "bad0bad0bad0bad0bad0bad0bad0bad0bad0bad0bad0bad0bad0bad0bad0bad0";
+    pub(in crate::cgroupfs) const TASK: &str = "0f3c5e7a9b1d4f6a8c2e4b6d8f0a1c3e";
+    pub(in crate::cgroupfs) const L: &str = "2c1f9e0b7a4d4e6b8f3a5c7d9e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b";
+    pub(in crate::cgroupfs) const I: &str = "5d4c3b2a19080f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796";
+    pub(in crate::cgroupfs) const S: &str = "9e8d7c6b5a4938271605f4e3d2c1b0a99e8d7c6b5a4938271605f4e3d2c1b0a9";
+    pub(in crate::cgroupfs) const D: &str = "71a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f80";
+    pub(in crate::cgroupfs) const BAD: &str = "bad0bad0bad0bad0bad0bad0bad0bad0bad0bad0bad0bad0bad0bad0bad0bad0";
 
-    pub fn fixtures() -> PathBuf {
+    pub(in crate::cgroupfs) fn fixtures() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cgroupfs")
     }
 
     /// The layout of fixture tree `name` ("v1", "v2", "hybrid"): discovered from the captured
     /// `<name>-host/proc/self/{mountinfo,cgroup}`, with /sys/fs/cgroup moved to the tree.
-    pub fn fixture(name: &str) -> (CgroupLayout, CgroupStatsReader) {
+    pub(in crate::cgroupfs) fn fixture(name: &str) -> (CgroupLayout, CgroupStatsReader) {
         let host = fixtures().join(format!("{name}-host"));
         let layout = CgroupLayout::discover(&host.join("proc"))
             .expect("fixture layout")
@@ -265,7 +272,7 @@ pub(in crate::cgroupfs) mod testing {
     }
 
     /// What /proc/<pid>/cgroup says for a process in `path` of every listed hierarchy.
-    pub fn proc_cgroup(hierarchies: &[&str], path: &str) -> String {
+    pub(in crate::cgroupfs) fn proc_cgroup(hierarchies: &[&str], path: &str) -> String {
         hierarchies
             .iter()
             .map(|h| [h, ":", path, "\n"].concat())
@@ -273,7 +280,7 @@ pub(in crate::cgroupfs) mod testing {
     }
 
     /// The hierarchies of the fixture hosts, as `/proc/<pid>/cgroup` numbers them.
-    pub const HYBRID: &[&str] = &[
+    pub(in crate::cgroupfs) const HYBRID: &[&str] = &[
         "8:pids",
         "7:blkio",
         "4:memory",
@@ -282,11 +289,11 @@ pub(in crate::cgroupfs) mod testing {
         "1:cpu",
         "0:",
     ];
-    pub const V1: &[&str] = &["8:pids", "7:memory", "3:cpuset", "2:cpuacct,cpu"];
-    pub const V2: &[&str] = &["0:"];
+    pub(in crate::cgroupfs) const V1: &[&str] = &["8:pids", "7:memory", "3:cpuset", "2:cpuacct,cpu"];
+    pub(in crate::cgroupfs) const V2: &[&str] = &["0:"];
 
     /// The stats of cgroup `path` of hierarchies `ids`, without their timestamp.
-    pub fn read(
+    pub(in crate::cgroupfs) fn read(
         layout: &CgroupLayout,
         reader: &CgroupStatsReader,
         ids: &[&str],
@@ -304,16 +311,21 @@ pub(in crate::cgroupfs) mod testing {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-    use std::time::Instant;
+    use std::{collections::BTreeMap, time::Instant};
 
-    use super::testing::{HYBRID, L, TASK, V1, V2, fixture, proc_cgroup, read};
-    use super::*;
-    use crate::cgroupfs::dirs::{V1_CONTROLLERS, V1DirKeys};
-    use crate::cgroupfs::kernel_values::{DirKey, V1Values};
-    use crate::cgroupfs::mounts::HierarchyKind;
-    use crate::cgroupfs::parse::Limit;
-    use crate::provider::stats::{CpuStats, DeviceIoStats, MemoryStats, PidStats};
+    use super::{
+        testing::{HYBRID, L, TASK, V1, V2, fixture, proc_cgroup, read},
+        *,
+    };
+    use crate::{
+        cgroupfs::{
+            dirs::{V1_CONTROLLERS, V1DirKeys},
+            kernel_values::{DirKey, V1Values},
+            mounts::HierarchyKind,
+            parse::Limit,
+        },
+        provider::stats::{CpuStats, DeviceIoStats, MemoryStats, PidStats},
+    };
 
     #[test]
     fn hybrid_container_with_its_own_limits() {

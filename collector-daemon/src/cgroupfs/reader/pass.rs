@@ -5,9 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use super::CgroupStatsReader;
-use crate::cgroupfs::dirs::CgroupDirs;
-use crate::cgroupfs::kernel_values::{KernelCgroupValues, V1Values};
-use crate::cgroupfs::psi::Pressure;
+use crate::cgroupfs::{
+    dirs::CgroupDirs,
+    kernel_values::{KernelCgroupValues, V1Values},
+    psi::Pressure,
+};
 
 /// The PSI files of a v2 directory (`Documentation/accounting/psi.rst`).
 const PRESSURE_FILES: [&str; 3] = ["cpu.pressure", "memory.pressure", "io.pressure"];

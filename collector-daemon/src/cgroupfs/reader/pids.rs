@@ -3,9 +3,13 @@
 //! `pids`.
 
 use super::pass::{Controllers, Pass};
-use crate::cgroupfs::parse::Limit;
-use crate::cgroupfs::pids::{parse_current, parse_max};
-use crate::provider::stats::PidStats;
+use crate::{
+    cgroupfs::{
+        parse::Limit,
+        pids::{parse_current, parse_max},
+    },
+    provider::stats::PidStats,
+};
 
 impl Pass<'_> {
     /// The PIDs section; None without a pids controller or when neither file gave a value.
@@ -36,8 +40,10 @@ impl Pass<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{BAD, D, HYBRID, I, TASK, V1, V2, fixture, read};
-    use super::*;
+    use super::{
+        super::testing::{BAD, D, HYBRID, I, TASK, V1, V2, fixture, read},
+        *,
+    };
 
     #[test]
     fn hybrid_pids_without_and_with_a_limit() {
