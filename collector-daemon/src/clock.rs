@@ -24,9 +24,18 @@ pub fn ns_per_tick(hz: u64) -> u64 {
     1_000_000_000 / hz.max(1)
 }
 
-/// `ticks` of this host's `USER_HZ` in ns (saturating).
+/// `ticks` at `hz` ticks per second, in ns, exactly (`hz` need not divide 10^9); `None` when
+/// `hz` is 0 or the result overflows.
+pub fn ticks_to_ns_at(ticks: u64, hz: u64) -> Option<u64> {
+    if hz == 0 {
+        return None;
+    }
+    u64::try_from(u128::from(ticks) * 1_000_000_000 / u128::from(hz)).ok()
+}
+
+/// `ticks` of this host's `USER_HZ`, in ns (saturating).
 pub fn ticks_to_ns(ticks: u64) -> u64 {
-    ticks.saturating_mul(ns_per_tick(user_hz()))
+    ticks_to_ns_at(ticks, user_hz()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -39,6 +48,10 @@ mod tests {
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
         assert_eq!(user_hz(), u64::try_from(hz).unwrap());
         assert_eq!(ticks_to_ns(3), 3 * ns_per_tick(user_hz()));
+        assert_eq!(ticks_to_ns_at(36, 100), Some(360_000_000));
+        assert_eq!(ticks_to_ns_at(3, 1024), Some(2_929_687));
+        assert_eq!(ticks_to_ns_at(3, 0), None);
+        assert_eq!(ticks_to_ns_at(u64::MAX, 1), None);
         assert_eq!(ns_per_tick(100), 10_000_000);
         assert_eq!(ns_per_tick(0), 1_000_000_000);
     }

@@ -64,17 +64,6 @@ impl CpuacctStat {
     }
 }
 
-/// Converts `USER_HZ` ticks to ns. The kernel reports `cpuacct.stat` through `nsec_to_clock_t`, so
-/// `USER_HZ` (`sysconf(_SC_CLK_TCK)`, 100 on every mainstream architecture) is the unit.
-#[must_use]
-pub fn ticks_to_ns(ticks: u64, user_hz: u64) -> Option<u64> {
-    if user_hz == 0 {
-        return None;
-    }
-    let ns = u128::from(ticks) * 1_000_000_000 / u128::from(user_hz);
-    u64::try_from(ns).ok()
-}
-
 /// A CFS bandwidth limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CpuMax {
@@ -183,9 +172,6 @@ mod tests {
     fn cpuacct_stat_and_ticks() {
         let s = CpuacctStat::parse("user 36\nsystem 69\n");
         assert_eq!((s.user_ticks, s.system_ticks), (Some(36), Some(69)));
-        assert_eq!(ticks_to_ns(36, 100), Some(360_000_000));
-        assert_eq!(ticks_to_ns(3, 1024), Some(2_929_687));
-        assert_eq!(ticks_to_ns(3, 0), None);
     }
 
     #[test]

@@ -31,6 +31,7 @@ use prost::Message as _;
 use prost_types::Timestamp;
 use tokio::sync::mpsc;
 
+use crate::error_chain::ErrorChain;
 use super::metadata::{ContainerMeta, MetadataStore, Source, SourceState};
 
 /// How often a socket that is not there is looked for again (one `stat`).
@@ -161,7 +162,7 @@ impl Watcher {
 
     /// Records an outage; warns only when one begins, not at every failed retry.
     fn down(&self, error: &WatchError) {
-        let reason = error_chain(error);
+        let reason = ErrorChain(error).to_string();
         let before = self.store.set_state(
             Source::Containerd,
             SourceState::Down {
@@ -533,7 +534,7 @@ fn status_message(status: &Status) -> String {
     let Some(source) = std::error::Error::source(status) else {
         return status.message().to_owned();
     };
-    let causes = error_chain(source);
+    let causes = ErrorChain(source).to_string();
     if causes.starts_with(status.message()) {
         causes
     } else {
@@ -552,23 +553,6 @@ async fn bounded<T>(
             call,
             timeout: CALL_TIMEOUT,
         })?
-}
-
-/// An error and its causes, `: `-separated: the state's reason and the log line. A cause
-/// that repeats the text before it is left out (hyper's and std's errors often show their
-/// source in their own message too).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        let line = e.to_string();
-        if !text.ends_with(&line) {
-            text.push_str(": ");
-            text.push_str(&line);
-        }
-        cause = e.source();
-    }
-    text
 }
 
 /// Waits before reconnecting: doubling from [`BACKOFF_MIN`] to [`BACKOFF_MAX`].
@@ -763,7 +747,7 @@ mod tests {
             matches!(&error, WatchError::Decode { topic, .. } if topic == TOPIC_CONTAINER_CREATE),
             "{error:?}"
         );
-        assert!(error_chain(&error).starts_with("cannot decode a /containers/create event"));
+        assert!(ErrorChain(&error).to_string().starts_with("cannot decode a /containers/create event"));
     }
 
     #[test]
@@ -796,7 +780,7 @@ mod tests {
         struct Repeats(#[source] std::io::Error);
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert_eq!(
-            error_chain(&Repeats(refused)),
+            ErrorChain(&Repeats(refused)).to_string(),
             "connecting: connection refused"
         );
         let error = WatchError::Namespace {
@@ -804,7 +788,7 @@ mod tests {
             source: MetadataValue::try_from("\n").unwrap_err(),
         };
         assert_eq!(
-            error_chain(&error),
+            ErrorChain(&error).to_string(),
             format!(
                 "the containerd namespace \"x\" cannot be sent as a gRPC header: {}",
                 MetadataValue::try_from("\n").unwrap_err()

@@ -8,7 +8,7 @@ use std::path::Path;
 use super::pass::{Controllers, Miss, Pass, parse_read};
 use crate::{
     cgroupfs::{
-        cpu::{CpuMax, CpuStat, CpuacctStat, parse_cfs_quota, ticks_to_ns},
+        cpu::{CpuMax, CpuStat, CpuacctStat, parse_cfs_quota},
         cpuset::count_cpus,
         parse::{single_u64, us_to_ns},
     },
@@ -106,8 +106,8 @@ impl<'a> Pass<'a> {
         }
         if let Some(st) = stat {
             let hz = self.r.user_hz;
-            s.user = st.user_ticks.and_then(|t| ticks_to_ns(t, hz));
-            s.system = st.system_ticks.and_then(|t| ticks_to_ns(t, hz));
+            s.user = st.user_ticks.and_then(|t| crate::clock::ticks_to_ns_at(t, hz));
+            s.system = st.system_ticks.and_then(|t| crate::clock::ticks_to_ns_at(t, hz));
             ok = true;
         }
         ok
