@@ -1,7 +1,7 @@
 //! Writing events into the ring buffer. A full buffer is counted, never silently dropped.
 //!
-//! Waking the reader is what an event costs most: on the 6.18 VM this was measured on, a
-//! wakeup (an `irq_work` self-IPI) took ~9 µs, the rest of a fork's program ~1 µs. So events
+//! Waking the reader is what an event costs most: a wakeup is an `irq_work` self-IPI, several
+//! times the cost of the rest of a fork's program (figures in docs/benchmarks.md). So events
 //! are submitted without a wakeup, and the reader is woken only once the buffer is a quarter
 //! full; the daemon otherwise drains on a short timer and before every lookup, which is what
 //! keeps answers current.

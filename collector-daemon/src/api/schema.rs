@@ -262,7 +262,7 @@ pub struct ErrorBody {
     pub error: String,
 }
 
-/// `GET /v1/containers/{id}/stats`: the seed's `ContainerStats` (timestamp, cpu, memory,
+/// `GET /v1/containers/{id}/stats`: Datadog's `ContainerStats` (timestamp, cpu, memory,
 /// io, pid) with the network stats and open-files count beside it, which collector answered
 /// each part (`sources`), and the chains that failed while others answered (`errors`).
 /// Absent values are null.

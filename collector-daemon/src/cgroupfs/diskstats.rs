@@ -1,9 +1,9 @@
 //! Block device names by device number, from `/proc/diskstats` (Documentation/admin-guide/iostats.rst):
 //! `major minor name` then at least 11 counters (14 fields in all since 2.6; 18 with discard
 //! stats since 4.18, 20 with flush stats since 5.5). Lines with fewer than 14 fields are skipped,
-//! as the seed does. The table is cached for a minute, and a lookup that misses re-reads it at
-//! most once a second, so a newly attached disk shows up quickly without a miss storm re-reading
-//! the file for every cgroup with IO on an unnamed device.
+//! as Datadog's provider does. The table is cached for a minute, and a lookup that misses
+//! re-reads it at most once a second, so a newly attached disk shows up quickly without a miss
+//! storm re-reading the file for every cgroup with IO on an unnamed device.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -48,7 +48,7 @@ impl Pressure {
         out
     }
 
-    /// The `some` total in ns: the seed's `PartialStallTime`.
+    /// The `some` total in ns: Datadog's `PartialStallTime`.
     #[must_use]
     pub fn some_total_ns(&self) -> Option<u64> {
         self.some.map(|l| super::parse::us_to_ns(l.total_us))

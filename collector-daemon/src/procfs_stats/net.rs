@@ -2,7 +2,7 @@
 //! identity from `/proc/<pid>/ns/net`.
 //!
 //! `/proc/<pid>/net/dev` shows the counters of the network namespace that `<pid>` is in, so no
-//! `setns` is needed (the seed relies on the same fact, study §3.6). The namespace is named by
+//! `setns` is needed (Datadog's provider relies on the same fact). The namespace is named by
 //! the inode of `/proc/<pid>/ns/net`, which is what `network_isolation_group_id` carries:
 //! containers that share it (a Kubernetes pod) share these counters.
 use std::collections::BTreeMap;
@@ -16,7 +16,7 @@ use procfs::net::InterfaceDeviceStatus;
 
 use crate::provider::{InterfaceNetStats, NetworkStats};
 
-/// The loopback interface: excluded, as in the seed, because traffic a container sends to
+/// The loopback interface: excluded, as in Datadog's provider, because traffic a container sends to
 /// itself is not network use.
 const LOOPBACK: &str = "lo";
 
@@ -79,7 +79,7 @@ pub fn netns_inode(proc_root: &Path, pid: u32) -> io::Result<u64> {
     Ok(std::fs::metadata(proc_root.join(pid.to_string()).join("ns/net"))?.ino())
 }
 
-/// The host's network namespace: PID 1's (the seed assumes the same; PID 1 of the daemon's
+/// The host's network namespace: PID 1's (Datadog's provider assumes the same; PID 1 of the daemon's
 /// PID namespace, which is the host's when the daemon runs with the host PID namespace).
 /// When PID 1's namespace cannot be read (a sandboxed init denies it even to root), the
 /// daemon's own: a node agent runs in the host's network namespace.

@@ -2,7 +2,7 @@
 //!
 //! `cgroup.procs` lists only the processes directly in one cgroup: a container that creates
 //! sub-cgroups (systemd inside, podman's `container/` leaf, CRI-O) keeps its processes below
-//! the container's root (study §5, PRs #27335 and #41524), so the walk goes down the tree.
+//! the container's root, so the walk goes down the tree.
 use std::collections::BTreeSet;
 use std::io;
 use std::path::Path;
