@@ -3,11 +3,15 @@
 
 use anyhow::Result;
 
-use crate::cmd::{Cmd, cargo};
-use crate::docker;
-use crate::test::root_env;
+use crate::{
+    cmd::{Cmd, cargo},
+    docker,
+    test::root_env,
+};
 
-/// Runs `cargo bench -p collector-tests -- ARGS` and lets its output through.
+/// Runs `cargo bench -p collector-tests -- ARGS` and lets its output through. The environment
+/// passes through; `COLLECTOR_BASELINE_DAEMON_BIN` (the baseline daemon of an A/B run, see
+/// `docs/benchmarks.md`) is made absolute, since the benches run in `tests/`.
 pub(crate) fn bench(args: &[String]) -> Result<()> {
     crate::setup::setup()?;
     crate::build()?;
@@ -15,5 +19,13 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     let mut cmd = Cmd::new(cargo());
     cmd.args(["bench", "-p", "collector-tests"]);
     root_env(&mut cmd)?;
+    if let Some(baseline) = std::env::var_os("COLLECTOR_BASELINE_DAEMON_BIN")
+        && !baseline.is_empty()
+    {
+        cmd.env(
+            "COLLECTOR_BASELINE_DAEMON_BIN",
+            std::path::absolute(&baseline)?,
+        );
+    }
     cmd.arg("--").args(args).run()
 }

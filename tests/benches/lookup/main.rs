@@ -26,6 +26,16 @@
 //! wall time. Answers are checked after each round, outside the clock: every single answer,
 //! the status of every batch and the full body of a sample of batches.
 //!
+//! A/B against a baseline build: with `COLLECTOR_BASELINE_DAEMON_BIN` set to another
+//! `collector-daemon` binary (e.g. built from the commit before a refactor), the bench also
+//! starts that binary with the eBPF daemon's arguments (its own socket and pin dir; both eBPF
+//! daemons' kernel programs then run side by side, attached alike), runs the eBPF daemon's
+//! rows against it as "baseline (eBPF)" in the same interleaved rounds (each right after its
+//! eBPF daemon twin, so the order flipping every round puts each build first in turn), checks
+//! every answer alike, and prints the ratios this build / baseline (keep-alive and
+//! new-connection latency, batched lookups/s): a refactor that changes nothing shows ~1.00x.
+//! Unset, nothing of it runs or prints.
+//!
 //! `cargo xtask bench` runs it as root with `COLLECTOR_DAEMON_BIN`. Without `--bench` (as
 //! `cargo test --benches` runs it) it is a quick smoke run with small counts.
 
@@ -39,16 +49,17 @@ mod setup;
 
 use std::time::{Duration, Instant};
 
-use collector_tests::support::cgroup::v2_mount;
-use collector_tests::support::{is_root, require};
-
-use crate::report::{print_ratios, print_setup, print_table};
-use crate::scenarios::{Via, run_interleaved, scenarios};
-use crate::setup::{Fleet, Plan, start_daemon};
+use collector_tests::support::{cgroup::v2_mount, is_root, require};
 // Dependencies of the support lib and the integration tests that this bench does not use.
 use {
     collector_common as _, collector_daemon as _, k8s_cri as _, tempfile as _, tokio as _,
     tonic as _,
+};
+
+use crate::{
+    report::{print_ratios, print_setup, print_table},
+    scenarios::{run_interleaved, scenarios},
+    setup::{Daemons, Fleet, Plan},
 };
 
 /// How much to do; [`Config::full`] for `cargo bench`, [`Config::quick`] otherwise.
@@ -131,11 +142,10 @@ fn main() {
     let setup_started = Instant::now();
     let fleet = Fleet::spawn(&config);
     let plan = Plan::new(&fleet.targets, config.batch_size);
-    let ebpf = start_daemon(Via::EbpfDaemon);
-    let no_ebpf = start_daemon(Via::ProcfsDaemon);
-    print_setup(&config, &ebpf, &no_ebpf, setup_started.elapsed());
+    let daemons = Daemons::start();
+    print_setup(&config, &daemons, setup_started.elapsed());
 
-    let mut scenarios = scenarios(&config, &plan, &ebpf, &no_ebpf);
+    let mut scenarios = scenarios(&config, &plan, &daemons);
     let measuring_started = Instant::now();
     run_interleaved(&mut scenarios, &config);
     print_table(&scenarios, &config, measuring_started.elapsed());

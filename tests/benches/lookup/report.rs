@@ -1,12 +1,12 @@
 //! Report.
 
-use std::time::Duration;
-use std::{fs, thread};
+use std::{fs, thread, time::Duration};
 
-use collector_tests::support::daemon::Daemon;
-
-use crate::Config;
-use crate::scenarios::{Measured, Mode, Scenario, Via, n_threads};
+use crate::{
+    Config,
+    scenarios::{Measured, Mode, Scenario, Via, n_threads},
+    setup::Daemons,
+};
 
 /// The sample at permille `q` of `sorted` (nearest rank).
 pub(crate) fn percentile(sorted: &[Duration], q: usize) -> Duration {
@@ -60,7 +60,12 @@ pub(crate) fn fmt_rate(rate: f64) -> String {
     out
 }
 
-pub(crate) fn print_setup(config: &Config, ebpf: &Daemon, no_ebpf: &Daemon, took: Duration) {
+pub(crate) fn print_setup(config: &Config, daemons: &Daemons, took: Duration) {
+    let Daemons {
+        ebpf,
+        no_ebpf,
+        baseline,
+    } = daemons;
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpus = thread::available_parallelism().map_or(0, usize::from);
     let health = ebpf.healthz();
@@ -93,6 +98,19 @@ pub(crate) fn print_setup(config: &Config, ebpf: &Daemon, no_ebpf: &Daemon, took
         health["ebpf"],
         health["ebpf_disabled_reason"]
     );
+    if let Some((bin, baseline)) = baseline {
+        let health = baseline.healthz();
+        println!(
+            "  {}: pid {}, ebpf {}, processes_live {}, cgroups {}; binary {} \
+             (COLLECTOR_BASELINE_DAEMON_BIN), started as the eBPF daemon",
+            Via::BaselineDaemon.name(),
+            baseline.pid(),
+            health["ebpf"],
+            health["processes_live"],
+            health["cgroups"],
+            bin.display()
+        );
+    }
     println!("  set-up took {:.1} s", took.as_secs_f64());
     println!(
         "  method: warm-up, then {} interleaved rounds per row (alternating order); latency per \
@@ -154,9 +172,9 @@ pub(crate) fn print_ratios(scenarios: &[Scenario<'_>]) {
     println!();
     println!("ratios (same run)");
     println!("  single lookup latency, eBPF daemon / in-process /proc read (1 thread):");
-    print_latency_ratio("keep-alive", single, read);
-    print_latency_ratio("keep-alive, same CPU", same_cpu, read);
-    print_latency_ratio("new connection each", single_new, read);
+    print_latency_ratio("keep-alive", single, read, 1);
+    print_latency_ratio("keep-alive, same CPU", same_cpu, read, 1);
+    print_latency_ratio("new connection each", single_new, read, 1);
     println!(
         "  batched lookups/s, eBPF daemon / in-process /proc read / --no-ebpf daemon batched:"
     );
@@ -179,6 +197,9 @@ pub(crate) fn print_ratios(scenarios: &[Scenario<'_>]) {
         .map(|threads| get(Via::EbpfDaemon, Mode::Batched { threads }).per_second)
         .into_iter()
         .fold(0.0, f64::max);
+    if scenarios.iter().any(|s| s.via == Via::BaselineDaemon) {
+        print_baseline_ratios(scenarios);
+    }
     let verdict = |pass: bool| if pass { "PASS" } else { "MISS" };
     println!();
     println!("targets (informational, not asserted)");
@@ -197,11 +218,11 @@ pub(crate) fn print_ratios(scenarios: &[Scenario<'_>]) {
     );
 }
 
-/// One line: p50 and p99 of `a` over those of `b`.
-pub(crate) fn print_latency_ratio(label: &str, a: Summary, b: Summary) {
+/// One line: p50 and p99 of `a` over those of `b`, the ratios with `decimals` decimals.
+pub(crate) fn print_latency_ratio(label: &str, a: Summary, b: Summary, decimals: usize) {
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(f64::MIN_POSITIVE);
     println!(
-        "    {:<22} p50 {} / {} = {:.1}x    p99 {} / {} = {:.1}x",
+        "    {:<22} p50 {} / {} = {:.decimals$}x    p99 {} / {} = {:.decimals$}x",
         format!("{label}:"),
         fmt_duration(a.p50),
         fmt_duration(b.p50),
@@ -210,4 +231,34 @@ pub(crate) fn print_latency_ratio(label: &str, a: Summary, b: Summary) {
         fmt_duration(b.p99),
         ratio(a.p99, b.p99),
     );
+}
+
+/// This build's eBPF daemon over the baseline build's, row by row (same run): latency of the
+/// single lookups, lookups/s of the batches. Within noise, the ratios sit around 1.00x.
+pub(crate) fn print_baseline_ratios(scenarios: &[Scenario<'_>]) {
+    let get = |via, mode| find_summary(scenarios, via, mode);
+    println!(
+        "  this build / baseline, eBPF daemons (same run, same arguments; 1.00x = no change):"
+    );
+    for (label, mode) in [
+        ("keep-alive", Mode::KeepAlive),
+        ("keep-alive, same CPU", Mode::KeepAliveSameCpu),
+        ("new connection each", Mode::NewConnection),
+    ] {
+        let (this, base) = (get(Via::EbpfDaemon, mode), get(Via::BaselineDaemon, mode));
+        print_latency_ratio(label, this, base, 2);
+    }
+    for threads in [1, 2] {
+        let mode = Mode::Batched { threads };
+        let (this, base) = (get(Via::EbpfDaemon, mode), get(Via::BaselineDaemon, mode));
+        println!(
+            "    {:<22} {} / {} lookups/s = {:.2}x    batch p50 {:.2}x  p99 {:.2}x",
+            format!("batched, {}:", n_threads(threads)),
+            fmt_rate(this.per_second),
+            fmt_rate(base.per_second),
+            this.per_second / base.per_second.max(f64::MIN_POSITIVE),
+            this.p50.as_secs_f64() / base.p50.as_secs_f64().max(f64::MIN_POSITIVE),
+            this.p99.as_secs_f64() / base.p99.as_secs_f64().max(f64::MIN_POSITIVE),
+        );
+    }
 }

@@ -1,23 +1,30 @@
 //! Scenarios and how they are run.
 
-use std::path::Path;
-use std::sync::Barrier;
-use std::time::{Duration, Instant};
-use std::{panic, thread};
+use std::{
+    panic,
+    path::Path,
+    sync::Barrier,
+    thread,
+    time::{Duration, Instant},
+};
 
 use collector_tests::support::daemon::Daemon;
 
-use crate::Config;
-use crate::checks::{check_batch, check_in_process, check_single};
-use crate::client::Client;
-use crate::in_process::resolve_in_process;
-use crate::pinning::SameCpu;
-use crate::setup::Plan;
+use crate::{
+    Config,
+    checks::{check_batch, check_in_process, check_single},
+    client::Client,
+    in_process::resolve_in_process,
+    pinning::SameCpu,
+    setup::{Daemons, Plan},
+};
 
 /// Who answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Via {
     EbpfDaemon,
+    /// The baseline build's daemon, started as the eBPF daemon is (an A/B run).
+    BaselineDaemon,
     ProcfsDaemon,
     InProcess,
 }
@@ -26,6 +33,7 @@ impl Via {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Via::EbpfDaemon => "eBPF daemon",
+            Via::BaselineDaemon => "baseline (eBPF)",
             Via::ProcfsDaemon => "--no-ebpf daemon",
             Via::InProcess => "no daemon",
         }
@@ -34,7 +42,7 @@ impl Via {
     /// The `source` every answer of this daemon must carry.
     pub(crate) fn source(self) -> &'static str {
         match self {
-            Via::EbpfDaemon => "ebpf",
+            Via::EbpfDaemon | Via::BaselineDaemon => "ebpf",
             Via::ProcfsDaemon | Via::InProcess => "procfs",
         }
     }
@@ -121,18 +129,23 @@ impl Scenario<'_> {
     }
 }
 
-/// Every row of the table, in table order.
+/// Every row of the table, in table order: the eBPF daemon's, the baseline's (the same
+/// rows), the `--no-ebpf` daemon's, the in-process reads.
 pub(crate) fn scenarios<'a>(
     config: &Config,
     plan: &'a Plan,
-    ebpf: &Daemon,
-    no_ebpf: &Daemon,
+    daemons: &Daemons,
 ) -> Vec<Scenario<'a>> {
     let mut all = Vec::new();
-    for (via, daemon) in [(Via::EbpfDaemon, ebpf), (Via::ProcfsDaemon, no_ebpf)] {
+    let mut answering = vec![(Via::EbpfDaemon, &daemons.ebpf)];
+    if let Some((_, baseline)) = &daemons.baseline {
+        answering.push((Via::BaselineDaemon, baseline));
+    }
+    answering.push((Via::ProcfsDaemon, &daemons.no_ebpf));
+    for (via, daemon) in answering {
         let socket = daemon.socket();
         let mut modes = vec![Mode::KeepAlive, Mode::NewConnection];
-        if via == Via::EbpfDaemon {
+        if via != Via::ProcfsDaemon {
             modes.insert(1, Mode::KeepAliveSameCpu);
         }
         for mode in modes {
@@ -328,12 +341,14 @@ pub(crate) fn run_clients<T: Send>(
 /// Runs a warm-up round of every scenario, then `config.rounds` rounds of all of them in turn
 /// (every other round in reverse order), so that machine noise is spread over all rows.
 pub(crate) fn run_interleaved(scenarios: &mut [Scenario<'_>], config: &Config) {
-    for s in scenarios.iter_mut() {
+    let run_order = run_order(scenarios);
+    for &i in &run_order {
+        let s = &mut scenarios[i];
         // Warm-up: connections, caches, the daemon's allocator; checked, not recorded.
         let _ = (s.round)((s.samples / 10).max(1), Instant::now() + config.round_cap);
     }
     for round in 0..config.rounds {
-        let mut order: Vec<usize> = (0..scenarios.len()).collect();
+        let mut order = run_order.clone();
         if round % 2 == 1 {
             order.reverse();
         }
@@ -345,4 +360,26 @@ pub(crate) fn run_interleaved(scenarios: &mut [Scenario<'_>], config: &Config) {
             s.measured.merge(measured);
         }
     }
+}
+
+/// The order rows run in a round: table order, except that each baseline row runs right after
+/// the eBPF daemon's row of the same mode, so that the two builds are measured as close in
+/// time as can be (and, with the order flipping every round, each first in turn). Without a
+/// baseline, table order.
+pub(crate) fn run_order(scenarios: &[Scenario<'_>]) -> Vec<usize> {
+    let mut order = Vec::with_capacity(scenarios.len());
+    for (i, s) in scenarios.iter().enumerate() {
+        if s.via == Via::BaselineDaemon {
+            continue;
+        }
+        order.push(i);
+        if s.via == Via::EbpfDaemon {
+            order.extend(
+                scenarios
+                    .iter()
+                    .position(|twin| twin.is(Via::BaselineDaemon, s.mode)),
+            );
+        }
+    }
+    order
 }

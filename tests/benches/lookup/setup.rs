@@ -1,15 +1,17 @@
 //! Set-up: the processes, the daemons, and the requests, all prepared before any clock runs.
 
-use std::hash::RandomState;
-
-use collector_tests::support::cgroup::TestCgroup;
-use collector_tests::support::daemon::Daemon;
-use collector_tests::support::process::{
-    ChildGuard, bench_sleeper, random_container_id, spawn_command_in_cgroup,
+use std::{
+    hash::RandomState,
+    path::{Path, PathBuf},
 };
 
-use crate::Config;
-use crate::scenarios::Via;
+use collector_tests::support::{
+    cgroup::TestCgroup,
+    daemon::{Daemon, baseline_daemon_bin, daemon_bin},
+    process::{ChildGuard, bench_sleeper, random_container_id, spawn_command_in_cgroup},
+};
+
+use crate::{Config, scenarios::Via};
 
 /// A PID to look up and the container it must resolve to.
 #[derive(Debug, Clone)]
@@ -75,18 +77,43 @@ impl Fleet {
     }
 }
 
-/// Starts the daemon for `via` and makes sure it is what the rows say: a bench of the eBPF
+/// The daemons: this build's with and without eBPF, and in an A/B run the baseline build's
+/// (`COLLECTOR_BASELINE_DAEMON_BIN`), started as the eBPF daemon is, on its own socket and pin
+/// dir.
+pub(crate) struct Daemons {
+    pub ebpf: Daemon,
+    pub no_ebpf: Daemon,
+    /// The baseline binary and its daemon.
+    pub baseline: Option<(PathBuf, Daemon)>,
+}
+
+impl Daemons {
+    pub(crate) fn start() -> Self {
+        let bin = daemon_bin();
+        Self {
+            ebpf: start_daemon(Via::EbpfDaemon, &bin),
+            no_ebpf: start_daemon(Via::ProcfsDaemon, &bin),
+            baseline: baseline_daemon_bin().map(|baseline| {
+                let daemon = start_daemon(Via::BaselineDaemon, &baseline);
+                (baseline, daemon)
+            }),
+        }
+    }
+}
+
+/// Starts `bin` as the daemon for `via` (the baseline with the eBPF daemon's arguments, so
+/// only flags it knows too) and makes sure it is what the rows say: a bench of the eBPF
 /// daemon that silently fell back to procfs would be worthless.
-pub(crate) fn start_daemon(via: Via) -> Daemon {
+pub(crate) fn start_daemon(via: Via, bin: &Path) -> Daemon {
     let daemon = match via {
-        Via::EbpfDaemon => Daemon::start(&[]),
-        Via::ProcfsDaemon => Daemon::start(&["--no-ebpf"]),
+        Via::EbpfDaemon | Via::BaselineDaemon => Daemon::start_bin(bin, &[]),
+        Via::ProcfsDaemon => Daemon::start_bin(bin, &["--no-ebpf"]),
         Via::InProcess => unreachable!("no daemon reads in-process"),
     };
     let health = daemon.healthz();
     assert_eq!(
         health["ebpf"],
-        via == Via::EbpfDaemon,
+        via != Via::ProcfsDaemon,
         "{} daemon: unexpected /healthz {health}",
         via.name()
     );

@@ -1,14 +1,18 @@
 //! Checks: a bench that measures error answers or half answers is worthless.
 
-use std::collections::{BTreeMap, HashMap};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::{
+    collections::{BTreeMap, HashMap},
+    thread,
+    time::{Duration, Instant},
+};
 
 use collector_tests::support::http::parse_response;
 use serde_json::Value;
 
-use crate::COVER_TIMEOUT;
-use crate::collect::{Measured, Via};
+use crate::{
+    COVER_TIMEOUT,
+    collect::{Measured, Via},
+};
 
 /// What one answer held, for the report.
 #[derive(Debug, Clone, Default)]
@@ -154,7 +158,7 @@ pub(crate) fn wait_covered(path: &Measured, ids: &[String]) -> Answer {
         {
             panic!(
                 "{}: GET {}: {} {}",
-                path.via.name(),
+                path.name(),
                 path.via.path(),
                 response.status,
                 response.body
@@ -164,7 +168,7 @@ pub(crate) fn wait_covered(path: &Measured, ids: &[String]) -> Answer {
             Ok(answer) => return answer,
             Err(e) if Instant::now() > deadline => panic!(
                 "{}: GET {} did not cover the {} test containers within {COVER_TIMEOUT:?}: {e}",
-                path.via.name(),
+                path.name(),
                 path.via.path(),
                 ids.len()
             ),

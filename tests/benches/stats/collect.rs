@@ -1,15 +1,19 @@
 //! The paths measured and one measured collection.
 
-use std::collections::HashMap;
-use std::fs;
-use std::io::{Read as _, Write as _};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
-use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    fs,
+    io::{Read as _, Write as _},
+    os::unix::net::UnixStream,
+    path::Path,
+    rc::Rc,
+    time::{Duration, Instant},
+};
 
-use collector_tests::support::daemon::Daemon;
-use collector_tests::support::http::request;
+use collector_tests::support::{
+    daemon::{Daemon, daemon_bin},
+    http::request,
+};
 
 use crate::{IO_TIMEOUT, METRICS_PATH, STATS_PATH};
 
@@ -52,8 +56,52 @@ impl Via {
     }
 }
 
-/// A request under measurement, to a daemon (the scrapes share the eBPF daemon).
+/// Which build of the daemon answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Build {
+    /// This build: `COLLECTOR_DAEMON_BIN`.
+    This,
+    /// `COLLECTOR_BASELINE_DAEMON_BIN`, measured beside this build in an A/B run.
+    Baseline,
+}
+
+/// The name of a row: `via`'s for this build; the baseline's rows are named apart.
+pub(crate) fn row_name(build: Build, via: Via) -> &'static str {
+    match (build, via) {
+        (Build::This, via) => via.name(),
+        (Build::Baseline, Via::Ebpf) => "baseline (eBPF)",
+        (Build::Baseline, Via::Cgroupfs) => "baseline --no-ebpf",
+        (Build::Baseline, Via::Scrape) => "baseline /metrics",
+        (Build::Baseline, Via::ScrapeGzip) => "baseline /metrics gz",
+    }
+}
+
+/// Starts the daemons and returns the paths measured: the eBPF daemon's collection, the
+/// `--no-ebpf` daemon's, the eBPF daemon's scrapes; with a `baseline` binary also its eBPF
+/// daemon's collection and scrapes (a daemon of its own: own socket and pin dir).
+pub(crate) fn start_paths(baseline: Option<&Path>) -> Vec<Measured> {
+    let bin = daemon_bin();
+    let ebpf = Rc::new(Measured::start_daemon(&bin, Build::This, Via::Ebpf));
+    let cgroupfs = Rc::new(Measured::start_daemon(&bin, Build::This, Via::Cgroupfs));
+    let mut paths = vec![
+        Measured::new(Build::This, Via::Ebpf, Rc::clone(&ebpf)),
+        Measured::new(Build::This, Via::Cgroupfs, cgroupfs),
+        Measured::new(Build::This, Via::Scrape, Rc::clone(&ebpf)),
+        Measured::new(Build::This, Via::ScrapeGzip, ebpf),
+    ];
+    if let Some(baseline) = baseline {
+        let daemon = Rc::new(Measured::start_daemon(baseline, Build::Baseline, Via::Ebpf));
+        paths.extend(
+            [Via::Ebpf, Via::Scrape, Via::ScrapeGzip]
+                .map(|via| Measured::new(Build::Baseline, via, Rc::clone(&daemon))),
+        );
+    }
+    paths
+}
+
+/// A request under measurement, to a daemon (the scrapes share the eBPF daemon of their build).
 pub(crate) struct Measured {
+    pub build: Build,
     pub via: Via,
     pub daemon: Rc<Daemon>,
     /// The request, built once.
@@ -61,25 +109,26 @@ pub(crate) struct Measured {
 }
 
 impl Measured {
-    /// Starts the daemon for `via` and makes sure it is what the rows say: an eBPF daemon that
-    /// silently fell back to cgroupfs would make the comparison worthless.
-    pub(crate) fn start_daemon(via: Via) -> Daemon {
+    /// Starts `bin` as the daemon for `via` (only with flags the baseline knows too) and makes
+    /// sure it is what the rows say: an eBPF daemon that silently fell back to cgroupfs would
+    /// make the comparison worthless.
+    pub(crate) fn start_daemon(bin: &Path, build: Build, via: Via) -> Daemon {
         let mut args = vec!["--metrics-addr", "none"];
         if via == Via::Cgroupfs {
             args.push("--no-ebpf");
         }
-        let daemon = Daemon::start(&args);
+        let daemon = Daemon::start_bin(bin, &args);
         let health = daemon.healthz();
         assert_eq!(
             health["ebpf"],
             via != Via::Cgroupfs,
             "{}: unexpected /healthz {health}",
-            via.name()
+            row_name(build, via)
         );
         daemon
     }
 
-    pub(crate) fn new(via: Via, daemon: Rc<Daemon>) -> Self {
+    pub(crate) fn new(build: Build, via: Via, daemon: Rc<Daemon>) -> Self {
         let request = match via {
             Via::Ebpf | Via::Cgroupfs | Via::Scrape => request("GET", via.path(), None),
             Via::ScrapeGzip => format!(
@@ -89,10 +138,15 @@ impl Measured {
             .into_bytes(),
         };
         Self {
+            build,
             via,
             daemon,
             request,
         }
+    }
+
+    pub(crate) fn name(&self) -> &'static str {
+        row_name(self.build, self.via)
     }
 
     /// One full collection: its wall time and the daemon's CPU time, and the body to check
@@ -101,7 +155,7 @@ impl Measured {
         let before = thread_cpu(self.daemon.pid());
         let started = Instant::now();
         fetch(self.daemon.socket(), &self.request, body)
-            .unwrap_or_else(|e| panic!("{}: GET {}: {e}", self.via.name(), self.via.path()));
+            .unwrap_or_else(|e| panic!("{}: GET {}: {e}", self.name(), self.via.path()));
         let wall = started.elapsed();
         let after = thread_cpu(self.daemon.pid());
         let (cpu, thread_exited) = cpu_between(&before, &after);
@@ -141,7 +195,10 @@ pub(crate) fn thread_cpu(pid: u32) -> HashMap<u32, u64> {
 
 /// CPU time spent between two [`thread_cpu`] readings, and whether a thread exited in
 /// between (its time since `before` is then lost, so the sample undercounts).
-pub(crate) fn cpu_between(before: &HashMap<u32, u64>, after: &HashMap<u32, u64>) -> (Duration, bool) {
+pub(crate) fn cpu_between(
+    before: &HashMap<u32, u64>,
+    after: &HashMap<u32, u64>,
+) -> (Duration, bool) {
     let ns: u64 = after
         .iter()
         .map(|(tid, &now)| now.saturating_sub(before.get(tid).copied().unwrap_or(0)))

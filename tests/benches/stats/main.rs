@@ -38,6 +38,16 @@
 //! goes below (the eBPF daemon's kernel cgroup walk, which replaces the other files, is not
 //! in it); the daemons' CPU is also given as a multiple of it.
 //!
+//! A/B against a baseline build: with `COLLECTOR_BASELINE_DAEMON_BIN` set to another
+//! `collector-daemon` binary (e.g. built from the commit before a refactor), the bench also
+//! starts that binary with the eBPF daemon's arguments (its own socket and pin dir; both eBPF
+//! daemons' kernel programs then run side by side, attached alike), measures its collection
+//! and scrapes in the same interleaved rounds as the other rows ("baseline (eBPF)",
+//! "baseline /metrics", "baseline /metrics gz"), checks every answer alike, and prints the
+//! ratios this build / baseline, also as the median of the ratios of the pairs measured in the
+//! same pass (the steadier figure): a refactor that changes nothing shows ~1.00x. Unset,
+//! nothing of it runs or prints.
+//!
 //! `cargo xtask bench` runs it as root with `COLLECTOR_DAEMON_BIN`; a positional argument
 //! runs only the benches whose name contains it (`cargo xtask bench -- stats`). Without
 //! `--bench` (as `cargo test --benches` runs it) it is a quick smoke run with small counts,
@@ -50,21 +60,21 @@ mod floor;
 mod report;
 mod rounds;
 
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use collector_tests::support::cgroup::v2_mount;
-use collector_tests::support::{is_root, require};
+use collector_tests::support::{cgroup::v2_mount, daemon::baseline_daemon_bin, is_root, require};
 // Dependencies of the support lib and the integration tests that this bench does not use.
 use {
     collector_common as _, collector_daemon as _, k8s_cri as _, tempfile as _, tokio as _,
     tonic as _,
 };
 
-use crate::collect::{Measured, Via};
-use crate::fleet::Fleet;
-use crate::report::{print_floor, print_ratios, print_setup, print_table};
-use crate::rounds::measure_size;
+use crate::{
+    collect::start_paths,
+    fleet::Fleet,
+    report::{print_floor, print_ratios, print_setup, print_table},
+    rounds::measure_size,
+};
 
 /// stats read: cpu and cpuacct (CPU), cpuset, memory, pids, blkio (IO).
 const CONTROLLERS: [&str; 6] = ["cpu", "cpuacct", "cpuset", "memory", "pids", "blkio"];
@@ -135,19 +145,11 @@ fn main() {
     fleet.grow(config.sizes[0]);
     let mut setup = vec![(config.sizes[0], started.elapsed())];
 
+    let baseline = baseline_daemon_bin();
     let started = Instant::now();
-    let ebpf = Rc::new(Measured::start_daemon(Via::Ebpf));
-    let paths = [
-        Measured::new(Via::Ebpf, Rc::clone(&ebpf)),
-        Measured::new(
-            Via::Cgroupfs,
-            Rc::new(Measured::start_daemon(Via::Cgroupfs)),
-        ),
-        Measured::new(Via::Scrape, Rc::clone(&ebpf)),
-        Measured::new(Via::ScrapeGzip, ebpf),
-    ];
+    let paths = start_paths(baseline.as_deref());
     let daemons_took = started.elapsed();
-    print_setup(&fleet, &paths, daemons_took);
+    print_setup(&fleet, &paths, baseline.as_deref(), daemons_took);
 
     let mut rows = Vec::new();
     let mut floors = Vec::new();

@@ -1,13 +1,14 @@
 //! Report.
 
-use std::time::Duration;
-use std::{fs, thread};
+use std::{fs, path::Path, thread, time::Duration};
 
-use crate::collect::{Measured, Sample, Via};
-use crate::fleet::Fleet;
-use crate::floor::FloorRow;
-use crate::rounds::Row;
-use crate::{CPU_TARGET, Config, METRICS_PATH, SCRAPE_TARGET, STATS_PATH};
+use crate::{
+    CPU_TARGET, Config, METRICS_PATH, SCRAPE_TARGET, STATS_PATH,
+    collect::{Build, Measured, Sample, Via},
+    fleet::Fleet,
+    floor::FloorRow,
+    rounds::Row,
+};
 
 /// The sample at permille `q` of `sorted` (nearest rank).
 pub(crate) fn percentile(sorted: &[Duration], q: usize) -> Duration {
@@ -56,7 +57,12 @@ pub(crate) fn per_container(d: Duration, n: usize) -> String {
     format!("{:.1} µs", d.as_secs_f64() * 1e6 / n.max(1.0))
 }
 
-pub(crate) fn print_setup(fleet: &Fleet, paths: &[Measured], daemons_took: Duration) {
+pub(crate) fn print_setup(
+    fleet: &Fleet,
+    paths: &[Measured],
+    baseline: Option<&Path>,
+    daemons_took: Duration,
+) {
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpus = thread::available_parallelism().map_or(0, usize::from);
     let health = paths[0].daemon.healthz();
@@ -77,9 +83,16 @@ pub(crate) fn print_setup(fleet: &Fleet, paths: &[Measured], daemons_took: Durat
     for p in paths {
         println!(
             "  {}: pid {}, ebpf {}",
-            p.via.name(),
+            p.name(),
             p.daemon.pid(),
             p.daemon.healthz()["ebpf"]
+        );
+    }
+    if let Some(baseline) = baseline {
+        println!(
+            "  baseline build (COLLECTOR_BASELINE_DAEMON_BIN): {}, its eBPF daemon started with \
+             the same arguments as this build's",
+            baseline.display()
         );
     }
     println!("  daemons started in {:.1} s", daemons_took.as_secs_f64());
@@ -99,9 +112,12 @@ pub(crate) fn print_table(rows: &[Row], setup: &[(usize, Duration)], config: &Co
 
 /// One line per row: who collected, how many containers, wall and CPU time.
 fn print_rows(rows: &[Row]) {
+    // 17 wide unless a baseline row's name needs more.
+    let who = rows.iter().map(|r| r.name().len() + 1).fold(17, usize::max);
+    let rule = "-".repeat(97 + who);
     println!();
     println!(
-        "{:>10} {:<17} {:>7} {:>10} {:>10} {:>10} {:>10} {:>13} {:>9} {:>8}",
+        "{:>10} {:<who$} {:>7} {:>10} {:>10} {:>10} {:>10} {:>13} {:>9} {:>8}",
         "containers",
         "who collects",
         "samples",
@@ -113,7 +129,7 @@ fn print_rows(rows: &[Row]) {
         "answer",
         "listed"
     );
-    println!("{}", "-".repeat(114));
+    println!("{rule}");
     let mut last_size = None;
     for row in rows {
         if last_size.is_some_and(|s| s != row.size) {
@@ -122,9 +138,9 @@ fn print_rows(rows: &[Row]) {
         last_size = Some(row.size);
         let sum = summarize(&row.samples);
         println!(
-            "{:>10} {:<17} {:>7} {:>10} {:>10} {:>10} {:>10} {:>13} {:>6} KB {:>8}",
+            "{:>10} {:<who$} {:>7} {:>10} {:>10} {:>10} {:>10} {:>13} {:>6} KB {:>8}",
             row.size,
-            row.via.name(),
+            row.name(),
             row.samples.len(),
             ms(sum.wall_p50),
             ms(sum.wall_p90),
@@ -135,7 +151,7 @@ fn print_rows(rows: &[Row]) {
             row.answer.containers,
         );
     }
-    println!("{}", "-".repeat(114));
+    println!("{rule}");
 }
 
 /// Samples that undercount, the first size's `sources`, how long the set-up took.
@@ -147,7 +163,7 @@ fn print_table_notes(rows: &[Row], setup: &[(usize, Duration)], config: &Config)
         let n = row.samples.iter().filter(|s| s.thread_exited).count();
         println!(
             "note: {} with {}: {n} samples saw a daemon thread exit (their CPU undercounts)",
-            row.via.name(),
+            row.name(),
             row.size
         );
     }
@@ -161,7 +177,7 @@ fn print_table_notes(rows: &[Row], setup: &[(usize, Duration)], config: &Config)
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        println!("sources ({}): {}", row.via.name(), sources.join(" "));
+        println!("sources ({}): {}", row.name(), sources.join(" "));
     }
     let setup: Vec<String> = setup
         .iter()
@@ -196,7 +212,7 @@ pub(crate) fn print_floor(rows: &[Row], floors: &[FloorRow]) {
         let f = summarize(&floor.samples);
         let over = |via: Via| {
             rows.iter()
-                .find(|r| r.size == floor.size && r.via == via)
+                .find(|r| r.is(floor.size, Build::This, via))
                 .map_or(f64::NAN, |r| {
                     ratio(summarize(&r.samples).cpu_p50, f.cpu_p50)
                 })
@@ -215,17 +231,17 @@ pub(crate) fn print_floor(rows: &[Row], floors: &[FloorRow]) {
     }
 }
 
-/// The summary of the row of `size` containers collected by `via`.
-fn summary_of(rows: &[Row], size: usize, via: Via) -> Summary {
+/// The summary of the row of `size` containers collected by `via` of `build`.
+fn summary_of(rows: &[Row], size: usize, build: Build, via: Via) -> Summary {
     rows.iter()
-        .find(|r| r.size == size && r.via == via)
+        .find(|r| r.is(size, build, via))
         .map(|r| summarize(&r.samples))
         .expect("every row exists")
 }
 
 /// The ratios between the rows of the same run, then the targets.
 pub(crate) fn print_ratios(rows: &[Row], floors: &[FloorRow], config: &Config) {
-    let get = |size: usize, via: Via| summary_of(rows, size, via);
+    let get = |size: usize, via: Via| summary_of(rows, size, Build::This, via);
     println!();
     println!("ratios eBPF daemon / --no-ebpf daemon (same run)");
     for &size in &config.sizes {
@@ -245,7 +261,7 @@ pub(crate) fn print_ratios(rows: &[Row], floors: &[FloorRow], config: &Config) {
             let s = get(size, via);
             let bytes = rows
                 .iter()
-                .find(|r| r.size == size && r.via == via)
+                .find(|r| r.is(size, Build::This, via))
                 .map_or(0, |r| r.body_bytes);
             println!(
                 "  {size:>5} containers, {:<16}: CPU p50 {:.2}x  p90 {:.2}x    wall p50 {:.2}x    \
@@ -271,6 +287,9 @@ pub(crate) fn print_ratios(rows: &[Row], floors: &[FloorRow], config: &Config) {
             );
         }
     }
+    if rows.iter().any(|r| r.build == Build::Baseline) {
+        print_baseline_ratios(rows, config);
+    }
     println!();
     if !config.judge {
         println!("targets: not judged in quick mode (counts too small); run with --bench");
@@ -281,7 +300,7 @@ pub(crate) fn print_ratios(rows: &[Row], floors: &[FloorRow], config: &Config) {
 
 /// The targets (informational): the collection's CPU, the scrape's over the collection's.
 fn print_targets(rows: &[Row], floors: &[FloorRow], config: &Config) {
-    let get = |size: usize, via: Via| summary_of(rows, size, via);
+    let get = |size: usize, via: Via| summary_of(rows, size, Build::This, via);
     let large = *config.sizes.last().expect("one size");
     let verdict = |pass: bool| if pass { "PASS" } else { "MISS" };
     let (e, c) = (get(large, Via::Ebpf), get(large, Via::Cgroupfs));
@@ -313,5 +332,48 @@ fn print_targets(rows: &[Row], floors: &[FloorRow], config: &Config) {
             ms(summarize(&floor.samples).cpu_p50),
             100.0 * ratio(summarize(&floor.samples).cpu_p50, CPU_TARGET),
         );
+    }
+}
+
+/// This build over the baseline, row by row (same run): CPU and wall time of the collection and
+/// of the scrapes, as ratios of the percentiles and as the median of the ratios of the pairs
+/// measured in the same pass (every pass asks every path once, so a slow spell of the machine
+/// that hits one of a pair likely hits the other). Within noise, the ratios sit around 1.00x.
+fn print_baseline_ratios(rows: &[Row], config: &Config) {
+    println!(
+        "ratios this build / baseline (same run, same arguments; 1.00x = no change; paired = \
+         median over passes of the ratio of the two CPU times of the same pass)"
+    );
+    for &size in &config.sizes {
+        for (via, what) in [
+            (Via::Ebpf, "/v1/stats collection"),
+            (Via::Scrape, "/metrics scrape"),
+            (Via::ScrapeGzip, "/metrics scrape gz"),
+        ] {
+            let row = |build| {
+                rows.iter()
+                    .find(|r| r.is(size, build, via))
+                    .expect("every row exists")
+            };
+            let (this, base) = (row(Build::This), row(Build::Baseline));
+            let mut paired: Vec<f64> = this
+                .samples
+                .iter()
+                .zip(&base.samples)
+                .map(|(a, b)| ratio(a.cpu, b.cpu))
+                .collect();
+            paired.sort_unstable_by(f64::total_cmp);
+            let (this, base) = (summarize(&this.samples), summarize(&base.samples));
+            println!(
+                "  {size:>5} containers, {what:<20}: CPU p50 {} / {} = {:.2}x  p90 {:.2}x  \
+                 paired {:.2}x    wall p50 {:.2}x",
+                ms(this.cpu_p50),
+                ms(base.cpu_p50),
+                ratio(this.cpu_p50, base.cpu_p50),
+                ratio(this.cpu_p90, base.cpu_p90),
+                paired.get(paired.len() / 2).copied().unwrap_or(f64::NAN),
+                ratio(this.wall_p50, base.wall_p50),
+            );
+        }
     }
 }

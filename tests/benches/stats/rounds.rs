@@ -1,18 +1,32 @@
 //! Rounds.
 
-use crate::Config;
-use crate::checks::{Answer, check, wait_covered};
-use crate::collect::{Measured, Sample, Via};
-use crate::fleet::Fleet;
-use crate::floor::{Floor, FloorRow};
+use crate::{
+    Config,
+    checks::{Answer, check, wait_covered},
+    collect::{Build, Measured, Sample, Via, row_name},
+    fleet::Fleet,
+    floor::{Floor, FloorRow},
+};
 
 /// One row of the table.
 pub(crate) struct Row {
     pub size: usize,
+    pub build: Build,
     pub via: Via,
     pub samples: Vec<Sample>,
     pub answer: Answer,
     pub body_bytes: usize,
+}
+
+impl Row {
+    pub(crate) fn name(&self) -> &'static str {
+        row_name(self.build, self.via)
+    }
+
+    /// Whether this is the row of `size` containers collected by `via` of `build`.
+    pub(crate) fn is(&self, size: usize, build: Build, via: Via) -> bool {
+        self.size == size && self.build == build && self.via == via
+    }
 }
 
 /// Measures every path with the first `size` containers live: a checked warm-up each, then
@@ -30,6 +44,7 @@ pub(crate) fn measure_size(
         .iter()
         .map(|p| Row {
             size,
+            build: p.build,
             via: p.via,
             samples: Vec::new(),
             answer: wait_covered(p, ids),
@@ -50,7 +65,7 @@ pub(crate) fn measure_size(
                 if let Err(e) = check(&bodies[i], ids, paths[i].via) {
                     panic!(
                         "{} with {size} containers: GET {}: {e}",
-                        paths[i].via.name(),
+                        paths[i].name(),
                         paths[i].via.path()
                     );
                 }

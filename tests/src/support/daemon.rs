@@ -8,14 +8,21 @@
 //! with the test process even when that is killed; at a normal exit an `atexit` hook stops it
 //! and removes its pin dir and temp dir.
 
-use std::ffi::OsString;
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError, mpsc};
-use std::time::{Duration, Instant};
-use std::{fs, io, panic, thread};
+use std::{
+    ffi::OsString,
+    fs,
+    fs::File,
+    io, panic,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{
+        Mutex, MutexGuard, OnceLock, PoisonError,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
 
 use tempfile::TempDir;
 
@@ -49,6 +56,25 @@ pub fn daemon_bin() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// The baseline daemon binary of an A/B bench run: `COLLECTOR_BASELINE_DAEMON_BIN` (another
+/// build of `collector-daemon`, e.g. from an older commit), or `None` when it is unset or
+/// empty; panics when it names no file.
+#[must_use]
+pub fn baseline_daemon_bin() -> Option<PathBuf> {
+    let bin = PathBuf::from(std::env::var_os("COLLECTOR_BASELINE_DAEMON_BIN")?);
+    if bin.as_os_str().is_empty() {
+        return None;
+    }
+    assert!(
+        bin.is_file(),
+        "COLLECTOR_BASELINE_DAEMON_BIN={} does not exist (a relative path is taken from {}; \
+         give an absolute one)",
+        bin.display(),
+        std::env::current_dir().map_or_else(|e| format!("<{e}>"), |d| d.display().to_string())
+    );
+    Some(bin)
 }
 
 /// A bpffs directory `/sys/fs/bpf/collector-test-<pid>-<n>` for a daemon's pins, removed with
@@ -423,9 +449,11 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::fs;
-    use std::os::unix::fs::PermissionsExt as _;
-    use std::path::{Path, PathBuf};
+    use std::{
+        fs,
+        os::unix::fs::PermissionsExt as _,
+        path::{Path, PathBuf},
+    };
 
     use super::{Daemon, flag_value, panic_message};
 
