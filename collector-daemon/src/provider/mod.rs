@@ -11,9 +11,11 @@
 //! The parts:
 //! - `registry`: calls collector factories until they succeed or fail for good, and merges
 //!   what they offer into per-runtime, per-capability chains ordered by (priority, id);
-//! - `meta`: the identity questions (container of a PID, inode, the daemon itself, a pod's
-//!   container), asked of every collector whatever its runtime;
-//! - `cache` and `cached`: the staleness cache and the wrapper putting a collector behind it;
+//! - `meta`: the identity questions (a PID's process and container, a cgroup inode's, the
+//!   daemon's own container, a pod's container, the list of containers), asked of every
+//!   collector whatever its runtime;
+//! - `cache` and `cached`: the staleness cache and the wrapper putting a collector behind it
+//!   (identity answers are never cached);
 //! - here: the `Provider` facade and the per-runtime `RuntimeCollector`.
 //!
 //! Wiring: build the factories (a collector that wants the seed's caching wraps its
@@ -37,9 +39,9 @@ use std::{
 };
 
 pub use capabilities::{
-    CollectorCatalog, CollectorError, CollectorFactory, CollectorRef, CollectorResult, Collectors,
-    ConstructError, ContainerIdForInode, ContainerIdForPid, ContainerIdForPodUidAndName,
-    IoCollector, MaxAge, NetworkCollector, OpenFilesCollector, PidsCollector, SelfContainerId,
+    CgroupIdentity, CollectorCatalog, CollectorError, CollectorFactory, CollectorRef,
+    CollectorResult, Collectors, ConstructError, ContainerIdForPodUidAndName, ContainerListing,
+    IoCollector, MaxAge, NetworkCollector, OpenFilesCollector, PidsCollector, ProcessIdentity,
     StatsCollector,
 };
 pub use meta::MetaCollector;
