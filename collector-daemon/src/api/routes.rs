@@ -3,8 +3,8 @@
 //! collector serves the request yet).
 //!
 //! Identity answers (`/v1/pid`, `/v1/pids`, `/v1/self`, `/v1/inode`, `/v1/containers`) come
-//! from the provider's meta collector, asked on a blocking thread: a lookup may read procfs,
-//! or walk the cgroup mounts without the kernel programs.
+//! from the provider's meta collector, asked off the async scheduler (see `lookup`): a lookup
+//! may read procfs, or walk the cgroup mounts without the kernel programs.
 use std::sync::Arc;
 
 use axum::{
@@ -162,13 +162,31 @@ impl From<PidParseError> for ApiError {
     }
 }
 
-/// Runs `work` on a blocking thread, off the async workers.
+/// Runs `work` on the blocking pool, off the async workers.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+}
+
+/// Runs an identity lookup off the async scheduler. On the multi-threaded runtime (the
+/// daemon's), it runs on this thread once the worker's other tasks are handed to another
+/// thread (`block_in_place`): the request waits for no other thread. The blocking pool
+/// (`spawn_blocking`) would cost each request two thread wake-ups, there and back, which the
+/// lookup bench shows as a higher latency of keep-alive lookups. On a current-thread runtime,
+/// which does not allow `block_in_place`, the lookup goes to the blocking pool.
+async fn lookup<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    if tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::MultiThread
+    {
+        tokio::task::block_in_place(work)
+    } else {
+        blocking(work).await
+    }
 }
 
 /// The provider's meta collector, or a 503 while no collector offers what `offered` checks
@@ -361,7 +379,7 @@ async fn answer_pid(state: Arc<ApiState>, pid: u32) -> Result<Response, ApiError
         |chains| !chains.process_identity.is_empty(),
         "process lookups",
     )?;
-    blocking(move || {
+    lookup(move || {
         let answer = known_process(&state, pid, meta.process(pid, MaxAge::ZERO))?;
         Ok(json(&pid_body(&state, &answer)))
     })
@@ -406,7 +424,7 @@ async fn pids(State(state): State<Arc<ApiState>>, request: Request) -> Result<Re
         |chains| !chains.process_identity.is_empty(),
         "process lookups",
     )?;
-    blocking(move || {
+    lookup(move || {
         let answers: Vec<PidBody> = meta
             .processes(&pids, MaxAge::ZERO)
             .into_iter()
@@ -494,7 +512,7 @@ async fn inode(
         "cgroup lookups",
     )?;
     // A miss may walk the cgroup mounts (without eBPF).
-    blocking(move || match meta.cgroup(inode, MaxAge::ZERO)? {
+    lookup(move || match meta.cgroup(inode, MaxAge::ZERO)? {
         Some(answer) => Ok(json(&InodeBody::from(&answer.value))),
         None => Err(ApiError::from(&LookupError::InodeNotFound { inode })),
     })
@@ -521,7 +539,7 @@ async fn containers(State(state): State<Arc<ApiState>>) -> Result<Response, ApiE
         "the container list",
     )?;
     // Without eBPF this reads every /proc/<pid>/cgroup.
-    blocking(move || {
+    lookup(move || {
         let views = meta
             .containers(MaxAge::ZERO)?
             .map(|answer| answer.value)
@@ -766,6 +784,20 @@ mod tests {
             (other.status, other.message.as_str()),
             (StatusCode::INTERNAL_SERVER_ERROR, "identity: runtime down")
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lookups_run_in_place_on_the_multi_threaded_runtime() {
+        let here = std::thread::current().id();
+        let same_thread = lookup(move || Ok(std::thread::current().id() == here)).await;
+        assert_eq!(same_thread.ok(), Some(true));
+    }
+
+    #[tokio::test]
+    async fn lookups_run_on_the_blocking_pool_of_a_current_thread_runtime() {
+        let here = std::thread::current().id();
+        let same_thread = lookup(move || Ok(std::thread::current().id() == here)).await;
+        assert_eq!(same_thread.ok(), Some(false));
     }
 
     #[test]
