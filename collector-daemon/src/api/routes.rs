@@ -1,5 +1,10 @@
 //! Routes of the socket API. Every error is a JSON `{"error": ...}` with 400 (bad input),
-//! 404 (unknown PID, inode or route), 405, 413 (body or batch too large) or 500.
+//! 404 (unknown PID, inode or route), 405, 413 (body or batch too large), 500 or 503 (no
+//! collector serves the request yet).
+//!
+//! Identity answers (`/v1/pid`, `/v1/pids`, `/v1/self`, `/v1/inode`, `/v1/containers`) come
+//! from the provider's meta collector, asked off the async scheduler (see `lookup`): a lookup
+//! may read procfs, or walk the cgroup mounts without the kernel programs.
 use std::sync::Arc;
 
 use axum::{
@@ -15,19 +20,23 @@ use serde::Serialize;
 
 use super::{
     MAX_BATCH, MAX_BODY_BYTES, PID_MAX_LIMIT,
-    schema::{ContainerBody, ErrorBody, HealthBody, InodeBody, PidBody},
+    schema::{
+        ContainerBody, ErrorBody, HealthBody, InodeBody, PidBody, RuntimeMetaBody, StatsBody,
+    },
     server::PeerCredentials,
 };
 use crate::{
     cgroupfs::CgroupMode,
-    collectors::StatsCollectors,
+    collectors::{StatsCollectors, StatsReport},
     identity::{Identity, LookupError, ProcessAnswer},
     metrics::{Metrics, exposition::Format},
+    provider::{ChainError, ChainResult, CollectorChains, CollectorError, MaxAge, MetaCollector},
 };
 
 /// What the handlers share.
 pub struct ApiState {
-    /// The identity service.
+    /// The identity service, for `/healthz` (lookups go through the provider's meta
+    /// collector).
     pub identity: Arc<Identity>,
     /// Why the kernel programs are off, when they are.
     pub ebpf_disabled_reason: Option<String>,
@@ -35,7 +44,7 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// The bound metrics address, once listening.
     pub metrics_addr: std::sync::OnceLock<String>,
-    /// The stats collectors behind the metrics provider.
+    /// The metrics provider and its collectors.
     pub collectors: Arc<StatsCollectors>,
     /// Stats requests served at once (see [`stats_slots`]).
     pub stats_slots: Arc<tokio::sync::Semaphore>,
@@ -123,8 +132,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<LookupError> for ApiError {
-    fn from(e: LookupError) -> Self {
+impl From<&LookupError> for ApiError {
+    fn from(e: &LookupError) -> Self {
         let status = match e {
             LookupError::PidNotFound { .. } | LookupError::InodeNotFound { .. } => {
                 StatusCode::NOT_FOUND
@@ -132,6 +141,77 @@ impl From<LookupError> for ApiError {
             LookupError::Procfs { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, e.to_string())
+    }
+}
+
+/// The identity service's errors keep their status and message (404 for an unknown PID or
+/// inode, 500 when procfs is unreadable); any other collector error is a 500 naming the
+/// collector.
+impl From<ChainError> for ApiError {
+    fn from(e: ChainError) -> Self {
+        match &e.error {
+            CollectorError::Lookup(lookup) => Self::from(&**lookup),
+            _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    }
+}
+
+impl From<PidParseError> for ApiError {
+    fn from(e: PidParseError) -> Self {
+        Self::bad_request(e.to_string())
+    }
+}
+
+/// Runs `work` on the blocking pool, off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+}
+
+/// Runs an identity lookup off the async scheduler. On the multi-threaded runtime (the
+/// daemon's), it runs on this thread once the worker's other tasks are handed to another
+/// thread (`block_in_place`): the request waits for no other thread. The blocking pool
+/// (`spawn_blocking`) would cost each request two thread wake-ups, there and back, which the
+/// lookup bench shows as a higher latency of keep-alive lookups. On a current-thread runtime,
+/// which does not allow `block_in_place`, the lookup goes to the blocking pool.
+async fn lookup<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    if tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::MultiThread
+    {
+        tokio::task::block_in_place(work)
+    } else {
+        blocking(work).await
+    }
+}
+
+/// The provider's meta collector, or a 503 while no collector offers what `offered` checks
+/// (collectors are registered asynchronously; the identity collector's constructor succeeds
+/// at once, so this is not expected).
+fn meta_collector(
+    state: &ApiState,
+    offered: impl FnOnce(&CollectorChains) -> bool,
+    what: &str,
+) -> Result<MetaCollector, ApiError> {
+    offering(state.collectors.provider().meta(), offered, what)
+}
+
+fn offering(
+    meta: MetaCollector,
+    offered: impl FnOnce(&CollectorChains) -> bool,
+    what: &str,
+) -> Result<MetaCollector, ApiError> {
+    if offered(meta.chains()) {
+        Ok(meta)
+    } else {
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("no collector answers {what} yet; try again shortly"),
+        ))
     }
 }
 
@@ -235,17 +315,34 @@ fn gzip_bytes(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
     encoder.finish()
 }
 
+/// Why the API's text is not a PID.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PidParseError {
+    /// Not a decimal integer that fits in 64 bits.
+    #[error("invalid pid {quoted}: expected a decimal integer between 1 and {PID_MAX_LIMIT}")]
+    Malformed {
+        /// The text, quoted back in short (see `excerpt`).
+        quoted: String,
+    },
+    /// An integer outside `1..=PID_MAX_LIMIT`.
+    #[error("invalid pid {quoted}: expected a decimal integer between 1 and {PID_MAX_LIMIT}")]
+    OutOfRange {
+        /// The text, quoted back in short (see `excerpt`).
+        quoted: String,
+    },
+}
+
 /// Parses a PID from the API's text: a decimal integer in `1..=PID_MAX_LIMIT`.
-pub fn parse_pid(raw: &str) -> Result<u32, String> {
-    match raw.parse::<u64>() {
-        Ok(pid) if (1..=u64::from(PID_MAX_LIMIT)).contains(&pid) => {
-            Ok(u32::try_from(pid).unwrap_or(u32::MAX))
-        }
-        _ => Err(format!(
-            "invalid pid {}: expected a decimal integer between 1 and {PID_MAX_LIMIT}",
-            excerpt(raw)
-        )),
-    }
+pub fn parse_pid(raw: &str) -> Result<u32, PidParseError> {
+    let pid = raw.parse::<u64>().map_err(|_| PidParseError::Malformed {
+        quoted: excerpt(raw),
+    })?;
+    u32::try_from(pid)
+        .ok()
+        .filter(|pid| (1..=PID_MAX_LIMIT).contains(pid))
+        .ok_or_else(|| PidParseError::OutOfRange {
+            quoted: excerpt(raw),
+        })
 }
 
 /// Longest part of a caller's input quoted back in an error.
@@ -271,32 +368,75 @@ async fn pid(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let raw = path_param(path)?;
-    let pid = parse_pid(&raw).map_err(ApiError::bad_request)?;
-    let answer = state.identity.lookup_pid(pid)?;
-    Ok(json(&pid_body(&state, &answer)))
+    let pid = parse_pid(&raw)?;
+    answer_pid(state, pid).await
+}
+
+/// The answer for one PID, with its container's runtime metadata.
+async fn answer_pid(state: Arc<ApiState>, pid: u32) -> Result<Response, ApiError> {
+    let meta = meta_collector(
+        &state,
+        |chains| !chains.process_identity.is_empty(),
+        "process lookups",
+    )?;
+    lookup(move || {
+        let answer = known_process(&state, pid, meta.process(pid, MaxAge::ZERO))?;
+        Ok(json(&pid_body(&state, &answer)))
+    })
+    .await
+}
+
+/// The process a chain found, or the error to answer with. When every collector says it does
+/// not know the PID without failing, the answer is the identity service's "not found".
+fn known_process(
+    state: &ApiState,
+    pid: u32,
+    result: ChainResult<ProcessAnswer>,
+) -> Result<ProcessAnswer, ApiError> {
+    match result {
+        Ok(Some(answer)) => Ok(answer.value),
+        Ok(None) => Err(ApiError::from(&LookupError::PidNotFound {
+            pid,
+            grace_secs: state.identity.exited_grace().as_secs(),
+        })),
+        Err(e) => Err(ApiError::from(e)),
+    }
 }
 
 /// A PID answer with its container's runtime metadata.
 fn pid_body(state: &ApiState, answer: &ProcessAnswer) -> PidBody {
     let mut body = PidBody::from(answer);
-    body.meta = state.collectors.meta_body(body.container_id.as_deref());
+    body.meta = meta_body(state, body.container_id.as_deref());
     body
+}
+
+/// What the runtimes say of container `id`, as answers carry it (all null for `None`).
+fn meta_body(state: &ApiState, id: Option<&str>) -> RuntimeMetaBody {
+    let meta = id.and_then(|id| state.collectors.metadata().get(id));
+    RuntimeMetaBody::new(meta.as_deref(), state.collectors.container_labels())
 }
 
 async fn pids(State(state): State<Arc<ApiState>>, request: Request) -> Result<Response, ApiError> {
     let body = read_body(request.into_body()).await?;
     let pids = parse_pid_array(&body)?;
-    let answers: Vec<PidBody> = state
-        .identity
-        .lookup_pids(&pids)
-        .iter()
-        .zip(&pids)
-        .map(|(answer, &pid)| match answer {
-            Ok(a) => pid_body(&state, a),
-            Err(e) => PidBody::error(pid, e),
-        })
-        .collect();
-    Ok(json(&answers))
+    let meta = meta_collector(
+        &state,
+        |chains| !chains.process_identity.is_empty(),
+        "process lookups",
+    )?;
+    lookup(move || {
+        let answers: Vec<PidBody> = meta
+            .processes(&pids, MaxAge::ZERO)
+            .into_iter()
+            .zip(&pids)
+            .map(|(result, &pid)| match known_process(&state, pid, result) {
+                Ok(answer) => pid_body(&state, &answer),
+                Err(e) => PidBody::error(pid, e.message),
+            })
+            .collect();
+        Ok(json(&answers))
+    })
+    .await
 }
 
 async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
@@ -366,12 +506,17 @@ async fn inode(
             excerpt(&raw)
         ))
     })?;
-    let identity = Arc::clone(&state.identity);
-    // A miss may walk the cgroup mounts (without eBPF): off the async workers.
-    let answer = tokio::task::spawn_blocking(move || identity.lookup_inode(inode))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-    Ok(json(&InodeBody::from(&answer)))
+    let meta = meta_collector(
+        &state,
+        |chains| !chains.cgroup_identity.is_empty(),
+        "cgroup lookups",
+    )?;
+    // A miss may walk the cgroup mounts (without eBPF).
+    lookup(move || match meta.cgroup(inode, MaxAge::ZERO)? {
+        Some(answer) => Ok(json(&InodeBody::from(&answer.value))),
+        None => Err(ApiError::from(&LookupError::InodeNotFound { inode })),
+    })
+    .await
 }
 
 async fn self_container(
@@ -384,25 +529,32 @@ async fn self_container(
             "the kernel gave no PID for this connection (SO_PEERCRED)",
         )
     })?;
-    let answer = state.identity.lookup_pid(pid)?;
-    Ok(json(&pid_body(&state, &answer)))
+    answer_pid(state, pid).await
 }
 
 async fn containers(State(state): State<Arc<ApiState>>) -> Result<Response, ApiError> {
-    let identity = Arc::clone(&state.identity);
-    // Without eBPF this reads every /proc/<pid>/cgroup: keep it off the async workers.
-    let views = tokio::task::spawn_blocking(move || identity.containers())
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let bodies: Vec<ContainerBody> = views
-        .iter()
-        .map(|view| {
-            let mut body = ContainerBody::from(view);
-            body.meta = state.collectors.meta_body(Some(&body.container_id));
-            body
-        })
-        .collect();
-    Ok(json(&bodies))
+    let meta = meta_collector(
+        &state,
+        |chains| !chains.container_listing.is_empty(),
+        "the container list",
+    )?;
+    // Without eBPF this reads every /proc/<pid>/cgroup.
+    lookup(move || {
+        let views = meta
+            .containers(MaxAge::ZERO)?
+            .map(|answer| answer.value)
+            .unwrap_or_default();
+        let bodies: Vec<ContainerBody> = views
+            .iter()
+            .map(|view| {
+                let mut body = ContainerBody::from(view);
+                body.meta = meta_body(&state, Some(&body.container_id));
+                body
+            })
+            .collect();
+        Ok(json(&bodies))
+    })
+    .await
 }
 
 /// Longest accepted `max_age_ms`: a day. Longer would not be a staleness tolerance.
@@ -426,27 +578,29 @@ async fn container_stats(
         )));
     }
     let max_age = parse_max_age(query.0.as_deref())?;
-    let collectors = Arc::clone(&state.collectors);
     let slot = stats_slot(&state).await?;
     // Reads cgroupfs, procfs and BPF maps: off the async workers.
-    let answer = tokio::task::spawn_blocking(move || {
+    blocking(move || {
         let _slot = slot;
-        let answer = collectors.container_stats(&id, max_age);
-        (id, answer)
+        match state.collectors.container_stats(&id, max_age) {
+            Ok(Some(report)) => Ok(json(&stats_body(&state, report))),
+            Ok(None) => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("container {id} is not known (no collector has it)"),
+            )),
+            Err(e) => Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("stats of container {id}: {e}"),
+            )),
+        }
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    match answer {
-        (_, Ok(Some(body))) => Ok(json(&body)),
-        (id, Ok(None)) => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("container {id} is not known (no collector has it)"),
-        )),
-        (id, Err(e)) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("stats of container {id}: {e}"),
-        )),
-    }
+}
+
+/// A container's stats with what the runtimes say of it.
+fn stats_body(state: &ApiState, report: StatsReport) -> StatsBody {
+    let meta = meta_body(state, Some(&report.container_id));
+    StatsBody::new(report, meta)
 }
 
 async fn all_stats(
@@ -454,15 +608,18 @@ async fn all_stats(
     query: axum::extract::RawQuery,
 ) -> Result<Response, ApiError> {
     let max_age = parse_max_age(query.0.as_deref())?;
-    let collectors = Arc::clone(&state.collectors);
     let slot = stats_slot(&state).await?;
-    let bodies = tokio::task::spawn_blocking(move || {
+    blocking(move || {
         let _slot = slot;
-        collectors.all_stats(max_age)
+        let bodies: Vec<StatsBody> = state
+            .collectors
+            .all_stats(max_age)
+            .into_iter()
+            .map(|report| stats_body(&state, report))
+            .collect();
+        Ok(json(&bodies))
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(json(&bodies))
 }
 
 /// `max_age_ms=N` from the query string: how stale cached values may be (default 0: read
@@ -557,7 +714,7 @@ mod tests {
         let quoted = excerpt(&long);
         assert_eq!(quoted, format!("{:?}... (10000 bytes)", "é".repeat(64)));
         let err = parse_pid(&"9".repeat(100_000)).expect_err("rejected");
-        assert!(err.len() < 300, "{err}");
+        assert!(err.to_string().len() < 300, "{err}");
     }
 
     #[test]
@@ -576,6 +733,87 @@ mod tests {
         ] {
             assert!(parse_pid(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn pid_errors_say_what_a_pid_is() {
+        let expected = |quoted: &str| {
+            format!(
+                "invalid pid {quoted}: expected a decimal integer between 1 and {PID_MAX_LIMIT}"
+            )
+        };
+        let malformed = parse_pid("x1").unwrap_err();
+        assert!(matches!(malformed, PidParseError::Malformed { .. }));
+        assert_eq!(malformed.to_string(), expected(r#""x1""#));
+        let out_of_range = parse_pid("4194305").unwrap_err();
+        assert!(matches!(out_of_range, PidParseError::OutOfRange { .. }));
+        assert_eq!(out_of_range.to_string(), expected(r#""4194305""#));
+        assert!(matches!(
+            parse_pid("0"),
+            Err(PidParseError::OutOfRange { .. })
+        ));
+        assert_eq!(ApiError::from(malformed).status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn identity_errors_keep_their_status_and_message() {
+        let chain = |error: CollectorError| ChainError {
+            collector: "identity",
+            error,
+        };
+        let not_found = LookupError::PidNotFound {
+            pid: 7,
+            grace_secs: 60,
+        };
+        let procfs = LookupError::Procfs {
+            pid: 7,
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        let no_inode = LookupError::InodeNotFound { inode: 9 };
+        for (lookup, status) in [
+            (not_found, StatusCode::NOT_FOUND),
+            (procfs, StatusCode::INTERNAL_SERVER_ERROR),
+            (no_inode, StatusCode::NOT_FOUND),
+        ] {
+            let message = lookup.to_string();
+            let error = ApiError::from(chain(CollectorError::from(lookup)));
+            assert_eq!((error.status, error.message), (status, message));
+        }
+        let other = ApiError::from(chain(CollectorError::other("runtime down")));
+        assert_eq!(
+            (other.status, other.message.as_str()),
+            (StatusCode::INTERNAL_SERVER_ERROR, "identity: runtime down")
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lookups_run_in_place_on_the_multi_threaded_runtime() {
+        let here = std::thread::current().id();
+        let same_thread = lookup(move || Ok(std::thread::current().id() == here)).await;
+        assert_eq!(same_thread.ok(), Some(true));
+    }
+
+    #[tokio::test]
+    async fn lookups_run_on_the_blocking_pool_of_a_current_thread_runtime() {
+        let here = std::thread::current().id();
+        let same_thread = lookup(move || Ok(std::thread::current().id() == here)).await;
+        assert_eq!(same_thread.ok(), Some(false));
+    }
+
+    #[test]
+    fn no_identity_collector_is_a_503() {
+        let meta = MetaCollector::new(Arc::default());
+        let error = offering(
+            meta,
+            |chains| !chains.process_identity.is_empty(),
+            "process lookups",
+        )
+        .unwrap_err();
+        assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            error.message,
+            "no collector answers process lookups yet; try again shortly"
+        );
     }
 
     #[test]

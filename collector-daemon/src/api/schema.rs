@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::collectors::StatsReport;
 use crate::collectors::metadata::ContainerMeta;
-use crate::identity::{CgroupAnswer, CgroupRef, ContainerView, LookupError, ProcessAnswer};
+use crate::identity::{CgroupAnswer, CgroupRef, ContainerView, ProcessAnswer};
 
 /// What the runtimes' APIs (Docker, containerd) say of a container, in every answer that
 /// names one. All null while no runtime knows the container (or it is in none).
@@ -104,8 +105,8 @@ impl From<&ProcessAnswer> for PidBody {
 }
 
 impl PidBody {
-    /// The element of a batch answer for a PID without an answer.
-    pub fn error(pid: u32, error: &LookupError) -> Self {
+    /// The element of a batch answer for a PID without an answer, saying why.
+    pub fn error(pid: u32, error: String) -> Self {
         Self {
             pid,
             container_id: None,
@@ -119,7 +120,7 @@ impl PidBody {
             start_time_ns: None,
             comm: None,
             meta: RuntimeMetaBody::default(),
-            error: Some(error.to_string()),
+            error: Some(error),
         }
     }
 }
@@ -278,4 +279,16 @@ pub struct StatsBody {
     /// The provider's answer.
     #[serde(flatten)]
     pub full: crate::provider::FullStats,
+}
+
+impl StatsBody {
+    /// The body of `report`, with what the runtimes say of its container.
+    pub fn new(report: StatsReport, meta: RuntimeMetaBody) -> Self {
+        Self {
+            container_id: report.container_id,
+            runtime: report.runtime.map(|r| r.as_str().to_owned()),
+            meta,
+            full: report.full,
+        }
+    }
 }

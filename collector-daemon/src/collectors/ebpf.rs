@@ -7,7 +7,7 @@
 //! - IO: bytes and operations per (owning cgroup, disk), counted at the block layer and
 //!   charged to the memory cgroup that owns the pages (so writeback by kernel workers goes
 //!   to the writer), summed over the container's cgroups in every hierarchy.
-//! - PIDs and container ids: the process index the lifecycle programs keep.
+//! - PIDs: the process index the lifecycle programs keep.
 //!
 //! Counters of removed cgroups: `retire` (run by the daemon's upkeep) folds a removed
 //! cgroup's final values into its container's retired totals and frees the map entry, so
@@ -24,8 +24,8 @@ use crate::ebpf::{IoKey, IoTotals, KernelMaps, NetTotals};
 use crate::identity::{CgroupKey, ContainerEntry, ContainerSnapshot};
 use crate::procfs_stats::net;
 use crate::provider::{
-    CollectorError, CollectorResult, ContainerIdForInode, ContainerIdForPid, DeviceIoStats,
-    IoCollector, IoStats, MaxAge, NetworkCollector, NetworkStats, PidsCollector, SelfContainerId,
+    CollectorError, CollectorResult, DeviceIoStats, IoCollector, IoStats, MaxAge, NetworkCollector,
+    NetworkStats, PidsCollector,
 };
 use crate::ttl_map::TtlMap;
 
@@ -431,35 +431,6 @@ impl PidsCollector for EbpfCollector {
             .and_then(|e| e.pids))
     }
 }
-
-impl ContainerIdForPid for EbpfCollector {
-    fn container_id_for_pid(&self, pid: u32, _max_age: MaxAge) -> CollectorResult<String> {
-        Ok(self
-            .directory
-            .identity()
-            .lookup_pid_kernel(pid)
-            .and_then(|answer| answer.container.map(|c| c.id.clone())))
-    }
-}
-
-impl ContainerIdForInode for EbpfCollector {
-    fn container_id_for_inode(&self, inode: u64, _max_age: MaxAge) -> CollectorResult<String> {
-        // With the kernel's mkdir events the index is current: a miss is an answer.
-        Ok(self
-            .directory
-            .identity()
-            .lookup_inode(inode)
-            .ok()
-            .and_then(|answer| answer.container.map(|c| c.id.clone())))
-    }
-}
-
-impl SelfContainerId for EbpfCollector {
-    fn self_container_id(&self) -> CollectorResult<String> {
-        self.container_id_for_pid(std::process::id(), Duration::ZERO)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

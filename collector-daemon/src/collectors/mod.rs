@@ -1,19 +1,25 @@
 //! The concrete collectors behind the metrics provider, one file per collector, and the
 //! wiring that registers them.
 //!
-//! | collector | stats (cpu, memory, pid) | io | network | open files | pids | container ids |
+//! | collector | stats (cpu, memory, pid) | io | network | open files | pids | identity |
 //! |---|---|---|---|---|---|---|
-//! | `ebpf` (kernel maps) | – | 0 | 0 | – | 0 | 0 |
-//! | `system` (cgroupfs, procfs) | 0 | 1 | 1 | 0 | 1 | 1 |
+//! | `identity` (identity service) | – | – | – | – | – | 0 |
+//! | `ebpf` (kernel maps) | – | 0 | 0 | – | 0 | – |
+//! | `system` (cgroupfs, procfs) | 0 | 1 | 1 | 0 | 1 | – |
 //!
-//! Lower wins; a collector that errs or does not know hands over to the next. The eBPF
-//! collector's constructor fails for good when the kernel programs are off (`--no-ebpf` or
-//! a load failure): the system collector then answers everything, as the spine's procfs
-//! fallback does for lookups. The runtime APIs (Docker, containerd, ...) come later.
+//! Lower wins; a collector that errs or does not know hands over to the next. "identity" is
+//! the answers about processes, cgroup inodes and the container list (`ProcessIdentity`,
+//! `CgroupIdentity`, `ContainerListing`), asked through the meta collector; inside the
+//! identity service the kernel index answers first and procfs second. The eBPF collector's
+//! constructor fails for good when the kernel programs are off (`--no-ebpf` or a load
+//! failure): the system collector then answers the stats alone. The runtime APIs (Docker,
+//! containerd, ...) come later, and join the meta collector with pod UID and container name
+//! lookups.
 pub mod containerd;
 pub mod containers;
 pub mod docker;
 pub mod ebpf;
+pub mod identity;
 pub mod metadata;
 pub mod system;
 
@@ -21,23 +27,34 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::schema::{RuntimeMetaBody, StatsBody};
 use crate::cgroupfs::kernel_values::CgroupValuesSource;
 use crate::identity::{ContainerEntry, Identity};
 use crate::provider::cache::Cache;
 use crate::provider::cached::make_cached;
 use crate::provider::{
     ALL_LINUX_RUNTIMES, ChainError, CollectionContext, CollectorCatalog, CollectorFactory,
-    CollectorRef, Collectors, ConstructError, Flavor, Provider, RuntimeMetadata,
+    CollectorRef, Collectors, ConstructError, Flavor, FullStats, Provider, Runtime, RuntimeMetadata,
 };
 
 use self::containers::ContainerDirectory;
 use self::ebpf::EbpfCollector;
+use self::identity::IdentityCollector;
 use self::metadata::MetadataStore;
 use self::system::SystemCollector;
 
 /// The namespace argument of Datadog's getters; container ids are unique on a node.
 const NAMESPACE: &str = "";
+
+/// The stats of one container, with the collector behind each part.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StatsReport {
+    /// The container.
+    pub container_id: String,
+    /// Its runtime, when its cgroup path tells it.
+    pub runtime: Option<Runtime>,
+    /// The provider's answer.
+    pub full: FullStats,
+}
 
 /// The provider and its collectors.
 pub struct StatsCollectors {
@@ -77,6 +94,7 @@ impl StatsCollectors {
             .kernel()
             .map(|_| Arc::new(EbpfCollector::new(Arc::clone(&directory), proc_root)));
         let factories = vec![
+            identity_factory(Arc::new(IdentityCollector::new(Arc::clone(identity)))),
             system_factory(Arc::clone(&system), Arc::clone(&cache)),
             ebpf_factory(ebpf.clone(), cache),
         ];
@@ -95,12 +113,6 @@ impl StatsCollectors {
         &self.metadata
     }
 
-    /// What the runtimes say of container `id` as an API body (all null for `None`).
-    pub fn meta_body(&self, id: Option<&str>) -> RuntimeMetaBody {
-        let meta = id.and_then(|id| self.metadata.get(id));
-        RuntimeMetaBody::new(meta.as_deref(), &self.container_labels)
-    }
-
     /// The runtime labels exported and answered.
     pub fn container_labels(&self) -> &[String] {
         &self.container_labels
@@ -116,7 +128,7 @@ impl StatsCollectors {
         &self,
         id: &str,
         max_age: Duration,
-    ) -> Result<Option<StatsBody>, ChainError> {
+    ) -> Result<Option<StatsReport>, ChainError> {
         self.collection_stats(id, max_age, &CollectionContext::default())
     }
 
@@ -126,7 +138,7 @@ impl StatsCollectors {
         id: &str,
         max_age: Duration,
         collection: &CollectionContext,
-    ) -> Result<Option<StatsBody>, ChainError> {
+    ) -> Result<Option<StatsReport>, ChainError> {
         let runtime = self
             .directory
             .entry(id, max_age)
@@ -140,10 +152,9 @@ impl StatsCollectors {
             .unwrap_or_else(|| self.provider.collector_any());
         Ok(collector
             .collection_full_stats(NAMESPACE, id, max_age, collection)?
-            .map(|full| StatsBody {
+            .map(|full| StatsReport {
                 container_id: id.to_owned(),
-                runtime: runtime.map(|r| r.as_str().to_owned()),
-                meta: self.meta_body(Some(id)),
+                runtime,
                 full,
             }))
     }
@@ -153,15 +164,15 @@ impl StatsCollectors {
     /// `max_age` or the time since the collection began, whichever is longer, so what the
     /// collection shares (the container list, the kernel counter maps, a network namespace's
     /// counters) is read once, not once per container.
-    pub fn all_stats(&self, max_age: Duration) -> Vec<StatsBody> {
-        let mut bodies = Vec::new();
-        self.collect(max_age, |_, body| bodies.push(body));
-        bodies
+    pub fn all_stats(&self, max_age: Duration) -> Vec<StatsReport> {
+        let mut reports = Vec::new();
+        self.collect(max_age, |_, report| reports.push(report));
+        reports
     }
 
     /// One full collection, as [`Self::all_stats`], handing each live container's entry (its
     /// cgroups and processes, from the same snapshot) and stats to `each`, in id order.
-    pub fn collect(&self, max_age: Duration, mut each: impl FnMut(&ContainerEntry, StatsBody)) {
+    pub fn collect(&self, max_age: Duration, mut each: impl FnMut(&ContainerEntry, StatsReport)) {
         let began = std::time::Instant::now();
         let collection = self.system.begin_collection(max_age);
         let snapshot = self.directory.snapshot(max_age);
@@ -174,7 +185,7 @@ impl StatsCollectors {
         for (id, entry) in live {
             let tolerance = max_age.max(began.elapsed());
             match self.collection_stats(id, tolerance, &collection) {
-                Ok(Some(body)) => each(entry, body),
+                Ok(Some(report)) => each(entry, report),
                 Ok(None) => {}
                 Err(e) => tracing::debug!(container = %id, error = %e, "no stats"),
             }
@@ -231,6 +242,23 @@ fn for_every_runtime(offer: &Collectors) -> CollectorCatalog {
         .collect()
 }
 
+/// The identity collector: not cached (a lookup reflects every fork and exit before it).
+fn identity_factory(collector: Arc<IdentityCollector>) -> CollectorFactory {
+    let id = identity::ID;
+    CollectorFactory {
+        id,
+        constructor: Box::new(move || {
+            let offer = Collectors {
+                process_identity: reference(collector.clone(), 0, id),
+                cgroup_identity: reference(collector.clone(), 0, id),
+                container_listing: reference(collector.clone(), 0, id),
+                ..Collectors::default()
+            };
+            Ok(for_every_runtime(&offer))
+        }),
+    }
+}
+
 fn system_factory(system: Arc<SystemCollector>, cache: Arc<Cache>) -> CollectorFactory {
     let id = system::ID;
     CollectorFactory {
@@ -242,10 +270,7 @@ fn system_factory(system: Arc<SystemCollector>, cache: Arc<Cache>) -> CollectorF
                 network: reference(system.clone(), 1, id),
                 open_files: reference(system.clone(), 0, id),
                 pids: reference(system.clone(), 1, id),
-                container_id_for_pid: reference(system.clone(), 1, id),
-                container_id_for_inode: reference(system.clone(), 1, id),
-                self_container_id: reference(system.clone(), 1, id),
-                container_id_for_pod_uid_and_name: None,
+                ..Collectors::default()
             };
             Ok(for_every_runtime(&make_cached(id, &cache, &offer)))
         }),
@@ -270,10 +295,7 @@ fn ebpf_factory(ebpf: Option<Arc<EbpfCollector>>, cache: Arc<Cache>) -> Collecto
                 network: reference(ebpf.clone(), 0, id),
                 open_files: None,
                 pids: reference(ebpf.clone(), 0, id),
-                container_id_for_pid: reference(ebpf.clone(), 0, id),
-                container_id_for_inode: reference(ebpf.clone(), 0, id),
-                self_container_id: reference(ebpf.clone(), 0, id),
-                container_id_for_pod_uid_and_name: None,
+                ..Collectors::default()
             };
             Ok(for_every_runtime(&make_cached(id, &cache, &offer)))
         }),

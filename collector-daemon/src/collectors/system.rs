@@ -1,9 +1,9 @@
 //! The system collector: cgroupfs (v1, v2, hybrid) and procfs, for every runtime (the seed's
 //! `system` collector, study §3). It serves CPU, memory and PIDs stats (with IO pressure)
 //! from the container's cgroup directories, IO counters as a capability of their own, network from `/proc/<pid>/net/dev` once per network
-//! namespace, open files from `/proc/<pid>/fd`, and container ids from procfs.
+//! namespace, and open files from `/proc/<pid>/fd`.
 //!
-//! With the kernel programs loaded, the eBPF collector answers network, IO, PIDs and ids
+//! With the kernel programs loaded, the eBPF collector answers network, IO and PIDs
 //! first (priority 0) and this one is the fallback (priority 1); CPU, memory and PIDs stats
 //! have no other source here, so they are priority 0.
 use std::collections::HashMap;
@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use crate::cgroupfs::kernel_values::CgroupValuesSource;
 use crate::cgroupfs::{CgroupDirs, CgroupLayout, CgroupStatsReader};
-use crate::identity::{CgroupRef, ContainerEntry, LookupError};
+use crate::identity::{CgroupRef, ContainerEntry};
 use crate::procfs_stats::fds::FdCounter;
 use crate::procfs_stats::{net, tasks};
 use crate::provider::{
-    CollectionContext, CollectorError, CollectorResult, ContainerIdForInode, ContainerIdForPid,
-    ContainerStats, IoCollector, IoStats, MaxAge, NetworkCollector, NetworkStats,
-    OpenFilesCollector, PidStats, PidsCollector, SelfContainerId, StatsCollector,
+    CollectionContext, CollectorError, CollectorResult, ContainerStats, IoCollector, IoStats,
+    MaxAge, NetworkCollector, NetworkStats, OpenFilesCollector, PidStats, PidsCollector,
+    StatsCollector,
 };
 use crate::ttl_map::TtlMap;
 
@@ -389,31 +389,5 @@ impl PidsCollector for SystemCollector {
             return Ok(None);
         };
         self.pids_of(&entry).map(Some)
-    }
-}
-
-impl ContainerIdForPid for SystemCollector {
-    fn container_id_for_pid(&self, pid: u32, _max_age: MaxAge) -> CollectorResult<String> {
-        match self.directory.identity().lookup_pid_procfs(pid) {
-            Ok(answer) => Ok(answer.container.map(|c| c.id.clone())),
-            Err(LookupError::PidNotFound { .. }) => Err(CollectorError::PidNotFound(pid)),
-            Err(e) => Err(CollectorError::from(e)),
-        }
-    }
-}
-
-impl ContainerIdForInode for SystemCollector {
-    fn container_id_for_inode(&self, inode: u64, _max_age: MaxAge) -> CollectorResult<String> {
-        match self.directory.identity().lookup_inode(inode) {
-            Ok(answer) => Ok(answer.container.map(|c| c.id.clone())),
-            Err(LookupError::InodeNotFound { .. }) => Ok(None),
-            Err(e) => Err(CollectorError::from(e)),
-        }
-    }
-}
-
-impl SelfContainerId for SystemCollector {
-    fn self_container_id(&self) -> CollectorResult<String> {
-        self.container_id_for_pid(std::process::id(), Duration::ZERO)
     }
 }

@@ -11,16 +11,15 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::exposition::{Kind, Value, Writer, label_name, push_label};
-use crate::api::schema::StatsBody;
-use crate::collectors::StatsCollectors;
 use crate::collectors::metadata::ContainerMeta;
+use crate::collectors::{StatsCollectors, StatsReport};
 use crate::identity::ContainerEntry;
 
 /// One container of a scrape: its rendered labels and everything its series are made of.
 pub struct Row {
     /// `id="...",name="...",...` without braces.
     labels: String,
-    stats: StatsBody,
+    stats: StatsReport,
     /// Live processes, nested cgroups included (known with the kernel index).
     processes: Option<u64>,
     /// When its process started, as the runtime tells it (else when it was created).
@@ -31,7 +30,7 @@ impl Row {
     /// The row of a container, with the allow-listed runtime labels `allowed`.
     pub fn new(
         entry: &ContainerEntry,
-        stats: StatsBody,
+        stats: StatsReport,
         meta: Option<&ContainerMeta>,
         allowed: &[(String, String)],
     ) -> Self {
@@ -536,8 +535,8 @@ mod tests {
         }
     }
 
-    fn stats(id: &str) -> StatsBody {
-        StatsBody {
+    fn stats(id: &str) -> StatsReport {
+        StatsReport {
             container_id: id.to_owned(),
             full: FullStats {
                 stats: ContainerStats {
@@ -579,7 +578,7 @@ mod tests {
                 }),
                 ..FullStats::default()
             },
-            ..StatsBody::default()
+            ..StatsReport::default()
         }
     }
 

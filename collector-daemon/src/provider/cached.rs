@@ -1,25 +1,28 @@
 //! Every capability of a collector behind the staleness cache, with the caller's `max_age`
-//! (after Datadog's `MakeCached`).
+//! (after Datadog's `MakeCached`), except the identity ones.
 //!
 //! Keys are `<collector id>-<prefix>...` with Datadog's prefixes (`cs-` stats, `cns-`
-//! network, `of-` open files, `pids-`, `pid-<pid>`, `in-<inode>`, `pc-<pod uid>/[i-]<name>`),
-//! plus `cio-` for the IO capability; a `/` separates namespace and id, so that ("ab", "c")
-//! and ("a", "bc") have distinct keys. Values, errors and "does not know" are all cached;
-//! priorities and ids are unchanged; the self container id is memoized once found (it cannot
-//! change while the daemon runs). Parallel misses of one key make one call (the cache is
-//! single-flight).
-use std::sync::{Arc, OnceLock};
+//! network, `of-` open files, `pids-`, `pc-<pod uid>/[i-]<name>`), plus `cio-` for the IO
+//! capability; a `/` separates namespace and id, so that ("ab", "c") and ("a", "bc") have
+//! distinct keys. Values, errors and "does not know" are all cached; priorities and ids are
+//! unchanged. Parallel misses of one key make one call (the cache is single-flight).
+//!
+//! Not cached: the answers about processes, cgroup inodes and the container list
+//! (`ProcessIdentity`, `CgroupIdentity`, `ContainerListing`) pass through as they are. A
+//! lookup must reflect every fork and exit completed before it, and a PID is reused once its
+//! process is reaped; Datadog's wrapper caches its id-only PID and inode answers (`pid-`,
+//! `in-`) and memoizes the self container id.
+use std::sync::Arc;
 
 use super::cache::Cache;
 use super::{
-    CollectionContext, CollectorRef, CollectorResult, Collectors, ContainerIdForInode,
-    ContainerIdForPid, ContainerIdForPodUidAndName, ContainerStats, IoCollector, IoStats, MaxAge,
-    NetworkCollector, NetworkStats, OpenFilesCollector, PidsCollector, SelfContainerId,
-    StatsCollector,
+    CollectionContext, CollectorRef, CollectorResult, Collectors, ContainerIdForPodUidAndName,
+    ContainerStats, IoCollector, IoStats, MaxAge, NetworkCollector, NetworkStats,
+    OpenFilesCollector, PidsCollector, StatsCollector,
 };
 
-/// Returns `collectors` with every capability going through `cache`, under keys prefixed
-/// with `collector_id`. Several collectors can share one cache.
+/// Returns `collectors` with every capability but the identity ones going through `cache`,
+/// under keys prefixed with `collector_id`. Several collectors can share one cache.
 pub fn make_cached(
     collector_id: &'static str,
     cache: &Arc<Cache>,
@@ -31,9 +34,9 @@ pub fn make_cached(
         network,
         open_files,
         pids,
-        container_id_for_pid,
-        container_id_for_inode,
-        self_container_id,
+        process_identity,
+        cgroup_identity,
+        container_listing,
         container_id_for_pod_uid_and_name,
     } = collectors;
     // One closure per capability: each wraps a different trait object.
@@ -53,18 +56,9 @@ pub fn make_cached(
         pids: rewrap(pids.as_ref(), |c| {
             Arc::new(Cached::new(c, cache, collector_id)) as _
         }),
-        container_id_for_pid: rewrap(container_id_for_pid.as_ref(), |c| {
-            Arc::new(Cached::new(c, cache, collector_id)) as _
-        }),
-        container_id_for_inode: rewrap(container_id_for_inode.as_ref(), |c| {
-            Arc::new(Cached::new(c, cache, collector_id)) as _
-        }),
-        self_container_id: rewrap(self_container_id.as_ref(), |inner| {
-            Arc::new(MemoizedSelfId {
-                inner,
-                found: OnceLock::new(),
-            }) as _
-        }),
+        process_identity: process_identity.clone(),
+        cgroup_identity: cgroup_identity.clone(),
+        container_listing: container_listing.clone(),
         container_id_for_pod_uid_and_name: rewrap(
             container_id_for_pod_uid_and_name.as_ref(),
             |c| Arc::new(Cached::new(c, cache, collector_id)) as _,
@@ -191,24 +185,6 @@ impl PidsCollector for Cached<dyn PidsCollector> {
     }
 }
 
-impl ContainerIdForPid for Cached<dyn ContainerIdForPid> {
-    fn container_id_for_pid(&self, pid: u32, max_age: MaxAge) -> CollectorResult<String> {
-        let key = self.key(format_args!("pid-{pid}"));
-        self.cache.get_or_fetch(&key, max_age, || {
-            self.inner.container_id_for_pid(pid, max_age)
-        })
-    }
-}
-
-impl ContainerIdForInode for Cached<dyn ContainerIdForInode> {
-    fn container_id_for_inode(&self, inode: u64, max_age: MaxAge) -> CollectorResult<String> {
-        let key = self.key(format_args!("in-{inode}"));
-        self.cache.get_or_fetch(&key, max_age, || {
-            self.inner.container_id_for_inode(inode, max_age)
-        })
-    }
-}
-
 impl ContainerIdForPodUidAndName for Cached<dyn ContainerIdForPodUidAndName> {
     fn container_id_for_pod_uid_and_name(
         &self,
@@ -227,26 +203,6 @@ impl ContainerIdForPodUidAndName for Cached<dyn ContainerIdForPodUidAndName> {
                 max_age,
             )
         })
-    }
-}
-
-/// The self container id, memoized forever once non-empty; errors and "does not know" are
-/// not remembered, so the next call asks again.
-struct MemoizedSelfId {
-    inner: Arc<dyn SelfContainerId>,
-    found: OnceLock<String>,
-}
-
-impl SelfContainerId for MemoizedSelfId {
-    fn self_container_id(&self) -> CollectorResult<String> {
-        if let Some(id) = self.found.get() {
-            return Ok(Some(id.clone()));
-        }
-        let answer = self.inner.self_container_id()?;
-        match answer {
-            Some(id) if !id.is_empty() => Ok(Some(self.found.get_or_init(|| id).clone())),
-            _ => Ok(None),
-        }
     }
 }
 
@@ -292,10 +248,6 @@ mod tests {
             of.container_open_files("ns", "c1", SECOND).unwrap();
             let pids = &c.pids.as_ref().unwrap().collector;
             pids.container_pids("ns", "c1", SECOND).unwrap();
-            let pid = &c.container_id_for_pid.as_ref().unwrap().collector;
-            pid.container_id_for_pid(42, SECOND).unwrap();
-            let inode = &c.container_id_for_inode.as_ref().unwrap().collector;
-            inode.container_id_for_inode(4242, SECOND).unwrap();
             let pod = &c
                 .container_id_for_pod_uid_and_name
                 .as_ref()
@@ -306,22 +258,39 @@ mod tests {
             pod.container_id_for_pod_uid_and_name("uid", "setup", true, SECOND)
                 .unwrap();
         }
-        // Nine calls the first time round, none the second.
-        assert_eq!(fake.calls(), 9);
+        // Seven calls the first time round, none the second.
+        assert_eq!(fake.calls(), 7);
         for key in [
             "sys-cs-ns/c1",
             "sys-cio-ns/c1",
             "sys-cns-ns/c1",
             "sys-of-ns/c1",
             "sys-pids-ns/c1",
-            "sys-pid-42",
-            "sys-in-4242",
             "sys-pc-uid/app",
             "sys-pc-uid/i-setup",
         ] {
             assert!(cache.contains(key), "{key}");
         }
-        assert_eq!(cache.len(), 9);
+        assert_eq!(cache.len(), 7);
+    }
+
+    #[test]
+    fn identity_answers_pass_through_uncached() {
+        let (_clock, cache, fake, c) = setup(Mode::Know);
+        let processes = &c.process_identity.as_ref().unwrap().collector;
+        let cgroups = &c.cgroup_identity.as_ref().unwrap().collector;
+        let listing = &c.container_listing.as_ref().unwrap().collector;
+        for _ in 0..2 {
+            assert!(processes.process(42, SECOND).unwrap().is_some());
+            assert_eq!(processes.processes(&[1, 2], SECOND).len(), 2);
+            assert!(cgroups.cgroup(4242, SECOND).unwrap().is_some());
+            assert!(listing.containers(SECOND).unwrap().is_some());
+        }
+        // Every call reached the collector, and nothing was stored.
+        assert_eq!(fake.calls(), 8);
+        assert_eq!(cache.len(), 0);
+        let pids = c.process_identity.unwrap();
+        assert_eq!((pids.priority, pids.id), (3, "sys"));
     }
 
     #[test]
@@ -347,31 +316,30 @@ mod tests {
         };
         let c = make_cached("io-only", &cache, &only_io);
         assert!(c.io.is_some());
-        assert!(c.stats.is_none() && c.network.is_none() && c.self_container_id.is_none());
+        assert!(c.stats.is_none() && c.network.is_none() && c.process_identity.is_none());
     }
 
     #[test]
     fn errors_and_unknowns_are_cached_and_max_age_zero_bypasses() {
         let (clock, _cache, fake, c) = setup(Mode::Fail);
-        let pid = &c.container_id_for_pid.as_ref().unwrap().collector;
-        assert!(matches!(
-            pid.container_id_for_pid(1, SECOND),
-            Err(CollectorError::Other(_))
-        ));
+        let pod = &c
+            .container_id_for_pod_uid_and_name
+            .as_ref()
+            .unwrap()
+            .collector;
+        let ask = |max_age| pod.container_id_for_pod_uid_and_name("uid", "app", false, max_age);
+        assert!(matches!(ask(SECOND), Err(CollectorError::Other(_))));
         fake.set_mode(Mode::Know);
         // The error is served from the cache for a second.
-        assert!(pid.container_id_for_pid(1, SECOND).is_err());
+        assert!(ask(SECOND).is_err());
         assert_eq!(fake.calls(), 1);
         // max_age 0 asks the collector, and stores its answer.
-        assert_eq!(
-            pid.container_id_for_pid(1, Duration::ZERO),
-            Ok(Some("cid-sys".to_owned()))
-        );
+        assert_eq!(ask(Duration::ZERO), Ok(Some("cid-sys".to_owned())));
         fake.set_mode(Mode::DoNotKnow);
         clock.advance(2 * SECOND);
-        assert_eq!(pid.container_id_for_pid(1, SECOND), Ok(None));
+        assert_eq!(ask(SECOND), Ok(None));
         fake.set_mode(Mode::Know);
-        assert_eq!(pid.container_id_for_pid(1, SECOND), Ok(None));
+        assert_eq!(ask(SECOND), Ok(None));
         assert_eq!(fake.calls(), 3);
     }
 
@@ -408,19 +376,5 @@ mod tests {
             assert!(t.join().unwrap().unwrap().is_some());
         }
         assert_eq!(fake.calls(), 1);
-    }
-
-    #[test]
-    fn self_container_id_is_memoized_once_found() {
-        let (_clock, _cache, fake, c) = setup(Mode::Fail);
-        let this = &c.self_container_id.as_ref().unwrap().collector;
-        assert!(this.self_container_id().is_err());
-        fake.set_mode(Mode::DoNotKnow);
-        assert_eq!(this.self_container_id(), Ok(None));
-        fake.set_mode(Mode::Know);
-        assert_eq!(this.self_container_id(), Ok(Some("cid-sys".to_owned())));
-        fake.set_mode(Mode::Fail);
-        assert_eq!(this.self_container_id(), Ok(Some("cid-sys".to_owned())));
-        assert_eq!(fake.calls(), 3);
     }
 }

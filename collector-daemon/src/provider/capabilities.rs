@@ -4,7 +4,9 @@ use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
 
 use super::{ContainerStats, IoStats, NetworkStats, RuntimeMetadata};
 use crate::{
-    cgroupfs::kernel_values::KernelCgroupValues, ebpf::CounterError, identity::LookupError,
+    cgroupfs::kernel_values::KernelCgroupValues,
+    ebpf::CounterError,
+    identity::{CgroupAnswer, ContainerView, LookupError, ProcessAnswer},
 };
 
 /// Why a collector could not answer. Errors are cached like answers (for the caller's
@@ -12,9 +14,6 @@ use crate::{
 /// that reason.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum CollectorError {
-    /// The PID is not a process (never was, or exited and was reaped).
-    #[error("pid {0} not found")]
-    PidNotFound(u32),
     /// None of the container's cgroup directories is under a mounted hierarchy.
     #[error("no cgroup directory of the container is mounted")]
     NotMounted,
@@ -38,7 +37,9 @@ pub enum CollectorError {
         #[source]
         source: Arc<std::io::Error>,
     },
-    /// The identity service could not answer (procfs unreadable, unknown inode, ...).
+    /// The identity service could not answer: no such PID (running, or exited within the
+    /// grace period), no such cgroup inode, or procfs unreadable. Kept whole so that the API
+    /// answers with its status and message.
     #[error(transparent)]
     Lookup(Arc<LookupError>),
     /// Reading the kernel programs' counter maps failed.
@@ -177,19 +178,40 @@ pub trait PidsCollector: Send + Sync {
     ) -> CollectorResult<Vec<u32>>;
 }
 
-/// Datadog's `ContainerIDForPIDRetriever`.
-pub trait ContainerIdForPid: Send + Sync {
-    fn container_id_for_pid(&self, pid: u32, max_age: MaxAge) -> CollectorResult<String>;
+/// Which container each of `pids` is in, with the cgroup the answer comes from and the
+/// process's start time and command: the full answer the API serves. Datadog's
+/// `ContainerIDForPIDRetriever` answers the container id alone; `MetaCollector` derives that
+/// from this.
+///
+/// Answers are never cached (`cached::make_cached` passes this capability through): a lookup
+/// reflects every fork and exit completed before it. `max_age` is there for collectors that
+/// could answer from a cache of their own; the identity collector ignores it.
+pub trait ProcessIdentity: Send + Sync {
+    /// One answer per PID, in order. A PID the collector does not know is `Ok(None)` or an
+    /// error (the identity collector's `LookupError::PidNotFound`); either way the meta
+    /// collector asks the next collector for it.
+    fn processes(&self, pids: &[u32], max_age: MaxAge) -> Vec<CollectorResult<ProcessAnswer>>;
+
+    /// The answer for one PID (by default, a batch of one).
+    fn process(&self, pid: u32, max_age: MaxAge) -> CollectorResult<ProcessAnswer> {
+        self.processes(&[pid], max_age)
+            .pop()
+            .unwrap_or_else(|| Err(CollectorError::other("no answer for a batch of one pid")))
+    }
 }
 
-/// Datadog's `ContainerIDForInodeRetriever` (a cgroup directory's inode, v1 or v2).
-pub trait ContainerIdForInode: Send + Sync {
-    fn container_id_for_inode(&self, inode: u64, max_age: MaxAge) -> CollectorResult<String>;
+/// Which container owns the cgroup directory with this inode (v1 or v2), with the cgroup's
+/// path and whether it was removed. Datadog's `ContainerIDForInodeRetriever` answers the
+/// container id alone. Never cached, as [`ProcessIdentity`].
+pub trait CgroupIdentity: Send + Sync {
+    fn cgroup(&self, inode: u64, max_age: MaxAge) -> CollectorResult<CgroupAnswer>;
 }
 
-/// Datadog's `SelfContainerIDRetriever`: the container the daemon itself runs in.
-pub trait SelfContainerId: Send + Sync {
-    fn self_container_id(&self) -> CollectorResult<String>;
+/// Every container with a live cgroup, with its cgroups and live processes. Not in
+/// Datadog's provider (its workloadmeta lists containers); here the identity collector lists
+/// them through the meta collector like the other identity answers. Never cached.
+pub trait ContainerListing: Send + Sync {
+    fn containers(&self, max_age: MaxAge) -> CollectorResult<Vec<ContainerView>>;
 }
 
 /// Datadog's `ContainerIDForPodUIDAndContNameRetriever`.
@@ -238,9 +260,9 @@ pub struct Collectors {
     pub network: Option<CollectorRef<dyn NetworkCollector>>,
     pub open_files: Option<CollectorRef<dyn OpenFilesCollector>>,
     pub pids: Option<CollectorRef<dyn PidsCollector>>,
-    pub container_id_for_pid: Option<CollectorRef<dyn ContainerIdForPid>>,
-    pub container_id_for_inode: Option<CollectorRef<dyn ContainerIdForInode>>,
-    pub self_container_id: Option<CollectorRef<dyn SelfContainerId>>,
+    pub process_identity: Option<CollectorRef<dyn ProcessIdentity>>,
+    pub cgroup_identity: Option<CollectorRef<dyn CgroupIdentity>>,
+    pub container_listing: Option<CollectorRef<dyn ContainerListing>>,
     pub container_id_for_pod_uid_and_name: Option<CollectorRef<dyn ContainerIdForPodUidAndName>>,
 }
 

@@ -11,10 +11,12 @@
 //! - `capabilities`: one trait per capability, how a collector offers them, their errors;
 //! - `registry`: calls collector factories until they succeed or fail for good, and merges
 //!   what they offer into per-runtime, per-capability chains ordered by (priority, id);
-//! - `meta`: the identity questions (the process behind a PID, the cgroup behind an inode,
-//!   a pod's container), asked of every collector whatever its runtime;
+//! - `meta`: the identity questions (a PID's process and container, a cgroup inode's, the
+//!   daemon's own container, a pod's container, the list of containers), asked of every
+//!   collector whatever its runtime;
 //! - `runtime`: the chains of one runtime, and a container's full stats assembled from them;
-//! - `cache` and `cached`: the staleness cache and the wrapper putting a collector behind it;
+//! - `cache` and `cached`: the staleness cache and the wrapper putting a collector behind it
+//!   (identity answers are never cached);
 //! - here: the `Provider` facade and the chain walk.
 //!
 //! Wiring: build the factories (a collector that wants caching wraps its `Collectors` with
@@ -38,10 +40,10 @@ use std::{
 };
 
 pub use capabilities::{
-    CollectionContext, CollectorCatalog, CollectorError, CollectorFactory, CollectorRef,
-    CollectorResult, Collectors, ConstructError, ContainerIdForInode, ContainerIdForPid,
-    ContainerIdForPodUidAndName, IoCollector, MaxAge, NetworkCollector, OpenFilesCollector,
-    PidsCollector, SelfContainerId, StatsCollector,
+    CgroupIdentity, CollectionContext, CollectorCatalog, CollectorError, CollectorFactory,
+    CollectorRef, CollectorResult, Collectors, ConstructError, ContainerIdForPodUidAndName,
+    ContainerListing, IoCollector, MaxAge, NetworkCollector, OpenFilesCollector, PidsCollector,
+    ProcessIdentity, StatsCollector,
 };
 pub use meta::MetaCollector;
 pub use registry::{Catalog, CollectorChains, RETRY_INTERVAL, Registry, RetryLoop};

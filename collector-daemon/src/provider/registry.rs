@@ -30,10 +30,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::{
-    CollectorCatalog, CollectorFactory, CollectorRef, Collectors, ConstructError,
-    ContainerIdForInode, ContainerIdForPid, ContainerIdForPodUidAndName, IoCollector,
-    NetworkCollector, OpenFilesCollector, PidsCollector, RuntimeMetadata, SelfContainerId,
-    StatsCollector,
+    CgroupIdentity, CollectorCatalog, CollectorFactory, CollectorRef, Collectors, ConstructError,
+    ContainerIdForPodUidAndName, ContainerListing, IoCollector, NetworkCollector,
+    OpenFilesCollector, PidsCollector, ProcessIdentity, RuntimeMetadata, StatsCollector,
 };
 
 /// How often factories that are not ready yet are tried again (the seed's `minRetryInterval`).
@@ -48,9 +47,9 @@ pub struct CollectorChains {
     pub network: Vec<CollectorRef<dyn NetworkCollector>>,
     pub open_files: Vec<CollectorRef<dyn OpenFilesCollector>>,
     pub pids: Vec<CollectorRef<dyn PidsCollector>>,
-    pub container_id_for_pid: Vec<CollectorRef<dyn ContainerIdForPid>>,
-    pub container_id_for_inode: Vec<CollectorRef<dyn ContainerIdForInode>>,
-    pub self_container_id: Vec<CollectorRef<dyn SelfContainerId>>,
+    pub process_identity: Vec<CollectorRef<dyn ProcessIdentity>>,
+    pub cgroup_identity: Vec<CollectorRef<dyn CgroupIdentity>>,
+    pub container_listing: Vec<CollectorRef<dyn ContainerListing>>,
     pub container_id_for_pod_uid_and_name: Vec<CollectorRef<dyn ContainerIdForPodUidAndName>>,
 }
 
@@ -72,9 +71,9 @@ impl CollectorChains {
             network,
             open_files,
             pids,
-            container_id_for_pid,
-            container_id_for_inode,
-            self_container_id,
+            process_identity,
+            cgroup_identity,
+            container_listing,
             container_id_for_pod_uid_and_name,
         } = offer;
         self.stats.extend(stats.clone());
@@ -82,11 +81,9 @@ impl CollectorChains {
         self.network.extend(network.clone());
         self.open_files.extend(open_files.clone());
         self.pids.extend(pids.clone());
-        self.container_id_for_pid
-            .extend(container_id_for_pid.clone());
-        self.container_id_for_inode
-            .extend(container_id_for_inode.clone());
-        self.self_container_id.extend(self_container_id.clone());
+        self.process_identity.extend(process_identity.clone());
+        self.cgroup_identity.extend(cgroup_identity.clone());
+        self.container_listing.extend(container_listing.clone());
         self.container_id_for_pod_uid_and_name
             .extend(container_id_for_pod_uid_and_name.clone());
     }
@@ -97,9 +94,9 @@ impl CollectorChains {
         order(&mut self.network);
         order(&mut self.open_files);
         order(&mut self.pids);
-        order(&mut self.container_id_for_pid);
-        order(&mut self.container_id_for_inode);
-        order(&mut self.self_container_id);
+        order(&mut self.process_identity);
+        order(&mut self.cgroup_identity);
+        order(&mut self.container_listing);
         order(&mut self.container_id_for_pod_uid_and_name);
     }
 
@@ -114,9 +111,9 @@ impl CollectorChains {
             ("network", ids(&self.network)),
             ("open_files", ids(&self.open_files)),
             ("pids", ids(&self.pids)),
-            ("container_id_for_pid", ids(&self.container_id_for_pid)),
-            ("container_id_for_inode", ids(&self.container_id_for_inode)),
-            ("self_container_id", ids(&self.self_container_id)),
+            ("process_identity", ids(&self.process_identity)),
+            ("cgroup_identity", ids(&self.cgroup_identity)),
+            ("container_listing", ids(&self.container_listing)),
             (
                 "container_id_for_pod_uid_and_name",
                 ids(&self.container_id_for_pod_uid_and_name),

@@ -4,10 +4,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use super::{
-    CollectorCatalog, CollectorError, CollectorFactory, CollectorRef, CollectorResult, Collectors,
-    ContainerIdForInode, ContainerIdForPid, ContainerIdForPodUidAndName, ContainerStats, CpuStats,
-    IoCollector, IoStats, MaxAge, NetworkCollector, NetworkStats, OpenFilesCollector,
-    PidsCollector, RuntimeMetadata, SelfContainerId, StatsCollector,
+    CgroupIdentity, CollectorCatalog, CollectorError, CollectorFactory, CollectorRef,
+    CollectorResult, Collectors, ContainerIdForPodUidAndName, ContainerListing, ContainerStats,
+    CpuStats, IoCollector, IoStats, MaxAge, NetworkCollector, NetworkStats, OpenFilesCollector,
+    PidsCollector, ProcessIdentity, RuntimeMetadata, StatsCollector,
+};
+use crate::identity::{
+    CgroupAnswer, CgroupRef, ContainerRef, ContainerView, ProcessAnswer, Source,
 };
 
 /// How a fake answers every question.
@@ -19,7 +22,7 @@ pub enum Mode {
 }
 
 /// A collector whose answers all derive from its `id` and `value`:
-/// - container ids: `cid-<id>`;
+/// - container ids: `cid-<id>` (processes, cgroups, the listed container, pods);
 /// - stats: `cpu.total = value`, `io.read_bytes = value`, `io.partial_stall_time = value + 1`;
 /// - io: `read_bytes = value * 10`, `partial_stall_time = io_psi`;
 /// - network: `bytes_sent = value`; open files: `value`; pids: `[value]`.
@@ -71,8 +74,8 @@ impl Fake {
         }
     }
 
-    fn container_id(&self) -> CollectorResult<String> {
-        self.answer(|_| format!("cid-{}", self.id))
+    fn container_id(&self) -> String {
+        format!("cid-{}", self.id)
     }
 
     /// Every capability, at `priority`.
@@ -83,9 +86,9 @@ impl Fake {
             network: Some(reference(self.clone(), priority, self.id)),
             open_files: Some(reference(self.clone(), priority, self.id)),
             pids: Some(reference(self.clone(), priority, self.id)),
-            container_id_for_pid: Some(reference(self.clone(), priority, self.id)),
-            container_id_for_inode: Some(reference(self.clone(), priority, self.id)),
-            self_container_id: Some(reference(self.clone(), priority, self.id)),
+            process_identity: Some(reference(self.clone(), priority, self.id)),
+            cgroup_identity: Some(reference(self.clone(), priority, self.id)),
+            container_listing: Some(reference(self.clone(), priority, self.id)),
             container_id_for_pod_uid_and_name: Some(reference(self.clone(), priority, self.id)),
         }
     }
@@ -97,6 +100,30 @@ pub fn reference<T: ?Sized>(collector: Arc<T>, priority: u8, id: &'static str) -
         priority,
         id,
     }
+}
+
+/// The answer for `pid` in container `container_id` (in none when empty), from procfs,
+/// started at `pid` ns.
+pub fn process_answer(pid: u32, container_id: &str) -> ProcessAnswer {
+    ProcessAnswer {
+        pid,
+        container: container(container_id),
+        cgroup: None,
+        exited: false,
+        source: Source::Procfs,
+        start_boottime_ns: u64::from(pid),
+        comm: Arc::from("fake"),
+    }
+}
+
+fn container(id: &str) -> Option<Arc<ContainerRef>> {
+    (!id.is_empty()).then(|| {
+        Arc::new(ContainerRef {
+            id: id.to_owned(),
+            runtime: None,
+            pod_uid: None,
+        })
+    })
 }
 
 /// The same collectors for each of `runtimes`.
@@ -163,21 +190,43 @@ impl PidsCollector for Fake {
     }
 }
 
-impl ContainerIdForPid for Fake {
-    fn container_id_for_pid(&self, _: u32, _: MaxAge) -> CollectorResult<String> {
-        self.container_id()
+/// One call per batch.
+impl ProcessIdentity for Fake {
+    fn processes(&self, pids: &[u32], _: MaxAge) -> Vec<CollectorResult<ProcessAnswer>> {
+        match self.answer(|_| ()) {
+            Ok(Some(())) => pids
+                .iter()
+                .map(|&pid| Ok(Some(process_answer(pid, &self.container_id()))))
+                .collect(),
+            Ok(None) => pids.iter().map(|_| Ok(None)).collect(),
+            Err(e) => pids.iter().map(|_| Err(e.clone())).collect(),
+        }
     }
 }
 
-impl ContainerIdForInode for Fake {
-    fn container_id_for_inode(&self, _: u64, _: MaxAge) -> CollectorResult<String> {
-        self.container_id()
+impl CgroupIdentity for Fake {
+    fn cgroup(&self, inode: u64, _: MaxAge) -> CollectorResult<CgroupAnswer> {
+        self.answer(|_| CgroupAnswer {
+            cgroup: CgroupRef {
+                hierarchy_id: 0,
+                id: inode,
+                path: Arc::from(format!("/{}", self.container_id())),
+            },
+            container: container(&self.container_id()),
+            removed: false,
+        })
     }
 }
 
-impl SelfContainerId for Fake {
-    fn self_container_id(&self) -> CollectorResult<String> {
-        self.container_id()
+impl ContainerListing for Fake {
+    fn containers(&self, _: MaxAge) -> CollectorResult<Vec<ContainerView>> {
+        self.answer(|v| {
+            vec![ContainerView {
+                container: container(&self.container_id()).unwrap(),
+                cgroups: Vec::new(),
+                pids: vec![u32::try_from(v).unwrap()],
+            }]
+        })
     }
 }
 
@@ -189,7 +238,7 @@ impl ContainerIdForPodUidAndName for Fake {
         _: bool,
         _: MaxAge,
     ) -> CollectorResult<String> {
-        self.container_id()
+        self.answer(|_| self.container_id())
     }
 }
 

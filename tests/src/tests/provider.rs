@@ -1,7 +1,8 @@
 //! The metrics provider with its real collectors, built in this process over freshly loaded
-//! kernel programs: the meta collector and the per-runtime chains go past a collector that
-//! does not know (the kernel index has no thread ids) or fails (network counters not
-//! attached) to the next one, and say which collector answered.
+//! kernel programs: the meta collector's identity collector answers from the kernel index,
+//! and from procfs for what the index does not know (thread ids); the per-runtime chains go
+//! past a collector that fails (network counters not attached) to the next one; answers say
+//! which collector gave them.
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use collector_daemon::cgroupfs::files::DEFAULT_MAX_OPEN;
 use collector_daemon::collectors::StatsCollectors;
 use collector_daemon::daemon::tracked_v1_controller;
 use collector_daemon::ebpf::{KernelTracker, LoadOptions, loader};
-use collector_daemon::identity::{Identity, IdentityOptions};
+use collector_daemon::identity::{Identity, IdentityOptions, LookupError, Source};
 use collector_daemon::provider::{CollectorError, Flavor, Runtime, RuntimeMetadata};
 
 use super::util::{container_id, root, wait_for};
@@ -26,7 +27,7 @@ fn the_provider_goes_past_collectors_that_do_not_know_or_fail() {
     let proc_root = Path::new("/proc");
     let layout = CgroupLayout::discover(proc_root).expect("cgroup mounts");
     // No cgroup-v2 root to attach the network counters to: the eBPF collector's network
-    // capability fails (saying why), while its IO and identity capabilities work.
+    // capability fails (saying why), while its IO capability works.
     let loaded = loader::load(&LoadOptions {
         max_processes: 65_536,
         ring_buffer_bytes: 1 << 20,
@@ -79,31 +80,44 @@ fn the_provider_goes_past_collectors_that_do_not_know_or_fail() {
     });
 
     let meta = provider.meta();
-    // The kernel index knows the process: the eBPF collector (priority 0) answers.
+    // The kernel index knows the process.
+    let answer = meta
+        .process(pid, Duration::ZERO)
+        .unwrap()
+        .expect("the process");
+    assert_eq!(
+        (
+            answer.value.container.as_ref().map(|c| c.id.as_str()),
+            answer.source,
+            answer.value.source
+        ),
+        (Some(id.as_str()), "identity", Source::Ebpf)
+    );
     let answer = meta
         .container_id_for_pid(pid, Duration::ZERO)
         .unwrap()
         .expect("the process's container");
     assert_eq!(
         (answer.value.as_str(), answer.source),
-        (id.as_str(), "ebpf")
+        (id.as_str(), "identity")
     );
-    // It does not know thread ids: the system collector (priority 1) answers from procfs.
-    let answer = meta
-        .container_id_for_pid(tid, Duration::ZERO)
-        .unwrap()
-        .expect("the thread's container");
+    // It does not know thread ids: procfs answers, through the same collector.
+    let answers = meta.processes(&[pid, tid], Duration::ZERO);
+    let thread = answers[1].as_ref().unwrap().as_ref().expect("the thread");
     assert_eq!(
-        (answer.value.as_str(), answer.source),
-        (id.as_str(), "system")
+        (
+            thread.value.container.as_ref().map(|c| c.id.as_str()),
+            thread.source,
+            thread.value.source
+        ),
+        (Some(id.as_str()), "identity", Source::Procfs)
     );
-    // Nobody knows a PID that does not exist: the last failure is the answer.
-    let unknown = meta
-        .container_id_for_pid(4_194_000, Duration::ZERO)
-        .unwrap_err();
-    assert_eq!(unknown.collector, "system");
+    // Nobody knows a PID that does not exist: the identity service's error is the answer.
+    let unknown = meta.process(4_194_000, Duration::ZERO).unwrap_err();
+    assert_eq!(unknown.collector, "identity");
     assert!(
-        matches!(unknown.error, CollectorError::PidNotFound(_)),
+        matches!(&unknown.error, CollectorError::Lookup(e)
+            if matches!(**e, LookupError::PidNotFound { .. })),
         "{unknown}"
     );
 
