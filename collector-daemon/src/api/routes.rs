@@ -171,7 +171,12 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
 }
 
-/// Runs an identity lookup off the async scheduler. On the multi-threaded runtime (the
+/// Most PIDs a batch may hold to be answered on the async worker when the kernel index has
+/// them all (under a millisecond of work); larger batches go off the async scheduler.
+const MAX_IN_MEMORY_BATCH: usize = 1_024;
+
+/// Runs an identity lookup off the async scheduler (what the in-memory answers cannot serve:
+/// procfs reads, cgroup walks). On the multi-threaded runtime (the
 /// daemon's), it runs on this thread once the worker's other tasks are handed to another
 /// thread (`block_in_place`): the request waits for no other thread. The blocking pool
 /// (`spawn_blocking`) would cost each request two thread wake-ups, there and back, which the
@@ -379,6 +384,9 @@ async fn answer_pid(state: Arc<ApiState>, pid: u32) -> Result<Response, ApiError
         |chains| !chains.process_identity.is_empty(),
         "process lookups",
     )?;
+    if let Some(answer) = meta.processes_in_memory(&[pid]).and_then(|mut a| a.pop()) {
+        return Ok(json(&pid_body(&state, &answer.value)));
+    }
     lookup(move || {
         let answer = known_process(&state, pid, meta.process(pid, MaxAge::ZERO))?;
         Ok(json(&pid_body(&state, &answer)))
@@ -424,6 +432,15 @@ async fn pids(State(state): State<Arc<ApiState>>, request: Request) -> Result<Re
         |chains| !chains.process_identity.is_empty(),
         "process lookups",
     )?;
+    if pids.len() <= MAX_IN_MEMORY_BATCH
+        && let Some(answers) = meta.processes_in_memory(&pids)
+    {
+        let bodies: Vec<PidBody> = answers
+            .iter()
+            .map(|answer| pid_body(&state, &answer.value))
+            .collect();
+        return Ok(json(&bodies));
+    }
     lookup(move || {
         let answers: Vec<PidBody> = meta
             .processes(&pids, MaxAge::ZERO)

@@ -49,6 +49,11 @@ impl ProcessIdentity for IdentityCollector {
     fn process(&self, pid: u32, _max_age: MaxAge) -> CollectorResult<ProcessAnswer> {
         collected(self.identity.lookup_pid(pid))
     }
+
+    /// Live processes of the kernel index whose cgroups it knows.
+    fn processes_in_memory(&self, pids: &[u32]) -> Option<Vec<ProcessAnswer>> {
+        self.identity.lookup_pids_in_memory(pids)
+    }
 }
 
 impl CgroupIdentity for IdentityCollector {

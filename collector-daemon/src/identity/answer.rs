@@ -37,21 +37,19 @@ impl Identity {
             .collect()
     }
 
-    /// The kernel index's answer for `pid`, without the procfs fallback: `None` when the
-    /// kernel programs do not know it (a thread id, or the programs are off).
-    pub fn lookup_pid_kernel(&self, pid: u32) -> Option<ProcessAnswer> {
+    /// The kernel index's answers for `pids`, when every one is a live process whose cgroups
+    /// the index knows: then no file is read and nothing waits, so an async worker may ask.
+    /// `None` when any of them needs more (procfs, a cgroup walk) or the kernel programs are
+    /// off; [`Identity::lookup_pids`] then gives the same answers for those it has here.
+    pub fn lookup_pids_in_memory(&self, pids: &[u32]) -> Option<Vec<ProcessAnswer>> {
         self.kernel.as_ref()?;
         self.sync();
-        let entry = self.processes.get(pid)?;
-        if self.taken_by_another_task(pid, &entry) {
-            return None;
-        }
-        self.answer_from_entry(pid, &entry)
-    }
-
-    /// The procfs answer for `pid`, without the kernel index.
-    pub fn lookup_pid_procfs(&self, pid: u32) -> Result<ProcessAnswer, LookupError> {
-        self.lookup_procfs(pid)
+        pids.iter()
+            .map(|&pid| {
+                let entry = self.processes.get(pid).filter(|e| e.exited_at.is_none())?;
+                self.answer_from_entry(pid, &entry)
+            })
+            .collect()
     }
 
     fn lookup_pid_synced(&self, pid: u32) -> Result<ProcessAnswer, LookupError> {

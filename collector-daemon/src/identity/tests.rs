@@ -90,7 +90,7 @@ fn a_reused_pid_is_never_answered_with_the_exited_process_container() {
     );
     assert_eq!(answer.start_boottime_ns, clock::ticks_to_ns(7_000));
     assert_eq!(&*answer.comm, "new");
-    assert!(identity.lookup_pid_kernel(100).is_none());
+    assert!(identity.lookup_pids_in_memory(&[100]).is_none());
     assert_eq!(identity.stats().procfs_fallbacks.load(Ordering::Relaxed), 1);
 
     // A new process's fork event under the PID: the kernel index answers for it.
@@ -101,7 +101,7 @@ fn a_reused_pid_is_never_answered_with_the_exited_process_container() {
         .push_back(event(ProcessChange::Fork, 100, new, "new"));
     for answer in [
         identity.lookup_pid(100).unwrap(),
-        identity.lookup_pid_kernel(100).unwrap(),
+        identity.lookup_pids_in_memory(&[100]).unwrap().remove(0),
     ] {
         assert_eq!(
             (container_id(&answer), answer.source, answer.exited),
@@ -146,7 +146,8 @@ fn an_exit_during_the_seed_removes_the_seeded_map_entry() {
         (container_id(&answer), answer.source, answer.exited),
         (Some(ID_A), Source::Ebpf, true)
     );
-    assert!(identity.lookup_pid_kernel(200).unwrap().exited);
+    // An exited process's answer may need procfs (is the PID taken?): not in memory.
+    assert!(identity.lookup_pids_in_memory(&[200]).is_none());
 
     // A seeded process's ordinary exit (the tracepoint read and deleted the seeded entry,
     // so the event has FLAG_SEEDED): nothing left to forget.
@@ -242,7 +243,7 @@ fn the_seed_is_completed_from_procfs() {
     );
     assert_eq!(state.processes[&400].start_boottime_ns, in_tick(9_000));
     drop(state);
-    let init = identity.lookup_pid_kernel(1).unwrap();
+    let init = identity.lookup_pids_in_memory(&[1]).unwrap().remove(0);
     assert_eq!((container_id(&init), init.exited), (None, false));
     assert_eq!(&*init.cgroup.unwrap().path, "/");
 }

@@ -198,6 +198,14 @@ pub trait ProcessIdentity: Send + Sync {
             .pop()
             .unwrap_or_else(|| Err(CollectorError::other("no answer for a batch of one pid")))
     }
+
+    /// The answers for `pids` when this collector has every one of them in memory: no file
+    /// read, no wait, so the API may ask from an async worker. `None` (the default) sends the
+    /// request the whole way, through [`Self::processes`] on a thread that may block; where
+    /// this answers, `processes` would give the same answers.
+    fn processes_in_memory(&self, _pids: &[u32]) -> Option<Vec<ProcessAnswer>> {
+        None
+    }
 }
 
 /// Which container owns the cgroup directory with this inode (v1 or v2), with the cgroup's

@@ -45,6 +45,23 @@ impl MetaCollector {
         first_known(&self.chains.process_identity, |c| c.process(pid, max_age))
     }
 
+    /// The answers for `pids` when the first collector of the chain has them all in memory
+    /// (see [`ProcessIdentity::processes_in_memory`]): the answers [`Self::processes`] would
+    /// give, found without a file read or a wait. `None` otherwise.
+    pub fn processes_in_memory(&self, pids: &[u32]) -> Option<Vec<Answer<ProcessAnswer>>> {
+        let first = self.chains.process_identity.first()?;
+        let answers = first.collector.processes_in_memory(pids)?;
+        (answers.len() == pids.len()).then(|| {
+            answers
+                .into_iter()
+                .map(|value| Answer {
+                    value,
+                    source: first.id,
+                })
+                .collect()
+        })
+    }
+
     /// The processes `pids`, answers in order. The first collector is asked for all of them
     /// in one batch, each next one only for those no collector before it knew (or that
     /// failed); per PID, the result is as [`Self::process`] would give.
@@ -351,6 +368,52 @@ mod tests {
         let answer = meta.process(1, SECOND).unwrap().unwrap();
         assert_eq!((answer.source, answer.value.container), ("host", None));
         assert_eq!(meta.container_id_for_pid(1, SECOND), Ok(None));
+        assert_eq!(docker.calls(), 0);
+    }
+
+    #[test]
+    fn in_memory_answers_come_from_the_first_collector_only_when_it_has_them_all() {
+        /// Knows even PIDs in memory; every PID through `processes`.
+        struct Index;
+        impl ProcessIdentity for Index {
+            fn processes(&self, pids: &[u32], _: MaxAge) -> Vec<CollectorResult<ProcessAnswer>> {
+                pids.iter()
+                    .map(|&pid| Ok(Some(process_answer(pid, "index"))))
+                    .collect()
+            }
+            fn processes_in_memory(&self, pids: &[u32]) -> Option<Vec<ProcessAnswer>> {
+                pids.iter()
+                    .map(|&pid| (pid % 2 == 0).then(|| process_answer(pid, "index")))
+                    .collect()
+            }
+        }
+        let index = Collectors {
+            process_identity: Some(reference(Arc::new(Index), 0, "index")),
+            ..Collectors::default()
+        };
+        let docker = Fake::new("docker", 0, Mode::Know);
+        let catalogs = [
+            catalog(&[DOCKER], &index),
+            catalog(&[DOCKER], &docker.offer_all(1)),
+        ];
+        let meta = MetaCollector::new(Arc::clone(&Catalog::build(&catalogs).any));
+        let in_memory = meta.processes_in_memory(&[2, 4]).unwrap();
+        let through = meta.processes(&[2, 4], SECOND);
+        for (fast, slow) in in_memory.iter().zip(through) {
+            let slow = slow.unwrap().unwrap();
+            let key = |a: &Answer<ProcessAnswer>| {
+                let container = a.value.container.as_ref().map(|c| c.id.clone());
+                (a.source, a.value.pid, container, a.value.start_boottime_ns)
+            };
+            assert_eq!(key(fast), key(&slow));
+            assert_eq!(fast.source, "index");
+        }
+        assert!(meta.processes_in_memory(&[2, 3]).is_none());
+        // A collector without an in-memory index never answers this way.
+        let only_docker = MetaCollector::new(Arc::clone(
+            &Catalog::build(&[catalog(&[DOCKER], &docker.offer_all(0))]).any,
+        ));
+        assert!(only_docker.processes_in_memory(&[2]).is_none());
         assert_eq!(docker.calls(), 0);
     }
 
