@@ -6,7 +6,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Polls `done` until it holds, or panics with `what` after [`TIMEOUT`]: tests wait for a
 /// condition, never for a fixed time.
-pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + TIMEOUT;
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -17,7 +17,7 @@ pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 /// Waits until process `pid` is blocked in `nanosleep`/`clock_nanosleep` (the first field of
 /// `/proc/<pid>/syscall`): a `sleep` that has exec'd is still opening and closing files (the
 /// dynamic loader, locale) until then.
-pub fn wait_until_asleep(pid: u32) {
+pub(crate) fn wait_until_asleep(pid: u32) {
     wait_until("the child to block in its sleep", || {
         std::fs::read_to_string(format!("/proc/{pid}/syscall"))
             .ok()
@@ -28,13 +28,13 @@ pub fn wait_until_asleep(pid: u32) {
 
 /// A host for identity tests without root: a cgroup-v2 tree and a procfs of fixture files in
 /// a temporary directory, and the identity service over them and a fake kernel.
-pub struct FakeHost {
+pub(crate) struct FakeHost {
     dir: tempfile::TempDir,
 }
 
 impl FakeHost {
     /// An empty cgroup tree (its root only) and an empty procfs.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         std::fs::create_dir(dir.path().join("cgroup")).expect("cgroup root");
         std::fs::create_dir(dir.path().join("proc")).expect("proc root");
@@ -42,18 +42,18 @@ impl FakeHost {
     }
 
     /// Where the cgroup-v2 hierarchy is "mounted".
-    pub fn cgroup_root(&self) -> std::path::PathBuf {
+    pub(crate) fn cgroup_root(&self) -> std::path::PathBuf {
         self.dir.path().join("cgroup")
     }
 
     /// The procfs root.
-    pub fn proc_root(&self) -> std::path::PathBuf {
+    pub(crate) fn proc_root(&self) -> std::path::PathBuf {
         self.dir.path().join("proc")
     }
 
     /// The layout of a host whose only cgroup mount is the fixture tree, read from a
     /// mountinfo line as discovery reads the host's.
-    pub fn layout(&self) -> crate::cgroupfs::CgroupLayout {
+    pub(crate) fn layout(&self) -> crate::cgroupfs::CgroupLayout {
         let mountinfo = format!(
             "30 23 0:26 / {} rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw\n",
             self.cgroup_root().display()
@@ -63,7 +63,7 @@ impl FakeHost {
 
     /// Creates the cgroup directory `path` (from the hierarchy's root, parents included) and
     /// returns its id (inode).
-    pub fn mkdir(&self, path: &str) -> u64 {
+    pub(crate) fn mkdir(&self, path: &str) -> u64 {
         use std::os::unix::fs::MetadataExt as _;
         let dir = self.cgroup_root().join(path.trim_start_matches('/'));
         std::fs::create_dir_all(&dir).expect("cgroup directory");
@@ -71,14 +71,14 @@ impl FakeHost {
     }
 
     /// Removes the (empty) cgroup directory `path`.
-    pub fn rmdir(&self, path: &str) {
+    pub(crate) fn rmdir(&self, path: &str) {
         std::fs::remove_dir(self.cgroup_root().join(path.trim_start_matches('/')))
             .expect("removing a cgroup directory");
     }
 
     /// Writes `/proc/<pid>/{stat,cgroup}` of a task that started `start_ticks` clock ticks
     /// after boot, in the v2 cgroup `cgroup`; replaces what was there.
-    pub fn write_task(&self, pid: u32, comm: &str, start_ticks: u64, cgroup: &str) {
+    pub(crate) fn write_task(&self, pid: u32, comm: &str, start_ticks: u64, cgroup: &str) {
         let dir = self.proc_root().join(pid.to_string());
         std::fs::create_dir_all(&dir).expect("proc directory");
         // proc(5) field order; field 22 is the start time.
@@ -92,7 +92,7 @@ impl FakeHost {
     }
 
     /// The identity service over this host and `kernel`, with a one-minute grace period.
-    pub fn identity(
+    pub(crate) fn identity(
         &self,
         kernel: &std::sync::Arc<crate::ebpf::kernel_maps::fake::FakeKernel>,
     ) -> crate::identity::Identity {

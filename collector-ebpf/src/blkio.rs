@@ -53,7 +53,7 @@ const REQ_OP_READ: u32 = 0;
 const REQ_OP_WRITE: u32 = 1;
 
 #[btf_tracepoint(function = "block_bio_queue")]
-pub fn on_block_bio_queue(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn on_block_bio_queue(ctx: BtfTracePointContext) -> i32 {
     let Some(o) = offsets() else { return 0 };
     if o.io_ready == 0 {
         return 0;

@@ -22,7 +22,7 @@ use crate::{
 };
 
 #[btf_tracepoint(function = "cgroup_attach_task")]
-pub fn on_cgroup_attach_task(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn on_cgroup_attach_task(ctx: BtfTracePointContext) -> i32 {
     let Some(o) = offsets() else { return 0 };
     // (struct cgroup *dst_cgrp, const char *path, struct task_struct *task, bool threadgroup)
     let task = Task(ctx.arg::<*const u8>(2));
@@ -74,12 +74,12 @@ fn try_on_cgroup_attach_task(
 }
 
 #[btf_tracepoint(function = "cgroup_mkdir")]
-pub fn on_cgroup_mkdir(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn on_cgroup_mkdir(ctx: BtfTracePointContext) -> i32 {
     cgroup_event(&ctx, KIND_CGROUP_MKDIR, CGROUPS_CREATED)
 }
 
 #[btf_tracepoint(function = "cgroup_rmdir")]
-pub fn on_cgroup_rmdir(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn on_cgroup_rmdir(ctx: BtfTracePointContext) -> i32 {
     cgroup_event(&ctx, KIND_CGROUP_RMDIR, CGROUPS_REMOVED)
 }
 

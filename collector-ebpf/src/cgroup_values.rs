@@ -48,7 +48,7 @@ struct IterCgroupContext {
 
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "iter/cgroup")]
-pub extern "C" fn read_cgroup_values(ctx: *mut c_void) -> i32 {
+pub(crate) extern "C" fn read_cgroup_values(ctx: *mut c_void) -> i32 {
     let ctx = ctx.cast::<IterCgroupContext>();
     // SAFETY: the context layout is fixed by the kernel ABI (above); `meta` is never NULL,
     // `cgroup` is NULL on the final call.

@@ -18,7 +18,7 @@ use collector_common::{
 
 use crate::{counters::failure, maps::EVENTS};
 
-pub fn process_event(
+pub(crate) fn process_event(
     ctx: &BtfTracePointContext,
     kind: u32,
     tgid: u32,
@@ -43,7 +43,7 @@ pub fn process_event(
 /// `BPF_RB_FORCE_WAKEUP` once a quarter of the buffer waits to be read, else
 /// `BPF_RB_NO_WAKEUP`.
 #[inline(always)]
-pub fn submit_flags() -> u64 {
+pub(crate) fn submit_flags() -> u64 {
     let waiting = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
     let size = EVENTS.query(u64::from(BPF_RB_RING_SIZE));
     if waiting.saturating_mul(4) >= size {

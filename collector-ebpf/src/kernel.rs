@@ -30,7 +30,7 @@ use collector_common::{event::COMM_LEN, offsets::KernelOffsets};
 use crate::maps::OFFSETS;
 
 /// A read failed: a NULL pointer, a bad address, or a value only a failed load gives.
-pub struct ReadError;
+pub(crate) struct ReadError;
 
 /// The offsets, or `None` while the daemon has not filled them in.
 ///
@@ -40,7 +40,7 @@ pub struct ReadError;
 /// all-zero initialiser of a read-only static, cannot fold field reads into constants (what
 /// `Global::load`'s volatile read prevents for a copy); the loader overwrites the value.
 #[inline(always)]
-pub fn offsets() -> Option<&'static KernelOffsets> {
+pub(crate) fn offsets() -> Option<&'static KernelOffsets> {
     // `Global<T>` is `repr(transparent)` over `MaybeUninit<T>`, which has `T`'s layout.
     let pointer = core::hint::black_box((&raw const OFFSETS).cast::<KernelOffsets>());
     // SAFETY: a valid, aligned, initialised static that nothing writes at run time.
@@ -53,14 +53,14 @@ pub fn offsets() -> Option<&'static KernelOffsets> {
 }
 
 /// How a member is read: [`Direct`] through a `PTR_TO_BTF_ID`, [`Probe`] through a helper.
-pub trait Access {
+pub(crate) trait Access {
     /// The `T` at `base + offset`; `Err` when `base` is NULL or the read failed.
     fn read<T: Copy>(base: *const u8, offset: u32) -> Result<T, ReadError>;
 }
 
 /// Direct loads through a verifier-typed kernel pointer (see the module docs). Using it on
 /// a pointer the verifier sees as a number fails the load, not at run time.
-pub struct Direct;
+pub(crate) struct Direct;
 
 impl Access for Direct {
     #[inline(always)]
@@ -76,7 +76,7 @@ impl Access for Direct {
 }
 
 /// `bpf_probe_read_kernel`, for addresses the verifier knows only as numbers.
-pub struct Probe;
+pub(crate) struct Probe;
 
 impl Access for Probe {
     #[inline(always)]
@@ -92,7 +92,7 @@ impl Access for Probe {
 
 /// A direct read (the common case): see [`Direct`].
 #[inline(always)]
-pub fn read<T: Copy>(base: *const u8, offset: u32) -> Result<T, ReadError> {
+pub(crate) fn read<T: Copy>(base: *const u8, offset: u32) -> Result<T, ReadError> {
     Direct::read(base, offset)
 }
 
@@ -108,34 +108,34 @@ fn nonzero<T: Copy + PartialEq + Default>(value: T) -> Result<T, ReadError> {
 
 /// A `struct task_struct *` from a tracepoint argument.
 #[derive(Clone, Copy)]
-pub struct Task(pub *const u8);
+pub(crate) struct Task(pub *const u8);
 
 impl Task {
     /// The thread id; never 0 for the tasks the programs see (the idle tasks never fork,
     /// exec, exit or move, nor are they iterated).
-    pub fn pid(self, o: &KernelOffsets) -> Result<u32, ReadError> {
+    pub(crate) fn pid(self, o: &KernelOffsets) -> Result<u32, ReadError> {
         nonzero(read::<u32>(self.0, o.task_pid)?)
     }
 
     /// The thread-group id; never 0, as `pid`.
-    pub fn tgid(self, o: &KernelOffsets) -> Result<u32, ReadError> {
+    pub(crate) fn tgid(self, o: &KernelOffsets) -> Result<u32, ReadError> {
         nonzero(read::<u32>(self.0, o.task_tgid)?)
     }
 
     /// The thread-group id of a task that may be an idle task (tgid 0): the real parent of
     /// PID 1 and of `kthreadd` is `swapper/0`, so a parent's tgid of 0 is an answer, not a
     /// failed read (which would also read 0, and is then taken for that answer).
-    pub fn parent_tgid(self, o: &KernelOffsets) -> Result<u32, ReadError> {
+    pub(crate) fn parent_tgid(self, o: &KernelOffsets) -> Result<u32, ReadError> {
         read::<u32>(self.0, o.task_tgid)
     }
 
-    pub fn start_boottime_ns(self, o: &KernelOffsets) -> Result<u64, ReadError> {
+    pub(crate) fn start_boottime_ns(self, o: &KernelOffsets) -> Result<u64, ReadError> {
         read::<u64>(self.0, o.task_start_boottime)
     }
 
     /// `comm`, as two 8-byte loads (BPF loads are at most 8 bytes; the verifier allows any
     /// load inside the `char[16]` member). An empty name is possible, so 0 is no error.
-    pub fn comm(self, o: &KernelOffsets) -> Result<[u8; COMM_LEN], ReadError> {
+    pub(crate) fn comm(self, o: &KernelOffsets) -> Result<[u8; COMM_LEN], ReadError> {
         const HALF: usize = COMM_LEN / 2;
         let low = read::<u64>(self.0, o.task_comm)?;
         #[expect(clippy::cast_possible_truncation, reason = "HALF is 8")]
@@ -146,11 +146,11 @@ impl Task {
         Ok(comm)
     }
 
-    pub fn group_leader(self, o: &KernelOffsets) -> Result<Task, ReadError> {
+    pub(crate) fn group_leader(self, o: &KernelOffsets) -> Result<Task, ReadError> {
         read::<*const u8>(self.0, o.task_group_leader).map(Task)
     }
 
-    pub fn real_parent(self, o: &KernelOffsets) -> Result<Task, ReadError> {
+    pub(crate) fn real_parent(self, o: &KernelOffsets) -> Result<Task, ReadError> {
         read::<*const u8>(self.0, o.task_real_parent).map(Task)
     }
 
@@ -158,14 +158,14 @@ impl Task {
     /// `signal->live` before it fires `sched_process_exit`, in every kernel since 2.6.
     /// (A failed direct load of `live` would read as 0, "dead"; `signal` of a task the
     /// kernel hands us is valid for the task's lifetime, so it does not fail.)
-    pub fn group_dead(self, o: &KernelOffsets) -> Result<bool, ReadError> {
+    pub(crate) fn group_dead(self, o: &KernelOffsets) -> Result<bool, ReadError> {
         let signal = read::<*const u8>(self.0, o.task_signal)?;
         read::<i32>(signal, o.signal_live).map(|live| live <= 0)
     }
 
     /// The task's cgroup-v2 id and, when a v1 hierarchy is tracked, its cgroup id there
     /// (0 when not tracked or not attached).
-    pub fn cgroup_ids(self, o: &KernelOffsets) -> Result<(u64, u64), ReadError> {
+    pub(crate) fn cgroup_ids(self, o: &KernelOffsets) -> Result<(u64, u64), ReadError> {
         let css_set = read::<*const u8>(self.0, o.task_cgroups)?;
         let dfl = read::<*const u8>(css_set, o.css_set_dfl_cgrp)?;
         let v2 = cgroup_id::<Direct>(dfl, o)?;
@@ -186,7 +186,7 @@ impl Task {
 
 /// `cgroup->kn->id` of a `struct cgroup *`. kernfs ids start at 1, so 0 is a failed read.
 #[inline(always)]
-pub fn cgroup_id<A: Access>(cgroup: *const u8, o: &KernelOffsets) -> Result<u64, ReadError> {
+pub(crate) fn cgroup_id<A: Access>(cgroup: *const u8, o: &KernelOffsets) -> Result<u64, ReadError> {
     let kn = A::read::<*const u8>(cgroup, o.cgroup_kn)?;
     nonzero(A::read::<u64>(kn, o.kernfs_node_id)?)
 }
@@ -194,7 +194,7 @@ pub fn cgroup_id<A: Access>(cgroup: *const u8, o: &KernelOffsets) -> Result<u64,
 /// `cgroup->root->hierarchy_id` of a `struct cgroup *`: 0 for the v2 hierarchy (so a failed
 /// direct load reads as v2; `root` itself is checked for NULL).
 #[inline(always)]
-pub fn cgroup_hierarchy_id<A: Access>(
+pub(crate) fn cgroup_hierarchy_id<A: Access>(
     cgroup: *const u8,
     o: &KernelOffsets,
 ) -> Result<u32, ReadError> {
@@ -204,6 +204,6 @@ pub fn cgroup_hierarchy_id<A: Access>(
 
 /// `cgroup->level` of a `struct cgroup *` (0 for a root cgroup).
 #[inline(always)]
-pub fn cgroup_level<A: Access>(cgroup: *const u8, o: &KernelOffsets) -> Result<u32, ReadError> {
+pub(crate) fn cgroup_level<A: Access>(cgroup: *const u8, o: &KernelOffsets) -> Result<u32, ReadError> {
     A::read::<u32>(cgroup, o.cgroup_level)
 }

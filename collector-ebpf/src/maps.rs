@@ -15,16 +15,16 @@ use collector_common::{
 /// Live processes. 65,536 by default; the daemon resizes it (`--max-processes`) before load.
 /// Preallocated (flags 0): inserts from tracepoint context never allocate.
 #[map(name = "PROCESSES")]
-pub static PROCESSES: HashMap<u32, ProcessInfo> = HashMap::with_max_entries(65_536, 0);
+pub(crate) static PROCESSES: HashMap<u32, ProcessInfo> = HashMap::with_max_entries(65_536, 0);
 
 /// Lifecycle events. 4 MiB holds about 50,000 process events: a fork storm of that size
 /// between two daemon reads is lost and counted (`EVENTS_LOST`), then repaired by re-scan.
 #[map(name = "EVENTS")]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 
 /// Per-CPU counters (`collector_common::counters`).
 #[map(name = "COUNTERS")]
-pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counters::COUNT, 0);
+pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counters::COUNT, 0);
 
 /// `BPF_F_NO_PREALLOC`: elements are allocated on insert and freed after an RCU grace period.
 ///
@@ -42,13 +42,13 @@ const NO_PREALLOC: u32 = aya_ebpf::bindings::BPF_F_NO_PREALLOC;
 /// Network bytes and packets per cgroup-v2 id (`net.rs`). At most 16,384 cgroups by default;
 /// the daemon resizes it (`--net-counter-entries`) before load.
 #[map(name = "NET_COUNTERS")]
-pub static NET_COUNTERS: PerCpuHashMap<u64, NetMapValue> =
+pub(crate) static NET_COUNTERS: PerCpuHashMap<u64, NetMapValue> =
     PerCpuHashMap::with_max_entries(16_384, NO_PREALLOC);
 
 /// Block IO per (owning cgroup, disk) (`blkio.rs`). At most 16,384 entries by default
 /// (`--io-counter-entries`).
 #[map(name = "IO_COUNTERS")]
-pub static IO_COUNTERS: PerCpuHashMap<IoMapKey, IoMapValue> =
+pub(crate) static IO_COUNTERS: PerCpuHashMap<IoMapKey, IoMapValue> =
     PerCpuHashMap::with_max_entries(16_384, NO_PREALLOC);
 
 /// Values of the cgroups of the last cgroup walk, slot n for the nth cgroup (`cgroup_values.rs`).
@@ -56,16 +56,16 @@ pub static IO_COUNTERS: PerCpuHashMap<IoMapKey, IoMapValue> =
 /// `BPF_F_MMAPABLE`: the daemon reads a walk's records through a read-only mapping, with no
 /// system call per record.
 #[map(name = "CGROUP_VALUES")]
-pub static CGROUP_VALUES: Array<CgroupValues> =
+pub(crate) static CGROUP_VALUES: Array<CgroupValues> =
     Array::with_max_entries(16_384, aya_ebpf::bindings::BPF_F_MMAPABLE);
 
 /// How the last cgroup walk ended (one slot).
 #[map(name = "CGROUP_WALK")]
-pub static CGROUP_WALK: Array<CgroupWalk> = Array::with_max_entries(1, 0);
+pub(crate) static CGROUP_WALK: Array<CgroupWalk> = Array::with_max_entries(1, 0);
 
 /// Struct member offsets, filled by the daemon before load (all zero, `ready == 0`, until then).
 #[unsafe(no_mangle)]
-pub static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
+pub(crate) static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     task_pid: 0,
     task_tgid: 0,
     task_start_boottime: 0,

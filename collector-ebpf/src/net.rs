@@ -32,13 +32,13 @@ const LOOPBACK_IFINDEX: u32 = 1;
 const ALLOW: i32 = 1;
 
 #[cgroup_skb(ingress)]
-pub fn count_ingress(ctx: SkBuffContext) -> i32 {
+pub(crate) fn count_ingress(ctx: SkBuffContext) -> i32 {
     count(&ctx, false);
     ALLOW
 }
 
 #[cgroup_skb(egress)]
-pub fn count_egress(ctx: SkBuffContext) -> i32 {
+pub(crate) fn count_egress(ctx: SkBuffContext) -> i32 {
     count(&ctx, true);
     ALLOW
 }

@@ -17,7 +17,7 @@ const EEXIST: i32 = 17;
 /// look up again. For a per-CPU hash a program's insert sets this CPU's copy and zeroes the
 /// others (`pcpu_init_value()` in `kernel/bpf/hashtab.c`).
 #[inline(always)]
-pub fn entry<K, V: Default>(map: &PerCpuHashMap<K, V>, key: &K) -> Result<Option<*mut V>, i32> {
+pub(crate) fn entry<K, V: Default>(map: &PerCpuHashMap<K, V>, key: &K) -> Result<Option<*mut V>, i32> {
     if let Some(value) = map.get_ptr_mut(key) {
         return Ok(Some(value));
     }
@@ -42,7 +42,7 @@ pub fn entry<K, V: Default>(map: &PerCpuHashMap<K, V>, key: &K) -> Result<Option
 /// `core::intrinsics::atomic_xadd` because the BPF target has no CAS, so `AtomicU64` offers
 /// no `fetch_add` there, while the add itself is a native BPF instruction.
 #[inline(always)]
-pub fn add(counter: *mut u64, n: u64) {
+pub(crate) fn add(counter: *mut u64, n: u64) {
     // SAFETY: `counter` points into a map value returned by a lookup, valid and 8-aligned
     // for the program's run (the maps are `BPF_F_NO_PREALLOC`: a deleted element is freed
     // only after an RCU grace period, and programs run inside an RCU read section).

@@ -28,7 +28,7 @@ use crate::{
 const CLONE_THREAD: u64 = 0x0001_0000;
 
 #[btf_tracepoint(function = "task_newtask")]
-pub fn on_task_newtask(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn on_task_newtask(ctx: BtfTracePointContext) -> i32 {
     let Some(o) = offsets() else { return 0 };
     let task = Task(ctx.arg::<*const u8>(0));
     let clone_flags: u64 = ctx.arg(1);
@@ -56,7 +56,7 @@ fn try_on_task_newtask(
 }
 
 #[btf_tracepoint(function = "sched_process_exec")]
-pub fn on_process_exec(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn on_process_exec(ctx: BtfTracePointContext) -> i32 {
     let Some(o) = offsets() else { return 0 };
     let task = Task(ctx.arg::<*const u8>(0));
     if try_on_process_exec(&ctx, o, task).is_err() {
@@ -99,7 +99,7 @@ fn try_on_process_exec(
 }
 
 #[btf_tracepoint(function = "sched_process_exit")]
-pub fn on_process_exit(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn on_process_exit(ctx: BtfTracePointContext) -> i32 {
     let Some(o) = offsets() else { return 0 };
     let task = Task(ctx.arg::<*const u8>(0));
     if try_on_process_exit(&ctx, o, task).is_err() {
@@ -136,7 +136,7 @@ fn try_on_process_exit(
 }
 
 /// Inserts or replaces the process's entry; a full map is counted and logged.
-pub fn track(ctx: &BtfTracePointContext, tgid: u32, info: ProcessInfo) {
+pub(crate) fn track(ctx: &BtfTracePointContext, tgid: u32, info: ProcessInfo) {
     if PROCESSES.insert(tgid, info, u64::from(BPF_ANY)).is_err() {
         failure(
             ctx,
@@ -148,7 +148,7 @@ pub fn track(ctx: &BtfTracePointContext, tgid: u32, info: ProcessInfo) {
 }
 
 /// Builds the map value of a process from its (leader) task.
-pub fn process_info(o: &KernelOffsets, task: Task, flags: u32) -> Result<ProcessInfo, ReadError> {
+pub(crate) fn process_info(o: &KernelOffsets, task: Task, flags: u32) -> Result<ProcessInfo, ReadError> {
     let (cgroup_v2_id, cgroup_v1_id) = task.cgroup_ids(o)?;
     let ppid = task.real_parent(o)?.parent_tgid(o)?;
     Ok(ProcessInfo {

@@ -35,7 +35,7 @@ struct IterTaskContext {
 
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "iter/task")]
-pub extern "C" fn seed_tasks(ctx: *mut c_void) -> i32 {
+pub(crate) extern "C" fn seed_tasks(ctx: *mut c_void) -> i32 {
     let ctx = ctx.cast::<IterTaskContext>();
     // SAFETY: the iterator context layout is fixed by the kernel ABI (see above); `meta`
     // is never null, `task` is null on the final call.

@@ -148,9 +148,12 @@ fn resolve_group(group: &str) -> Result<u32, ServeError> {
     };
     let name = CString::new(group).map_err(|_| unknown())?;
     let mut buf = vec![0u8; 16 * 1024];
-    // SAFETY: getgrnam_r with a valid name, a zeroed struct, and a buffer of the given size.
+    // SAFETY: `group` is plain old data (integers and pointers), for which all zeroes is valid.
     let mut grp: libc::group = unsafe { std::mem::zeroed() };
     let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: `name` is NUL-terminated; `grp`, `buf` (of the length passed) and `result` are
+    // valid and writable, and outlive the call; `grp`'s strings point into `buf`, which is
+    // only read (for the gid, an integer) while it is alive.
     let rc = unsafe {
         libc::getgrnam_r(
             name.as_ptr(),

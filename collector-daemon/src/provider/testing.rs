@@ -15,7 +15,7 @@ use crate::identity::{
 
 /// How a fake answers every question.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
+pub(super) enum Mode {
     Know,
     DoNotKnow,
     Fail,
@@ -26,7 +26,7 @@ pub enum Mode {
 /// - stats: `cpu.total = value`, `io.read_bytes = value`, `io.partial_stall_time = value + 1`;
 /// - io: `read_bytes = value * 10`, `partial_stall_time = io_psi`;
 /// - network: `bytes_sent = value`; open files: `value`; pids: `[value]`.
-pub struct Fake {
+pub(super) struct Fake {
     pub id: &'static str,
     pub value: u64,
     pub io_psi: Option<u64>,
@@ -38,11 +38,11 @@ pub struct Fake {
 }
 
 impl Fake {
-    pub fn new(id: &'static str, value: u64, mode: Mode) -> Arc<Self> {
+    pub(super) fn new(id: &'static str, value: u64, mode: Mode) -> Arc<Self> {
         Arc::new(Self::plain(id, value, mode))
     }
 
-    pub fn plain(id: &'static str, value: u64, mode: Mode) -> Self {
+    pub(super) fn plain(id: &'static str, value: u64, mode: Mode) -> Self {
         Self {
             id,
             value,
@@ -53,11 +53,11 @@ impl Fake {
         }
     }
 
-    pub fn set_mode(&self, mode: Mode) {
+    pub(super) fn set_mode(&self, mode: Mode) {
         *self.mode.lock().unwrap() = mode;
     }
 
-    pub fn calls(&self) -> usize {
+    pub(super) fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }
 
@@ -79,7 +79,7 @@ impl Fake {
     }
 
     /// Every capability, at `priority`.
-    pub fn offer_all(self: &Arc<Self>, priority: u8) -> Collectors {
+    pub(super) fn offer_all(self: &Arc<Self>, priority: u8) -> Collectors {
         Collectors {
             stats: Some(reference(self.clone(), priority, self.id)),
             io: Some(reference(self.clone(), priority, self.id)),
@@ -94,7 +94,7 @@ impl Fake {
     }
 }
 
-pub fn reference<T: ?Sized>(collector: Arc<T>, priority: u8, id: &'static str) -> CollectorRef<T> {
+pub(super) fn reference<T: ?Sized>(collector: Arc<T>, priority: u8, id: &'static str) -> CollectorRef<T> {
     CollectorRef {
         collector,
         priority,
@@ -104,7 +104,7 @@ pub fn reference<T: ?Sized>(collector: Arc<T>, priority: u8, id: &'static str) -
 
 /// The answer for `pid` in container `container_id` (in none when empty), from procfs,
 /// started at `pid` ns.
-pub fn process_answer(pid: u32, container_id: &str) -> ProcessAnswer {
+pub(super) fn process_answer(pid: u32, container_id: &str) -> ProcessAnswer {
     ProcessAnswer {
         pid,
         container: container(container_id),
@@ -127,7 +127,7 @@ fn container(id: &str) -> Option<Arc<ContainerRef>> {
 }
 
 /// The same collectors for each of `runtimes`.
-pub fn catalog(runtimes: &[RuntimeMetadata], collectors: &Collectors) -> CollectorCatalog {
+pub(super) fn catalog(runtimes: &[RuntimeMetadata], collectors: &Collectors) -> CollectorCatalog {
     runtimes
         .iter()
         .map(|rt| (*rt, collectors.clone()))
@@ -135,7 +135,7 @@ pub fn catalog(runtimes: &[RuntimeMetadata], collectors: &Collectors) -> Collect
 }
 
 /// A factory that succeeds at once with `catalog`.
-pub fn ready(id: &'static str, catalog: CollectorCatalog) -> CollectorFactory {
+pub(super) fn ready(id: &'static str, catalog: CollectorCatalog) -> CollectorFactory {
     CollectorFactory {
         id,
         constructor: Box::new(move || Ok(catalog.clone())),
@@ -244,14 +244,14 @@ impl ContainerIdForPodUidAndName for Fake {
 
 /// Where calls wait until the test opens it.
 #[derive(Default)]
-pub struct Gate {
+pub(super) struct Gate {
     open: Mutex<bool>,
     opened: Condvar,
 }
 
 impl Gate {
     /// Lets every waiting and later call through.
-    pub fn open(&self) {
+    pub(super) fn open(&self) {
         *self.open.lock().unwrap() = true;
         self.opened.notify_all();
     }
