@@ -20,6 +20,6 @@ pub mod identity;
 pub mod metrics;
 pub mod procfs_stats;
 pub mod provider;
-pub mod ttl_map;
 #[cfg(test)]
 mod test_support;
+pub mod ttl_map;

@@ -204,6 +204,9 @@ pub(crate) fn cgroup_hierarchy_id<A: Access>(
 
 /// `cgroup->level` of a `struct cgroup *` (0 for a root cgroup).
 #[inline(always)]
-pub(crate) fn cgroup_level<A: Access>(cgroup: *const u8, o: &KernelOffsets) -> Result<u32, ReadError> {
+pub(crate) fn cgroup_level<A: Access>(
+    cgroup: *const u8,
+    o: &KernelOffsets,
+) -> Result<u32, ReadError> {
     A::read::<u32>(cgroup, o.cgroup_level)
 }

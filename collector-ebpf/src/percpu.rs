@@ -17,7 +17,10 @@ const EEXIST: i32 = 17;
 /// look up again. For a per-CPU hash a program's insert sets this CPU's copy and zeroes the
 /// others (`pcpu_init_value()` in `kernel/bpf/hashtab.c`).
 #[inline(always)]
-pub(crate) fn entry<K, V: Default>(map: &PerCpuHashMap<K, V>, key: &K) -> Result<Option<*mut V>, i32> {
+pub(crate) fn entry<K, V: Default>(
+    map: &PerCpuHashMap<K, V>,
+    key: &K,
+) -> Result<Option<*mut V>, i32> {
     if let Some(value) = map.get_ptr_mut(key) {
         return Ok(Some(value));
     }

@@ -148,7 +148,11 @@ pub(crate) fn track(ctx: &BtfTracePointContext, tgid: u32, info: ProcessInfo) {
 }
 
 /// Builds the map value of a process from its (leader) task.
-pub(crate) fn process_info(o: &KernelOffsets, task: Task, flags: u32) -> Result<ProcessInfo, ReadError> {
+pub(crate) fn process_info(
+    o: &KernelOffsets,
+    task: Task,
+    flags: u32,
+) -> Result<ProcessInfo, ReadError> {
     let (cgroup_v2_id, cgroup_v1_id) = task.cgroup_ids(o)?;
     let ppid = task.real_parent(o)?.parent_tgid(o)?;
     Ok(ProcessInfo {

@@ -5,10 +5,12 @@
 //! `~/.cargo/bin` (cargo, rustup, bpf-linker); root commands therefore run as
 //! `sudo -E env PATH=<ours> program ...`.
 
-use std::ffi::{OsStr, OsString};
-use std::fmt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::{
+    ffi::{OsStr, OsString},
+    fmt,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Output, Stdio},
+};
 
 use anyhow::{Context as _, Result, bail};
 

@@ -7,15 +7,19 @@
 //! behind when it stops. The tests only need containers on the docker0 bridge, which
 //! works without either (verified on Debian 12, docker.io 20.10, kernel 6.18).
 
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::cmd::{Cmd, target_dir};
-use crate::setup::ensure_apt_packages;
+use crate::{
+    cmd::{Cmd, target_dir},
+    setup::ensure_apt_packages,
+};
 
 /// The image the tests run containers from (`COLLECTOR_TEST_IMAGE`).
 pub(crate) const TEST_IMAGE: &str = "collector-test-busybox:latest";

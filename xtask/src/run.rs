@@ -4,9 +4,11 @@
 //! so xtask ignores SIGINT/SIGQUIT while the daemon runs (else it would die first and leave the
 //! daemon orphaned) and relays SIGTERM/SIGHUP, which are usually sent to xtask alone.
 
-use std::os::unix::process::ExitStatusExt as _;
-use std::process::ExitCode;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::{
+    os::unix::process::ExitStatusExt as _,
+    process::ExitCode,
+    sync::atomic::{AtomicI32, Ordering},
+};
 
 use anyhow::{Context as _, Result};
 

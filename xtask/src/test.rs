@@ -10,8 +10,10 @@ use std::fmt::Write as _;
 
 use anyhow::{Result, bail};
 
-use crate::cmd::{Cmd, cargo, is_root, root_prefix, target_dir};
-use crate::docker::{self, TEST_IMAGE};
+use crate::{
+    cmd::{Cmd, cargo, is_root, root_prefix, target_dir},
+    docker::{self, TEST_IMAGE},
+};
 
 /// Debian packages only the integration tests need, with the services they bring: the
 /// Prometheus tests start their own `prometheus` (and run `promtool`), so the packaged

@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::collectors::StatsReport;
-use crate::collectors::metadata::ContainerMeta;
-use crate::identity::{CgroupAnswer, CgroupRef, ContainerView, ProcessAnswer};
+use crate::{
+    collectors::{StatsReport, metadata::ContainerMeta},
+    identity::{CgroupAnswer, CgroupRef, ContainerView, ProcessAnswer},
+};
 
 /// What the runtimes' APIs (Docker, containerd) say of a container, in every answer that
 /// names one. All null while no runtime knows the container (or it is in none).

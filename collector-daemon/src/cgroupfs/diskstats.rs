@@ -5,10 +5,12 @@
 //! re-reads it at most once a second, so a newly attached disk shows up quickly without a miss
 //! storm re-reading the file for every cgroup with IO on an unnamed device.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use super::io::Dev;
 

@@ -7,15 +7,17 @@
 //! the node) and a cgroup recreated under the same path has new nodes; so on ENODEV, ENOENT or
 //! ESTALE the file is reopened by path once, and the error is returned if that fails too.
 
+use std::{
+    ffi::OsStr,
+    fs::File,
+    io,
+    os::unix::{ffi::OsStrExt as _, fs::FileExt as _},
+    path::Path,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
+};
+
 use crate::fast_map::FastMap;
-use std::ffi::OsStr;
-use std::fs::File;
-use std::io;
-use std::os::unix::ffi::OsStrExt as _;
-use std::os::unix::fs::FileExt as _;
-use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
 
 /// Default bound on held descriptors: about 1,300 containers at the 24 files one container
 /// holds on a hybrid host (a v2 host needs fewer).

@@ -6,9 +6,11 @@
 //! Values here are in the files' units and mean what the files print, so the stats reader
 //! uses them exactly as it would the files' text; a cgroup (or controller) the walk did not
 //! cover is read from its files.
-use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::{
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use super::parse::Limit;
 use crate::fast_map::FastMap;

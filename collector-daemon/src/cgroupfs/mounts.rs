@@ -2,11 +2,13 @@
 //! Relies on proc(5): mountinfo fields with octal-escaped paths and optional fields ended by "-",
 //! v1 superblock options that name the controllers, and `/proc/<pid>/cgroup` lines `ID:CONTROLLERS:PATH` (id 0 = v2).
 
-use std::collections::BTreeMap;
-use std::ffi::{OsStr, OsString};
-use std::fs;
-use std::os::unix::ffi::OsStringExt;
-use std::path::{Component, Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    ffi::{OsStr, OsString},
+    fs,
+    os::unix::ffi::OsStringExt,
+    path::{Component, Path, PathBuf},
+};
 
 /// What kind of hierarchy a [`Hierarchy`] is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -492,8 +494,9 @@ fn display_paths(paths: &[PathBuf]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use std::os::unix::ffi::OsStrExt;
+
+    use super::*;
 
     // This machine: a hybrid host (each v1 controller on its own hierarchy, cgroup2 at .../unified).
     const THIS_HOST_MOUNTINFO: &str = "\

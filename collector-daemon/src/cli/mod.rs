@@ -9,12 +9,11 @@ mod table;
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-
 pub use args::{
     Cli, Command, DEFAULT_CONTAINERD_SOCKET, DEFAULT_DOCKER_SOCKET, DEFAULT_METRICS_ADDR,
     DEFAULT_PIN_DIR, DEFAULT_SOCKET, Query, QueryArgs, RingBufferBytesError, RunArgs,
 };
+use clap::Parser as _;
 pub use query::query;
 
 /// The program: parses the command line (exiting with clap's message when it is wrong), sets

@@ -6,33 +6,35 @@
 //! only grown since containerd 1.3; the crate's protos are 2.x and were checked against
 //! containerd 1.6.20. containerd has no container names: the name is the id, as cAdvisor and
 //! the kubelet show it. A namespace is chosen per call with the `containerd-namespace` header.
-use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    collections::BTreeMap,
+    convert::Infallible,
+    future::Future,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
-use containerd_client::events::{
-    ContainerCreate, ContainerDelete, ContainerUpdate, NamespaceCreate,
+use containerd_client::{
+    events::{ContainerCreate, ContainerDelete, ContainerUpdate, NamespaceCreate},
+    services::v1::{
+        Container, GetContainerRequest, ListContainersRequest, ListNamespacesRequest,
+        SubscribeRequest, containers_client::ContainersClient, events_client::EventsClient,
+        namespaces_client::NamespacesClient,
+    },
+    tonic::{
+        self, Code, Request, Status,
+        metadata::{MetadataValue, errors::InvalidMetadataValue},
+        transport::Channel,
+    },
+    types::Envelope,
 };
-use containerd_client::services::v1::containers_client::ContainersClient;
-use containerd_client::services::v1::events_client::EventsClient;
-use containerd_client::services::v1::namespaces_client::NamespacesClient;
-use containerd_client::services::v1::{
-    Container, GetContainerRequest, ListContainersRequest, ListNamespacesRequest, SubscribeRequest,
-};
-use containerd_client::tonic::metadata::MetadataValue;
-use containerd_client::tonic::metadata::errors::InvalidMetadataValue;
-use containerd_client::tonic::transport::Channel;
-use containerd_client::tonic::{self, Code, Request, Status};
-use containerd_client::types::Envelope;
 use prost::Message as _;
 use prost_types::Timestamp;
 use tokio::sync::mpsc;
 
-use crate::error_chain::ErrorChain;
 use super::metadata::{ContainerMeta, MetadataStore, Source, SourceState};
+use crate::error_chain::ErrorChain;
 
 /// How often a socket that is not there is looked for again (one `stat`).
 const ABSENT_POLL: Duration = Duration::from_secs(5);
@@ -747,7 +749,11 @@ mod tests {
             matches!(&error, WatchError::Decode { topic, .. } if topic == TOPIC_CONTAINER_CREATE),
             "{error:?}"
         );
-        assert!(ErrorChain(&error).to_string().starts_with("cannot decode a /containers/create event"));
+        assert!(
+            ErrorChain(&error)
+                .to_string()
+                .starts_with("cannot decode a /containers/create event")
+        );
     }
 
     #[test]

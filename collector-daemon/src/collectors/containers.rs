@@ -3,8 +3,10 @@
 //! changed since it was made (their version moved) and the caller wants it fresher than it
 //! is: one stats request asks for it several times (once per capability), and a rebuild
 //! walks every cgroup and process of the host.
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use crate::identity::{ContainerEntry, ContainerSnapshot, Identity};
 

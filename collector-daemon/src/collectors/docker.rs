@@ -8,21 +8,24 @@
 //! the list could still miss an event that happened in between: the stream asks to replay from
 //! a second before the list (`since`; dockerd keeps its recent events in memory). Applying an
 //! event means asking Docker for the container's current state, so a replayed one is harmless.
-use std::collections::{BTreeMap, HashMap};
-use std::convert::Infallible;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    collections::{BTreeMap, HashMap},
+    convert::Infallible,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
-use bollard::Docker;
-use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerInspectResponse, ContainerSummary, EventMessage};
-use bollard::query_parameters::{EventsOptions, ListContainersOptions};
+use bollard::{
+    Docker,
+    errors::Error as BollardError,
+    models::{ContainerInspectResponse, ContainerSummary, EventMessage},
+    query_parameters::{EventsOptions, ListContainersOptions},
+};
 use futures_util::{FutureExt as _, StreamExt as _};
 
-use crate::error_chain::ErrorChain;
-
 use super::metadata::{ContainerMeta, MetadataStore, Source, SourceState};
+use crate::error_chain::ErrorChain;
 
 /// How long a request may wait for Docker's response headers (bollard applies it to the
 /// headers only, so the event stream itself can stay idle for as long as it likes).

@@ -14,22 +14,25 @@
 //! maps stay bounded and a container's counters never go backwards when a nested cgroup
 //! goes away. A removed container's totals stay readable until read once after it is gone
 //! (or `RETIRED_KEEP` passes).
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
-
-use crate::cgroupfs::diskstats::DeviceNames;
-use crate::ebpf::{IoKey, IoTotals, KernelMaps, NetTotals};
-use crate::identity::{CgroupKey, ContainerEntry, ContainerSnapshot};
-use crate::procfs_stats::net;
-use crate::provider::{
-    CollectorError, CollectorResult, DeviceIoStats, IoCollector, IoStats, MaxAge, NetworkCollector,
-    NetworkStats, PidsCollector,
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    path::PathBuf,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant, SystemTime},
 };
-use crate::ttl_map::TtlMap;
 
 use super::containers::ContainerDirectory;
+use crate::{
+    cgroupfs::diskstats::DeviceNames,
+    ebpf::{IoKey, IoTotals, KernelMaps, NetTotals},
+    identity::{CgroupKey, ContainerEntry, ContainerSnapshot},
+    procfs_stats::net,
+    provider::{
+        CollectorError, CollectorResult, DeviceIoStats, IoCollector, IoStats, MaxAge,
+        NetworkCollector, NetworkStats, PidsCollector,
+    },
+    ttl_map::TtlMap,
+};
 
 /// The collector's id (the source named in answers).
 pub const ID: &str = "ebpf";
@@ -436,8 +439,10 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::ebpf::{Event, kernel_maps::fake::FakeKernel};
-    use crate::test_support::FakeHost;
+    use crate::{
+        ebpf::{Event, kernel_maps::fake::FakeKernel},
+        test_support::FakeHost,
+    };
 
     const ID: &str = "d1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
 

@@ -11,9 +11,11 @@
 //! exit completed before it is reflected. Nothing is cached, and `max_age` is not used.
 use std::sync::Arc;
 
-use crate::identity::{CgroupAnswer, ContainerView, Identity, LookupError, ProcessAnswer};
-use crate::provider::{
-    CgroupIdentity, CollectorError, CollectorResult, ContainerListing, MaxAge, ProcessIdentity,
+use crate::{
+    identity::{CgroupAnswer, ContainerView, Identity, LookupError, ProcessAnswer},
+    provider::{
+        CgroupIdentity, CollectorError, CollectorResult, ContainerListing, MaxAge, ProcessIdentity,
+    },
 };
 
 /// The collector's id (the source named in answers).
@@ -72,14 +74,15 @@ impl ContainerListing for IdentityCollector {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-    use std::time::Duration;
+    use std::{path::Path, time::Duration};
 
     use super::*;
-    use crate::cgroupfs::CgroupLayout;
-    use crate::collectors::StatsCollectors;
-    use crate::identity::{IdentityOptions, Source};
-    use crate::provider::{ALL_LINUX_RUNTIMES, Flavor, RuntimeMetadata};
+    use crate::{
+        cgroupfs::CgroupLayout,
+        collectors::StatsCollectors,
+        identity::{IdentityOptions, Source},
+        provider::{ALL_LINUX_RUNTIMES, Flavor, RuntimeMetadata},
+    };
 
     /// The identity service over this host's procfs, without the kernel programs.
     fn procfs_identity() -> Arc<Identity> {

@@ -10,9 +10,11 @@
 //! What a runtime said stays until that runtime says otherwise (destroy, or a full list that
 //! lacks it after a reconnect): while a runtime is down its containers keep their names, and
 //! numbers never depend on it.
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::SystemTime,
+};
 
 use dashmap::DashMap;
 

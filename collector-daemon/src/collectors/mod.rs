@@ -23,24 +23,21 @@ pub mod identity;
 pub mod metadata;
 pub mod system;
 
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::{path::Path, sync::Arc, time::Duration};
 
-use crate::cgroupfs::kernel_values::CgroupValuesSource;
-use crate::identity::{ContainerEntry, Identity};
-use crate::provider::cache::Cache;
-use crate::provider::cached::make_cached;
-use crate::provider::{
-    ALL_LINUX_RUNTIMES, ChainError, CollectionContext, CollectorCatalog, CollectorFactory,
-    CollectorRef, Collectors, ConstructError, Flavor, FullStats, Provider, Runtime, RuntimeMetadata,
+use self::{
+    containers::ContainerDirectory, ebpf::EbpfCollector, identity::IdentityCollector,
+    metadata::MetadataStore, system::SystemCollector,
 };
-
-use self::containers::ContainerDirectory;
-use self::ebpf::EbpfCollector;
-use self::identity::IdentityCollector;
-use self::metadata::MetadataStore;
-use self::system::SystemCollector;
+use crate::{
+    cgroupfs::kernel_values::CgroupValuesSource,
+    identity::{ContainerEntry, Identity},
+    provider::{
+        ALL_LINUX_RUNTIMES, ChainError, CollectionContext, CollectorCatalog, CollectorFactory,
+        CollectorRef, Collectors, ConstructError, Flavor, FullStats, Provider, Runtime,
+        RuntimeMetadata, cache::Cache, cached::make_cached,
+    },
+};
 
 /// The namespace argument of Datadog's getters; container ids are unique on a node.
 const NAMESPACE: &str = "";

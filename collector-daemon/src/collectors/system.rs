@@ -6,25 +6,26 @@
 //! With the kernel programs loaded, the eBPF collector answers network, IO and PIDs
 //! first (priority 0) and this one is the fallback (priority 1); CPU, memory and PIDs stats
 //! have no other source here, so they are priority 0.
-use std::collections::HashMap;
-use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
-
-use crate::cgroupfs::kernel_values::CgroupValuesSource;
-use crate::cgroupfs::{CgroupDirs, CgroupLayout, CgroupStatsReader};
-use crate::identity::{CgroupRef, ContainerEntry};
-use crate::procfs_stats::fds::FdCounter;
-use crate::procfs_stats::{net, tasks};
-use crate::provider::{
-    CollectionContext, CollectorError, CollectorResult, ContainerStats, IoCollector, IoStats,
-    MaxAge, NetworkCollector, NetworkStats, OpenFilesCollector, PidStats, PidsCollector,
-    StatsCollector,
+use std::{
+    collections::HashMap,
+    io,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
 };
-use crate::ttl_map::TtlMap;
 
 use super::containers::ContainerDirectory;
+use crate::{
+    cgroupfs::{CgroupDirs, CgroupLayout, CgroupStatsReader, kernel_values::CgroupValuesSource},
+    identity::{CgroupRef, ContainerEntry},
+    procfs_stats::{fds::FdCounter, net, tasks},
+    provider::{
+        CollectionContext, CollectorError, CollectorResult, ContainerStats, IoCollector, IoStats,
+        MaxAge, NetworkCollector, NetworkStats, OpenFilesCollector, PidStats, PidsCollector,
+        StatsCollector,
+    },
+    ttl_map::TtlMap,
+};
 
 /// The collector's id (the source named in answers).
 pub const ID: &str = "system";

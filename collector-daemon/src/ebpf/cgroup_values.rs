@@ -9,12 +9,14 @@
 //!
 //! A walk holds `cgroup_mutex` while it runs (`cgroup_iter_seq_start()`), so cgroup creation,
 //! removal and migrations wait for it: 0.5–0.8 µs per cgroup on the machine measured.
-use std::fs::File;
-use std::io::Read as _;
-use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::{
+    fs::File,
+    io::Read as _,
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
 
 use aya::{
     maps::{Array, MapData, MapError},
@@ -28,13 +30,17 @@ use collector_common::{
     names::{CGROUP_VALUES_MAP, CGROUP_WALK_MAP, PROGRAM_CGROUP_VALUES},
 };
 
-use crate::cgroupfs::kernel_values::{
-    CgroupValuesSource, CpuValues, DirKey, KernelCgroupValues, MemoryValues, PidsValues, V1Values,
+use crate::{
+    cgroupfs::{
+        kernel_values::{
+            CgroupValuesSource, CpuValues, DirKey, KernelCgroupValues, MemoryValues, PidsValues,
+            V1Values,
+        },
+        parse::Limit,
+    },
+    error_chain::ErrorChain,
+    fast_map::FastMap,
 };
-use crate::cgroupfs::parse::Limit;
-use crate::fast_map::FastMap;
-
-use crate::error_chain::ErrorChain;
 
 /// `enum bpf_cmd` values (`include/uapi/linux/bpf.h`).
 const BPF_LINK_CREATE: libc::c_long = 28;

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use collector_common::{counters, process::ProcessInfo};
-
 pub use events::{Event, ProcessChange};
 pub use kernel_maps::KernelMaps;
 pub use loader::{LoadError, LoadOptions, Loaded};

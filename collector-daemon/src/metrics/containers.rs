@@ -11,9 +11,10 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::exposition::{Kind, Value, Writer, label_name, push_label};
-use crate::collectors::metadata::ContainerMeta;
-use crate::collectors::{StatsCollectors, StatsReport};
-use crate::identity::ContainerEntry;
+use crate::{
+    collectors::{StatsCollectors, StatsReport, metadata::ContainerMeta},
+    identity::ContainerEntry,
+};
 
 /// One container of a scrape: its rendered labels and everything its series are made of.
 pub struct Row {
@@ -507,15 +508,16 @@ fn encode_fs(w: &mut Writer, rows: &[Row]) {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-    use std::sync::Arc;
+    use std::{collections::BTreeMap, sync::Arc};
 
     use super::*;
-    use crate::identity::{CgroupRef, ContainerRef};
-    use crate::metrics::exposition::Format;
-    use crate::provider::{
-        ContainerStats, CpuStats, DeviceIoStats, FullStats, IoStats, MemoryStats, NetworkStats,
-        PidStats,
+    use crate::{
+        identity::{CgroupRef, ContainerRef},
+        metrics::exposition::Format,
+        provider::{
+            ContainerStats, CpuStats, DeviceIoStats, FullStats, IoStats, MemoryStats, NetworkStats,
+            PidStats,
+        },
     };
 
     fn entry(id: &str, path: &str) -> ContainerEntry {

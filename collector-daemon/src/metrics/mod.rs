@@ -4,8 +4,10 @@
 pub mod containers;
 pub mod exposition;
 
-use std::sync::{Arc, atomic::Ordering};
-use std::time::SystemTime;
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::SystemTime,
+};
 
 use collector_common::counters;
 use prometheus_client::{
@@ -20,9 +22,10 @@ use prometheus_client::{
 };
 
 use self::exposition::{Format, Writer, openmetrics_to_text, strip_eof};
-use crate::collectors::StatsCollectors;
-use crate::collectors::metadata::Source;
-use crate::identity::Identity;
+use crate::{
+    collectors::{StatsCollectors, metadata::Source},
+    identity::Identity,
+};
 
 type Labels = Vec<(&'static str, String)>;
 

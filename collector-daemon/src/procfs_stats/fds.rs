@@ -6,9 +6,11 @@
 //! descriptor (`proc_fill_cache`). Older kernels report size 0 there, so the directory is listed
 //! instead. Which one applies is found once, on this process's own `fd` directory (which always
 //! holds at least the descriptor being used to look), and only on a real procfs.
-use std::io;
-use std::os::fd::AsRawFd as _;
-use std::path::{Path, PathBuf};
+use std::{
+    io,
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+};
 
 /// `PROC_SUPER_MAGIC` from `include/uapi/linux/magic.h`.
 const PROC_SUPER_MAGIC: i64 = 0x9fa0;

@@ -5,14 +5,15 @@
 //! `setns` is needed (Datadog's provider relies on the same fact). The namespace is named by
 //! the inode of `/proc/<pid>/ns/net`, which is what `network_isolation_group_id` carries:
 //! containers that share it (a Kubernetes pod) share these counters.
-use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{self, BufReader};
-use std::os::unix::fs::MetadataExt as _;
-use std::path::Path;
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    io::{self, BufReader},
+    os::unix::fs::MetadataExt as _,
+    path::Path,
+};
 
-use procfs::FromBufRead as _;
-use procfs::net::InterfaceDeviceStatus;
+use procfs::{FromBufRead as _, net::InterfaceDeviceStatus};
 
 use crate::provider::{InterfaceNetStats, NetworkStats};
 

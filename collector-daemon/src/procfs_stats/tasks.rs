@@ -3,9 +3,7 @@
 //! `cgroup.procs` lists only the processes directly in one cgroup: a container that creates
 //! sub-cgroups (systemd inside, podman's `container/` leaf, CRI-O) keeps its processes below
 //! the container's root, so the walk goes down the tree.
-use std::collections::BTreeSet;
-use std::io;
-use std::path::Path;
+use std::{collections::BTreeSet, io, path::Path};
 
 /// Every PID in `dir`'s `cgroup.procs` and in those of all its descendants, sorted, without
 /// duplicates. Cgroups that vanish during the walk are skipped; `dir` itself missing is

@@ -22,11 +22,14 @@
 //! One cache can be shared by several collectors, as Datadog's provider-wide cache is: the
 //! values are type-erased, and keys must say which collector and capability they belong to
 //! (`cached.rs` prefixes them with the collector id and Datadog's `cs-`, `cns-`, ...).
+use std::{
+    any::Any,
+    collections::BTreeMap,
+    sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
+};
+
 use crate::fast_map::FastMap;
-use std::any::Any;
-use std::collections::BTreeMap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
 
 /// How long an entry is kept at most, whatever `max_age` callers ask for (Datadog's
 /// `cacheGCInterval`).
@@ -420,9 +423,14 @@ pub(crate) fn wait_for_flight_holders(cache: &Cache, key: &str, holders: usize) 
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{Barrier, mpsc};
-    use std::thread;
+    use std::{
+        sync::{
+            Barrier,
+            atomic::{AtomicUsize, Ordering},
+            mpsc,
+        },
+        thread,
+    };
 
     use super::*;
     use crate::provider::{CollectorError, CollectorResult};

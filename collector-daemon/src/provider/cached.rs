@@ -14,11 +14,10 @@
 //! `in-`) and memoizes the self container id.
 use std::sync::Arc;
 
-use super::cache::Cache;
 use super::{
     CollectionContext, CollectorRef, CollectorResult, Collectors, ContainerIdForPodUidAndName,
     ContainerStats, IoCollector, IoStats, MaxAge, NetworkCollector, NetworkStats,
-    OpenFilesCollector, PidsCollector, StatsCollector,
+    OpenFilesCollector, PidsCollector, StatsCollector, cache::Cache,
 };
 
 /// Returns `collectors` with every capability but the identity ones going through `cache`,
@@ -211,9 +210,11 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::provider::CollectorError;
-    use crate::provider::cache::{Clock, DEFAULT_RETENTION, ManualClock, wait_for_flight_holders};
-    use crate::provider::testing::{Fake, Gate, Mode};
+    use crate::provider::{
+        CollectorError,
+        cache::{Clock, DEFAULT_RETENTION, ManualClock, wait_for_flight_holders},
+        testing::{Fake, Gate, Mode},
+    };
 
     const SECOND: Duration = Duration::from_secs(1);
 

@@ -14,10 +14,9 @@
 //! empty container id counts as "does not know".
 use std::sync::Arc;
 
-use super::registry::CollectorChains;
 use super::{
     Answer, ChainError, ChainResult, CollectorError, CollectorRef, CollectorResult, MaxAge,
-    ProcessIdentity, first_known,
+    ProcessIdentity, first_known, registry::CollectorChains,
 };
 use crate::identity::{CgroupAnswer, ContainerRef, ContainerView, ProcessAnswer};
 
@@ -195,14 +194,17 @@ fn container_id<T>(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-    use std::time::Duration;
+    use std::{sync::Mutex, time::Duration};
 
     use super::*;
-    use crate::identity::{LookupError, Source};
-    use crate::provider::registry::Catalog;
-    use crate::provider::testing::{Fake, Mode, catalog, process_answer, reference};
-    use crate::provider::{Collectors, Flavor, Runtime, RuntimeMetadata};
+    use crate::{
+        identity::{LookupError, Source},
+        provider::{
+            Collectors, Flavor, Runtime, RuntimeMetadata,
+            registry::Catalog,
+            testing::{Fake, Mode, catalog, process_answer, reference},
+        },
+    };
 
     const SECOND: Duration = Duration::from_secs(1);
     const DOCKER: RuntimeMetadata = RuntimeMetadata {

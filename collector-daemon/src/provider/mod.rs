@@ -48,12 +48,12 @@ pub use capabilities::{
 pub use meta::MetaCollector;
 pub use registry::{Catalog, CollectorChains, RETRY_INTERVAL, Registry, RetryLoop};
 pub use runtime::{FullStats, RuntimeCollector};
-
-pub use crate::identity::container_id::Runtime;
 pub use stats::{
     ContainerStats, CpuStats, DeviceIoStats, InterfaceNetStats, IoStats, MemoryStats, NetworkStats,
     PidStats,
 };
+
+pub use crate::identity::container_id::Runtime;
 
 /// Every runtime the provider knows (Datadog's `AllLinuxRuntimes`).
 pub const ALL_LINUX_RUNTIMES: [Runtime; 6] = [
@@ -222,8 +222,10 @@ impl Provider {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use super::testing::{Fake, Mode, catalog, ready};
-    use super::*;
+    use super::{
+        testing::{Fake, Mode, catalog, ready},
+        *,
+    };
 
     const SECOND: Duration = Duration::from_secs(1);
     const DOCKER: RuntimeMetadata = RuntimeMetadata {

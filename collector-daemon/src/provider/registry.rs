@@ -22,12 +22,16 @@
 //! The retry loop is a std thread, not a tokio task: constructors may block (they probe
 //! sockets and files), the provider is used from blocking code, and tests need no runtime.
 //! `RetryLoop` stops it: dropping the handle wakes the thread, which exits, and is joined.
-use std::collections::{BTreeMap, HashSet};
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::{
+    collections::{BTreeMap, HashSet},
+    panic::{AssertUnwindSafe, catch_unwind},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError, RwLock,
+        mpsc::{self, RecvTimeoutError},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
 
 use super::{
     CgroupIdentity, CollectorCatalog, CollectorFactory, CollectorRef, Collectors, ConstructError,
@@ -360,9 +364,13 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::provider::testing::{Fake, Mode, catalog, ready, reference};
-    use crate::provider::{Flavor, Runtime};
-    use crate::test_support::wait_until;
+    use crate::{
+        provider::{
+            Flavor, Runtime,
+            testing::{Fake, Mode, catalog, ready, reference},
+        },
+        test_support::wait_until,
+    };
 
     const DOCKER: RuntimeMetadata = RuntimeMetadata {
         runtime: Runtime::Docker,

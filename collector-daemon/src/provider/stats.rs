@@ -4,8 +4,7 @@
 //! Units follow Datadog's: CPU and stall times in nanoseconds, memory and IO in bytes, the CPU
 //! limit in percent of one CPU (100 = 1 CPU). Counters are cumulative since the cgroup was
 //! created. JSON names are Datadog's field names in `snake_case`.
-use std::collections::BTreeMap;
-use std::time::SystemTime;
+use std::{collections::BTreeMap, time::SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -177,14 +176,19 @@ mod rfc3339_opt {
         clippy::ref_option,
         reason = "serde's `with` passes the field by reference"
     )]
-    pub(super) fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        t: &Option<SystemTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match t {
             Some(t) => s.serialize_str(&super::format_rfc3339(*t)),
             None => s.serialize_none(),
         }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<SystemTime>, D::Error> {
         let raw: Option<String> = Option::deserialize(d)?;
         raw.map(|s| {
             super::parse_rfc3339(&s)

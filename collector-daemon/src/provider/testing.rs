@@ -1,7 +1,9 @@
 //! Collectors for the provider's unit tests: one configurable fake offering every capability,
 //! counting its calls.
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{
+    Arc, Condvar, Mutex,
+    atomic::{AtomicUsize, Ordering},
+};
 
 use super::{
     CgroupIdentity, CollectorCatalog, CollectorError, CollectorFactory, CollectorRef,
@@ -94,7 +96,11 @@ impl Fake {
     }
 }
 
-pub(super) fn reference<T: ?Sized>(collector: Arc<T>, priority: u8, id: &'static str) -> CollectorRef<T> {
+pub(super) fn reference<T: ?Sized>(
+    collector: Arc<T>,
+    priority: u8,
+    id: &'static str,
+) -> CollectorRef<T> {
     CollectorRef {
         collector,
         priority,

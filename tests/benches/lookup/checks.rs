@@ -4,8 +4,10 @@ use std::io;
 
 use serde_json::Value;
 
-use crate::scenarios::Via;
-use crate::setup::{Batch, Plan, Target};
+use crate::{
+    scenarios::Via,
+    setup::{Batch, Plan, Target},
+};
 
 pub(crate) fn check_single(target: &Target, status: u16, body: &[u8], via: Via) {
     let text = || String::from_utf8_lossy(body);

@@ -1,11 +1,13 @@
 //! A minimal HTTP/1.1 client: the support client sends `Connection: close`, and the point here
 //! is to also measure a persistent connection.
 
-use std::borrow::Cow;
-use std::io::{self, ErrorKind, Read as _, Write as _};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::{
+    borrow::Cow,
+    io::{self, ErrorKind, Read as _, Write as _},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use collector_tests::support::http::parse_response;
 

@@ -1,8 +1,10 @@
 //! The no-daemon baseline: this process reading `/proc/<pid>/cgroup` itself.
 
-use std::fmt::Write as _;
-use std::fs;
-use std::io::{self, Read as _};
+use std::{
+    fmt::Write as _,
+    fs,
+    io::{self, Read as _},
+};
 
 use crate::client::invalid;
 

@@ -1,12 +1,14 @@
 //! The daemon and its programs: starting and stopping it, its programs and links as its
 //! fdinfo shows them, BPF statistics, and other processes' BPF programs.
 
-use std::collections::BTreeMap;
-use std::fs;
-use std::os::fd::{FromRawFd as _, OwnedFd};
-use std::process::Command;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    fs,
+    os::fd::{FromRawFd as _, OwnedFd},
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
 
 use collector_tests::support::daemon::Daemon;
 use serde_json::Value;

@@ -1,19 +1,23 @@
 //! The kernel's figures: the daemon's programs' run time with BPF statistics on, and the
 //! empty programs that calibrate them.
 
-use std::collections::BTreeMap;
-use std::ffi::CString;
-use std::fs;
-use std::io;
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::{
+    collections::BTreeMap,
+    ffi::CString,
+    fs, io,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+};
 
 use collector_tests::support::cgroup::v2_mount;
 
-use crate::daemon::{
-    BPF_STATS_SYSCTL, Programs, StatsOn, fdinfo, prog_names, programs_of, start_daemon, stop_daemon,
+use crate::{
+    Config, WRITE_SIZE,
+    daemon::{
+        BPF_STATS_SYSCTL, Programs, StatsOn, fdinfo, prog_names, programs_of, start_daemon,
+        stop_daemon,
+    },
+    workloads::{TCP_TRANSFERS, fork_exit, mib, tcp_measurement},
 };
-use crate::workloads::{TCP_TRANSFERS, fork_exit, mib, tcp_measurement};
-use crate::{Config, WRITE_SIZE};
 
 /// Per-program run statistics over one workload.
 pub(crate) struct ProgDelta {
@@ -63,7 +67,8 @@ pub(crate) const EMPTY_PROGRAM_HOOKS: [Hook; 2] = [
     Hook::RawTracepoint("sched_process_exit"),
 ];
 /// The hooks a packet runs the counting programs on (on the cgroup-v2 root, like them).
-pub(crate) const EMPTY_PACKET_HOOKS: [Hook; 2] = [Hook::CgroupSkb("ingress"), Hook::CgroupSkb("egress")];
+pub(crate) const EMPTY_PACKET_HOOKS: [Hook; 2] =
+    [Hook::CgroupSkb("ingress"), Hook::CgroupSkb("egress")];
 
 /// Where an empty program goes.
 #[derive(Debug, Clone, Copy)]

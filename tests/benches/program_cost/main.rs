@@ -54,17 +54,18 @@ mod workloads;
 
 use std::time::Instant;
 
-use collector_tests::support::cgroup::v2_mount;
-use collector_tests::support::{is_root, require};
-
-use crate::daemon::foreign_bpf;
-use crate::kernel::kernel_stats;
-use crate::report::{print_foreign, print_kernel_stats, print_setup, print_table, print_targets};
-use crate::rounds::run_rounds;
+use collector_tests::support::{cgroup::v2_mount, is_root, require};
 // Dependencies of the support lib and the integration tests that this bench does not use.
 use {
     collector_common as _, collector_daemon as _, k8s_cri as _, tempfile as _, tokio as _,
     tonic as _,
+};
+
+use crate::{
+    daemon::foreign_bpf,
+    kernel::kernel_stats,
+    report::{print_foreign, print_kernel_stats, print_setup, print_table, print_targets},
+    rounds::run_rounds,
 };
 
 /// Target: throughput with the programs at least this share of throughput without.

@@ -1,13 +1,13 @@
 //! Report.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-use std::{fs, thread};
+use std::{collections::BTreeMap, fs, thread, time::Duration};
 
-use crate::daemon::prog_type_name;
-use crate::kernel::{KernelStats, ProgDelta};
-use crate::rounds::Round;
-use crate::{Config, FORK_TARGET_NS, MIB, TCP_TARGET, WRITE_SIZE};
+use crate::{
+    Config, FORK_TARGET_NS, MIB, TCP_TARGET, WRITE_SIZE,
+    daemon::prog_type_name,
+    kernel::{KernelStats, ProgDelta},
+    rounds::Round,
+};
 
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

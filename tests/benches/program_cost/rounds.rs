@@ -1,8 +1,10 @@
 //! Rounds: without and with the daemon, alternating.
 
-use crate::Config;
-use crate::daemon::{Cpu, foreign_bpf, process_cpu, start_daemon, stop_daemon};
-use crate::workloads::{fork_exit, tcp_measurement};
+use crate::{
+    Config,
+    daemon::{Cpu, foreign_bpf, process_cpu, start_daemon, stop_daemon},
+    workloads::{fork_exit, tcp_measurement},
+};
 
 /// One phase's results.
 #[derive(Debug, Clone, Copy, Default)]

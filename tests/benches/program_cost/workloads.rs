@@ -1,12 +1,13 @@
 //! The workloads: loopback TCP transfers and the fork+exit loop.
 
-use std::io::{self, Read as _, Write as _};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::thread;
-use std::time::Instant;
+use std::{
+    io::{self, Read as _, Write as _},
+    net::{Shutdown, TcpListener, TcpStream},
+    thread,
+    time::Instant,
+};
 
-use crate::report::median;
-use crate::{MIB, WRITE_SIZE};
+use crate::{MIB, WRITE_SIZE, report::median};
 
 /// Loopback transfers per TCP measurement; the measurement is their median rate.
 pub(crate) const TCP_TRANSFERS: u64 = 8;

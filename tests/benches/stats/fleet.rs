@@ -1,12 +1,14 @@
 //! The containers: test-made cgroups laid out like Docker's cgroupfs driver, one `sleep` in each.
 
-use std::fs;
-use std::hash::RandomState;
-use std::path::{Path, PathBuf};
+use std::{
+    fs,
+    hash::RandomState,
+    path::{Path, PathBuf},
+};
 
-use collector_tests::support::cgroup::{TestCgroup, v1_mount};
-use collector_tests::support::process::{
-    ChildGuard, bench_sleeper, enter_before_exec, random_container_id,
+use collector_tests::support::{
+    cgroup::{TestCgroup, v1_mount},
+    process::{ChildGuard, bench_sleeper, enter_before_exec, random_container_id},
 };
 
 use crate::CONTROLLERS;

@@ -1,11 +1,12 @@
 //! The floor: what the kernel's part of a collection costs with nothing else around it.
 
-use std::fs;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::{
+    fs,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
-use crate::collect::Sample;
-use crate::fleet::Fleet;
+use crate::{collect::Sample, fleet::Fleet};
 
 /// The cgroup files the eBPF daemon reads per container in a full collection on a hybrid host,
 /// by v1 controller (`cgroupfs/reader/`): IO counters are left out (the kernel programs

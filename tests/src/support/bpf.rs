@@ -4,11 +4,15 @@
 //!
 //! Per-CPU maps answer a lookup with one value per *possible* CPU, each rounded up to 8
 //! bytes (`bpf_map_value_size()` in `kernel/bpf/syscall.c`): see [`lookup_per_cpu`].
-use std::ffi::CString;
-use std::io;
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
-use std::os::unix::ffi::OsStrExt as _;
-use std::path::Path;
+use std::{
+    ffi::CString,
+    io,
+    os::{
+        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        unix::ffi::OsStrExt as _,
+    },
+    path::Path,
+};
 
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;

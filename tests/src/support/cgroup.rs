@@ -6,12 +6,13 @@
 //! hybrid Debian 12 hosts, /sys/fs/cgroup on v2-only ones). Nothing outside the guard's own
 //! prefix is ever written, except the root's `cgroup.procs` when evacuating our own processes.
 
-use std::fmt;
-use std::fs;
-use std::io::{self, ErrorKind};
-use std::os::unix::fs::MetadataExt as _;
-use std::path::{Component, Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::{
+    fmt, fs,
+    io::{self, ErrorKind},
+    os::unix::fs::MetadataExt as _,
+    path::{Component, Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 /// One line of /proc/self/mountinfo, the fields we use.
 #[derive(Debug, Clone)]
@@ -355,8 +356,11 @@ mod tests {
     use std::fs;
 
     use super::{TestCgroup, parse_mountinfo, v1_mount};
-    use crate::support::process::{ChildGuard, cgroup_v2_path, spawn_in_cgroup};
-    use crate::support::{is_root, require};
+    use crate::support::{
+        is_root,
+        process::{ChildGuard, cgroup_v2_path, spawn_in_cgroup},
+        require,
+    };
 
     const HYBRID: &str = "\
 31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755

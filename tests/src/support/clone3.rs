@@ -7,10 +7,7 @@
 //! The child of a multi-threaded process may only make async-signal-safe calls: it calls
 //! `_exit` or `pause` and nothing else.
 
-use std::ffi::CString;
-use std::io;
-use std::os::unix::ffi::OsStrExt as _;
-use std::path::Path;
+use std::{ffi::CString, io, os::unix::ffi::OsStrExt as _, path::Path};
 
 /// `CLONE_INTO_CGROUP` from `include/uapi/linux/sched.h`.
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;

@@ -12,15 +12,18 @@
 //! (named by a hash of the address, so they never clash with another containerd's); runc's
 //! state goes wherever the runtime's `Root` option says, here under the temp dir.
 
-use std::fs;
-use std::io::{self, ErrorKind};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::{
+    fs,
+    io::{self, ErrorKind},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
 
-use super::host::{containerd_shims, on_path, terminate, unmount_below};
 use serde_json::json;
 use tempfile::TempDir;
+
+use super::host::{containerd_shims, on_path, terminate, unmount_below};
 
 /// The CRI plugin's pause image (set as `sandbox_image`); built here, never pulled.
 pub const SANDBOX_IMAGE: &str = "registry.k8s.io/pause:3.6";

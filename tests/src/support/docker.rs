@@ -3,8 +3,10 @@
 //! `docker rm -f` when the guard drops. With the cgroupfs driver on this host's hybrid layout a
 //! container's processes sit in `/docker/<64-hex id>` in every hierarchy.
 
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::{
+    process::{Command, Output, Stdio},
+    sync::OnceLock,
+};
 
 /// The image used when `COLLECTOR_TEST_IMAGE` is unset.
 pub const DEFAULT_IMAGE: &str = "collector-test-busybox:latest";
@@ -180,8 +182,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::{Container, docker_available, docker_output};
-    use crate::support::process::cgroup_v2_path;
-    use crate::support::{is_root, require};
+    use crate::support::{is_root, process::cgroup_v2_path, require};
 
     #[test]
     fn runs_inspects_and_removes_a_container() {

@@ -11,13 +11,16 @@
 //! otherwise (there is no flag). On a SIGKILL it leaves its socket file (refusing connections)
 //! and its bind mount of the data root; a new dockerd replaces the socket.
 
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use tempfile::TempDir;
 
 use super::host::{containerd_shims, on_path, terminate, unmount_below};
-use tempfile::TempDir;
 
 /// How long containerd, and then dockerd, have to answer after they are spawned.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_mins(1);

@@ -1,13 +1,14 @@
 //! What the private runtimes of the tests (`containerd.rs`, `dockerd.rs`) need of the host:
 //! finding programs, and cleaning up what a killed runtime leaves behind (mounts below its
 //! directory, containerd shims still serving its socket).
-use std::ffi::CString;
-use std::fs;
-use std::io;
-use std::os::unix::ffi::OsStrExt as _;
-use std::path::{Path, PathBuf};
-use std::process::Child;
-use std::time::{Duration, Instant};
+use std::{
+    ffi::CString,
+    fs, io,
+    os::unix::ffi::OsStrExt as _,
+    path::{Path, PathBuf},
+    process::Child,
+    time::{Duration, Instant},
+};
 
 /// Whether `program` is an executable file in a directory of `PATH`.
 pub(crate) fn on_path(program: &str) -> bool {

@@ -4,13 +4,14 @@
 //! child that is inside a test cgroup, for `/v1/self`, since the daemon resolves the caller
 //! from the socket peer's PID (`SO_PEERCRED`, taken at `connect`).
 
-use std::ffi::CString;
-use std::fmt::Write as _;
-use std::io::{self, ErrorKind, Read as _, Write as _};
-use std::os::unix::ffi::OsStrExt as _;
-use std::os::unix::net::UnixStream;
-use std::path::Path;
-use std::time::Duration;
+use std::{
+    ffi::CString,
+    fmt::Write as _,
+    io::{self, ErrorKind, Read as _, Write as _},
+    os::unix::{ffi::OsStrExt as _, net::UnixStream},
+    path::Path,
+    time::Duration,
+};
 
 use super::cgroup::TestCgroup;
 
@@ -457,13 +458,14 @@ unsafe fn write_all(fd: libc::c_int, mut bytes: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-    use std::os::unix::net::UnixListener;
-    use std::thread;
+    use std::{
+        io::{BufRead as _, BufReader, Read as _, Write as _},
+        os::unix::net::UnixListener,
+        thread,
+    };
 
     use super::{get, get_from_cgroup, parse_response, post, raw, request};
-    use crate::support::cgroup::TestCgroup;
-    use crate::support::{is_root, require};
+    use crate::support::{cgroup::TestCgroup, is_root, require};
 
     #[test]
     fn parses_a_content_length_response() {

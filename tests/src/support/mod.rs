@@ -17,9 +17,11 @@ pub mod netns;
 pub mod process;
 pub mod prometheus;
 
-use std::io::Write as _;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::{
+    io::Write as _,
+    path::PathBuf,
+    sync::atomic::{AtomicUsize, Ordering},
+};
 
 /// Whether we run in CI (`CI=true`), where no test may skip.
 #[must_use]

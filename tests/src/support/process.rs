@@ -4,13 +4,14 @@
 //! Writing "0" to a `cgroup.procs` file moves the writing process (v1 and v2 alike), which is
 //! what the child does in `pre_exec`, with a raw open/write on paths prepared before the fork.
 
-use std::ffi::CString;
-use std::io;
-use std::ops::{Deref, DerefMut};
-use std::os::unix::ffi::OsStrExt as _;
-use std::os::unix::process::CommandExt as _;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::{
+    ffi::CString,
+    io,
+    ops::{Deref, DerefMut},
+    os::unix::{ffi::OsStrExt as _, process::CommandExt as _},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+};
 
 use super::cgroup::TestCgroup;
 
@@ -180,8 +181,7 @@ pub fn bench_sleeper() -> Command {
 /// a dependency on a random number crate).
 #[must_use]
 pub fn random_container_id(state: &std::hash::RandomState, n: usize) -> String {
-    use std::fmt::Write as _;
-    use std::hash::BuildHasher as _;
+    use std::{fmt::Write as _, hash::BuildHasher as _};
     (0..4u8).fold(String::with_capacity(64), |mut id, part| {
         let _ = write!(id, "{:016x}", state.hash_one((n, part)));
         id
@@ -190,8 +190,7 @@ pub fn random_container_id(state: &std::hash::RandomState, n: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-    use std::process::Command;
+    use std::{path::Path, process::Command};
 
     use super::{ChildGuard, cgroup_v2_path, parse_start_time, start_time_ticks};
 

@@ -9,16 +9,19 @@
 //! `promtool check metrics` (the linter behind convention 10: exit 0 when clean; lint problems
 //! are printed with exit 3, parse errors with exit 1).
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::fs::{self, File};
-use std::io::{self, ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-use std::{panic, thread};
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    fs::{self, File},
+    io::{self, ErrorKind, Read, Write},
+    net::{TcpListener, TcpStream},
+    os::unix::net::UnixStream,
+    panic,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
 
 use serde_json::Value;
 use tempfile::TempDir;

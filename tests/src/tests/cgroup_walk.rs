@@ -2,8 +2,10 @@
 //! memory, cpu, pids and cpuset values from one walk per hierarchy instead of its files.
 //! The values must be the files' own, follow changes at once, and no descriptor of those
 //! files is held for the container.
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use serde_json::Value;
 

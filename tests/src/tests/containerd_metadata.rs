@@ -7,12 +7,15 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::util::{container_id, listed_container, root, wait_for};
-use crate::support::containerd::{
-    APP_IMAGE, Containerd, DEFAULT_NAMESPACE, SANDBOX_IMAGE, cgroup_mounts, containerd_available,
+use crate::support::{
+    containerd::{
+        APP_IMAGE, Containerd, DEFAULT_NAMESPACE, SANDBOX_IMAGE, cgroup_mounts,
+        containerd_available,
+    },
+    cri::{Cri, Pod, pod_uid},
+    daemon::Daemon,
+    require,
 };
-use crate::support::cri::{Cri, Pod, pod_uid};
-use crate::support::daemon::Daemon;
-use crate::support::require;
 
 /// Longest wait for the daemon to reflect a change made in containerd.
 const TIMEOUT: Duration = Duration::from_secs(30);

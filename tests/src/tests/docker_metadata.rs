@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::util::{listed_container, lookup, root};
-use crate::support::daemon::Daemon;
-use crate::support::dockerd::{PrivateContainer, PrivateDockerd, dockerd_available};
-use crate::support::require;
+use crate::support::{
+    daemon::Daemon,
+    dockerd::{PrivateContainer, PrivateDockerd, dockerd_available},
+    require,
+};
 
 /// How long the daemon has to catch up with Docker.
 const TIMEOUT: Duration = Duration::from_secs(30);

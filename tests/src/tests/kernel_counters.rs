@@ -3,11 +3,13 @@
 //! per owning cgroup and disk (`io_counters`, `block_bio_queue`). Each test makes its own
 //! cgroups, so it knows exactly what they did: a known number of bytes over TCP between two
 //! network namespaces joined by a veth pair, or `dd` of 64 MiB to a file on a real disk.
-use std::fs::{self, File};
-use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::{
+    fs::{self, File},
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
 
 use collector_common::usage::{IoMapKey, IoMapValue, NetMapValue, make_dev};
 use collector_daemon::ebpf::{CounterMaps, IoKey};

@@ -6,11 +6,13 @@
 use std::time::Duration;
 
 use super::util::{listed_container, root, wait_for};
-use crate::support::containerd::{APP_IMAGE, Containerd, SANDBOX_IMAGE, containerd_available};
-use crate::support::cri::{Cri, Pod, pod_uid};
-use crate::support::daemon::Daemon;
-use crate::support::prometheus::{Prometheus, Sample, prometheus_available};
-use crate::support::require;
+use crate::support::{
+    containerd::{APP_IMAGE, Containerd, SANDBOX_IMAGE, containerd_available},
+    cri::{Cri, Pod, pod_uid},
+    daemon::Daemon,
+    prometheus::{Prometheus, Sample, prometheus_available},
+    require,
+};
 
 const POD: &str = "web-0";
 const NAMESPACE: &str = "collector-test";

@@ -5,24 +5,31 @@
 //! same moment; series live exactly as long as their container (no explicit timestamps, so
 //! Prometheus marks them stale at once); the exposition is `promtool check metrics` clean; the
 //! format follows `Accept` and the compression `Accept-Encoding`.
-use std::collections::{BTreeMap, HashMap};
-use std::io::Write as _;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-use std::{fs, thread};
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs,
+    io::Write as _,
+    path::PathBuf,
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
 
 use serde_json::Value;
 
-use super::stats::stats;
-use super::util::{root, wait_for};
-use crate::support::daemon::Daemon;
-use crate::support::docker::{self, Container};
-use crate::support::prometheus::{
-    ExposedSample, HttpResponse, Prometheus, Sample, http_get, http_get_unix, parse_exposition,
-    prometheus_available, promtool_check_metrics,
+use super::{
+    stats::stats,
+    util::{root, wait_for},
 };
-use crate::support::require;
+use crate::support::{
+    daemon::Daemon,
+    docker::{self, Container},
+    prometheus::{
+        ExposedSample, HttpResponse, Prometheus, Sample, http_get, http_get_unix, parse_exposition,
+        prometheus_available, promtool_check_metrics,
+    },
+    require,
+};
 
 const MIB: u64 = 1 << 20;
 

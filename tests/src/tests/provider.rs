@@ -3,18 +3,21 @@
 //! and from procfs for what the index does not know (thread ids); the per-runtime chains go
 //! past a collector that fails (network counters not attached) to the next one; answers say
 //! which collector gave them.
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::time::Duration;
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    sync::Arc,
+    time::Duration,
+};
 
-use collector_daemon::cgroupfs::CgroupLayout;
-use collector_daemon::cgroupfs::files::DEFAULT_MAX_OPEN;
-use collector_daemon::collectors::StatsCollectors;
-use collector_daemon::daemon::tracked_v1_controller;
-use collector_daemon::ebpf::{KernelTracker, LoadOptions, loader};
-use collector_daemon::identity::{Identity, IdentityOptions, LookupError, Source};
-use collector_daemon::provider::{CollectorError, Flavor, Runtime, RuntimeMetadata};
+use collector_daemon::{
+    cgroupfs::{CgroupLayout, files::DEFAULT_MAX_OPEN},
+    collectors::StatsCollectors,
+    daemon::tracked_v1_controller,
+    ebpf::{KernelTracker, LoadOptions, loader},
+    identity::{Identity, IdentityOptions, LookupError, Source},
+    provider::{CollectorError, Flavor, Runtime, RuntimeMetadata},
+};
 
 use super::util::{container_id, root, wait_for};
 use crate::support::{cgroup::TestCgroup, daemon::daemon_bin, process::spawn_command_in_cgroup};

@@ -1,7 +1,6 @@
 //! Container stats over the socket (`GET /v1/containers/{id}/stats`) against real Docker
 //! containers: values agree with what the kernel's own files say at the same moment.
-use std::path::PathBuf;
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use serde_json::Value;
 

@@ -1,6 +1,8 @@
 //! Small helpers shared by the integration tests.
-use std::fmt::Write as _;
-use std::time::{Duration, Instant};
+use std::{
+    fmt::Write as _,
+    time::{Duration, Instant},
+};
 
 use serde_json::Value;
 

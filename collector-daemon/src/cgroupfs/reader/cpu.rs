@@ -106,8 +106,12 @@ impl<'a> Pass<'a> {
         }
         if let Some(st) = stat {
             let hz = self.r.user_hz;
-            s.user = st.user_ticks.and_then(|t| crate::clock::ticks_to_ns_at(t, hz));
-            s.system = st.system_ticks.and_then(|t| crate::clock::ticks_to_ns_at(t, hz));
+            s.user = st
+                .user_ticks
+                .and_then(|t| crate::clock::ticks_to_ns_at(t, hz));
+            s.system = st
+                .system_ticks
+                .and_then(|t| crate::clock::ticks_to_ns_at(t, hz));
             ok = true;
         }
         ok

@@ -248,11 +248,16 @@ pub(in crate::cgroupfs) mod testing {
     /// (`L`), an inherited one (`I`), a cpuset (`S`), the default (`D`) and malformed files
     /// (`BAD`).
     pub(in crate::cgroupfs) const TASK: &str = "0f3c5e7a9b1d4f6a8c2e4b6d8f0a1c3e";
-    pub(in crate::cgroupfs) const L: &str = "2c1f9e0b7a4d4e6b8f3a5c7d9e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b";
-    pub(in crate::cgroupfs) const I: &str = "5d4c3b2a19080f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796";
-    pub(in crate::cgroupfs) const S: &str = "9e8d7c6b5a4938271605f4e3d2c1b0a99e8d7c6b5a4938271605f4e3d2c1b0a9";
-    pub(in crate::cgroupfs) const D: &str = "71a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f80";
-    pub(in crate::cgroupfs) const BAD: &str = "bad0bad0bad0bad0bad0bad0bad0bad0bad0bad0bad0bad0bad0bad0bad0bad0";
+    pub(in crate::cgroupfs) const L: &str =
+        "2c1f9e0b7a4d4e6b8f3a5c7d9e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b";
+    pub(in crate::cgroupfs) const I: &str =
+        "5d4c3b2a19080f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796";
+    pub(in crate::cgroupfs) const S: &str =
+        "9e8d7c6b5a4938271605f4e3d2c1b0a99e8d7c6b5a4938271605f4e3d2c1b0a9";
+    pub(in crate::cgroupfs) const D: &str =
+        "71a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f80";
+    pub(in crate::cgroupfs) const BAD: &str =
+        "bad0bad0bad0bad0bad0bad0bad0bad0bad0bad0bad0bad0bad0bad0bad0bad0";
 
     pub(in crate::cgroupfs) fn fixtures() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cgroupfs")
@@ -289,7 +294,8 @@ pub(in crate::cgroupfs) mod testing {
         "1:cpu",
         "0:",
     ];
-    pub(in crate::cgroupfs) const V1: &[&str] = &["8:pids", "7:memory", "3:cpuset", "2:cpuacct,cpu"];
+    pub(in crate::cgroupfs) const V1: &[&str] =
+        &["8:pids", "7:memory", "3:cpuset", "2:cpuacct,cpu"];
     pub(in crate::cgroupfs) const V2: &[&str] = &["0:"];
 
     /// The stats of cgroup `path` of hierarchies `ids`, without their timestamp.
