@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 
 use super::parse::{parse_dev, parse_u64};
-use crate::provider::stats::{DeviceIoStats, IoStats};
+use crate::stats::{DeviceIoStats, IoStats};
 
 /// A block device number, (major, minor).
 pub type Dev = (u32, u32);

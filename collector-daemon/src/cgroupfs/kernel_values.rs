@@ -1,7 +1,8 @@
-//! The values of a v1 cgroup's one-number files (and its CPU set's size), read by the kernel programs' cgroup walk
-//! instead of from the files (`crate::ebpf::cgroup_values`): a full collection then walks each
-//! v1 hierarchy once, where it would open-read-parse eleven files per container (~1.6 µs each on
-//! the 2-core VM measured, most of it the system call and kernfs, not the value).
+//! The values of a v1 cgroup's one-number files (and its CPU set's size), read by the kernel
+//! programs' cgroup walk instead of from the files (`crate::ebpf::cgroup_values` implements
+//! [`CgroupValuesSource`]): a full collection then walks each v1 hierarchy once, where it
+//! would open-read-parse eleven files per container (most of that cost is the system call and
+//! kernfs, not the value).
 //!
 //! Values here are in the files' units and mean what the files print, so the stats reader
 //! uses them exactly as it would the files' text; a cgroup (or controller) the walk did not

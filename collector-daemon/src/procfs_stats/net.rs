@@ -15,7 +15,7 @@ use std::{
 
 use procfs::{FromBufRead as _, net::InterfaceDeviceStatus};
 
-use crate::provider::{InterfaceNetStats, NetworkStats};
+use crate::stats::{InterfaceNetStats, NetworkStats};
 
 /// The loopback interface: excluded, as in Datadog's provider, because traffic a container sends to
 /// itself is not network use.

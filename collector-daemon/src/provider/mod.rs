@@ -29,7 +29,6 @@ pub mod capabilities;
 pub mod meta;
 pub mod registry;
 pub mod runtime;
-pub mod stats;
 #[cfg(test)]
 mod testing;
 
@@ -48,12 +47,14 @@ pub use capabilities::{
 pub use meta::MetaCollector;
 pub use registry::{Catalog, CollectorChains, RETRY_INTERVAL, Registry, RetryLoop};
 pub use runtime::{FullStats, RuntimeCollector};
-pub use stats::{
-    ContainerStats, CpuStats, DeviceIoStats, InterfaceNetStats, IoStats, MemoryStats, NetworkStats,
-    PidStats,
-};
 
-pub use crate::identity::container_id::Runtime;
+pub use crate::{
+    identity::container_id::Runtime,
+    stats::{
+        ContainerStats, CpuStats, DeviceIoStats, InterfaceNetStats, IoStats, MemoryStats,
+        NetworkStats, PidStats,
+    },
+};
 
 /// Every runtime the provider knows (Datadog's `AllLinuxRuntimes`).
 pub const ALL_LINUX_RUNTIMES: [Runtime; 6] = [

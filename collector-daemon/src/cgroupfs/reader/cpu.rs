@@ -12,7 +12,7 @@ use crate::{
         cpuset::count_cpus,
         parse::{single_u64, us_to_ns},
     },
-    provider::stats::CpuStats,
+    stats::CpuStats,
 };
 
 impl<'a> Pass<'a> {

@@ -7,7 +7,7 @@ use std::path::Path;
 use super::pass::{Controllers, Pass};
 use crate::{
     cgroupfs::io::{Dev, any_nonzero, io_stats, merge_v1, parse_blkio_rwstat, parse_io_stat},
-    provider::stats::{DeviceIoStats, IoStats},
+    stats::{DeviceIoStats, IoStats},
 };
 
 impl Pass<'_> {

@@ -10,7 +10,7 @@ use crate::{
         memory::{MemoryEvents, MemoryStatV1, MemoryStatV2, OomControl, v1_limit, working_set},
         parse::{Limit, single_limit, single_u64},
     },
-    provider::stats::MemoryStats,
+    stats::MemoryStats,
 };
 
 /// The five one-number v1 memory files, as read: usage, kmem usage, soft limit, failcnt, peak.

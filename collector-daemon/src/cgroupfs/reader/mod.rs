@@ -32,7 +32,7 @@ use super::{
     mounts::CgroupLayout,
 };
 use crate::{
-    provider::stats::{ContainerStats, IoStats},
+    stats::{ContainerStats, IoStats},
     ttl_map::TtlMap,
 };
 
@@ -241,7 +241,7 @@ pub(in crate::cgroupfs) mod testing {
     use super::CgroupStatsReader;
     use crate::{
         cgroupfs::{dirs::CgroupDirs, mounts::CgroupLayout},
-        provider::stats::ContainerStats,
+        stats::ContainerStats,
     };
 
     /// Cgroup names of the fixture trees: an ECS task, and containers with their own limit
@@ -330,7 +330,7 @@ mod tests {
             mounts::HierarchyKind,
             parse::Limit,
         },
-        provider::stats::{CpuStats, DeviceIoStats, MemoryStats, PidStats},
+        stats::{CpuStats, DeviceIoStats, MemoryStats, PidStats},
     };
 
     #[test]

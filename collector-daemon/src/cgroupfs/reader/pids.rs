@@ -8,7 +8,7 @@ use crate::{
         parse::Limit,
         pids::{parse_current, parse_max},
     },
-    provider::stats::PidStats,
+    stats::PidStats,
 };
 
 impl Pass<'_> {

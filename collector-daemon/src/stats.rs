@@ -1,5 +1,6 @@
-//! Container stats, shaped as Datadog's provider shapes them (`ContainerStats`, `ContainerNetworkStats`,
-//! ...): every value is optional, and absent data is `None` (`null` in JSON), never 0.
+//! Container stats, the values every source fills and the provider serves, shaped as
+//! Datadog's provider shapes them (`ContainerStats`, `ContainerNetworkStats`, ...): every
+//! value is optional, and absent data is `None` (`null` in JSON), never 0.
 //!
 //! Units follow Datadog's: CPU and stall times in nanoseconds, memory and IO in bytes, the CPU
 //! limit in percent of one CPU (100 = 1 CPU). Counters are cumulative since the cgroup was
