@@ -1,6 +1,7 @@
-//! The local API: HTTP/1.1 + JSON over a unix socket (`server`, `routes`, `schema`), and
-//! the client the CLI uses (`client`).
+//! The local API: HTTP/1.1 + JSON over a unix socket (`server`, `routes`, `lookups`,
+//! `schema`), and the client the CLI uses (`client`).
 pub mod client;
+pub mod lookups;
 pub mod routes;
 pub mod schema;
 pub mod server;
