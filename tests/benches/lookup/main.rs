@@ -49,7 +49,6 @@ mod setup;
 
 use std::time::{Duration, Instant};
 
-use collector_tests::support::{cgroup::v2_mount, is_root, require};
 // Dependencies of the support lib and the integration tests that this bench does not use.
 use {
     collector_common as _, collector_daemon as _, k8s_cri as _, tempfile as _, tokio as _,
@@ -126,19 +125,14 @@ impl Config {
 }
 
 fn main() {
-    if !collector_tests::support::bench_selected("lookup") {
+    let Some(full) = collector_tests::support::bench_start("lookup") else {
         return;
-    }
-    let config = if collector_tests::support::is_full_bench() {
+    };
+    let config = if full {
         Config::full()
     } else {
         Config::quick()
     };
-    if !require("root, to create cgroups and load eBPF", is_root())
-        || !require("a cgroup v2 hierarchy", v2_mount().is_some())
-    {
-        return;
-    }
     let setup_started = Instant::now();
     let fleet = Fleet::spawn(&config);
     let plan = Plan::new(&fleet.targets, config.batch_size);

@@ -54,7 +54,6 @@ mod workloads;
 
 use std::time::Instant;
 
-use collector_tests::support::{cgroup::v2_mount, is_root, require};
 // Dependencies of the support lib and the integration tests that this bench does not use.
 use {
     collector_common as _, collector_daemon as _, k8s_cri as _, tempfile as _, tokio as _,
@@ -108,19 +107,14 @@ impl Config {
 }
 
 fn main() {
-    if !collector_tests::support::bench_selected("program_cost") {
+    let Some(full) = collector_tests::support::bench_start("program_cost") else {
         return;
-    }
-    let config = if collector_tests::support::is_full_bench() {
+    };
+    let config = if full {
         Config::full()
     } else {
         Config::quick()
     };
-    if !require("root, to load eBPF", is_root())
-        || !require("a cgroup v2 hierarchy", v2_mount().is_some())
-    {
-        return;
-    }
     let others_before = foreign_bpf();
     print_setup(&config, &others_before);
 

@@ -62,7 +62,7 @@ mod rounds;
 
 use std::time::{Duration, Instant};
 
-use collector_tests::support::{cgroup::v2_mount, daemon::baseline_daemon_bin, is_root, require};
+use collector_tests::support::daemon::baseline_daemon_bin;
 // Dependencies of the support lib and the integration tests that this bench does not use.
 use {
     collector_common as _, collector_daemon as _, k8s_cri as _, tempfile as _, tokio as _,
@@ -125,19 +125,14 @@ impl Config {
 }
 
 fn main() {
-    if !collector_tests::support::bench_selected("stats") {
+    let Some(full) = collector_tests::support::bench_start("stats") else {
         return;
-    }
-    let config = if collector_tests::support::is_full_bench() {
+    };
+    let config = if full {
         Config::full()
     } else {
         Config::quick()
     };
-    if !require("root, to create cgroups and load eBPF", is_root())
-        || !require("a cgroup v2 hierarchy", v2_mount().is_some())
-    {
-        return;
-    }
     // Declared before the daemons, so dropped after them: the daemons stop first, then the
     // sleepers are killed and the cgroups removed.
     let mut fleet = Fleet::new();

@@ -102,6 +102,20 @@ pub fn is_full_bench() -> bool {
     std::env::args().any(|a| a == "--bench")
 }
 
+/// How a bench binary starts: `None` when bench `name` is not selected (see
+/// [`bench_selected`]) or this machine cannot run it (root, to create cgroups and load eBPF,
+/// and a cgroup v2 hierarchy: skipped outside CI, a failure in CI); else whether this is a
+/// measuring run ([`is_full_bench`]) rather than a smoke run.
+#[must_use]
+pub fn bench_start(name: &str) -> Option<bool> {
+    if !bench_selected(name) {
+        return None;
+    }
+    let runnable = require("root, to create cgroups and load eBPF", is_root())
+        && require("a cgroup v2 hierarchy", cgroup::v2_mount().is_some());
+    runnable.then(is_full_bench)
+}
+
 #[cfg(test)]
 mod tests {
     use super::{require, unique_name};
