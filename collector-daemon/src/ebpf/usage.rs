@@ -256,11 +256,6 @@ impl CounterMaps {
         self.net.as_ref().err().map(Arc::as_ref)
     }
 
-    /// Why the block IO counters are not attached.
-    pub fn io_unavailable(&self) -> Option<&CountersUnavailable> {
-        self.io.as_ref().err().map(Arc::as_ref)
-    }
-
     /// Every cgroup's traffic, by cgroup-v2 id.
     pub fn net_snapshot(&self) -> Result<HashMap<u64, NetTotals>, CounterError> {
         let map = self.net()?;

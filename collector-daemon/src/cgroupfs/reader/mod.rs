@@ -132,12 +132,6 @@ impl CgroupStatsReader {
         self
     }
 
-    /// The device-name table, shared with other IO paths.
-    #[must_use]
-    pub fn device_names(&self) -> Arc<DeviceNames> {
-        Arc::clone(&self.devices)
-    }
-
     /// Descriptors held now.
     #[must_use]
     pub fn open_files(&self) -> usize {
