@@ -1,7 +1,8 @@
-//! The system collector: cgroupfs (v1, v2, hybrid) and procfs, for every runtime (the seed's
-//! `system` collector, study §3). It serves CPU, memory and PIDs stats (with IO pressure)
-//! from the container's cgroup directories, IO counters as a capability of their own, network from `/proc/<pid>/net/dev` once per network
-//! namespace, and open files from `/proc/<pid>/fd`.
+//! The system collector: cgroupfs (v1, v2, hybrid) and procfs, for every runtime (as
+//! Datadog's `system` collector). It serves CPU, memory and PIDs stats (with IO pressure)
+//! from the container's cgroup directories, IO counters as a capability of their own,
+//! network from `/proc/<pid>/net/dev` once per network namespace, and open files from
+//! `/proc/<pid>/fd`.
 //!
 //! With the kernel programs loaded, the eBPF collector answers network, IO and PIDs
 //! first (priority 0) and this one is the fallback (priority 1); CPU, memory and PIDs stats

@@ -80,8 +80,9 @@ pub fn netns_inode(proc_root: &Path, pid: u32) -> io::Result<u64> {
     Ok(std::fs::metadata(proc_root.join(pid.to_string()).join("ns/net"))?.ino())
 }
 
-/// The host's network namespace: PID 1's (Datadog's provider assumes the same; PID 1 of the daemon's
-/// PID namespace, which is the host's when the daemon runs with the host PID namespace).
+/// The host's network namespace: PID 1's (as Datadog's provider assumes; PID 1 of the
+/// daemon's PID namespace, which is the host's when the daemon runs with the host PID
+/// namespace).
 /// When PID 1's namespace cannot be read (a sandboxed init denies it even to root), the
 /// daemon's own: a node agent runs in the host's network namespace.
 pub fn host_netns_inode(proc_root: &Path) -> io::Result<u64> {

@@ -1,4 +1,4 @@
-//! The meta collector (`datadog-provider-study.md` §2.3): the identity questions asked of
+//! The meta collector: the identity questions asked of
 //! every collector, whatever its runtime. Full answers: a PID's process (one or a batch), a
 //! cgroup inode's cgroup, the list of containers. Id-only answers derived from them, as
 //! Datadog's meta collector gives: the container of a PID, of an inode, of the daemon
@@ -10,7 +10,7 @@
 //!
 //! Unlike Datadog's, which returns the first error and never asks lower-priority collectors,
 //! an error here, like "does not know", moves on to the next collector; only if none knows is
-//! the last error returned (study §2.3, §6). Ties break by collector id, not at random. An
+//! the last error returned. Ties break by collector id, not at random. An
 //! empty container id counts as "does not know".
 use std::sync::Arc;
 

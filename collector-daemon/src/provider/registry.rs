@@ -1,22 +1,22 @@
-//! The seed's registry (`datadog-provider-study.md` §2.1, §2.2): collector factories are
-//! called until they succeed or fail for good, and what they offer is merged into one catalog.
+//! The registry, after Datadog's: collector factories are called until they succeed or fail
+//! for good, and what they offer is merged into one catalog.
 //!
-//! Kept from the seed:
+//! As in Datadog's provider:
 //! - `retry_once` calls every remaining constructor. `Ok(catalog)` is merged and its factory
-//!   dropped; `Permanent` drops the factory for good (the seed's `ErrPermaFail`); `NotYet`
-//!   keeps it for the next round (the seed's `ErrNothingYet` and any other error). An empty
-//!   catalog is kept for the next round too (the seed skips a nil `Collectors`);
+//!   dropped; `Permanent` drops the factory for good (Datadog's `ErrPermaFail`); `NotYet`
+//!   keeps it for the next round (Datadog's `ErrNothingYet` and any other error). An empty
+//!   catalog is kept for the next round too (as Datadog skips a nil `Collectors`);
 //! - the first round runs synchronously in `start` (so collectors ready at startup serve the
 //!   first request), then one round every 2 s until no factory remains;
-//! - observers are told synchronously after each round that merged something (the seed's
+//! - observers are told synchronously after each round that merged something (Datadog's
 //!   `catalogUpdatedCallback`).
 //!
-//! Changed:
-//! - the seed keeps only the best reference per runtime and capability, and breaks ties by
-//!   the random order of a Go map. Here every offering reference is kept, in a chain ordered
-//!   by (priority, collector id): the first is the seed's "best", ties break the same way on
-//!   every run, and the others are there to fall back on (`super::first_known`);
-//! - the catalog is published behind a lock as one `Arc` (the seed swaps a map unlocked);
+//! Unlike Datadog's:
+//! - every offering reference is kept, in a chain ordered by (priority, collector id), not
+//!   only the best one per runtime and capability with ties broken by a Go map's random
+//!   order: the first is the "best", ties break the same way on every run, and the others are
+//!   there to fall back on (`super::first_known`);
+//! - the catalog is published behind a lock as one `Arc` (Datadog swaps a map unlocked);
 //! - a panicking constructor is dropped like a `Permanent` one, rather than killing the loop.
 //!
 //! The retry loop is a std thread, not a tokio task: constructors may block (they probe
@@ -39,7 +39,7 @@ use super::{
     OpenFilesCollector, PidsCollector, ProcessIdentity, RuntimeMetadata, StatsCollector,
 };
 
-/// How often factories that are not ready yet are tried again (the seed's `minRetryInterval`).
+/// How often factories that are not ready yet are tried again (Datadog's `minRetryInterval`).
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Per capability, every collector offering it, best first: ordered by (priority, id), one
@@ -127,7 +127,7 @@ impl CollectorChains {
 }
 
 /// Sorts by (priority, id) and keeps one reference per collector id: the same collector
-/// registered for several runtimes (the seed's `system`) is asked once. The sort is stable,
+/// registered for several runtimes (Datadog's `system`) is asked once. The sort is stable,
 /// so among equal (priority, id) the first merged stays.
 fn order<T: ?Sized>(chain: &mut Vec<CollectorRef<T>>) {
     chain.sort_by_key(|r| (r.priority, r.id));
@@ -140,8 +140,8 @@ fn order<T: ?Sized>(chain: &mut Vec<CollectorRef<T>>) {
 pub struct Catalog {
     /// Runtimes that at least one collector serves.
     pub runtimes: BTreeMap<RuntimeMetadata, Arc<CollectorChains>>,
-    /// Every collector whatever its runtime: for the meta collector (the seed gathers the
-    /// identity capabilities from all runtimes), and for containers of an unknown runtime.
+    /// Every collector whatever its runtime: for the meta collector (which, as Datadog's, asks
+    /// the identity capabilities of all runtimes), and for containers of an unknown runtime.
     pub any: Arc<CollectorChains>,
 }
 
@@ -207,7 +207,7 @@ impl Registry {
     }
 
     /// The current catalog. Cheap (an `Arc` clone); do not keep it long, as better
-    /// collectors may appear (the seed: "You should not cache the result").
+    /// collectors may appear (Datadog's: "You should not cache the result").
     pub fn catalog(&self) -> Arc<Catalog> {
         Arc::clone(
             &self
