@@ -35,59 +35,68 @@ pub enum Command {
     Query(QueryArgs),
 }
 
-/// `run` flags.
+/// `run` flags. Each can also come from its `COLLECTOR_*` environment variable or from the
+/// configuration file (`--config`; see `cli::config`); a flag wins over both, the
+/// environment over the file.
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// TOML file with settings for these flags (keys are the flag names with underscores: `exited_grace = 120`);
+    /// default /etc/collector/config.toml when it exists.
+    #[arg(long, env = "COLLECTOR_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the settings flags, environment and configuration file make, then exit.
+    #[arg(long)]
+    pub check_config: bool,
     /// Unix socket to serve the API on (mode 0660).
     #[arg(long, env = "COLLECTOR_SOCKET", default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
     /// Group that owns the socket (name or gid), so its members may query.
-    #[arg(long)]
+    #[arg(long, env = "COLLECTOR_SOCKET_GROUP")]
     pub socket_group: Option<String>,
     /// TCP address for /metrics and /healthz ("none" to disable).
-    #[arg(long, default_value = DEFAULT_METRICS_ADDR)]
+    #[arg(long, env = "COLLECTOR_METRICS_ADDR", default_value = DEFAULT_METRICS_ADDR)]
     pub metrics_addr: String,
     /// Seconds an exited process stays resolvable (marked exited).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, env = "COLLECTOR_EXITED_GRACE", default_value_t = 60)]
     pub exited_grace: u64,
     /// Do not load eBPF programs: answer from procfs and cgroupfs only.
-    #[arg(long)]
+    #[arg(long, env = "COLLECTOR_NO_EBPF")]
     pub no_ebpf: bool,
     /// bpffs directory to pin the PID→cgroup map in (as `processes`), for other eBPF
     /// programs to read.
-    #[arg(long, default_value = DEFAULT_PIN_DIR)]
+    #[arg(long, env = "COLLECTOR_PIN_DIR", default_value = DEFAULT_PIN_DIR)]
     pub pin_dir: PathBuf,
     /// Do not pin the PID→cgroup map.
-    #[arg(long)]
+    #[arg(long, env = "COLLECTOR_NO_PIN")]
     pub no_pin: bool,
     /// Capacity of the kernel PID→cgroup map (live processes).
-    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1024..=4_194_304))]
+    #[arg(long, env = "COLLECTOR_MAX_PROCESSES", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1024..=4_194_304))]
     pub max_processes: u32,
     /// Size of the kernel→daemon event ring buffer in bytes (a power of two, at least one
     /// page). A burst of events larger than this while the daemon is not reading is lost,
     /// counted, and repaired by a re-scan.
-    #[arg(long, default_value_t = 4 << 20, value_parser = parse_ring_buffer_bytes)]
+    #[arg(long, env = "COLLECTOR_RING_BUFFER_BYTES", default_value_t = 4 << 20, value_parser = parse_ring_buffer_bytes)]
     pub ring_buffer_bytes: u32,
     /// Capacity of the kernel's per-cgroup network counters (cgroups with traffic). Entries
     /// are allocated as cgroups show traffic, 32 bytes × possible CPUs each. Traffic of
     /// cgroups beyond it is not counted (and counted as `net_map_full`).
-    #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
+    #[arg(long, env = "COLLECTOR_NET_COUNTER_ENTRIES", default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
     pub net_counter_entries: u32,
     /// Capacity of the kernel's block IO counters (owning cgroup × disk pairs), allocated as
     /// they appear, 32 bytes × possible CPUs each.
-    #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
+    #[arg(long, env = "COLLECTOR_IO_COUNTER_ENTRIES", default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
     pub io_counter_entries: u32,
     /// Cgroups the kernel's cgroup walk records per v1 hierarchy (128 bytes each, allocated
     /// at start). A full collection reads the v1 memory, cpu, pids and cpuset values of these
     /// cgroups in the kernel, one walk per hierarchy; cgroups beyond it are read from their
     /// files (and counted as `cgroup_values_full`).
-    #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
+    #[arg(long, env = "COLLECTOR_CGROUP_VALUES_ENTRIES", default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
     pub cgroup_values_entries: u32,
     /// cgroup stats files kept open between reads (0: open each file at every read). Each
     /// costs ~5 KiB of kernel memory, charged to the daemon's cgroup; a read through a held
     /// descriptor costs 0.4–2.4 µs, opening the file afresh 7–16 µs. A container takes ~17 on
     /// a hybrid host, fewer on cgroup v2. Never more than `RLIMIT_NOFILE` leaves.
-    #[arg(long, default_value_t = 32_768, value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
+    #[arg(long, env = "COLLECTOR_CGROUP_FILE_CACHE", default_value_t = 32_768, value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
     pub cgroup_file_cache: u32,
     /// Docker Engine API socket to read container names, images and labels from ("none":
     /// do not ask Docker). A socket that does not exist is noted once and watched for.
@@ -100,7 +109,7 @@ pub struct RunArgs {
     /// Runtime labels exported as `container_label_<name>` on the container metrics and
     /// listed in API answers (comma-separated, repeatable). Others are left out: every
     /// label on every series multiplies what Prometheus stores.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "COLLECTOR_CONTAINER_LABELS", value_delimiter = ',')]
     pub container_labels: Vec<String>,
     /// procfs mount point.
     #[arg(long, default_value = "/proc", hide = true)]

@@ -1,9 +1,11 @@
 //! The command line: `run` starts the daemon, `query` asks a running one over its socket.
 //!
 //! - `args`: the clap types (flags, defaults, help texts) and their value parsers;
+//! - `config`: `run`'s configuration file, merged under flags and environment variables;
 //! - `query`: `query`'s request to the socket API and the printing of its answer;
 //! - `table`: answers as text tables.
 mod args;
+pub mod config;
 mod query;
 mod table;
 
@@ -13,13 +15,25 @@ pub use args::{
     Cli, Command, DEFAULT_CONTAINERD_SOCKET, DEFAULT_DOCKER_SOCKET, DEFAULT_METRICS_ADDR,
     DEFAULT_PIN_DIR, DEFAULT_SOCKET, Query, QueryArgs, RingBufferBytesError, RunArgs,
 };
-use clap::Parser as _;
 pub use query::query;
 
 /// The program: parses the command line (exiting with clap's message when it is wrong), sets
 /// up logging and the async runtime, and runs the subcommand. Errors are printed to stderr.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match config::parse(std::env::args_os().collect()) {
+        Ok(Ok(cli)) => cli,
+        Ok(Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
+    if let Command::Run(args) = &cli.command
+        && args.check_config
+    {
+        println!("{:#?}", args.options());
+        return ExitCode::SUCCESS;
+    }
     if let Err(e) = init_logging() {
         eprintln!("error: {e:#}");
         return ExitCode::FAILURE;
