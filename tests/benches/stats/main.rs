@@ -72,7 +72,7 @@ use {
 use crate::{
     collect::start_paths,
     fleet::Fleet,
-    report::{print_floor, print_ratios, print_setup, print_table},
+    report::{memory_of, print_floor, print_memory, print_ratios, print_setup, print_table},
     rounds::measure_size,
 };
 
@@ -148,6 +148,7 @@ fn main() {
 
     let mut rows = Vec::new();
     let mut floors = Vec::new();
+    let mut memory = Vec::new();
     for (step, (&size, &per_round)) in config.sizes.iter().zip(&config.per_round).enumerate() {
         if step > 0 {
             let started = Instant::now();
@@ -157,8 +158,10 @@ fn main() {
         let (measured, floor) = measure_size(&fleet, &paths, size, per_round, &config);
         rows.extend(measured);
         floors.push(floor);
+        memory.extend(memory_of(&paths, size));
     }
     print_table(&rows, &setup, &config);
     print_floor(&rows, &floors);
     print_ratios(&rows, &floors, &config);
+    print_memory(&memory);
 }

@@ -4,7 +4,7 @@ use std::{fs, path::Path, thread, time::Duration};
 
 use crate::{
     CPU_TARGET, Config, METRICS_PATH, SCRAPE_TARGET, STATS_PATH,
-    collect::{Build, Measured, Sample, Via},
+    collect::{Build, Measured, Sample, Via, row_name},
     fleet::Fleet,
     floor::FloorRow,
     rounds::Row,
@@ -375,5 +375,66 @@ fn print_baseline_ratios(rows: &[Row], config: &Config) {
                 ratio(this.wall_p50, base.wall_p50),
             );
         }
+    }
+}
+
+/// One daemon's memory after the rounds at one size: its row name, resident and peak
+/// resident set (`VmRSS`, `VmHWM` of `/proc/<pid>/status`), in KiB.
+pub(crate) struct Memory {
+    pub size: usize,
+    pub name: &'static str,
+    pub rss_kib: Option<u64>,
+    pub peak_kib: Option<u64>,
+}
+
+/// The memory of each daemon measured (one per build and path: the scrapes share the eBPF
+/// daemon), after the rounds at `size` containers.
+pub(crate) fn memory_of(paths: &[Measured], size: usize) -> Vec<Memory> {
+    paths
+        .iter()
+        .filter(|p| matches!(p.via, Via::Ebpf | Via::Cgroupfs))
+        .map(|p| {
+            let status = std::fs::read_to_string(format!("/proc/{}/status", p.daemon.pid()))
+                .unwrap_or_default();
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            };
+            Memory {
+                size,
+                name: row_name(p.build, p.via),
+                rss_kib: field("VmRSS:"),
+                peak_kib: field("VmHWM:"),
+            }
+        })
+        .collect()
+}
+
+/// Each daemon's resident memory after the rounds at each size.
+pub(crate) fn print_memory(memory: &[Memory]) {
+    let mib = |kib: Option<u64>| {
+        kib.map_or_else(
+            || "?".to_owned(),
+            |k| {
+                #[expect(
+                    clippy::cast_precision_loss,
+                    reason = "KiB of a process: far below 2^52"
+                )]
+                let m = k as f64 / 1024.0;
+                format!("{m:.1} MiB")
+            },
+        )
+    };
+    println!("\ndaemon memory after the rounds (VmRSS, peak VmHWM of /proc/<pid>/status)");
+    for m in memory {
+        println!(
+            "  {:>6} containers, {:<22} RSS {:>10}  peak {:>10}",
+            m.size,
+            m.name,
+            mib(m.rss_kib),
+            mib(m.peak_kib)
+        );
     }
 }
