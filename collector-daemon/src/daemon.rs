@@ -99,6 +99,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     spawn_background(&mut tasks, &identity, &collectors, logger)?;
     spawn_runtime_watchers(&mut tasks, &options, collectors.metadata());
 
+    // Start-up's transient memory (BTF tables, the object, seeding) is free by now.
+    crate::heap::release_free();
     let (listener, socket_file) =
         server::bind_socket(&options.socket, options.socket_group.as_deref())
             .context("binding the API socket")?;

@@ -2,8 +2,8 @@
 //! calls [`cli::main`].
 //!
 //! Layers, each using only those listed before it:
-//! - `clock`, `ttl_map`, `fast_map`, `error_chain`: `USER_HZ`, the small expiring map, the hot
-//!   path's hash map, error printing;
+//! - `heap`, `clock`, `ttl_map`, `fast_map`, `error_chain`: glibc malloc's settings, `USER_HZ`,
+//!   the small expiring map, the hot path's hash map, error printing;
 //! - `stats`: the container stats every source fills (all values optional);
 //! - `cgroupfs`, `procfs_stats`: cgroup mounts and per-container stats from cgroupfs, and what
 //!   procfs adds (network, open files, tasks); `cgroupfs::kernel_values` is the interface
@@ -26,6 +26,7 @@ pub mod daemon;
 pub mod ebpf;
 mod error_chain;
 pub mod fast_map;
+pub mod heap;
 pub mod identity;
 pub mod metrics;
 pub mod procfs_stats;

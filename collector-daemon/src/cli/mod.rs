@@ -20,6 +20,7 @@ pub use query::query;
 /// The program: parses the command line (exiting with clap's message when it is wrong), sets
 /// up logging and the async runtime, and runs the subcommand. Errors are printed to stderr.
 pub fn main() -> ExitCode {
+    crate::heap::configure();
     let cli = match config::parse(std::env::args_os().collect()) {
         Ok(Ok(cli)) => cli,
         Ok(Err(e)) => {

@@ -8,7 +8,8 @@
 //! container id), `GET /v1/containers` (each test container listed with all its PIDs) and one
 //! full collection `GET /v1/stats?max_age_ms=0` (each test container present). After the
 //! passes it prints each daemon's `VmRSS` and `VmHWM` (`/proc/<pid>/status`) against the
-//! target: under 40 MB resident. The stats bench reports the same at 1,000 containers.
+//! target, under 40 MB resident, and where the resident memory is (`/proc/<pid>/smaps`:
+//! anonymous and heap, BPF maps, the executable, libraries). The stats bench reports the same at 1,000 containers.
 //!
 //! Memory is not disturbed by the CPU noise of a shared machine the way timings are, so there
 //! are no interleaved rounds here: the passes only make sure every path that allocates
@@ -23,7 +24,7 @@ use std::{collections::HashMap, hash::RandomState, path::PathBuf, time::Instant}
 use collector_tests::support::{
     cgroup::TestCgroup,
     daemon::{Daemon, baseline_daemon_bin, daemon_bin},
-    memory::{Memory, mib},
+    memory::{Breakdown, Memory, mib},
     process::{ChildGuard, bench_sleeper, random_container_id, spawn_command_in_cgroup},
 };
 // Dependencies of the support lib and the integration tests that this bench does not use.
@@ -162,20 +163,14 @@ fn list_and_collect(daemon: &Daemon, fleet: &Fleet, name: &str) {
     }
 }
 
-fn main() {
-    let Some(full) = collector_tests::support::bench_start("memory") else {
-        return;
-    };
-    let config = if full {
-        Config::full()
-    } else {
-        Config::quick()
-    };
-    let started = Instant::now();
-    let fleet = Fleet::spawn(&config);
-    let spawned = started.elapsed();
+/// A daemon measured: its row name, binary and process.
+type Measured = (String, PathBuf, Daemon);
+
+/// This build's eBPF and `--no-ebpf` daemons, and the baseline build's eBPF daemon when
+/// `COLLECTOR_BASELINE_DAEMON_BIN` is set; each checked to run as its name says.
+fn start_daemons() -> Vec<Measured> {
     let bin = daemon_bin();
-    let mut daemons: Vec<(String, PathBuf, Daemon)> = vec![
+    let mut daemons: Vec<Measured> = vec![
         (
             "eBPF daemon".to_owned(),
             bin.clone(),
@@ -199,6 +194,46 @@ fn main() {
             "{name}: /healthz says ebpf {ebpf}"
         );
     }
+    daemons
+}
+
+/// Each daemon's memory now, judged against the target in a full run.
+fn print_memory(daemons: &[Measured], processes: usize) {
+    println!("\ndaemon memory after the passes (VmRSS, peak VmHWM of /proc/<pid>/status)");
+    for (name, bin, daemon) in daemons {
+        let memory = Memory::of(daemon.pid());
+        let verdict = if processes >= 10_000 {
+            memory.verdict()
+        } else {
+            "(smoke run: not judged)"
+        };
+        println!(
+            "  {:>6} processes, {:<18} RSS {:>10}  peak {:>10}  target < 40 MB: {verdict}  ({})",
+            processes,
+            name,
+            mib(memory.rss_kib),
+            mib(memory.peak_kib),
+            bin.display()
+        );
+        if let Some(breakdown) = Breakdown::of(daemon.pid()) {
+            println!("{:>26}{}", "", breakdown.line());
+        }
+    }
+}
+
+fn main() {
+    let Some(full) = collector_tests::support::bench_start("memory") else {
+        return;
+    };
+    let config = if full {
+        Config::full()
+    } else {
+        Config::quick()
+    };
+    let started = Instant::now();
+    let fleet = Fleet::spawn(&config);
+    let spawned = started.elapsed();
+    let daemons = start_daemons();
     println!(
         "memory bench: {} processes in {} containers (spawned in {:.1} s); {} passes of: every \
          PID in POST /v1/pids × {}, GET /v1/containers, GET /v1/stats?max_age_ms=0",
@@ -214,23 +249,7 @@ fn main() {
             list_and_collect(daemon, &fleet, name);
         }
     }
-    println!("\ndaemon memory after the passes (VmRSS, peak VmHWM of /proc/<pid>/status)");
-    for (name, bin, daemon) in &daemons {
-        let memory = Memory::of(daemon.pid());
-        let verdict = if config.containers * config.per_container >= 10_000 {
-            memory.verdict()
-        } else {
-            "(smoke run: not judged)"
-        };
-        println!(
-            "  {:>6} processes, {:<18} RSS {:>10}  peak {:>10}  target < 40 MB: {verdict}  ({})",
-            fleet.expected.len(),
-            name,
-            mib(memory.rss_kib),
-            mib(memory.peak_kib),
-            bin.display()
-        );
-    }
+    print_memory(&daemons, fleet.expected.len());
     // Drop order: the daemons first (declared later), then the fleet.
     drop(daemons);
 }

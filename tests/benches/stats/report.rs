@@ -2,6 +2,8 @@
 
 use std::{fs, path::Path, thread, time::Duration};
 
+use collector_tests::support::memory::{Breakdown, Memory, mib};
+
 use crate::{
     CPU_TARGET, Config, METRICS_PATH, SCRAPE_TARGET, STATS_PATH,
     collect::{Build, Measured, Sample, Via, row_name},
@@ -379,62 +381,53 @@ fn print_baseline_ratios(rows: &[Row], config: &Config) {
 }
 
 /// One daemon's memory after the rounds at one size: its row name, resident and peak
-/// resident set (`VmRSS`, `VmHWM` of `/proc/<pid>/status`), in KiB.
-pub(crate) struct Memory {
+/// resident set (`VmRSS`, `VmHWM` of `/proc/<pid>/status`) and where it is (`smaps`).
+pub(crate) struct DaemonMemory {
     pub size: usize,
     pub name: &'static str,
-    pub rss_kib: Option<u64>,
-    pub peak_kib: Option<u64>,
+    pub memory: Memory,
+    pub breakdown: Option<Breakdown>,
 }
 
 /// The memory of each daemon measured (one per build and path: the scrapes share the eBPF
 /// daemon), after the rounds at `size` containers.
-pub(crate) fn memory_of(paths: &[Measured], size: usize) -> Vec<Memory> {
+pub(crate) fn memory_of(paths: &[Measured], size: usize) -> Vec<DaemonMemory> {
     paths
         .iter()
         .filter(|p| matches!(p.via, Via::Ebpf | Via::Cgroupfs))
-        .map(|p| {
-            let status = std::fs::read_to_string(format!("/proc/{}/status", p.daemon.pid()))
-                .unwrap_or_default();
-            let field = |name: &str| {
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix(name))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            };
-            Memory {
-                size,
-                name: row_name(p.build, p.via),
-                rss_kib: field("VmRSS:"),
-                peak_kib: field("VmHWM:"),
-            }
+        .map(|p| DaemonMemory {
+            size,
+            name: row_name(p.build, p.via),
+            memory: Memory::of(p.daemon.pid()),
+            breakdown: Breakdown::of(p.daemon.pid()),
         })
         .collect()
 }
 
-/// Each daemon's resident memory after the rounds at each size.
-pub(crate) fn print_memory(memory: &[Memory]) {
-    let mib = |kib: Option<u64>| {
-        kib.map_or_else(
-            || "?".to_owned(),
-            |k| {
-                #[expect(
-                    clippy::cast_precision_loss,
-                    reason = "KiB of a process: far below 2^52"
-                )]
-                let m = k as f64 / 1024.0;
-                format!("{m:.1} MiB")
-            },
-        )
-    };
+/// Each daemon's resident memory after the rounds at each size; at 1,000 containers and more
+/// against the target (under 40 MB resident).
+pub(crate) fn print_memory(memory: &[DaemonMemory]) {
     println!("\ndaemon memory after the rounds (VmRSS, peak VmHWM of /proc/<pid>/status)");
     for m in memory {
+        let verdict = if m.size >= 1_000 {
+            m.memory.verdict()
+        } else {
+            ""
+        };
         println!(
-            "  {:>6} containers, {:<22} RSS {:>10}  peak {:>10}",
+            "  {:>6} containers, {:<22} RSS {:>10}  peak {:>10}  {}",
             m.size,
             m.name,
-            mib(m.rss_kib),
-            mib(m.peak_kib)
+            mib(m.memory.rss_kib),
+            mib(m.memory.peak_kib),
+            if verdict.is_empty() {
+                String::new()
+            } else {
+                format!("target < 40 MB: {verdict}")
+            }
         );
+        if let Some(breakdown) = &m.breakdown {
+            println!("{:>22}{}", "", breakdown.line());
+        }
     }
 }
