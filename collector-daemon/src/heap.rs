@@ -13,9 +13,11 @@
 //! Only glibc has these knobs; elsewhere both functions do nothing.
 
 /// Blocks of this size and up are mapped on their own; a free heap top above it is trimmed.
-/// 256 KiB: twice glibc's starting value, so the many small and medium blocks of a collection
-/// stay in the heap.
-pub const MMAP_THRESHOLD: usize = 256 << 10;
+/// 4 MiB: a collection's response bodies (1.4 MB of JSON, 1.1 MB gzipped for 1,000
+/// containers) reuse heap pages instead of faulting fresh ones in at every request, while
+/// the BTF buffers (6–13 MB) are still unmapped when freed. Measured against 256 KiB: the
+/// same resident memory within 1 MiB, scrapes a few % cheaper.
+pub const MMAP_THRESHOLD: usize = 4 << 20;
 
 /// Fixes glibc's mmap and trim thresholds at [`MMAP_THRESHOLD`]; call first thing in `main`,
 /// before the allocations it should govern. Thresholds an operator set through
@@ -29,7 +31,7 @@ pub fn configure() {
         }) {
             return;
         }
-        let value = libc::c_int::try_from(MMAP_THRESHOLD).expect("256 KiB fits a C int");
+        let value = libc::c_int::try_from(MMAP_THRESHOLD).expect("4 MiB fits a C int");
         // SAFETY: mallopt only sets allocator parameters; these two are valid at any time.
         let set = unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, value) == 1
