@@ -147,7 +147,8 @@ fn nr_cpu_ids() -> Option<u32> {
     parse_nr_cpu_ids(&std::fs::read_to_string(POSSIBLE_CPUS).ok()?)
 }
 
-fn parse_nr_cpu_ids(list: &str) -> Option<u32> {
+#[doc(hidden)] // pub for the fuzz targets (fuzz/)
+pub fn parse_nr_cpu_ids(list: &str) -> Option<u32> {
     list.trim()
         .split(',')
         .map(|range| {
