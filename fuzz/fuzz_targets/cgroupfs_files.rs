@@ -88,7 +88,11 @@ fuzz_target!(|data: &[u8]| {
         }
         _ => {
             let names = diskstats::parse(text);
-            assert!(names.values().all(|n| !n.is_empty() && !n.contains(char::is_whitespace)));
+            assert!(
+                names
+                    .values()
+                    .all(|n| !n.is_empty() && !n.contains(|c: char| c.is_ascii_whitespace()))
+            );
         }
     }
 });
