@@ -32,7 +32,10 @@ fn check_id(id: &str, runtime: Option<Runtime>) {
         && id.as_bytes()[32] == b'-'
         && id[33..].bytes().all(|b| b.is_ascii_digit());
     let garden = runtime == Some(Runtime::Garden) && hex_groups(id, &[8, 4, 4, 4, 4], '-');
-    assert!(sha || fargate || garden, "unexpected id shape {id:?} ({runtime:?})");
+    assert!(
+        sha || fargate || garden,
+        "unexpected id shape {id:?} ({runtime:?})"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -61,7 +64,10 @@ fuzz_target!(|data: &[u8]| {
     let (id, _) = container_from_component(component).expect("the container's component matches");
     assert_eq!(id, found.id);
     // Everything below the container's directory belongs to it.
-    assert!(path[found.container_path_len..].is_empty() || path[found.container_path_len..].starts_with('/'));
+    assert!(
+        path[found.container_path_len..].is_empty()
+            || path[found.container_path_len..].starts_with('/')
+    );
     if let Some(uid) = &found.pod_uid {
         assert!(
             hex_groups(uid, &[8, 4, 4, 4, 12], '-') || (uid.len() == 32 && lower_hex(uid)),

@@ -17,7 +17,11 @@
 //! error is the JSON `{"error": "..."}` the README documents.
 #![no_main]
 
-use std::{path::PathBuf, sync::{Arc, OnceLock}, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use axum::{
     Router,
@@ -99,10 +103,12 @@ fn request(data: &[u8]) -> Option<Request<Body>> {
     }
     let mut request = builder.body(Body::from(body.to_vec())).ok()?;
     // As the socket listener adds it (SO_PEERCRED), for `/v1/self`: this process.
-    request.extensions_mut().insert(ConnectInfo(PeerCredentials {
-        pid: Some(std::process::id()),
-        uid: 0,
-    }));
+    request
+        .extensions_mut()
+        .insert(ConnectInfo(PeerCredentials {
+            pid: Some(std::process::id()),
+            uid: 0,
+        }));
     Some(request)
 }
 

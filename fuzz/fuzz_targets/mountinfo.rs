@@ -24,7 +24,11 @@ fuzz_target!(|data: &[u8]| {
     let lines = parse_proc_cgroup(&pid_cgroup);
     for line in &lines {
         assert!(line.path.starts_with('/'));
-        assert!(line.controllers.iter().all(|c| !c.is_empty() && !c.contains(',')));
+        assert!(
+            line.controllers
+                .iter()
+                .all(|c| !c.is_empty() && !c.contains(','))
+        );
     }
     let Ok(layout) = CgroupLayout::from_texts(&mountinfo, &self_cgroup) else {
         return;
@@ -34,7 +38,9 @@ fuzz_target!(|data: &[u8]| {
         let Some(dir) = layout.cgroup_dir(line.hierarchy_id, &line.path) else {
             continue;
         };
-        let hierarchy = layout.by_id(line.hierarchy_id).expect("a dir implies a hierarchy");
+        let hierarchy = layout
+            .by_id(line.hierarchy_id)
+            .expect("a dir implies a hierarchy");
         assert_below(&dir, &hierarchy.mount_point);
     }
     let dirs = CgroupDirs::from_proc_cgroup(&layout, &pid_cgroup);

@@ -27,7 +27,8 @@ const PID: u32 = 4242;
 fn scratch() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("collector-fuzz-procfs-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("collector-fuzz-procfs-{}", std::process::id()));
         std::fs::create_dir_all(dir.join(PID.to_string())).expect("scratch procfs");
         std::fs::create_dir_all(dir.join("cgroup")).expect("scratch cgroup");
         dir
@@ -80,7 +81,11 @@ fn stat_and_cgroup(data: &[u8]) {
     std::fs::write(dir.join("cgroup"), cgroup).expect("cgroup");
     let quick = start_time_ns(scratch(), PID);
     if let Ok(process) = read_process(scratch(), PID) {
-        assert_eq!(quick, Some(process.start_boottime_ns), "the two readers disagree");
+        assert_eq!(
+            quick,
+            Some(process.start_boottime_ns),
+            "the two readers disagree"
+        );
     }
 }
 

@@ -1,5 +1,5 @@
 //! `cargo xtask fuzz`, and the short fuzzing pass of `cargo xtask test`: the cargo-fuzz
-//! targets of `fuzz/` (libFuzzer, built by nightly with AddressSanitizer), each run for a
+//! targets of `fuzz/` (libFuzzer, built by nightly with the address sanitizer), each run for a
 //! fixed time from its corpus in `fuzz/corpus/<target>`, with executions, corpus size and
 //! findings printed per target.
 //!
@@ -45,7 +45,10 @@ pub(crate) fn fuzz(only: Option<&str>, seconds: u64, extra: &[String], merge: bo
     let mut targets = list_targets(&dir)?;
     if let Some(only) = only {
         if !targets.iter().any(|t| t == only) {
-            bail!("no fuzz target {only}; the targets are {}", targets.join(", "));
+            bail!(
+                "no fuzz target {only}; the targets are {}",
+                targets.join(", ")
+            );
         }
         targets.retain(|t| t == only);
     }
@@ -57,13 +60,21 @@ pub(crate) fn fuzz(only: Option<&str>, seconds: u64, extra: &[String], merge: bo
     for target in &targets {
         outcomes.push(run_target(&dir, target, seconds, extra, merge)?);
     }
-    eprintln!("\nfuzz: {} target(s), {seconds} s each, {:.0?} in all (build included)", outcomes.len(), started.elapsed());
-    eprintln!("{:<22} {:>12}  {:<24} findings", "target", "executions", "corpus");
+    eprintln!(
+        "\nfuzz: {} target(s), {seconds} s each, {:.0?} in all (build included)",
+        outcomes.len(),
+        started.elapsed()
+    );
+    eprintln!(
+        "{:<22} {:>12}  {:<24} findings",
+        "target", "executions", "corpus"
+    );
     for o in &outcomes {
         eprintln!(
             "{:<22} {:>12}  {:<24} {}",
             o.target,
-            o.executions.map_or_else(|| "?".to_owned(), |n| n.to_string()),
+            o.executions
+                .map_or_else(|| "?".to_owned(), |n| n.to_string()),
             o.corpus.as_deref().unwrap_or("?"),
             o.crash.as_deref().unwrap_or("none"),
         );
@@ -89,12 +100,23 @@ fn cargo_fuzz(dir: &Path) -> Cmd {
 
 fn list_targets(dir: &Path) -> Result<Vec<String>> {
     let listed = cargo_fuzz(dir).arg("list").read_stdout()?;
-    Ok(listed.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
+    Ok(listed
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
 }
 
 /// Runs one target: libFuzzer's log goes to `fuzz/target/logs/<target>.log`, its scratch
 /// files to `fuzz/target/tmp/<target>` (removed after).
-fn run_target(dir: &Path, target: &str, seconds: u64, extra: &[String], merge: bool) -> Result<Outcome> {
+fn run_target(
+    dir: &Path,
+    target: &str,
+    seconds: u64,
+    extra: &[String],
+    merge: bool,
+) -> Result<Outcome> {
     let work = dir.join("target");
     let scratch_corpus = work.join("corpus").join(target);
     let seeds = dir.join("corpus").join(target);
@@ -104,8 +126,12 @@ fn run_target(dir: &Path, target: &str, seconds: u64, extra: &[String], merge: b
         fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
     let log_path = logs.join(format!("{target}.log"));
-    let log = fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-    eprintln!("fuzz: {target} for {seconds} s (log: {})", log_path.display());
+    let log =
+        fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    eprintln!(
+        "fuzz: {target} for {seconds} s (log: {})",
+        log_path.display()
+    );
     let status = cargo_fuzz(dir)
         .args(["run", target])
         .arg(&scratch_corpus)
@@ -156,7 +182,10 @@ fn summarize(target: &str, log: &str) -> Outcome {
         .map(|c| format!("{c} (units/bytes)"));
     let crash = log
         .lines()
-        .find_map(|l| l.split_once("Test unit written to ").map(|(_, p)| p.trim().to_owned()))
+        .find_map(|l| {
+            l.split_once("Test unit written to ")
+                .map(|(_, p)| p.trim().to_owned())
+        })
         .map(|path| reproducer(target, &path));
     Outcome {
         target: target.to_owned(),
@@ -169,7 +198,11 @@ fn summarize(target: &str, log: &str) -> Outcome {
 /// The crash file and the command that replays it.
 fn reproducer(target: &str, path: &str) -> String {
     let path = PathBuf::from(path);
-    let shown = path.strip_prefix(workspace_root()).unwrap_or(&path).display().to_string();
+    let shown = path
+        .strip_prefix(workspace_root())
+        .unwrap_or(&path)
+        .display()
+        .to_string();
     format!("{shown} (replay: rustup run nightly cargo fuzz run {target} {shown})")
 }
 
@@ -177,7 +210,9 @@ fn reproducer(target: &str, path: &str) -> String {
 fn ensure_cargo_fuzz() -> Result<()> {
     let wanted = format!("cargo-fuzz {CARGO_FUZZ_VERSION}");
     let found = match Cmd::new("cargo-fuzz").arg("--version").probe() {
-        Ok(out) if out.status.success() => Some(String::from_utf8_lossy(&out.stdout).trim().to_owned()),
+        Ok(out) if out.status.success() => {
+            Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        }
         Ok(_) => None,
         Err(e) if is_not_found(&e) => None,
         Err(e) => return Err(e),
@@ -185,7 +220,11 @@ fn ensure_cargo_fuzz() -> Result<()> {
     if found.as_deref() != Some(wanted.as_str()) {
         eprintln!("cargo-fuzz: found {found:?}, need {CARGO_FUZZ_VERSION}");
         Cmd::new(cargo())
-            .args(["install", &format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"), "--locked"])
+            .args([
+                "install",
+                &format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"),
+                "--locked",
+            ])
             .run()?;
     }
     Ok(())

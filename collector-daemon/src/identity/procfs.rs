@@ -132,7 +132,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("7")).unwrap();
         std::fs::write(dir.path().join("7/cgroup"), "0::/\n").unwrap();
-        for stat in ["1%(process@api)", "(", ")(", "7 (sh)", "7 (sh) S", "7 (sh) S x"] {
+        for stat in [
+            "1%(process@api)",
+            "(",
+            ")(",
+            "7 (sh)",
+            "7 (sh) S",
+            "7 (sh) S x",
+        ] {
             std::fs::write(dir.path().join("7/stat"), stat).unwrap();
             let err = read_process(dir.path(), 7).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{stat:?}");
