@@ -43,7 +43,8 @@ enum Task {
         args: Vec<String>,
     },
     /// Set up, build, install and start what the tests need (docker.io, busybox-static,
-    /// dockerd, the test image), then run the unit tests, each fuzz target for 5 s and, as root, the integration tests.
+    /// dockerd, the test image), then run the unit tests, each fuzz target for 5 s and, as
+    /// root, the integration tests.
     Test {
         /// Arguments for every test binary (a name filter, `--nocapture`, ...), after `--`.
         #[arg(last = true)]
