@@ -144,7 +144,6 @@ fn run_target(
         .stderr(log.try_clone()?)
         .stdout(log)
         .status()?;
-    let _ = fs::remove_dir_all(&tmp);
     let text = fs::read_to_string(&log_path).unwrap_or_default();
     let mut outcome = summarize(target, &text);
     if !status.success() && outcome.crash.is_none() {
@@ -164,8 +163,10 @@ fn run_target(
             // Edges only, not hit counts: keeps the corpora in the repository small.
             .args(["--", "-merge=1", "-use_counters=0"])
             .stderr(fs::File::create(logs.join(format!("{target}.merge.log")))?)
+            .env("TMPDIR", &tmp)
             .run()?;
     }
+    let _ = fs::remove_dir_all(&tmp);
     Ok(outcome)
 }
 
