@@ -217,7 +217,9 @@ pub fn format_rfc3339(t: SystemTime) -> String {
     )
 }
 
-/// Parses what `format_rfc3339` writes back to ns since the epoch.
+/// Parses what `format_rfc3339` writes back to ns since the epoch: `None` for anything else,
+/// for a field out of its range, and for a time past what u64 nanoseconds hold (the year
+/// 2554).
 #[expect(
     clippy::many_single_char_names,
     reason = "date fields read best as y m d"
@@ -227,14 +229,28 @@ fn parse_rfc3339(s: &str) -> Option<u64> {
     if b.len() < 20 || !s.ends_with('Z') {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<u64>().ok();
+    let separators = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+    if separators.iter().any(|&(at, c)| b[at] != c) {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| {
+        let digits = s.get(r)?;
+        if !digits.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse::<u64>().ok()
+    };
     let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 59 {
+        return None;
+    }
     let nanos = match s.get(19..s.len() - 1)? {
         "" => 0,
         frac => {
             let digits = frac.strip_prefix('.')?;
-            if digits.is_empty() || digits.len() > 9 {
+            if digits.is_empty() || digits.len() > 9 || !digits.bytes().all(|c| c.is_ascii_digit())
+            {
                 return None;
             }
             digits.parse::<u64>().ok()? * 10u64.pow(9 - u32::try_from(digits.len()).ok()?)
@@ -242,7 +258,7 @@ fn parse_rfc3339(s: &str) -> Option<u64> {
     };
     let days = days_from_civil(i64::try_from(y).ok()?, m, d);
     let secs = u64::try_from(days).ok()? * 86_400 + hh * 3600 + mm * 60 + ss;
-    Some(secs * 1_000_000_000 + nanos)
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
 fn civil_from_days(z: i64) -> (i64, u64, u64) {
@@ -287,6 +303,32 @@ mod tests {
         // 2024-02-29 exists (leap year).
         let leap = UNIX_EPOCH + Duration::from_hours(474_768);
         assert_eq!(format_rfc3339(leap), "2024-02-29T00:00:00.000000000Z");
+    }
+
+    /// Found by the `cli_answers` fuzz target: a timestamp in the year 8935 overflowed the
+    /// nanosecond count (a panic in debug builds, a wrong time in release ones).
+    #[test]
+    fn rfc3339_rejects_what_it_cannot_hold_or_never_writes() {
+        assert_eq!(parse_rfc3339("8935-11-26T01:30:36.556973255Z"), None);
+        assert_eq!(parse_rfc3339("9999-12-31T23:59:59.999999999Z"), None);
+        let last = parse_rfc3339("2554-07-21T23:34:33.709551615Z").unwrap();
+        assert_eq!(last, u64::MAX);
+        for bad in [
+            "2026-13-01T00:00:00Z",
+            "2026-00-01T00:00:00Z",
+            "2026-11-32T00:00:00Z",
+            "2026-11-26T24:00:00Z",
+            "2026-11-26T00:60:00Z",
+            "2026-11-26T00:00:60Z",
+            "2026x11-26T00:00:00Z",
+            "+026-11-26T00:00:00Z",
+            "2026-11-26T00:00:00.+1Z",
+            "2026-11-26T00:00:00.Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+        let json = serde_json::json!({"timestamp": "8935-11-26T01:30:36Z"});
+        assert!(serde_json::from_value::<ContainerStats>(json).is_err());
     }
 
     #[test]

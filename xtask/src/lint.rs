@@ -44,11 +44,23 @@ pub(crate) fn lint() -> Result<()> {
     Ok(())
 }
 
+/// The workspace, then the fuzz crate (its own workspace, see `fuzz/Cargo.toml`).
 fn nightly_fmt(check: bool) -> Result<()> {
-    let mut fmt = Cmd::new("rustup");
-    fmt.args(["run", "nightly", "cargo", "fmt", "--all"]);
-    if check {
-        fmt.args(["--", "--check"]);
+    for manifest in ["Cargo.toml", "fuzz/Cargo.toml"] {
+        let mut fmt = Cmd::new("rustup");
+        fmt.args([
+            "run",
+            "nightly",
+            "cargo",
+            "fmt",
+            "--all",
+            "--manifest-path",
+            manifest,
+        ]);
+        if check {
+            fmt.args(["--", "--check"]);
+        }
+        fmt.run()?;
     }
-    fmt.run()
+    Ok(())
 }

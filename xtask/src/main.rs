@@ -5,6 +5,7 @@
 mod bench;
 mod cmd;
 mod docker;
+mod fuzz;
 mod lint;
 mod run;
 mod setup;
@@ -42,7 +43,8 @@ enum Task {
         args: Vec<String>,
     },
     /// Set up, build, install and start what the tests need (docker.io, busybox-static,
-    /// dockerd, the test image), then run the unit tests and, as root, the integration tests.
+    /// dockerd, the test image), then run the unit tests, each fuzz target for 5 s and, as
+    /// root, the integration tests.
     Test {
         /// Arguments for every test binary (a name filter, `--nocapture`, ...), after `--`.
         #[arg(last = true)]
@@ -53,6 +55,19 @@ enum Task {
     /// Check formatting (nightly rustfmt) and run clippy with warnings as errors; `test`
     /// runs this too.
     Lint,
+    /// Set up, install cargo-fuzz, then run the fuzz targets of `fuzz/` (every one, or
+    /// TARGET) for SECONDS each and merge what grew coverage into `fuzz/corpus/`; prints
+    /// executions, corpus and findings per target (see docs/fuzzing.md).
+    Fuzz {
+        /// One target (`fuzz/fuzz_targets/<TARGET>.rs`); all when omitted.
+        target: Option<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// libFuzzer flags (`-max_len=4096`, ...), after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Set up, build, prepare Docker as for `test`, then run `cargo bench -p collector-tests`
     /// as root.
     Bench {
@@ -85,6 +100,11 @@ fn main() -> ExitCode {
                 .and_then(|()| lint::lint())
                 .map(|()| ExitCode::SUCCESS),
             Task::Test { args } => test::test(&args).map(|()| ExitCode::SUCCESS),
+            Task::Fuzz {
+                target,
+                seconds,
+                args,
+            } => fuzz::fuzz(target.as_deref(), seconds, &args, true).map(|()| ExitCode::SUCCESS),
             Task::Bench { args } => bench::bench(&args).map(|()| ExitCode::SUCCESS),
         });
     match result {

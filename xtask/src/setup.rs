@@ -171,7 +171,7 @@ fn stop_and_disable(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn is_not_found(e: &anyhow::Error) -> bool {
+pub(crate) fn is_not_found(e: &anyhow::Error) -> bool {
     e.downcast_ref::<std::io::Error>()
         .is_some_and(|io| io.kind() == ErrorKind::NotFound)
 }

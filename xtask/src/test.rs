@@ -1,6 +1,6 @@
 //! `cargo xtask test`: everything the tests need, then the lints (`cargo xtask lint`), the
-//! unit tests and the root-only integration tests (`collector-tests`), each run even when
-//! another failed.
+//! unit tests, a few seconds of each fuzz target (`cargo xtask fuzz`) and the root-only
+//! integration tests (`collector-tests`), each run even when another failed.
 //!
 //! Only the integration test binaries run as root: cargo builds as the calling user and runs
 //! them through a `sudo -E` runner when that user is not root, so `target/` never becomes
@@ -48,6 +48,10 @@ pub(crate) fn test(args: &[String]) -> Result<()> {
     if let Err(e) = unit.run() {
         eprintln!("error: {e:#}");
         failed.push("unit tests");
+    }
+    if let Err(e) = crate::fuzz::fuzz(None, crate::fuzz::TEST_SECONDS, &[], false) {
+        eprintln!("error: {e:#}");
+        failed.push("fuzzing");
     }
 
     let mut integration = Cmd::new(cargo());

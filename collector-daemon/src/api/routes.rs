@@ -351,7 +351,8 @@ async fn all_stats(
 
 /// `max_age_ms=N` from the query string: how stale cached values may be (default 0: read
 /// now). Other parameters are ignored.
-fn parse_max_age(query: Option<&str>) -> Result<std::time::Duration, ApiError> {
+#[doc(hidden)] // pub for the fuzz targets (fuzz/)
+pub fn parse_max_age(query: Option<&str>) -> Result<std::time::Duration, ApiError> {
     let mut max_age = std::time::Duration::ZERO;
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));

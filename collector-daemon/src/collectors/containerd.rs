@@ -425,8 +425,9 @@ fn event_filters() -> Vec<String> {
 }
 
 /// What an event asks of the store.
+#[doc(hidden)] // pub for the fuzz targets (fuzz/)
 #[derive(Debug, PartialEq, Eq)]
-enum Change {
+pub enum Change {
     /// Created or updated: read it again.
     Container {
         namespace: String,
@@ -443,7 +444,8 @@ enum Change {
 }
 
 /// The change an event tells of; `None` for other topics and events without an id.
-fn change(envelope: &Envelope) -> Result<Option<Change>, WatchError> {
+#[doc(hidden)] // pub for the fuzz targets (fuzz/)
+pub fn change(envelope: &Envelope) -> Result<Option<Change>, WatchError> {
     let value = envelope
         .event
         .as_ref()
@@ -482,7 +484,8 @@ fn change(envelope: &Envelope) -> Result<Option<Change>, WatchError> {
 }
 
 /// The store's entry for a container of `namespace`: its id, and its metadata.
-fn container_meta(namespace: &str, container: Container) -> (String, ContainerMeta) {
+#[doc(hidden)] // pub for the fuzz targets (fuzz/)
+pub fn container_meta(namespace: &str, container: Container) -> (String, ContainerMeta) {
     let Container {
         id,
         labels,

@@ -293,7 +293,8 @@ impl Watcher {
 
 /// What an event asks of the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Change {
+#[doc(hidden)] // pub for the fuzz targets (fuzz/)
+pub enum Change {
     /// Ask Docker for the container's current state.
     Refresh,
     /// It was destroyed.
@@ -312,7 +313,8 @@ fn change_for(action: &str) -> Option<Change> {
 
 /// One change per container for a batch of events: the last event decides, except that
 /// nothing follows a destroy (ids are never reused).
-fn coalesce(events: impl IntoIterator<Item = EventMessage>) -> HashMap<String, Change> {
+#[doc(hidden)] // pub for the fuzz targets (fuzz/)
+pub fn coalesce(events: impl IntoIterator<Item = EventMessage>) -> HashMap<String, Change> {
     let mut changes = HashMap::new();
     for event in events {
         let Some(change) = event.action.as_deref().and_then(change_for) else {
@@ -423,7 +425,8 @@ async fn inspect(docker: &Docker, id: &str) -> Result<Inspected, DockerError> {
 }
 
 /// A container as `GET /containers/{id}/json` describes it.
-fn meta_from_inspect(response: ContainerInspectResponse) -> ContainerMeta {
+#[doc(hidden)] // pub for the fuzz targets (fuzz/)
+pub fn meta_from_inspect(response: ContainerInspectResponse) -> ContainerMeta {
     let config = response.config.unwrap_or_default();
     let id = response.id.as_deref().unwrap_or("?");
     ContainerMeta {
@@ -445,7 +448,8 @@ fn meta_from_inspect(response: ContainerInspectResponse) -> ContainerMeta {
 
 /// A container as `GET /containers/json` lists it, when it cannot be inspected: no start
 /// time, and the image as listed.
-fn meta_from_summary(summary: ContainerSummary) -> ContainerMeta {
+#[doc(hidden)] // pub for the fuzz targets (fuzz/)
+pub fn meta_from_summary(summary: ContainerSummary) -> ContainerMeta {
     ContainerMeta {
         name: summary
             .names
@@ -486,7 +490,8 @@ const GO_ZERO_TIME_SECS: i64 = -62_135_596_800;
 
 /// An RFC 3339 time as Docker writes them (`2024-05-06T07:08:09.123456789Z`; Go trims the
 /// fraction's trailing zeros); `None` for Go's zero time or an empty string.
-fn parse_docker_time(text: &str) -> Result<Option<SystemTime>, TimeError> {
+#[doc(hidden)] // pub for the fuzz targets (fuzz/)
+pub fn parse_docker_time(text: &str) -> Result<Option<SystemTime>, TimeError> {
     if text.is_empty() {
         return Ok(None);
     }

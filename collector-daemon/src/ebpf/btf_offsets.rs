@@ -147,7 +147,8 @@ fn nr_cpu_ids() -> Option<u32> {
     parse_nr_cpu_ids(&std::fs::read_to_string(POSSIBLE_CPUS).ok()?)
 }
 
-fn parse_nr_cpu_ids(list: &str) -> Option<u32> {
+#[doc(hidden)] // pub for the fuzz targets (fuzz/)
+pub fn parse_nr_cpu_ids(list: &str) -> Option<u32> {
     list.trim()
         .split(',')
         .map(|range| {
@@ -156,7 +157,8 @@ fn parse_nr_cpu_ids(list: &str) -> Option<u32> {
                 .next()
                 .and_then(|last| last.parse::<u32>().ok())
         })
-        .try_fold(0, |max, last| Some(max.max(last? + 1)))
+        // The highest CPU u32 can hold has no successor: not a CPU list the kernel writes.
+        .try_fold(0, |max, last| Some(max.max(last?.checked_add(1)?)))
         .filter(|&n| n > 0)
 }
 
@@ -504,6 +506,10 @@ mod tests {
         assert_eq!(parse_nr_cpu_ids("0-3,8-11\n"), Some(12));
         assert_eq!(parse_nr_cpu_ids(""), None);
         assert_eq!(parse_nr_cpu_ids("zero"), None);
+        // Overflowed (a panic with debug assertions) before; seen writing the
+        // `kernel_records` fuzz target's invariant, which now covers it.
+        assert_eq!(parse_nr_cpu_ids("0-4294967295\n"), None);
+        assert_eq!(parse_nr_cpu_ids("4294967294"), Some(u32::MAX));
     }
 
     /// Runs against the machine's own kernel BTF, when it has one.

@@ -21,16 +21,22 @@ pub struct ProcfsProcess {
     pub cgroups: Vec<ProcCgroupLine>,
 }
 
-/// Reads one process. `NotFound` when it does not exist (or exited and was reaped).
+/// Reads one process. `NotFound` when it does not exist (or exited and was reaped),
+/// `InvalidData` when its `stat` is not in proc(5)'s format.
 pub fn read_process(proc_root: &Path, pid: u32) -> io::Result<ProcfsProcess> {
     let dir = proc_root.join(pid.to_string());
-    let process = procfs::process::Process::new_with_root(dir.clone()).map_err(to_io)?;
-    let stat = process.stat().map_err(to_io)?;
-    let cgroups = parse_proc_cgroup(&fs::read_to_string(dir.join("cgroup"))?);
+    let stat = fs::read(dir.join("stat"))?;
+    let stat = parse_stat(&String::from_utf8_lossy(&stat)).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("malformed {}", dir.join("stat").display()),
+        )
+    })?;
+    let cgroups = parse_proc_cgroup(&String::from_utf8_lossy(&fs::read(dir.join("cgroup"))?));
     Ok(ProcfsProcess {
-        start_boottime_ns: clock::ticks_to_ns(stat.starttime),
+        start_boottime_ns: clock::ticks_to_ns(stat.start_ticks),
         comm: stat.comm,
-        ppid: u32::try_from(stat.ppid).unwrap_or(0),
+        ppid: stat.ppid,
         cgroups,
     })
 }
@@ -38,17 +44,38 @@ pub fn read_process(proc_root: &Path, pid: u32) -> io::Result<ProcfsProcess> {
 /// The start time of task `pid` (process or thread) in ns since boot, at clock-tick
 /// resolution; `None` when no task has this id.
 pub fn start_time_ns(proc_root: &Path, pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
-    // Fields after the command name, which may hold spaces and parentheses: count from the
-    // last ')'. Field 22 (starttime) is the 20th after it.
-    let ticks: u64 = stat
-        .rsplit_once(')')?
-        .1
-        .split_ascii_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()?;
-    Some(clock::ticks_to_ns(ticks))
+    let stat = fs::read(proc_root.join(pid.to_string()).join("stat")).ok()?;
+    parse_stat(&String::from_utf8_lossy(&stat)).map(|s| clock::ticks_to_ns(s.start_ticks))
+}
+
+/// What the identity service uses of a `/proc/<pid>/stat` line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatFields {
+    /// Field 2, without its parentheses.
+    pub comm: String,
+    /// Field 4.
+    pub ppid: u32,
+    /// Field 22, `starttime`, in clock ticks since boot.
+    pub start_ticks: u64,
+}
+
+/// Parses a `/proc/<pid>/stat` line; `None` when it is not in proc(5)'s format. The command
+/// name (field 2) is any 16 bytes a process chose (`PR_SET_NAME`), spaces and parentheses
+/// included, so it runs from the first `(` to the last `)`, and the fields after the last
+/// `)` are counted from there. (Read lossily: a name need not be UTF-8.)
+pub fn parse_stat(text: &str) -> Option<StatFields> {
+    let (head, rest) = text.rsplit_once(')')?;
+    let (_pid, comm) = head.split_once('(')?;
+    let mut fields = rest.split_ascii_whitespace();
+    let _state = fields.next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    // Fields 5 to 21 come between the parent PID and the start time.
+    let start_ticks = fields.nth(17)?.parse().ok()?;
+    Some(StatFields {
+        comm: comm.to_owned(),
+        ppid,
+        start_ticks,
+    })
 }
 
 /// PIDs of every process (thread-group leaders) under `proc_root`.
@@ -57,17 +84,6 @@ pub fn list_pids(proc_root: &Path) -> io::Result<Vec<u32>> {
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
         .collect())
-}
-
-fn to_io(e: procfs::ProcError) -> io::Error {
-    match e {
-        procfs::ProcError::NotFound(_) => io::Error::new(io::ErrorKind::NotFound, e),
-        procfs::ProcError::PermissionDenied(_) => {
-            io::Error::new(io::ErrorKind::PermissionDenied, e)
-        }
-        procfs::ProcError::Io(inner, _) => inner,
-        other => io::Error::new(io::ErrorKind::InvalidData, other),
-    }
 }
 
 #[cfg(test)]
@@ -107,6 +123,47 @@ mod tests {
         .unwrap();
         assert_eq!(start_time_ns(dir.path(), 7), Some(clock::ticks_to_ns(250)));
         assert_eq!(start_time_ns(dir.path(), 8), None);
+    }
+
+    /// Found by the `procfs_files` fuzz target: a `stat` cut short after the command name
+    /// made the procfs crate's parser slice out of bounds and panic.
+    #[test]
+    fn a_truncated_stat_is_invalid_data_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("7")).unwrap();
+        std::fs::write(dir.path().join("7/cgroup"), "0::/\n").unwrap();
+        for stat in [
+            "1%(process@api)",
+            "(",
+            ")(",
+            "7 (sh)",
+            "7 (sh) S",
+            "7 (sh) S x",
+        ] {
+            std::fs::write(dir.path().join("7/stat"), stat).unwrap();
+            let err = read_process(dir.path(), 7).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{stat:?}");
+            assert_eq!(start_time_ns(dir.path(), 7), None, "{stat:?}");
+        }
+    }
+
+    /// A command name is bytes, not UTF-8: such a process is still found, with its start time.
+    #[test]
+    fn a_command_name_that_is_not_utf8_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("7")).unwrap();
+        std::fs::write(dir.path().join("7/cgroup"), "0::/a\n").unwrap();
+        let mut stat = b"7 (x\xff) y) S 3 7 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 250 0 0\n".to_vec();
+        std::fs::write(dir.path().join("7/stat"), &stat).unwrap();
+        let process = read_process(dir.path(), 7).unwrap();
+        assert_eq!(process.comm, "x\u{fffd}) y");
+        assert_eq!(process.ppid, 3);
+        assert_eq!(process.start_boottime_ns, clock::ticks_to_ns(250));
+        assert_eq!(process.cgroups[0].path, "/a");
+        assert_eq!(start_time_ns(dir.path(), 7), Some(clock::ticks_to_ns(250)));
+        stat.truncate(20);
+        std::fs::write(dir.path().join("7/stat"), &stat).unwrap();
+        assert!(read_process(dir.path(), 7).is_err());
     }
 
     #[test]
