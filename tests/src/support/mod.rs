@@ -16,6 +16,7 @@ pub mod http;
 pub mod netns;
 pub mod process;
 pub mod prometheus;
+pub mod service;
 
 use std::{
     io::Write as _,
