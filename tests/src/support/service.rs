@@ -237,7 +237,7 @@ impl LeastPrivilege {
     /// each `--flag value` of `args` replacing the unit's value of that flag (or appended, as
     /// is every other argument), `--socket-group` set to [`TEST_GID`]; run by `setpriv` as
     /// [`TEST_UID`] with exactly the capabilities, `--no-new-privs` when the unit says so,
-    /// SIGTERM when the test process dies, the unit's `UMask=` and limits, PATH and RUST_LOG
+    /// SIGTERM when the test process dies, the unit's `UMask=` and limits, `PATH` and `RUST_LOG`
     /// only in its environment.
     #[must_use]
     pub fn command(&self, bin: &Path, args: &[OsString]) -> Command {
@@ -254,13 +254,14 @@ impl LeastPrivilege {
         );
         merge_args(&mut daemon_args, args);
 
-        let caps = format!(
-            "-all{}",
-            self.capabilities
-                .iter()
-                .map(|c| format!(",+{}", setpriv_name(c)))
-                .collect::<String>()
-        );
+        let caps = self
+            .capabilities
+            .iter()
+            .fold(String::from("-all"), |mut caps, c| {
+                caps.push_str(",+");
+                caps.push_str(&setpriv_name(c));
+                caps
+            });
         let mut cmd = Command::new("setpriv");
         cmd.arg(format!("--reuid={TEST_UID}"))
             .arg(format!("--regid={TEST_GID}"));
