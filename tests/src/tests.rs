@@ -14,6 +14,7 @@ mod kernel_map;
 mod kubernetes_metrics;
 mod layouts;
 mod lifecycle;
+mod privilege;
 mod prometheus;
 mod provider;
 mod repair;

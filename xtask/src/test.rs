@@ -1,6 +1,7 @@
 //! `cargo xtask test`: everything the tests need, then the lints (`cargo xtask lint`), the
-//! unit tests, a few seconds of each fuzz target (`cargo xtask fuzz`) and the root-only
-//! integration tests (`collector-tests`), each run even when another failed.
+//! unit tests, a few seconds of each fuzz target (`cargo xtask fuzz`), the root-only
+//! integration tests (`collector-tests`), and the identity and stats tests again with the
+//! daemon run as the systemd unit runs it, each run even when another failed.
 //!
 //! Only the integration test binaries run as root: cargo builds as the calling user and runs
 //! them through a `sudo -E` runner when that user is not root, so `target/` never becomes
@@ -18,7 +19,19 @@ use crate::{
 /// Debian packages only the integration tests need, with the services they bring: the
 /// Prometheus tests start their own `prometheus` (and run `promtool`), so the packaged
 /// service is stopped and disabled after installing (see [`crate::setup::ensure_apt_tools`]).
-const TEST_TOOLS: &[(&str, &[&str])] = &[("prometheus", &["prometheus"])];
+/// `systemd` brings `systemd-analyze`, which checks the shipped unit (no service is started:
+/// the tests only verify the unit file).
+const TEST_TOOLS: &[(&str, &[&str])] = &[("prometheus", &["prometheus"]), ("systemd", &[])];
+
+/// The identity and stats tests, which run a second time with every daemon started as
+/// `deploy/systemd/collector.service` starts it: as a non-root user with only the unit's
+/// capabilities (`tests/src/support/service.rs`).
+const LEAST_PRIVILEGE_FILTERS: &[&str] = &[
+    "tests::lifecycle::",
+    "tests::docker::",
+    "tests::layouts::",
+    "tests::stats::",
+];
 
 /// Runs the unit tests, then the integration tests; `args` go to every test binary.
 pub(crate) fn test(args: &[String]) -> Result<()> {
@@ -54,6 +67,35 @@ pub(crate) fn test(args: &[String]) -> Result<()> {
         failed.push("fuzzing");
     }
 
+    let mut integration = integration_tests(args)?;
+    integration.args(args);
+    if let Err(e) = integration.run() {
+        eprintln!("error: {e:#}");
+        failed.push("integration tests");
+    }
+
+    // Given test names, those; else the identity and stats tests.
+    let mut least_privilege = integration_tests(args)?;
+    least_privilege.env("COLLECTOR_TEST_LEAST_PRIVILEGE", "1");
+    if args.is_empty() {
+        least_privilege.args(LEAST_PRIVILEGE_FILTERS);
+    } else {
+        least_privilege.args(args);
+    }
+    if let Err(e) = least_privilege.run() {
+        eprintln!("error: {e:#}");
+        failed.push("integration tests as the systemd unit runs the daemon");
+    }
+
+    if !failed.is_empty() {
+        bail!("failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// `cargo test -p collector-tests` as root, up to `--`, with one test thread per CPU unless
+/// `args` say otherwise.
+fn integration_tests(args: &[String]) -> Result<Cmd> {
     let mut integration = Cmd::new(cargo());
     integration.args(["test", "--no-fail-fast", "-p", "collector-tests"]);
     root_env(&mut integration)?;
@@ -64,16 +106,7 @@ pub(crate) fn test(args: &[String]) -> Result<()> {
     {
         integration.arg(format!("--test-threads={}", test_threads()));
     }
-    integration.args(args);
-    if let Err(e) = integration.run() {
-        eprintln!("error: {e:#}");
-        failed.push("integration tests");
-    }
-
-    if !failed.is_empty() {
-        bail!("failed: {}", failed.join(", "));
-    }
-    Ok(())
+    Ok(integration)
 }
 
 /// What the integration tests and benches get: the daemon built by `cargo xtask build`, the

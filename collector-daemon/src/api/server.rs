@@ -12,6 +12,8 @@ use std::{
 use axum::{extract::connect_info::Connected, serve::IncomingStream};
 use tokio::net::{TcpListener, UnixListener};
 
+use crate::error_chain::IfDenied;
+
 /// Socket file mode: owner and group may connect.
 pub const SOCKET_MODE: u32 = 0o660;
 
@@ -55,13 +57,31 @@ pub enum ServeError {
         path: PathBuf,
     },
     /// The socket could not be created or configured.
-    #[error("{what} {path}: {source}")]
+    #[error(
+        "{what} {path}: {source}{}",
+        IfDenied(.source, "the daemon's user needs write permission on the socket's directory")
+    )]
     Io {
         /// The step that failed.
         what: &'static str,
         /// The path.
         path: PathBuf,
         /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// The socket could not be given to the group (`chown` to a group needs membership of it,
+    /// or `CAP_CHOWN`).
+    #[error(
+        "giving {path} to group {gid}: {source}{}",
+        IfDenied(.source, "the daemon's user must be a member of that group")
+    )]
+    Chown {
+        /// The socket path.
+        path: PathBuf,
+        /// The group's id.
+        gid: u32,
+        /// The error of `chown(2)`.
         #[source]
         source: io::Error,
     },
@@ -131,7 +151,11 @@ pub fn bind_socket(
     };
     if let Some(group) = group {
         let gid = resolve_group(group)?;
-        std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| io_err("chown", e))?;
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(|source| ServeError::Chown {
+            path: path.to_owned(),
+            gid,
+            source,
+        })?;
     }
     fs::set_permissions(path, fs::Permissions::from_mode(SOCKET_MODE))
         .map_err(|e| io_err("chmod", e))?;
@@ -214,5 +238,66 @@ mod tests {
             bind_socket(&dir.path().join("g.sock"), Some("no-such-group-xyz")),
             Err(ServeError::UnknownGroup { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_directory_or_symlink_at_the_path_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let taken = dir.path().join("taken.sock");
+        fs::create_dir(&taken).unwrap();
+        fs::write(taken.join("keep"), b"x").unwrap();
+        let refused = bind_socket(&taken, None).err().unwrap();
+        assert!(matches!(refused, ServeError::NotASocket { .. }));
+        assert_eq!(
+            refused.to_string(),
+            format!(
+                "{} exists and is not a socket; remove it or use --socket",
+                taken.display()
+            )
+        );
+        assert_eq!(fs::read(taken.join("keep")).unwrap(), b"x");
+
+        // A symlink is not followed, even to a stale socket: it is not ours to replace.
+        let target = dir.path().join("stale.sock");
+        drop(std::os::unix::net::UnixListener::bind(&target).unwrap());
+        let link = dir.path().join("link.sock");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(matches!(
+            bind_socket(&link, None),
+            Err(ServeError::NotASocket { .. })
+        ));
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert!(
+            fs::symlink_metadata(&target)
+                .unwrap()
+                .file_type()
+                .is_socket()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stale_socket_of_another_mode_is_replaced_by_one_0660_of_the_group() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o777)).unwrap();
+        // Our own primary group: a group we may give files to without CAP_CHOWN.
+        // SAFETY: getegid(2) cannot fail.
+        let gid = unsafe { libc::getegid() };
+        let _bound = bind_socket(&path, Some(&gid.to_string())).unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        assert!(meta.file_type().is_socket());
+        // The stale socket refused connections; this one is listened on.
+        assert!(std::os::unix::net::UnixStream::connect(&path).is_ok());
+        assert_eq!(meta.mode() & 0o7777, SOCKET_MODE);
+        assert_eq!(meta.gid(), gid);
+        // SAFETY: geteuid(2) cannot fail.
+        assert_eq!(meta.uid(), unsafe { libc::geteuid() });
     }
 }

@@ -34,7 +34,7 @@ use prost_types::Timestamp;
 use tokio::sync::mpsc;
 
 use super::metadata::{ContainerMeta, MetadataStore, Source, SourceState};
-use crate::error_chain::ErrorChain;
+use crate::error_chain::{ErrorChain, IfDenied};
 
 /// How often a socket that is not there is looked for again (one `stat`).
 const ABSENT_POLL: Duration = Duration::from_secs(5);
@@ -60,7 +60,11 @@ const TOPIC_NAMESPACE_CREATE: &str = "/namespaces/create";
 /// Why a session with containerd ended (it is then down, and retried).
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
-    #[error("cannot connect to containerd at {}", .socket.display())]
+    #[error(
+        "cannot connect to containerd at {}{}",
+        .socket.display(),
+        IfDenied(.source, "connecting needs write permission on the socket, root's and 0600 by default: set gid in containerd's [grpc] section to a group of the daemon's user")
+    )]
     Connect {
         socket: PathBuf,
         #[source]

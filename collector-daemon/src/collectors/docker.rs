@@ -25,7 +25,7 @@ use bollard::{
 use futures_util::{FutureExt as _, StreamExt as _};
 
 use super::metadata::{ContainerMeta, MetadataStore, Source, SourceState};
-use crate::error_chain::ErrorChain;
+use crate::error_chain::{ErrorChain, IfDenied};
 
 /// How long a request may wait for Docker's response headers (bollard applies it to the
 /// headers only, so the event stream itself can stay idle for as long as it likes).
@@ -69,7 +69,10 @@ pub enum DockerError {
         source: BollardError,
     },
     /// `GET /version` failed: nothing answers on the socket, or not Docker.
-    #[error("Docker on {socket} does not answer GET /version")]
+    #[error(
+        "Docker on {socket} does not answer GET /version{}",
+        IfDenied(.source, "connecting needs write permission on the socket: add the daemon's user to its group, docker")
+    )]
     Negotiate {
         socket: PathBuf,
         #[source]

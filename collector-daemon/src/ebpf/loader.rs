@@ -41,7 +41,7 @@ use super::{
     pin::pin_processes,
     usage::{CounterMaps, CountersUnavailable},
 };
-use crate::error_chain::ErrorChain;
+use crate::error_chain::{ErrorChain, IfDenied};
 
 /// The object built by `build.rs` from `collector-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/collector"));
@@ -64,7 +64,7 @@ pub enum LoadError {
     Offsets(#[from] OffsetError),
     /// The object failed to load (permissions, verifier, map creation).
     #[error(
-        "loading the eBPF object failed: {} (needs root or CAP_BPF+CAP_PERFMON)",
+        "loading the eBPF object failed: {} (needs CAP_BPF and CAP_PERFMON, or root)",
         ErrorChain(.source)
     )]
     Load {
@@ -72,8 +72,13 @@ pub enum LoadError {
         #[source]
         source: aya::EbpfError,
     },
-    /// A program is missing from the object, or failed to load or attach.
-    #[error("program {program} (tracepoint {tracepoint}): {}", ErrorChain(.source))]
+    /// A program is missing from the object, or failed to load or attach. Tracing programs
+    /// (BTF tracepoints, iterators) read kernel memory: loading them needs `CAP_PERFMON` too.
+    #[error(
+        "program {program} (tracepoint {tracepoint}): {}{}",
+        ErrorChain(.source),
+        IfDenied(.source, "loading tracing programs needs CAP_BPF and CAP_PERFMON")
+    )]
     Program {
         /// Program name.
         program: &'static str,

@@ -9,7 +9,7 @@ use aya::Ebpf;
 use collector_common::names::PROCESSES_MAP;
 
 use super::loader::LoadError;
-use crate::error_chain::ErrorChain;
+use crate::error_chain::{ErrorChain, IfDenied};
 
 /// File name of the pinned `PROCESSES` map inside the pin directory.
 pub const PROCESSES_PIN_NAME: &str = "processes";
@@ -31,14 +31,20 @@ pub enum PinError {
         dir: PathBuf,
     },
     /// Nothing was mounted at `/sys/fs/bpf`, and mounting bpffs there failed.
-    #[error("mounting bpffs at {BPFFS_MOUNT}: {source}")]
+    #[error(
+        "mounting bpffs at {BPFFS_MOUNT}: {source}{}",
+        IfDenied(.source, "mounting needs CAP_SYS_ADMIN: mount bpffs before starting the daemon")
+    )]
     MountBpffs {
         /// The error of `mkdir(2)` or `mount(2)`.
         #[source]
         source: std::io::Error,
     },
     /// The pin directory could not be created.
-    #[error("creating the pin directory: {source}")]
+    #[error(
+        "creating the pin directory: {source}{}",
+        IfDenied(.source, "create it, owned by the daemon's user, before starting the daemon")
+    )]
     CreateDir {
         /// The error of `mkdir(2)`.
         #[source]

@@ -22,7 +22,7 @@ use collector_common::{
 };
 
 use super::btf_offsets::OffsetError;
-use crate::error_chain::ErrorChain;
+use crate::error_chain::{ErrorChain, IfDenied};
 
 /// Network traffic of one cgroup (v2 id), summed over CPUs. Loopback excluded; bytes are IP
 /// packet lengths (no link-layer header); packets are wire packets (GSO/GRO segments).
@@ -141,8 +141,14 @@ pub enum CountersUnavailable {
         #[source]
         source: std::io::Error,
     },
-    /// A `cgroup_skb` program is missing from the object, or failed to load or attach.
-    #[error("program {program} on {}: {}", .cgroup.display(), ErrorChain(.source))]
+    /// A `cgroup_skb` program is missing from the object, or failed to load or attach
+    /// (attaching a program to a cgroup needs `CAP_NET_ADMIN`).
+    #[error(
+        "program {program} on {}: {}{}",
+        .cgroup.display(),
+        ErrorChain(.source),
+        IfDenied(.source, "attaching to a cgroup needs CAP_NET_ADMIN")
+    )]
     CgroupProgram {
         /// Program name.
         program: &'static str,
@@ -160,7 +166,11 @@ pub enum CountersUnavailable {
         source: OffsetError,
     },
     /// A tracepoint program is missing from the object, or failed to load or attach.
-    #[error("program {program} (tracepoint {tracepoint}): {}", ErrorChain(.source))]
+    #[error(
+        "program {program} (tracepoint {tracepoint}): {}{}",
+        ErrorChain(.source),
+        IfDenied(.source, "loading tracing programs needs CAP_BPF and CAP_PERFMON")
+    )]
     Tracepoint {
         /// Program name.
         program: &'static str,

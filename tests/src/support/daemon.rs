@@ -26,7 +26,10 @@ use std::{
 
 use tempfile::TempDir;
 
-use super::http::{self, Response};
+use super::{
+    http::{self, Response},
+    service::{self, LeastPrivilege},
+};
 
 /// How long the daemon has to answer `GET /healthz` with 200 after it is spawned.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -136,9 +139,24 @@ impl Daemon {
         Self::start_bin(&daemon_bin(), args)
     }
 
-    /// As [`Daemon::start`] with another binary.
+    /// As [`Daemon::start`] with another binary; as the systemd unit starts it (see
+    /// [`service`]) when `COLLECTOR_TEST_LEAST_PRIVILEGE=1`.
     #[must_use]
     pub fn start_bin(bin: &Path, args: &[&str]) -> Self {
+        let privilege = service::least_privilege_requested().then(LeastPrivilege::from_unit);
+        Self::start_as(bin, args, privilege.as_ref())
+    }
+
+    /// As [`Daemon::start`], always as the systemd unit starts it, with `privilege`'s
+    /// capabilities.
+    #[must_use]
+    pub fn start_least_privilege(privilege: &LeastPrivilege, args: &[&str]) -> Self {
+        Self::start_as(&daemon_bin(), args, Some(privilege))
+    }
+
+    /// Starts `bin` as [`Daemon::start`] says: as root, or through `privilege`'s command
+    /// with the socket's directory and the pin dir prepared as the unit prepares them.
+    fn start_as(bin: &Path, args: &[&str], privilege: Option<&LeastPrivilege>) -> Self {
         let tmpdir = tempfile::Builder::new()
             .prefix("collector-test-")
             .tempdir()
@@ -166,9 +184,18 @@ impl Daemon {
 
         let log_path = tmpdir.path().join("daemon.log");
         let log = File::create(&log_path).expect("creating the daemon log");
-        let mut cmd = Command::new(bin);
-        cmd.args(&command_line)
-            .stdin(Stdio::null())
+        let mut cmd = match privilege {
+            None => {
+                let mut cmd = Command::new(bin);
+                cmd.args(&command_line);
+                cmd
+            }
+            Some(privilege) => {
+                prepare_for_service_user(tmpdir.path(), &pin_dir, args);
+                privilege.command(bin, &command_line)
+            }
+        };
+        cmd.stdin(Stdio::null())
             .stdout(log.try_clone().expect("duplicating the log handle"))
             .stderr(log);
         let child = spawn_tied_to_process(cmd)
@@ -376,6 +403,24 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// What systemd makes before the unit's daemon starts, owned by the service user: the
+/// directory of its socket (`RuntimeDirectory=`, mode 0750; here the daemon's temp dir, which
+/// holds the socket unless `args` put it elsewhere, then the caller prepares that) and its
+/// pin dir (`ExecStartPre=`, mode 0700; only a test's own, named by [`super::unique_name`]).
+fn prepare_for_service_user(tmpdir: &Path, pin_dir: &Path, args: &[&str]) {
+    service::prepare_dir(tmpdir, 0o750)
+        .unwrap_or_else(|e| panic!("preparing {} for the daemon: {e}", tmpdir.display()));
+    let ours = pin_dir.parent() == Some(Path::new(BPFFS))
+        && pin_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("collector-test-"));
+    if ours && !args.contains(&"--no-pin") {
+        service::prepare_dir(pin_dir, 0o700)
+            .unwrap_or_else(|e| panic!("preparing {} for the daemon: {e}", pin_dir.display()));
     }
 }
 

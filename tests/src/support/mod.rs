@@ -17,6 +17,7 @@ pub mod memory;
 pub mod netns;
 pub mod process;
 pub mod prometheus;
+pub mod service;
 
 use std::{
     io::Write as _,
