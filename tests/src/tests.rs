@@ -9,6 +9,7 @@ mod containerd_metadata;
 mod docker;
 mod docker_metadata;
 mod fallback;
+mod image;
 mod kernel_counters;
 mod kernel_map;
 mod kubernetes_metrics;

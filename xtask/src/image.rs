@@ -71,7 +71,8 @@ fn stage(daemon: &Path, rootfs: &Path) -> Result<()> {
 fn copy_to(from: &Path, to: &Path) -> Result<()> {
     let dir = to.parent().context("a staged file has a directory")?;
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    fs::copy(from, to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    fs::copy(from, to)
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
     Ok(())
 }
 

@@ -13,6 +13,7 @@ pub mod docker;
 pub mod dockerd;
 mod host;
 pub mod http;
+pub mod manifest;
 pub mod netns;
 pub mod process;
 pub mod prometheus;
