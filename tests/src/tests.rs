@@ -6,6 +6,7 @@
 mod api_errors;
 mod cgroup_walk;
 mod containerd_metadata;
+mod dashboard;
 mod docker;
 mod docker_metadata;
 mod fallback;
