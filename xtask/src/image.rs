@@ -8,7 +8,7 @@
 //! and only that directory is the build context, so `docker build` does not send `target/`.
 //!
 //! Built with the classic builder (`DOCKER_BUILDKIT=0`): Debian's docker.io 20.10 has no
-//! buildx, and newer clients refuse BuildKit builds without it.
+//! buildx, and newer clients refuse `BuildKit` builds without it.
 
 use std::{
     fs,

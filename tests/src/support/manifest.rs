@@ -1,7 +1,7 @@
 //! The deployment files as data: `deploy/kubernetes/daemonset.yaml` read through python3's
 //! `yaml` module (Debian's `python3-yaml`, installed by `cargo xtask test`; the workspace takes
 //! no YAML crate for one test), and what `docker run` needs to start a container as its
-//! DaemonSet says.
+//! manifest says.
 
 use std::{
     collections::BTreeMap,
@@ -85,7 +85,7 @@ pub struct Overrides {
 
 /// The `docker run` form of container `name` of the pod template in `daemonset`: `--pid host`
 /// for `hostPID`, `--user`, `--read-only`, `--security-opt no-new-privileges`, `--cap-drop`
-/// and `--cap-add` from its `securityContext`, AppArmor unconfined when it says so, one `-v
+/// and `--cap-add` from its `securityContext`, `apparmor=unconfined` when it says so, one `-v
 /// host:container[:ro]` per hostPath mount, `-e` per environment value and `--memory` from
 /// its memory limit. Panics on anything it cannot express (a privileged container, a volume
 /// other than hostPath, an environment value from a reference), so the test never runs

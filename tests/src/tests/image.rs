@@ -24,13 +24,13 @@ use crate::support::{
     require,
 };
 
-/// The DaemonSet's container.
+/// The container of the manifest's `DaemonSet`.
 const CONTAINER: &str = "collector";
 /// The hostPath volume that holds the API socket; the test gives it a temp dir.
 const SOCKET_VOLUME: &str = "run";
 
 /// Capabilities an older Docker does not know (docker.io 20.10 on Debian 12 rejects
-/// "unknown capability: CAP_BPF"), with the one the kernel accepts in their place:
+/// `unknown capability: "CAP_BPF"`), with the one the kernel accepts in their place:
 /// `bpf_capable()` and `perfmon_capable()` also grant with `CAP_SYS_ADMIN`, as every kernel
 /// before 5.8 required.
 const STAND_INS: [(&str, &str); 2] = [("BPF", "SYS_ADMIN"), ("PERFMON", "SYS_ADMIN")];
@@ -43,7 +43,7 @@ fn manifest_documents() -> Option<Vec<Value>> {
     .then(|| manifest::read_yaml(&manifest::daemonset_path()))
 }
 
-/// The value of environment variable `name` of the DaemonSet's container.
+/// The value of environment variable `name` of the `DaemonSet`'s container.
 fn env_value<'a>(daemonset: &'a Value, name: &str) -> &'a str {
     daemonset["spec"]["template"]["spec"]["containers"][0]["env"]
         .as_array()
