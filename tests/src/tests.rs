@@ -6,9 +6,11 @@
 mod api_errors;
 mod cgroup_walk;
 mod containerd_metadata;
+mod dashboard;
 mod docker;
 mod docker_metadata;
 mod fallback;
+mod image;
 mod kernel_counters;
 mod kernel_map;
 mod kubernetes_metrics;

@@ -6,6 +6,7 @@ mod bench;
 mod cmd;
 mod docker;
 mod fuzz;
+mod image;
 mod lint;
 mod run;
 mod setup;
@@ -50,6 +51,9 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Set up, build, make sure Docker answers, then build the container image `collector:dev`
+    /// from `Dockerfile` (the stripped daemon and the shared objects it links, nothing pulled).
+    Image,
     /// Format the workspace with nightly rustfmt (the import grouping of `rustfmt.toml`).
     Fmt,
     /// Check formatting (nightly rustfmt) and run clippy with warnings as errors; `test`
@@ -95,6 +99,11 @@ fn main() -> ExitCode {
                 .and_then(|()| build())
                 .map(|()| ExitCode::SUCCESS),
             Task::Run { args } => run::run(&args),
+            Task::Image => setup::setup()
+                .and_then(|()| build())
+                .and_then(|()| docker::prepare())
+                .and_then(|_dockerd| image::image())
+                .map(|()| ExitCode::SUCCESS),
             Task::Fmt => lint::fmt().map(|()| ExitCode::SUCCESS),
             Task::Lint => setup::setup()
                 .and_then(|()| lint::lint())

@@ -38,7 +38,10 @@ pub(crate) fn test(args: &[String]) -> Result<()> {
     crate::setup::setup()?;
     crate::build()?;
     let _dockerd = docker::prepare()?;
+    crate::image::image()?;
     crate::setup::ensure_apt_tools(TEST_TOOLS)?;
+    // The deployment tests read deploy/kubernetes/daemonset.yaml through python3's yaml.
+    crate::setup::ensure_apt_packages(&["python3-yaml"])?;
 
     let mut failed = Vec::new();
     if let Err(e) = crate::lint::lint() {
@@ -110,12 +113,14 @@ fn integration_tests(args: &[String]) -> Result<Cmd> {
 }
 
 /// What the integration tests and benches get: the daemon built by `cargo xtask build`, the
-/// test image, and (when we are not root) a runner that runs their binaries as root.
+/// test image, the collector's image (`cargo xtask image`), and (when we are not root) a runner
+/// that runs their binaries as root.
 pub(crate) fn root_env(cmd: &mut Cmd) -> Result<()> {
     let daemon = target_dir().join("release").join("collector-daemon");
     let daemon = std::path::absolute(&daemon)?;
     cmd.env("COLLECTOR_DAEMON_BIN", daemon)
-        .env("COLLECTOR_TEST_IMAGE", TEST_IMAGE);
+        .env("COLLECTOR_TEST_IMAGE", TEST_IMAGE)
+        .env("COLLECTOR_IMAGE", crate::image::IMAGE);
     if !is_root() {
         let runner = root_prefix()
             .iter()

@@ -77,21 +77,27 @@ impl Container {
     /// placed before the image.
     #[must_use]
     pub fn run_with_options(name_prefix: &str, options: &[&str], args: &[&str]) -> Self {
-        let name = format!(
-            "{name_prefix}-{}-{}",
-            std::process::id(),
-            super::next_serial()
-        );
-        let image = image();
         let command: &[&str] = if args.is_empty() {
             &["sleep", "86400"]
         } else {
             args
         };
+        Self::run_image(name_prefix, options, &image(), command)
+    }
+
+    /// `docker run -d --name <name_prefix>-<pid>-<n> options... <image> args...`: any image,
+    /// `args` as given (after the image's entrypoint).
+    #[must_use]
+    pub fn run_image(name_prefix: &str, options: &[&str], image: &str, args: &[&str]) -> Self {
+        let name = format!(
+            "{name_prefix}-{}-{}",
+            std::process::id(),
+            super::next_serial()
+        );
         let mut command_line = vec!["run", "-d", "--name", &name, "--label", LABEL];
         command_line.extend_from_slice(options);
-        command_line.push(&image);
-        command_line.extend_from_slice(command);
+        command_line.push(image);
+        command_line.extend_from_slice(args);
         let output = docker_output(&command_line);
         if !output.status.success() {
             // `docker run` can fail after creating the container: remove it by name.
@@ -151,6 +157,17 @@ impl Container {
         let mut argv = vec!["exec", self.id.as_str()];
         argv.extend_from_slice(cmd);
         docker_output(&argv)
+    }
+
+    /// What the container printed so far (`docker logs`, stdout and stderr).
+    #[must_use]
+    pub fn logs(&self) -> String {
+        let output = docker_output(&["logs", &self.id]);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
     }
 
     /// The host PIDs of every process in the container (`docker top <id> -eo pid`).

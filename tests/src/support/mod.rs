@@ -14,6 +14,7 @@ pub mod dockerd;
 mod host;
 pub mod http;
 pub mod memory;
+pub mod manifest;
 pub mod netns;
 pub mod process;
 pub mod prometheus;
