@@ -17,5 +17,6 @@ mod lifecycle;
 mod prometheus;
 mod provider;
 mod repair;
+mod restart;
 mod stats;
 mod util;
