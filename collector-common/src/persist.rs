@@ -13,8 +13,8 @@ pub const MAP_LAYOUT_VERSION: u32 = 1;
 pub struct PinState {
     /// [`MAP_LAYOUT_VERSION`] of the daemon that created the maps; 0 until one wrote it.
     pub layout_version: u32,
-    /// Explicit padding (always 0).
-    pub _pad: u32,
+    /// Explicit padding: always 0.
+    pub reserved: u32,
     /// Stamp of the programs whose links are pinned beside the maps: a hash of the object's
     /// bytes and of what was written into it at load (kernel offsets, attach target).
     pub program_stamp: u64,

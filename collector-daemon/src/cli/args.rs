@@ -51,6 +51,10 @@ pub struct UninstallArgs {
 /// configuration file (`--config`; see `cli::config`); a flag wins over both, the
 /// environment over the file.
 #[derive(Debug, Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "each bool is an on/off command-line flag, as clap declares them"
+)]
 pub struct RunArgs {
     /// TOML file with settings for these flags (keys are the flag names with underscores: `exited_grace = 120`);
     /// default /etc/collector/config.toml when it exists.

@@ -232,7 +232,9 @@ fn open_pins(dir: &Path, options: &LoadOptions, stamp: u64) -> Result<Pins, Load
     let expected = persist::object_specs(OBJECT, &max_entries(options))
         .map_err(|source| LoadError::Object { source })?;
     match persist::decide(&persist::inspect(dir), &expected, stamp) {
-        Decision::Fresh => tracing::info!(dir = %dir.display(), "nothing pinned yet: creating and pinning the maps"),
+        Decision::Fresh => {
+            tracing::info!(dir = %dir.display(), "nothing pinned yet: creating and pinning the maps");
+        }
         Decision::Reuse { same_programs } => {
             tracing::info!(
                 dir = %dir.display(),
@@ -278,7 +280,7 @@ fn write_pin_state(ebpf: &mut Ebpf, stamp: u64, pins: &Pins) {
     pins.prune_links(&ATTACHED_PROGRAMS);
     let state = PinState {
         layout_version: MAP_LAYOUT_VERSION,
-        _pad: 0,
+        reserved: 0,
         program_stamp: stamp,
     };
     let written = ebpf
@@ -378,12 +380,18 @@ fn kernel_logger(ebpf: &mut Ebpf) -> Option<aya_log::EbpfLogger<&'static dyn log
 
 /// Attaches the process-tracking tracepoints (or keeps their pinned links), then loads the
 /// task iterator that seeds `PROCESSES`.
-fn attach_tracking(ebpf: &mut Ebpf, btf: &Btf, mut pins: Option<&mut Pins>) -> Result<(), LoadError> {
+fn attach_tracking(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    mut pins: Option<&mut Pins>,
+) -> Result<(), LoadError> {
     for (program, tracepoint) in BTF_TRACEPOINTS {
-        attach(ebpf, btf, program, tracepoint, pins.as_deref_mut()).map_err(|source| LoadError::Program {
-            program,
-            tracepoint,
-            source,
+        attach(ebpf, btf, program, tracepoint, pins.as_deref_mut()).map_err(|source| {
+            LoadError::Program {
+                program,
+                tracepoint,
+                source,
+            }
         })?;
     }
     // Loaded after the tracepoints are attached: a process created from now on is seen by

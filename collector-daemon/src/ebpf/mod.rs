@@ -166,7 +166,7 @@ impl KernelTracker {
             .chain(kept);
         for (name, info) in infos {
             programs.push(ProgramStats {
-                name: name.to_owned(),
+                name: name.clone(),
                 runs: info.run_count(),
                 run_time: info.run_time(),
             });
@@ -189,7 +189,11 @@ impl KernelTracker {
             .pin
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(kept) = pin.as_ref().map(loader::Pins::kept).filter(|k| !k.is_empty()) else {
+        let Some(kept) = pin
+            .as_ref()
+            .map(loader::Pins::kept)
+            .filter(|k| !k.is_empty())
+        else {
             return Vec::new();
         };
         aya::programs::loaded_programs()

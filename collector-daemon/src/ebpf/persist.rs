@@ -138,7 +138,11 @@ pub enum Decision {
 }
 
 /// Decides from what was found, what this build creates (`expected`) and its program stamp.
-pub fn decide(found: &Found, expected: &HashMap<String, MapSpec>, stamp: u64) -> Decision {
+pub fn decide<S: std::hash::BuildHasher>(
+    found: &Found,
+    expected: &HashMap<String, MapSpec, S>,
+    stamp: u64,
+) -> Decision {
     if found.maps.is_empty() {
         return Decision::Fresh;
     }
@@ -158,12 +162,10 @@ pub fn decide(found: &Found, expected: &HashMap<String, MapSpec>, stamp: u64) ->
         None => Decision::Recreate(format!(
             "no readable {PIN_STATE_MAP} record beside the maps (pins of an older build)"
         )),
-        Some(state) if state.layout_version != MAP_LAYOUT_VERSION => {
-            Decision::Recreate(format!(
-                "map layout version {} (this build: {MAP_LAYOUT_VERSION})",
-                state.layout_version
-            ))
-        }
+        Some(state) if state.layout_version != MAP_LAYOUT_VERSION => Decision::Recreate(format!(
+            "map layout version {} (this build: {MAP_LAYOUT_VERSION})",
+            state.layout_version
+        )),
         Some(state) => Decision::Reuse {
             same_programs: state.program_stamp == stamp,
         },
@@ -250,12 +252,12 @@ mod tests {
         ])
     }
 
-    fn state(layout_version: u32, program_stamp: u64) -> Option<PinState> {
-        Some(PinState {
+    fn state(layout_version: u32, program_stamp: u64) -> PinState {
+        PinState {
             layout_version,
-            _pad: 0,
+            reserved: 0,
             program_stamp,
-        })
+        }
     }
 
     fn found(processes: MapSpec, state: Option<PinState>) -> Found {
@@ -275,7 +277,7 @@ mod tests {
 
     #[test]
     fn same_maps_are_reused_and_the_stamp_says_whether_the_links_are() {
-        let same = found(processes_spec(65_536), state(MAP_LAYOUT_VERSION, 7));
+        let same = found(processes_spec(65_536), Some(state(MAP_LAYOUT_VERSION, 7)));
         assert_eq!(
             decide(&same, &expected(), 7),
             Decision::Reuse {
@@ -292,12 +294,10 @@ mod tests {
 
     #[test]
     fn a_differing_map_is_recreated_naming_the_map_and_the_difference() {
-        let resized = found(processes_spec(1024), state(MAP_LAYOUT_VERSION, 7));
+        let resized = found(processes_spec(1024), Some(state(MAP_LAYOUT_VERSION, 7)));
         assert_eq!(
             decide(&resized, &expected(), 7),
-            Decision::Recreate(
-                "map PROCESSES: max entries 1024 (this build: 65536)".to_owned()
-            )
+            Decision::Recreate("map PROCESSES: max entries 1024 (this build: 65536)".to_owned())
         );
         let other_value = MapSpec {
             value_size: 40,
@@ -305,17 +305,23 @@ mod tests {
             ..processes_spec(65_536)
         };
         assert_eq!(
-            decide(&found(other_value, state(MAP_LAYOUT_VERSION, 7)), &expected(), 7),
+            decide(
+                &found(other_value, Some(state(MAP_LAYOUT_VERSION, 7))),
+                &expected(),
+                7
+            ),
             Decision::Recreate(
-                "map PROCESSES: value size 40 (this build: 32), flags 1 (this build: 0)"
-                    .to_owned()
+                "map PROCESSES: value size 40 (this build: 32), flags 1 (this build: 0)".to_owned()
             )
         );
     }
 
     #[test]
     fn another_layout_version_or_no_record_is_recreated() {
-        let old = found(processes_spec(65_536), state(MAP_LAYOUT_VERSION + 1, 7));
+        let old = found(
+            processes_spec(65_536),
+            Some(state(MAP_LAYOUT_VERSION + 1, 7)),
+        );
         assert_eq!(
             decide(&old, &expected(), 7),
             Decision::Recreate(format!(
@@ -335,7 +341,7 @@ mod tests {
     fn an_unknown_or_unreadable_pin_is_recreated() {
         let unknown = Found {
             maps: vec![(COUNTERS_MAP, Ok(processes_spec(1)))],
-            state: state(MAP_LAYOUT_VERSION, 7),
+            state: Some(state(MAP_LAYOUT_VERSION, 7)),
         };
         assert_eq!(
             decide(&unknown, &expected(), 7),

@@ -208,9 +208,8 @@ pub struct Removed {
 /// `keep_dirs`) the two directories when empty. Files the daemon does not make are left in
 /// place.
 pub fn remove_pins(dir: &Path, keep_dirs: bool) -> Result<Removed, PinError> {
-    let remove = |path: PathBuf| {
-        fs::remove_file(&path).map_err(|source| PinError::Remove { path, source })
-    };
+    let remove =
+        |path: PathBuf| fs::remove_file(&path).map_err(|source| PinError::Remove { path, source });
     let mut removed = Removed::default();
     let links = dir.join(LINKS_DIR);
     if let Ok(entries) = fs::read_dir(&links) {

@@ -161,7 +161,11 @@ impl Daemon {
             // is killed (the daemon gets SIGTERM then). A caller-given `--pin-dir` keeps its
             // pins across daemons; the caller's `PinDir` removes them.
             let pins = PinDir::new();
-            command_line.extend(["--pin-dir".into(), pins.path().into(), "--unpin-on-exit".into()]);
+            command_line.extend([
+                "--pin-dir".into(),
+                pins.path().into(),
+                "--unpin-on-exit".into(),
+            ]);
             (pins.path().to_path_buf(), Some(pins))
         };
         if flag_value(args, "--metrics-addr").is_none() {

@@ -107,7 +107,12 @@ pub(super) const TRANSFER: u64 = 8 * MIB;
 /// Sends [`TRANSFER`] bytes over TCP from a process in `sender_cg` and network namespace
 /// `sender_ns` to one listening on `port` in `receiver_cg` and `receiver_ns`, reached at
 /// `addr`; returns when both have exited, asserting the receiver got every byte.
-pub(super) fn transfer(sender: (&TestCgroup, &str), receiver: (&TestCgroup, &str), addr: &str, port: u16) {
+pub(super) fn transfer(
+    sender: (&TestCgroup, &str),
+    receiver: (&TestCgroup, &str),
+    addr: &str,
+    port: u16,
+) {
     let sink = tempfile::NamedTempFile::new().expect("temp file");
     let mut listen = NetnsPair::command(
         receiver.1,

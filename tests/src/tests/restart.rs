@@ -33,7 +33,7 @@ use crate::support::{
 const LINKS: usize = 9;
 
 fn pinned_links(dir: &Path) -> usize {
-    std::fs::read_dir(dir.join("links")).map_or(0, |entries| entries.count())
+    std::fs::read_dir(dir.join("links")).map_or(0, Iterator::count)
 }
 
 fn process_entry(dir: &Path, pid: u32) -> Option<ProcessInfo> {
@@ -123,7 +123,12 @@ fn a_restart_under_load_keeps_counters_and_answers_a_pid_born_while_down() {
     let cg = TestCgroup::new(&format!("system.slice/docker-{id}.scope"));
     let receiver = TestCgroup::new("restart/receiver");
     let first = Daemon::start(&["--pin-dir", &dir]);
-    transfer((&cg, net.a()), (&receiver, net.b()), NetnsPair::ADDR_B, 5101);
+    transfer(
+        (&cg, net.a()),
+        (&receiver, net.b()),
+        NetnsPair::ADDR_B,
+        5101,
+    );
     let before = tx_bytes(pins.path(), cg.inode_v2());
     assert!(before >= TRANSFER, "sent {before} bytes before the restart");
 
@@ -135,18 +140,29 @@ fn a_restart_under_load_keeps_counters_and_answers_a_pid_born_while_down() {
     let watch = MonotonicWatch::start(move || tx_bytes(&pin_dir, cgroup_id));
 
     assert!(first.stop().success());
-    assert_eq!(pinned_links(pins.path()), LINKS, "the links outlive the daemon");
+    assert_eq!(
+        pinned_links(pins.path()),
+        LINKS,
+        "the links outlive the daemon"
+    );
 
     // While no daemon runs: a process is born in the container and exits, and more
     // traffic flows. The pinned programs see both.
     let mut child = Clone3Child::spawn(Some(cg.v2_dir()), None, Then::Exit).expect("clone3");
     let pid = child.pid();
     child.wait().expect("waitpid");
-    transfer((&cg, net.a()), (&receiver, net.b()), NetnsPair::ADDR_B, 5102);
+    transfer(
+        (&cg, net.a()),
+        (&receiver, net.b()),
+        NetnsPair::ADDR_B,
+        5102,
+    );
     let live = spawn_in_cgroup(&cg, &["sleep", "60"]);
-    let entry = wait_for("the pinned map to see a process born while down", Duration::from_secs(5), || {
-        process_entry(pins.path(), live.pid())
-    });
+    let entry = wait_for(
+        "the pinned map to see a process born while down",
+        Duration::from_secs(5),
+        || process_entry(pins.path(), live.pid()),
+    );
     assert_eq!(entry.cgroup_v2_id, cg.inode_v2(), "{entry:?}");
 
     let second = Daemon::start(&["--pin-dir", &dir]);
@@ -202,9 +218,11 @@ fn pins_of_another_layout_are_recreated() {
     // The new programs track into the new map.
     let cg = TestCgroup::new("restart/layout");
     let child = spawn_in_cgroup(&cg, &["sleep", "60"]);
-    let entry = wait_for("the recreated map to hold a new process", Duration::from_secs(5), || {
-        process_entry(pins.path(), child.pid())
-    });
+    let entry = wait_for(
+        "the recreated map to hold a new process",
+        Duration::from_secs(5),
+        || process_entry(pins.path(), child.pid()),
+    );
     assert_eq!(entry.cgroup_v2_id, cg.inode_v2());
     assert!(second.stop().success());
 }
@@ -234,17 +252,19 @@ fn unpin_on_exit_and_uninstall_remove_everything_and_detach() {
     let map = bpf::open_pinned(&pins.path().join("processes")).expect("open the pinned map");
     let cg = TestCgroup::new("restart/uninstall");
     let before = spawn_in_cgroup(&cg, &["sleep", "60"]);
-    wait_for("the pinned programs to track while down", Duration::from_secs(5), || {
-        bpf::lookup(&map, &before.pid().to_ne_bytes(), size_of::<ProcessInfo>())
-            .expect("lookup")
-    });
+    wait_for(
+        "the pinned programs to track while down",
+        Duration::from_secs(5),
+        || {
+            bpf::lookup(&map, &before.pid().to_ne_bytes(), size_of::<ProcessInfo>())
+                .expect("lookup")
+        },
+    );
     let done = uninstall(pins.path());
     assert!(done.status.success(), "{done:?}");
     assert_eq!(
         String::from_utf8_lossy(&done.stdout).trim(),
-        format!(
-            "removed {LINKS} pinned programs and 7 pinned maps from {dir}, and the directory"
-        )
+        format!("removed {LINKS} pinned programs and 7 pinned maps from {dir}, and the directory")
     );
     assert!(!pins.path().exists());
     let after = spawn_in_cgroup(&cg, &["sleep", "60"]);
