@@ -10,5 +10,6 @@ pub mod counters;
 pub mod event;
 pub mod names;
 pub mod offsets;
+pub mod persist;
 pub mod process;
 pub mod usage;

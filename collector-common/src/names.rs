@@ -18,6 +18,11 @@ pub const IO_COUNTERS_MAP: &str = "IO_COUNTERS";
 pub const CGROUP_VALUES_MAP: &str = "CGROUP_VALUES";
 /// Array of one [`crate::cgroup_values::CgroupWalk`]: how the last walk ended.
 pub const CGROUP_WALK_MAP: &str = "CGROUP_WALK";
+/// Array of one [`crate::persist::PinState`]: the layout version of the pinned maps and the
+/// stamp of the programs whose links are pinned beside them. Written by the daemon only.
+pub const PIN_STATE_MAP: &str = "PIN_STATE";
+/// Ring buffer of aya-log's records (created by `aya-log-ebpf`).
+pub const AYA_LOGS_MAP: &str = "AYA_LOGS";
 /// Global [`crate::offsets::KernelOffsets`], set by the daemon before loading.
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 

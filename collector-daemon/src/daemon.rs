@@ -34,8 +34,10 @@ pub struct RunOptions {
     pub exited_grace: Duration,
     /// Serve from procfs only.
     pub no_ebpf: bool,
-    /// Where to pin the `PROCESSES` map; `None` to not pin.
+    /// Where to pin the persistent maps and the programs' links; `None` to not pin.
     pub pin_dir: Option<PathBuf>,
+    /// Remove the pins at exit instead of leaving them for the next start.
+    pub unpin_on_exit: bool,
     /// Size of the kernel `PROCESSES` map.
     pub max_processes: u32,
     /// Size of the event ring buffer in bytes.
@@ -124,10 +126,18 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     drop(socket_file);
-    // Other programs must not go on reading a map nobody updates. (The programs detach
-    // when the process exits and their descriptors close.)
+    // By default the pins stay: the pinned programs keep tracking processes and counting
+    // into the pinned maps, and the next start reuses them. `--unpin-on-exit` removes them;
+    // the programs then detach as the process exits and its descriptors close.
     if let Some(kernel) = identity.kernel() {
-        kernel.unpin();
+        if options.unpin_on_exit {
+            kernel.unpin();
+        } else if let Some(pin) = kernel.pin_path() {
+            tracing::info!(
+                dir = ?pin.parent(),
+                "pins left in place: the programs keep tracking until the next start (collector-daemon uninstall removes them)"
+            );
+        }
     }
     tracing::info!("stopped");
     result

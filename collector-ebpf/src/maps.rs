@@ -8,6 +8,7 @@ use collector_common::{
     cgroup_values::{CgroupValues, CgroupWalk},
     counters,
     offsets::KernelOffsets,
+    persist::PinState,
     process::ProcessInfo,
     usage::{IoMapKey, IoMapValue, NetMapValue},
 };
@@ -62,6 +63,12 @@ pub(crate) static CGROUP_VALUES: Array<CgroupValues> =
 /// How the last cgroup walk ended (one slot).
 #[map(name = "CGROUP_WALK")]
 pub(crate) static CGROUP_WALK: Array<CgroupWalk> = Array::with_max_entries(1, 0);
+
+/// The pinned maps' layout version and the stamp of the programs pinned with them, written
+/// and read by the daemon only (no program uses it; it is declared here so that it is
+/// created, pinned and checked like the maps it describes).
+#[map(name = "PIN_STATE")]
+pub(crate) static PIN_STATE: Array<PinState> = Array::with_max_entries(1, 0);
 
 /// Struct member offsets, filled by the daemon before load (all zero, `ready == 0`, until then).
 #[unsafe(no_mangle)]

@@ -20,5 +20,6 @@ mod privilege;
 mod prometheus;
 mod provider;
 mod repair;
+mod restart;
 mod stats;
 mod util;

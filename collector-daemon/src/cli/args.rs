@@ -33,12 +33,28 @@ pub enum Command {
     Run(RunArgs),
     /// Ask a running daemon.
     Query(QueryArgs),
+    /// Remove the pinned programs and maps a daemon left (the programs detach, the counters
+    /// and queued events are dropped) and the pin directory. Refused while a daemon runs
+    /// with that directory.
+    Uninstall(UninstallArgs),
+}
+
+/// `uninstall` flags.
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    /// The pin directory the daemon used.
+    #[arg(long, env = "COLLECTOR_PIN_DIR", default_value = DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
 }
 
 /// `run` flags. Each can also come from its `COLLECTOR_*` environment variable or from the
 /// configuration file (`--config`; see `cli::config`); a flag wins over both, the
 /// environment over the file.
 #[derive(Debug, Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "each bool is an on/off command-line flag, as clap declares them"
+)]
 pub struct RunArgs {
     /// TOML file with settings for these flags (keys are the flag names with underscores: `exited_grace = 120`);
     /// default /etc/collector/config.toml when it exists.
@@ -62,13 +78,20 @@ pub struct RunArgs {
     /// Do not load eBPF programs: answer from procfs and cgroupfs only.
     #[arg(long, env = "COLLECTOR_NO_EBPF")]
     pub no_ebpf: bool,
-    /// bpffs directory to pin the PID→cgroup map in (as `processes`), for other eBPF
-    /// programs to read.
+    /// bpffs directory for the pinned maps (the PID→cgroup map as `processes`, for other
+    /// eBPF programs to read; the event ring buffer; the counters) and the programs' links.
+    /// The pins outlive the daemon: the programs keep tracking and counting while it is
+    /// down, and a restarted daemon reuses them (see `--unpin-on-exit` and `uninstall`).
     #[arg(long, env = "COLLECTOR_PIN_DIR", default_value = DEFAULT_PIN_DIR)]
     pub pin_dir: PathBuf,
-    /// Do not pin the PID→cgroup map.
+    /// Pin nothing: the programs detach and the maps go when the daemon exits, and a
+    /// restarted daemon starts from empty counters.
     #[arg(long, env = "COLLECTOR_NO_PIN")]
     pub no_pin: bool,
+    /// Remove the pins at exit (the programs detach, the counters are dropped) instead of
+    /// leaving them for the next start.
+    #[arg(long, env = "COLLECTOR_UNPIN_ON_EXIT")]
+    pub unpin_on_exit: bool,
     /// Capacity of the kernel PID→cgroup map (live processes).
     #[arg(long, env = "COLLECTOR_MAX_PROCESSES", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1024..=4_194_304))]
     pub max_processes: u32,
@@ -131,6 +154,7 @@ impl RunArgs {
             exited_grace: Duration::from_secs(self.exited_grace),
             no_ebpf: self.no_ebpf,
             pin_dir: (!self.no_pin).then(|| self.pin_dir.clone()),
+            unpin_on_exit: self.unpin_on_exit,
             max_processes: self.max_processes,
             ring_buffer_bytes: self.ring_buffer_bytes,
             net_counter_entries: self.net_counter_entries,

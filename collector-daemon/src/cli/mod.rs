@@ -14,6 +14,7 @@ use std::process::ExitCode;
 pub use args::{
     Cli, Command, DEFAULT_CONTAINERD_SOCKET, DEFAULT_DOCKER_SOCKET, DEFAULT_METRICS_ADDR,
     DEFAULT_PIN_DIR, DEFAULT_SOCKET, Query, QueryArgs, RingBufferBytesError, RunArgs,
+    UninstallArgs,
 };
 pub use query::query;
 
@@ -65,6 +66,61 @@ pub async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Query(args) => query(args).await,
+        Command::Uninstall(args) => Ok(uninstall(&args)),
+    }
+}
+
+/// `uninstall`'s exit status when a daemon holds the pin directory.
+pub const EXIT_IN_USE: u8 = 3;
+
+/// Removes the pins under `--pin-dir`: every pinned link (the programs detach), the maps,
+/// and the directory. Exit status 0 when done or nothing was there, [`EXIT_IN_USE`] when a
+/// daemon runs with the directory, 1 when something could not be removed.
+pub fn uninstall(args: &UninstallArgs) -> ExitCode {
+    use crate::ebpf::pin;
+    let dir = &args.pin_dir;
+    if !dir.exists() {
+        println!("nothing pinned at {}", dir.display());
+        return ExitCode::SUCCESS;
+    }
+    // Held until the end: a daemon starting meanwhile waits for nothing and fails to lock.
+    let _lock = match pin::lock_dir(dir) {
+        Ok(lock) => lock,
+        Err(pin::PinError::InUse) => {
+            eprintln!(
+                "error: a collector-daemon is running with pin directory {}; stop it first",
+                dir.display()
+            );
+            return ExitCode::from(EXIT_IN_USE);
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", dir.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    match pin::remove_pins(dir, false) {
+        Ok(removed) if removed.dir => {
+            println!(
+                "removed {} pinned programs and {} pinned maps from {}, and the directory",
+                removed.links,
+                removed.maps,
+                dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(removed) => {
+            eprintln!(
+                "error: removed {} pinned programs and {} pinned maps, but {} holds files the daemon did not make; left in place",
+                removed.links,
+                removed.maps,
+                dir.display()
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

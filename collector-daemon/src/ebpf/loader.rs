@@ -16,7 +16,7 @@ use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, Iter, ProgramError,
-        ProgramFd,
+        ProgramFd, links::FdLink,
     },
 };
 use collector_common::{
@@ -24,27 +24,47 @@ use collector_common::{
     event::{KIND_SEED, ProcessEvent},
     names::{
         BTF_TRACEPOINTS, CGROUP_VALUES_MAP, CGROUP_WALK_MAP, COUNTERS_MAP, EVENTS_MAP,
-        IO_COUNTERS_MAP, NET_COUNTERS_MAP, OFFSETS_GLOBAL, PROCESSES_MAP, PROGRAM_BLOCK_BIO_QUEUE,
-        PROGRAM_CGROUP_VALUES, PROGRAM_NET_EGRESS, PROGRAM_NET_INGRESS, PROGRAM_SEED_TASKS,
-        TRACEPOINT_BLOCK_BIO_QUEUE,
+        IO_COUNTERS_MAP, NET_COUNTERS_MAP, OFFSETS_GLOBAL, PIN_STATE_MAP, PROCESSES_MAP,
+        PROGRAM_BLOCK_BIO_QUEUE, PROGRAM_CGROUP_VALUES, PROGRAM_NET_EGRESS, PROGRAM_NET_INGRESS,
+        PROGRAM_SEED_TASKS, TRACEPOINT_BLOCK_BIO_QUEUE,
     },
     offsets::KernelOffsets,
+    persist::{MAP_LAYOUT_VERSION, PinState},
     process::ProcessInfo,
 };
 
 pub use super::pin::{
-    IO_COUNTERS_PIN_NAME, NET_COUNTERS_PIN_NAME, PROCESSES_PIN_NAME, PinError, PinnedMaps,
+    IO_COUNTERS_PIN_NAME, NET_COUNTERS_PIN_NAME, PROCESSES_PIN_NAME, PinError, Pins,
 };
 use super::{
     btf_offsets::{self, OffsetError, VMLINUX_BTF},
     cgroup_values::{CgroupWalker, CgroupWalkerError},
-    pin::pin_processes,
+    persist::{self, Decision, PERSISTENT_MAPS},
     usage::{CounterMaps, CountersUnavailable},
 };
 use crate::error_chain::{ErrorChain, IfDenied};
 
 /// The object built by `build.rs` from `collector-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/collector"));
+
+/// The embedded object's bytes.
+pub fn object() -> &'static [u8] {
+    OBJECT
+}
+
+/// The programs attached for the daemon's whole run (their links are pinned): the
+/// process-tracking tracepoints and the usage counters.
+const ATTACHED_PROGRAMS: [&str; 9] = [
+    BTF_TRACEPOINTS[0].0,
+    BTF_TRACEPOINTS[1].0,
+    BTF_TRACEPOINTS[2].0,
+    BTF_TRACEPOINTS[3].0,
+    BTF_TRACEPOINTS[4].0,
+    BTF_TRACEPOINTS[5].0,
+    PROGRAM_NET_INGRESS,
+    PROGRAM_NET_EGRESS,
+    PROGRAM_BLOCK_BIO_QUEUE,
+];
 
 /// Why the kernel programs could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -103,16 +123,21 @@ pub enum LoadError {
         /// Map name.
         map: &'static str,
     },
-    /// The pin directory could not be prepared or the map pinned.
-    #[error("pinning {map} at {}: {source}", .path.display())]
+    /// The pin directory could not be prepared, or its stale pins removed.
+    #[error("pin directory {}: {source}", .dir.display())]
     Pin {
-        /// Map name.
-        map: &'static str,
-        /// Pin path.
-        path: PathBuf,
+        /// The pin directory.
+        dir: PathBuf,
         /// What failed.
         #[source]
         source: PinError,
+    },
+    /// The embedded object does not parse (a build defect).
+    #[error("parsing the embedded eBPF object: {source}")]
+    Object {
+        /// aya-obj's error.
+        #[source]
+        source: aya_obj::ParseError,
     },
 }
 
@@ -123,7 +148,9 @@ pub struct LoadOptions {
     pub max_processes: u32,
     /// Size of the `EVENTS` ring buffer in bytes (a power of two, at least a page).
     pub ring_buffer_bytes: u32,
-    /// Directory under bpffs to pin `PROCESSES` in; `None` to not pin.
+    /// Directory under bpffs to pin the persistent maps and the programs' links in (reused
+    /// when compatible, and left in place at exit); `None` to pin nothing (the programs
+    /// detach when the daemon exits).
     pub pin_dir: Option<PathBuf>,
     /// The v1 controller whose hierarchy is tracked per process, if any.
     pub tracked_v1_controller: Option<String>,
@@ -141,7 +168,7 @@ pub struct LoadOptions {
     pub cgroup_values_entries: u32,
 }
 
-/// The loaded object's handles. Dropping it detaches the programs and unpins the map.
+/// The loaded object's handles. Dropping it detaches the programs that are not pinned.
 pub struct Loaded {
     /// The object (owns the programs and their links).
     pub ebpf: Ebpf,
@@ -153,16 +180,17 @@ pub struct Loaded {
     pub processes: HashMap<MapData, u32, ProcessInfo>,
     /// aya-log's reader, when the object has log statements.
     pub logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
-    /// The maps pinned under the pin directory (`PROCESSES` first).
-    pub pin: Option<PinnedMaps>,
+    /// The pin directory, locked.
+    pub pin: Option<Pins>,
     /// The usage counters, or why they are unavailable.
     pub usage: CounterMaps,
     /// The cgroup walk of the v1 hierarchies, or why there is none.
     pub cgroup_walker: Result<CgroupWalker, CgroupWalkerError>,
 }
 
-/// Loads the object, pins `PROCESSES`, and attaches every program; then, best effort, the
-/// usage counters and the cgroup walk.
+/// Loads the object (its persistent maps opened from their pins when compatible, else
+/// created and pinned) and attaches every program (or keeps the pinned links of this
+/// build's programs); then, best effort, the usage counters and the cgroup walk.
 pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     raise_memlock_limit();
     // The offsets' parse of the kernel's BTF (~24 MB of tables for a 6 MB vmlinux BTF) is
@@ -174,20 +202,126 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     )?;
     let btf = Btf::from_sys_fs().map_err(|source| LoadError::Btf { source })?;
     tracing::debug!(?offsets, "kernel struct offsets from BTF");
-    let mut ebpf = load_object(&btf, &offsets, options)?;
-    let logger = kernel_logger(&mut ebpf);
-    let mut pin = options
+    let stamp = program_stamp(&offsets, options);
+    let mut pins = options
         .pin_dir
         .as_deref()
-        .map(|dir| pin_processes(&ebpf, dir))
+        .map(|dir| open_pins(dir, options, stamp))
         .transpose()?;
+    match load_attached(&btf, &offsets, optional, options, pins.as_mut()) {
+        Ok(mut loaded) => {
+            if let Some(pins) = &pins {
+                write_pin_state(&mut loaded.ebpf, stamp, pins);
+            }
+            loaded.pin = pins;
+            Ok(loaded)
+        }
+        Err(e) => {
+            // Programs pinned by this attempt would run on with nobody reading their maps.
+            if let Some(mut pins) = pins
+                && let Err(remove) = pins.remove_all(false)
+            {
+                tracing::warn!(error = %remove, "removing the pins after the failed load");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Opens and locks the pin directory and decides what of its pins to reuse: compatible maps
+/// are reused (and the links too when they run this build's programs); anything else is
+/// removed, with one log line saying which map differed and how.
+fn open_pins(dir: &Path, options: &LoadOptions, stamp: u64) -> Result<Pins, LoadError> {
+    let pin_err = |source| LoadError::Pin {
+        dir: dir.to_owned(),
+        source,
+    };
+    let mut pins = Pins::open(dir).map_err(pin_err)?;
+    let expected = persist::object_specs(OBJECT, &max_entries(options))
+        .map_err(|source| LoadError::Object { source })?;
+    match persist::decide(&persist::inspect(dir), &expected, stamp) {
+        Decision::Fresh => {
+            tracing::info!(dir = %dir.display(), "nothing pinned yet: creating and pinning the maps");
+        }
+        Decision::Reuse { same_programs } => {
+            tracing::info!(
+                dir = %dir.display(),
+                same_programs,
+                "reusing the pinned maps: counters and events queued while no daemon ran carry over"
+            );
+            pins.set_reuse_links(same_programs);
+        }
+        Decision::Recreate(reason) => {
+            tracing::warn!(
+                dir = %dir.display(),
+                %reason,
+                "pinned maps do not match this build: removing them and their programs, starting afresh"
+            );
+            pins.remove_all(true).map_err(pin_err)?;
+        }
+    }
+    Ok(pins)
+}
+
+/// The stamp of the programs as this daemon attaches them: the object, the offsets written
+/// into it, and the cgroup the network counters attach to.
+fn program_stamp(offsets: &KernelOffsets, options: &LoadOptions) -> u64 {
+    // SAFETY: KernelOffsets is Pod (repr(C) integers, no padding): its bytes are defined.
+    let globals = unsafe {
+        std::slice::from_raw_parts(
+            std::ptr::from_ref(offsets).cast::<u8>(),
+            size_of::<KernelOffsets>(),
+        )
+    };
+    let root = options
+        .cgroup_v2_root
+        .as_deref()
+        .map(|p| p.as_os_str().as_encoded_bytes())
+        .unwrap_or_default();
+    persist::program_stamp(OBJECT, globals, &[root])
+}
+
+/// Records the layout version and the programs' stamp in `PIN_STATE`, and removes links of
+/// programs this build does not attach. Failing is logged: the next start then recreates
+/// the pins.
+fn write_pin_state(ebpf: &mut Ebpf, stamp: u64, pins: &Pins) {
+    pins.prune_links(&ATTACHED_PROGRAMS);
+    let state = PinState {
+        layout_version: MAP_LAYOUT_VERSION,
+        reserved: 0,
+        program_stamp: stamp,
+    };
+    let written = ebpf
+        .map_mut(PIN_STATE_MAP)
+        .ok_or(MapError::InvalidName {
+            name: PIN_STATE_MAP.to_owned(),
+        })
+        .and_then(|map| {
+            let mut array: Array<&mut MapData, PinState> = Array::try_from(map)?;
+            array.set(0, state, 0)
+        });
+    if let Err(e) = written {
+        tracing::warn!(error = %ErrorChain(&e), "could not record the pins' state; the next start recreates them");
+    }
+}
+
+/// Loads the object and attaches its programs (keeping pinned links where `pins` allows).
+fn load_attached(
+    btf: &Btf,
+    offsets: &KernelOffsets,
+    optional: btf_offsets::OptionalParts,
+    options: &LoadOptions,
+    mut pins: Option<&mut Pins>,
+) -> Result<Loaded, LoadError> {
+    let mut ebpf = load_object(btf, offsets, options, pins.as_deref())?;
+    let logger = kernel_logger(&mut ebpf);
     let events = take_map(&mut ebpf, EVENTS_MAP)?;
     let counters = take_map(&mut ebpf, COUNTERS_MAP)?;
     let processes = take_map(&mut ebpf, PROCESSES_MAP)?;
-    attach_tracking(&mut ebpf, &btf)?;
+    attach_tracking(&mut ebpf, btf, pins.as_deref_mut())?;
 
-    let usage = attach_usage(&mut ebpf, &btf, options, optional.io, pin.as_mut());
-    let cgroup_walker = cgroup_walker(&mut ebpf, &btf, options, &offsets, &optional.cgroup_values);
+    let usage = attach_usage(&mut ebpf, btf, options, optional.io, pins);
+    let cgroup_walker = cgroup_walker(&mut ebpf, btf, options, offsets, &optional.cgroup_values);
     match &cgroup_walker {
         Ok(walker) => tracing::info!(
             hierarchies = ?walker.mounts().collect::<Vec<_>>(),
@@ -201,27 +335,45 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         counters,
         processes,
         logger,
-        pin,
+        pin: None,
         usage,
         cgroup_walker,
     })
 }
 
+/// The capacities the loader gives the maps, by map name.
+fn max_entries(options: &LoadOptions) -> [(&'static str, u32); 5] {
+    [
+        (PROCESSES_MAP, options.max_processes),
+        (EVENTS_MAP, options.ring_buffer_bytes),
+        (NET_COUNTERS_MAP, options.net_counter_entries),
+        (IO_COUNTERS_MAP, options.io_counter_entries),
+        (CGROUP_VALUES_MAP, options.cgroup_values_entries),
+    ]
+}
+
 /// Loads the object into the kernel: this kernel's struct offsets written into its
-/// `OFFSETS` global, its maps sized by `options`.
+/// `OFFSETS` global, its maps sized by `options`; with `pins`, each persistent map opened
+/// from its pin, or created and pinned there (aya does either by path).
 fn load_object(
     btf: &Btf,
     offsets: &KernelOffsets,
     options: &LoadOptions,
+    pins: Option<&Pins>,
 ) -> Result<Ebpf, LoadError> {
-    EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    loader
         .btf(Some(btf))
-        .override_global(OFFSETS_GLOBAL, offsets, true)
-        .map_max_entries(PROCESSES_MAP, options.max_processes)
-        .map_max_entries(EVENTS_MAP, options.ring_buffer_bytes)
-        .map_max_entries(NET_COUNTERS_MAP, options.net_counter_entries)
-        .map_max_entries(IO_COUNTERS_MAP, options.io_counter_entries)
-        .map_max_entries(CGROUP_VALUES_MAP, options.cgroup_values_entries)
+        .override_global(OFFSETS_GLOBAL, offsets, true);
+    for (map, entries) in max_entries(options) {
+        loader.map_max_entries(map, entries);
+    }
+    if let Some(pins) = pins {
+        for (map, pin) in PERSISTENT_MAPS {
+            loader.map_pin_path(map, pins.dir().join(pin));
+        }
+    }
+    loader
         .load(OBJECT)
         .map_err(|source| LoadError::Load { source })
 }
@@ -234,14 +386,20 @@ fn kernel_logger(ebpf: &mut Ebpf) -> Option<aya_log::EbpfLogger<&'static dyn log
         .ok()
 }
 
-/// Attaches the process-tracking tracepoints, then loads the task iterator that seeds
-/// `PROCESSES`.
-fn attach_tracking(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), LoadError> {
+/// Attaches the process-tracking tracepoints (or keeps their pinned links), then loads the
+/// task iterator that seeds `PROCESSES`.
+fn attach_tracking(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    mut pins: Option<&mut Pins>,
+) -> Result<(), LoadError> {
     for (program, tracepoint) in BTF_TRACEPOINTS {
-        attach(ebpf, btf, program, tracepoint).map_err(|source| LoadError::Program {
-            program,
-            tracepoint,
-            source,
+        attach(ebpf, btf, program, tracepoint, pins.as_deref_mut()).map_err(|source| {
+            LoadError::Program {
+                program,
+                tracepoint,
+                source,
+            }
         })?;
     }
     // Loaded after the tracepoints are attached: a process created from now on is seen by
@@ -334,16 +492,10 @@ fn attach_usage(
     btf: &Btf,
     options: &LoadOptions,
     io_offsets_error: Option<OffsetError>,
-    mut pins: Option<&mut PinnedMaps>,
+    mut pins: Option<&mut Pins>,
 ) -> CounterMaps {
-    let net = attach_net_counters(ebpf, options.cgroup_v2_root.as_deref()).and_then(|()| {
-        take_counters(
-            ebpf,
-            pins.as_deref_mut(),
-            NET_COUNTERS_MAP,
-            NET_COUNTERS_PIN_NAME,
-        )
-    });
+    let net = attach_net_counters(ebpf, options.cgroup_v2_root.as_deref(), pins.as_deref_mut())
+        .and_then(|()| take_counters(ebpf, NET_COUNTERS_MAP));
     let io = match io_offsets_error {
         Some(source) => Err(CountersUnavailable::IoOffsets { source }),
         None => attach(
@@ -351,6 +503,7 @@ fn attach_usage(
             btf,
             PROGRAM_BLOCK_BIO_QUEUE,
             TRACEPOINT_BLOCK_BIO_QUEUE,
+            pins,
         )
         .map_err(|source| CountersUnavailable::Tracepoint {
             program: PROGRAM_BLOCK_BIO_QUEUE,
@@ -358,7 +511,7 @@ fn attach_usage(
             source,
         }),
     }
-    .and_then(|()| take_counters(ebpf, pins, IO_COUNTERS_MAP, IO_COUNTERS_PIN_NAME));
+    .and_then(|()| take_counters(ebpf, IO_COUNTERS_MAP));
     let usage = CounterMaps::new(net, io);
     match usage.counters_unavailable() {
         None => tracing::info!(
@@ -377,10 +530,12 @@ fn attach_usage(
 /// (systemd's IP accounting, Docker's, Cilium's) stay, and ours detach when the daemon's
 /// descriptors close. Programs attached to the root run for every cgroup below it, whatever
 /// those cgroups attach themselves (`compute_effective_progs()` keeps `ALLOW_MULTI`
-/// ancestors' programs, `kernel/bpf/cgroup.c`).
+/// ancestors' programs, `kernel/bpf/cgroup.c`). With `pins`, the links are pinned (or this
+/// build's pinned links kept), so the programs stay attached when the daemon exits.
 fn attach_net_counters(
     ebpf: &mut Ebpf,
     cgroup_v2_root: Option<&Path>,
+    mut pins: Option<&mut Pins>,
 ) -> Result<(), CountersUnavailable> {
     let root = cgroup_v2_root.ok_or(CountersUnavailable::NoCgroupV2)?;
     let cgroup = fs::File::open(root).map_err(|source| CountersUnavailable::OpenCgroup {
@@ -408,30 +563,35 @@ fn attach_net_counters(
             cgroup: root.to_owned(),
             source,
         };
+        if let Some(pins) = pins.as_deref_mut()
+            && pins.keep_link(program)
+        {
+            continue;
+        }
         let prog: &mut CgroupSkb = ebpf
             .program_mut(program)
             .ok_or_else(|| err(ProgramError::UnexpectedProgramType))?
             .try_into()
             .map_err(err)?;
         prog.load().map_err(err)?;
-        prog.attach(&cgroup, attach_type, mode).map_err(err)?;
+        let link_id = prog.attach(&cgroup, attach_type, mode).map_err(err)?;
+        // Only a `BPF_LINK_CREATE` link can be pinned; a `BPF_PROG_ATTACH` attachment
+        // (before 5.7) stays the object's and ends with the daemon.
+        if links && let Some(pins) = pins.as_deref_mut() {
+            let link = prog.take_link(link_id).map_err(err)?;
+            let fd_link = FdLink::try_from(link)
+                .map_err(|e| err(ProgramError::IOError(std::io::Error::other(e))))?;
+            pins.pin_link(program, fd_link);
+        }
     }
     Ok(())
 }
 
-/// Takes a counter map out of the object, pinning it first when pins are made. A pin that
-/// cannot be made is logged, not fatal: the daemon still reads the map.
+/// Takes a counter map out of the object (pinned at load when pins are made).
 fn take_counters<K: aya::Pod, V: aya::Pod>(
     ebpf: &mut Ebpf,
-    pins: Option<&mut PinnedMaps>,
     map: &'static str,
-    pin_name: &str,
 ) -> Result<PerCpuHashMap<MapData, K, V>, CountersUnavailable> {
-    if let Some(pins) = pins
-        && let Err(e) = pins.add(ebpf, map, pin_name)
-    {
-        tracing::warn!(error = %e, "counters are not pinned");
-    }
     let taken = ebpf
         .take_map(map)
         .ok_or(CountersUnavailable::MissingMap { map })?;
@@ -509,19 +669,30 @@ fn take_map<T: TryFrom<aya::maps::Map, Error = MapError>>(
     T::try_from(taken).map_err(|source| LoadError::Map { map, source })
 }
 
-/// Loads the BTF tracepoint program `program` and attaches it to `tracepoint`.
+/// Loads the BTF tracepoint program `program` and attaches it to `tracepoint`, pinning its
+/// link when `pins` are made; or keeps the link of this build's program pinned there (then
+/// the program ran on while no daemon did, and attaching it again would count twice).
 fn attach(
     ebpf: &mut Ebpf,
     btf: &Btf,
     program: &'static str,
     tracepoint: &'static str,
+    mut pins: Option<&mut Pins>,
 ) -> Result<(), ProgramError> {
+    if let Some(pins) = pins.as_deref_mut()
+        && pins.keep_link(program)
+    {
+        return Ok(());
+    }
     let prog: &mut BtfTracePoint = ebpf
         .program_mut(program)
         .ok_or(ProgramError::UnexpectedProgramType)?
         .try_into()?;
     prog.load(tracepoint, btf)?;
-    prog.attach()?;
+    let link_id = prog.attach()?;
+    if let Some(pins) = pins {
+        pins.pin_link(program, FdLink::from(prog.take_link(link_id)?));
+    }
     Ok(())
 }
 

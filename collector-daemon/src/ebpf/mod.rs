@@ -6,7 +6,8 @@ pub mod cgroup_values;
 pub mod events;
 pub mod kernel_maps;
 pub mod loader;
-mod pin;
+pub mod persist;
+pub mod pin;
 pub mod usage;
 
 use std::sync::{Arc, Mutex};
@@ -38,8 +39,8 @@ pub struct KernelTracker {
     processes: Mutex<HashMap<MapData, u32, ProcessInfo>>,
     /// The object: keeps the programs attached; runs the seeding iterator.
     ebpf: Mutex<aya::Ebpf>,
-    /// Unpins the maps on drop or `unpin`.
-    pin: Mutex<Option<loader::PinnedMaps>>,
+    /// The pin directory (locked while the daemon runs); its pins stay unless `unpin`.
+    pin: Mutex<Option<loader::Pins>>,
     /// Per-cgroup network and block IO counters.
     usage: CounterMaps,
     /// The cgroup walk of the v1 hierarchies, when there is one.
@@ -112,12 +113,26 @@ impl KernelTracker {
         loader::seed_processes(&mut ebpf)
     }
 
-    /// Removes the pins of `PROCESSES` and the counter maps (at shutdown).
+    /// Removes the pinned links and maps and the pin directory (at shutdown, with
+    /// `--unpin-on-exit`): the programs detach when the daemon's descriptors close.
     pub fn unpin(&self) {
-        self.pin
+        let Some(mut pins) = self
+            .pin
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+            .take()
+        else {
+            return;
+        };
+        match pins.remove_all(false) {
+            Ok(removed) => tracing::info!(
+                dir = %pins.dir().display(),
+                links = removed.links,
+                maps = removed.maps,
+                "removed the pins (--unpin-on-exit)"
+            ),
+            Err(e) => tracing::warn!(error = %e, "removing the pins"),
+        }
     }
 
     /// Where `PROCESSES` is pinned, if it is.
@@ -126,7 +141,7 @@ impl KernelTracker {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .as_ref()
-            .map(|p| p.path().to_owned())
+            .map(loader::Pins::path)
     }
 
     /// Each attached program's name, runs and time spent running, from the kernel's BPF
@@ -144,10 +159,14 @@ impl KernelTracker {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut programs = Vec::new();
         let mut maps = std::collections::BTreeMap::new();
-        for (name, program) in ebpf.programs() {
-            let Ok(info) = program.info() else { continue };
+        let kept = self.kept_programs();
+        let infos = ebpf
+            .programs()
+            .filter_map(|(name, program)| Some((name.to_owned(), program.info().ok()?)))
+            .chain(kept);
+        for (name, info) in infos {
             programs.push(ProgramStats {
-                name: name.to_owned(),
+                name: name.clone(),
                 runs: info.run_count(),
                 run_time: info.run_time(),
             });
@@ -161,6 +180,29 @@ impl KernelTracker {
             }
         }
         (programs, maps)
+    }
+
+    /// The programs whose pinned links were kept at start (loaded by an earlier run of this
+    /// build, not by this object), with their kernel descriptions.
+    fn kept_programs(&self) -> Vec<(String, aya::programs::ProgramInfo)> {
+        let pin = self
+            .pin
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(kept) = pin
+            .as_ref()
+            .map(loader::Pins::kept)
+            .filter(|k| !k.is_empty())
+        else {
+            return Vec::new();
+        };
+        aya::programs::loaded_programs()
+            .flatten()
+            .filter_map(|info| {
+                let (name, _) = kept.iter().find(|(_, id)| *id == info.id())?;
+                Some((name.clone(), info))
+            })
+            .collect()
     }
 
     /// The cgroup walk of the v1 hierarchies, when loaded.

@@ -1,14 +1,17 @@
-//! Pinning maps under bpffs: the pin directory, replacing stale pins, mounting bpffs where
-//! it is conventionally expected, and unpinning on drop.
+//! The pin directory under bpffs: the persistent maps pinned by name, the links of the
+//! always-attached programs under `links/`, the lock that keeps two daemons (or a daemon and
+//! `uninstall`) apart, and their removal. Pins outlive the daemon: a pinned link keeps its
+//! program attached, and a pinned map keeps its contents, until the pin is removed
+//! (`--unpin-on-exit` or `collector-daemon uninstall`).
 use std::{
     fs,
+    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
 };
 
-use aya::Ebpf;
-use collector_common::names::PROCESSES_MAP;
+use aya::programs::links::{FdLink, PinnedLink};
 
-use super::loader::LoadError;
+use super::persist::PERSISTENT_MAPS;
 use crate::error_chain::{ErrorChain, IfDenied};
 
 /// File name of the pinned `PROCESSES` map inside the pin directory.
@@ -17,8 +20,11 @@ pub const PROCESSES_PIN_NAME: &str = "processes";
 pub const NET_COUNTERS_PIN_NAME: &str = "net_counters";
 /// File name of the pinned `IO_COUNTERS` map inside the pin directory.
 pub const IO_COUNTERS_PIN_NAME: &str = "io_counters";
+/// Subdirectory of the pin directory holding one pinned link per attached program, named
+/// after the program.
+pub const LINKS_DIR: &str = "links";
 
-/// Why a map could not be pinned.
+/// Why the pin directory could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
     /// The pin directory is outside `/sys/fs/bpf` and not on a bpffs.
@@ -40,116 +46,214 @@ pub enum PinError {
         #[source]
         source: std::io::Error,
     },
-    /// The pin directory could not be created.
+    /// The pin directory could not be created or opened.
     #[error(
         "creating the pin directory: {source}{}",
         IfDenied(.source, "create it, owned by the daemon's user, before starting the daemon")
     )]
     CreateDir {
-        /// The error of `mkdir(2)`.
+        /// The error of `mkdir(2)` or `open(2)`.
         #[source]
         source: std::io::Error,
     },
-    /// A stale pin could not be removed.
-    #[error("removing the stale pin: {source}")]
-    RemoveStale {
-        /// The error of `unlink(2)`.
+    /// Another process (a daemon, or `uninstall`) holds the pin directory.
+    #[error(
+        "another collector-daemon is using this pin directory (stop it first, or give this one its own --pin-dir)"
+    )]
+    InUse,
+    /// `flock(2)` failed for another reason.
+    #[error("locking the pin directory: {source}")]
+    Lock {
+        /// The error of `flock(2)`.
         #[source]
         source: std::io::Error,
     },
-    /// The kernel refused the pin.
-    #[error("{}", ErrorChain(.source))]
-    Pin {
-        /// aya's error.
+    /// A pin could not be removed.
+    #[error("removing {}: {source}", .path.display())]
+    Remove {
+        /// The pin.
+        path: PathBuf,
+        /// The error of `unlink(2)` or `rmdir(2)`.
         #[source]
-        source: aya::pin::PinError,
+        source: std::io::Error,
     },
 }
 
-/// Pinned map files, removed on drop (then their directory, when we created it and it is
-/// empty), so other programs never read a map nobody updates any more.
-pub struct PinnedMaps {
-    /// The pin directory.
+/// The pin directory, locked for as long as this value lives. Dropping it leaves the pins:
+/// [`Pins::remove_all`] removes them.
+pub struct Pins {
     dir: PathBuf,
-    /// Pin paths in the order they were made; the first is `PROCESSES`'.
-    paths: Vec<PathBuf>,
-    /// Whether we created `dir` (then it is removed after the pins, when empty).
-    created_dir: bool,
+    /// The directory, open with an exclusive `flock(2)` on it (bpffs directories take locks
+    /// like any other: the lock is the VFS's), released when the descriptor closes.
+    _lock: fs::File,
+    /// Whether the pinned links run this build's programs and may be kept attached.
+    reuse_links: bool,
+    /// The programs whose pinned links were kept, with their kernel program ids.
+    kept: Vec<(String, u32)>,
+    /// Links that could not be pinned, held so that their programs stay attached while the
+    /// daemon runs.
+    unpinned: Vec<FdLink>,
 }
 
-impl PinnedMaps {
+impl Pins {
+    /// Opens (creating it, and mounting bpffs, when needed) and locks the pin directory.
+    pub fn open(dir: &Path) -> Result<Self, PinError> {
+        ensure_bpffs(dir)?;
+        fs::create_dir_all(dir.join(LINKS_DIR)).map_err(|source| PinError::CreateDir { source })?;
+        let lock = lock_dir(dir)?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            _lock: lock,
+            reuse_links: false,
+            kept: Vec::new(),
+            unpinned: Vec::new(),
+        })
+    }
+
+    /// The pin directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Where `PROCESSES` is pinned.
-    pub fn path(&self) -> &Path {
-        &self.paths[0]
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(PROCESSES_PIN_NAME)
     }
 
-    /// Every pin, `PROCESSES` first.
-    pub fn paths(&self) -> &[PathBuf] {
-        &self.paths
+    /// Lets [`Self::keep_link`] keep pinned links (they run this build's programs).
+    pub fn set_reuse_links(&mut self, reuse: bool) {
+        self.reuse_links = reuse;
     }
-}
 
-impl Drop for PinnedMaps {
-    fn drop(&mut self) {
-        for path in self.paths.iter().rev() {
-            if let Err(e) = fs::remove_file(path) {
-                tracing::warn!(path = %path.display(), error = %e, "could not unpin map");
+    /// The programs whose pinned links were kept, with their kernel program ids.
+    pub fn kept(&self) -> &[(String, u32)] {
+        &self.kept
+    }
+
+    fn link_path(&self, program: &str) -> PathBuf {
+        self.dir.join(LINKS_DIR).join(program)
+    }
+
+    /// Whether `program`'s pinned link is kept as it is (links of this build, and one is
+    /// pinned and opens): then the program must not be attached again.
+    pub fn keep_link(&mut self, program: &str) -> bool {
+        if !self.reuse_links {
+            return false;
+        }
+        let Ok(pinned) = PinnedLink::from_pin(self.link_path(program)) else {
+            return false;
+        };
+        let link = FdLink::from(pinned);
+        let program_id = link.info().map_or(0, |info| info.program_id());
+        self.kept.push((program.to_owned(), program_id));
+        true
+    }
+
+    /// Pins `link`, just attached, as `program`'s, replacing (and so detaching) the link an
+    /// earlier build pinned there. Until then both ran: what they count in that window is
+    /// counted twice. A pin that fails is logged and the link held, so the program stays
+    /// attached while the daemon runs.
+    pub fn pin_link(&mut self, program: &str, link: FdLink) {
+        let path = self.link_path(program);
+        if path.exists()
+            && let Err(source) = fs::remove_file(&path)
+        {
+            tracing::warn!(error = %PinError::Remove { path, source }, "the earlier link stays attached");
+            self.unpinned.push(link);
+            return;
+        }
+        match link.pin(&path) {
+            // The pin holds the link now; our descriptor is not needed.
+            Ok(pinned) => drop(pinned),
+            Err(e) => {
+                tracing::warn!(program, error = %ErrorChain(&e), "could not pin the link: the program detaches when the daemon exits");
             }
         }
-        if self.created_dir {
-            // Fails (harmlessly) when something else was put there meanwhile.
-            let _ = fs::remove_dir(&self.dir);
-        }
     }
-}
 
-/// Pins `PROCESSES` at `<dir>/processes`, creating the directory (and mounting bpffs) when
-/// needed.
-pub(super) fn pin_processes(ebpf: &Ebpf, dir: &Path) -> Result<PinnedMaps, LoadError> {
-    let pin_err = |source| LoadError::Pin {
-        map: PROCESSES_MAP,
-        path: dir.join(PROCESSES_PIN_NAME),
-        source,
-    };
-    ensure_bpffs(dir).map_err(pin_err)?;
-    let created_dir = !dir.exists();
-    if created_dir {
-        fs::create_dir_all(dir).map_err(|source| pin_err(PinError::CreateDir { source }))?;
-    }
-    let mut pins = PinnedMaps {
-        dir: dir.to_owned(),
-        paths: Vec::new(),
-        created_dir,
-    };
-    pins.add(ebpf, PROCESSES_MAP, PROCESSES_PIN_NAME)?;
-    Ok(pins)
-}
-
-impl PinnedMaps {
-    /// Pins `map` at `<dir>/<name>`. A pin left by an earlier run that did not stop cleanly
-    /// is replaced: its contents are stale, and the path is ours.
-    pub(super) fn add(
-        &mut self,
-        ebpf: &Ebpf,
-        map: &'static str,
-        name: &str,
-    ) -> Result<(), LoadError> {
-        let path = self.dir.join(name);
-        let pin_err = |source| LoadError::Pin {
-            map,
-            path: path.clone(),
-            source,
+    /// Removes the pinned links of programs not in `attached` (programs an earlier build had
+    /// and this one does not attach), detaching them.
+    pub fn prune_links(&self, attached: &[&str]) {
+        let Ok(entries) = fs::read_dir(self.dir.join(LINKS_DIR)) else {
+            return;
         };
-        if path.exists() {
-            tracing::info!(path = %path.display(), "replacing a stale pinned map");
-            fs::remove_file(&path).map_err(|source| pin_err(PinError::RemoveStale { source }))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if attached.iter().any(|p| name == **p) {
+                continue;
+            }
+            tracing::info!(link = %entry.path().display(), "detaching a program this build does not attach");
+            if let Err(e) = fs::remove_file(entry.path()) {
+                tracing::warn!(link = %entry.path().display(), error = %e, "could not remove a pinned link");
+            }
         }
-        let handle = ebpf.map(map).ok_or(LoadError::MissingMap { map })?;
-        handle
-            .pin(&path)
-            .map_err(|source| pin_err(PinError::Pin { source }))?;
-        self.paths.push(path);
-        Ok(())
+    }
+
+    /// Removes the links (their programs detach once no descriptor holds them) and the maps
+    /// (freed once no program or descriptor holds them); then the directories, unless
+    /// `keep_dirs` (pins are made again in them, under the lock held on this one).
+    pub fn remove_all(&mut self, keep_dirs: bool) -> Result<Removed, PinError> {
+        self.unpinned.clear();
+        remove_pins(&self.dir, keep_dirs)
+    }
+}
+
+/// What [`remove_pins`] removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// Pinned links removed.
+    pub links: usize,
+    /// Pinned maps removed.
+    pub maps: usize,
+    /// Whether the directory itself was removed (false: something else is in it, left alone).
+    pub dir: bool,
+}
+
+/// Removes what a daemon pins in `dir`: every link under `links/` first (so no program
+/// writes into a map being removed), then the persistent maps by their names, then (unless
+/// `keep_dirs`) the two directories when empty. Files the daemon does not make are left in
+/// place.
+pub fn remove_pins(dir: &Path, keep_dirs: bool) -> Result<Removed, PinError> {
+    let remove =
+        |path: PathBuf| fs::remove_file(&path).map_err(|source| PinError::Remove { path, source });
+    let mut removed = Removed::default();
+    let links = dir.join(LINKS_DIR);
+    if let Ok(entries) = fs::read_dir(&links) {
+        for entry in entries.flatten() {
+            remove(entry.path())?;
+            removed.links += 1;
+        }
+        if !keep_dirs {
+            fs::remove_dir(&links).map_err(|source| PinError::Remove {
+                path: links.clone(),
+                source,
+            })?;
+        }
+    }
+    for (_, pin) in PERSISTENT_MAPS {
+        let path = dir.join(pin);
+        if path.exists() {
+            remove(path)?;
+            removed.maps += 1;
+        }
+    }
+    removed.dir = !keep_dirs && fs::remove_dir(dir).is_ok();
+    Ok(removed)
+}
+
+/// Opens `dir` and takes an exclusive `flock(2)` on it without waiting: `InUse` when another
+/// process holds it.
+pub fn lock_dir(dir: &Path) -> Result<fs::File, PinError> {
+    let file = fs::File::open(dir).map_err(|source| PinError::CreateDir { source })?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(file);
+    }
+    let source = std::io::Error::last_os_error();
+    if source.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Err(PinError::InUse)
+    } else {
+        Err(PinError::Lock { source })
     }
 }
 

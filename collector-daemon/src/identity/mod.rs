@@ -191,6 +191,9 @@ impl Identity {
         let mut inode_order: Vec<u32> = layout.hierarchies.iter().map(|h| h.id).collect();
         inode_order.sort_by_key(|&h| (h != 0, Some(h) != tracked_v1, h));
         let now = Instant::now();
+        let events_lost = kernel.as_ref().map_or(0, |k| {
+            k.counters()[collector_common::counters::EVENTS_LOST as usize]
+        });
         let identity = Self {
             layout,
             tracked_v1,
@@ -199,7 +202,7 @@ impl Identity {
             cgroups: CgroupIndex::default(),
             processes: ProcessIndex::default(),
             kernel,
-            upkeep: Mutex::new(upkeep::Upkeep::new(now)),
+            upkeep: Mutex::new(upkeep::Upkeep::new(now, events_lost)),
             miss_walk: Mutex::new(()),
             stats: IdentityStats::default(),
         };

@@ -30,9 +30,12 @@ pub(super) struct Upkeep {
 }
 
 impl Upkeep {
-    pub(super) fn new(now: Instant) -> Self {
+    /// `events_lost_seen`: the kernel's lost-events counter before the first seeding (not 0:
+    /// the counter lives in a pinned map and carries the losses of earlier runs, which that
+    /// seeding repairs).
+    pub(super) fn new(now: Instant, events_lost_seen: u64) -> Self {
         Self {
-            events_lost_seen: 0,
+            events_lost_seen,
             last_scan: now,
         }
     }

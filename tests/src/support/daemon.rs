@@ -131,8 +131,9 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts [`daemon_bin`] with `run --socket <tmpdir>/collector.sock --pin-dir
-    /// /sys/fs/bpf/collector-test-<pid>-<n> --metrics-addr 127.0.0.1:0 args...` (each of the
-    /// three only when `args` does not give it) and waits until `GET /healthz` answers 200;
+    /// /sys/fs/bpf/collector-test-<pid>-<n> --unpin-on-exit --metrics-addr 127.0.0.1:0
+    /// args...` (each only when `args` does not give it; `--unpin-on-exit` only with the pin
+    /// dir chosen here) and waits until `GET /healthz` answers 200;
     /// panics with the daemon's log if it exits or does not answer within 30 s.
     #[must_use]
     pub fn start(args: &[&str]) -> Self {
@@ -173,8 +174,16 @@ impl Daemon {
         let (pin_dir, own_pins) = if let Some(dir) = flag_value(args, "--pin-dir") {
             (PathBuf::from(dir), None)
         } else {
+            // The daemon removes its pins at exit (and the guard whatever is left), so no
+            // program of a test daemon stays attached after it, even when the test binary
+            // is killed (the daemon gets SIGTERM then). A caller-given `--pin-dir` keeps its
+            // pins across daemons; the caller's `PinDir` removes them.
             let pins = PinDir::new();
-            command_line.extend(["--pin-dir".into(), pins.path().into()]);
+            command_line.extend([
+                "--pin-dir".into(),
+                pins.path().into(),
+                "--unpin-on-exit".into(),
+            ]);
             (pins.path().to_path_buf(), Some(pins))
         };
         if flag_value(args, "--metrics-addr").is_none() {

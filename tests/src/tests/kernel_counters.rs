@@ -51,7 +51,7 @@ fn sum_per_cpu<const N: usize>(pin: &Path, key: &[u8]) -> Option<[u64; N]> {
     Some(sum)
 }
 
-fn net_entry(daemon: &Daemon, cgroup_id: u64) -> Option<NetMapValue> {
+pub(super) fn net_entry(daemon: &Daemon, cgroup_id: u64) -> Option<NetMapValue> {
     let pin = daemon.pin_dir().join("net_counters");
     sum_per_cpu::<4>(&pin, &cgroup_id.to_ne_bytes()).map(
         |[rx_bytes, rx_packets, tx_bytes, tx_packets]| NetMapValue {
@@ -79,7 +79,7 @@ fn io_entry(daemon: &Daemon, key: IoMapKey) -> Option<IoMapValue> {
     )
 }
 
-fn busybox_available() -> bool {
+pub(super) fn busybox_available() -> bool {
     Command::new("busybox")
         .arg("true")
         .status()
@@ -102,12 +102,17 @@ fn dev_tx_bytes(pid: u32, dev: &str) -> Option<u64> {
 }
 
 /// Bytes each TCP test transfer carries.
-const TRANSFER: u64 = 8 * MIB;
+pub(super) const TRANSFER: u64 = 8 * MIB;
 
 /// Sends [`TRANSFER`] bytes over TCP from a process in `sender_cg` and network namespace
 /// `sender_ns` to one listening on `port` in `receiver_cg` and `receiver_ns`, reached at
 /// `addr`; returns when both have exited, asserting the receiver got every byte.
-fn transfer(sender: (&TestCgroup, &str), receiver: (&TestCgroup, &str), addr: &str, port: u16) {
+pub(super) fn transfer(
+    sender: (&TestCgroup, &str),
+    receiver: (&TestCgroup, &str),
+    addr: &str,
+    port: u16,
+) {
     let sink = tempfile::NamedTempFile::new().expect("temp file");
     let mut listen = NetnsPair::command(
         receiver.1,
