@@ -8,6 +8,7 @@ mod cgroup_walk;
 mod containerd_metadata;
 mod docker;
 mod docker_metadata;
+mod faults;
 mod fallback;
 mod kernel_counters;
 mod kernel_map;
