@@ -183,7 +183,15 @@ impl Identity {
                 flags: FLAG_SEEDED | FLAG_PROCFS,
             };
             tracing::debug!(pid, comm = %process.comm, "process not seen by the task iterator: from procfs");
-            kernel.insert_if_absent(pid, &info);
+            // A process that exited after it was read had its exit tracepoint run with no
+            // entry to remove, and the one just written would stay forever: read it again
+            // after the insert (an exit that begins later removes the entry itself).
+            if kernel.insert_if_absent(pid, &info)
+                && procfs::exiting_or_gone(&self.options.proc_root, pid, info.start_boottime_ns)
+            {
+                kernel.forget_process(pid, info.start_boottime_ns);
+                continue;
+            }
             self.processes.upsert_live(pid, info, &process.comm, now);
             alive.insert(pid, info);
             added += 1;
