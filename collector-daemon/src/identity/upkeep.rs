@@ -131,6 +131,7 @@ impl Identity {
         let Some(kernel) = &self.kernel else { return };
         // Events queued before the iterator ran are older than what it reports.
         self.sync();
+        let listed_from_ns = crate::clock::boottime_ns();
         let seeds = kernel.seed().unwrap_or_else(|e| {
             tracing::error!(error = %e, "seeding processes from the kernel failed; using procfs");
             Vec::new()
@@ -141,7 +142,7 @@ impl Identity {
             alive.insert(*tgid, *info);
         }
         let from_procfs = self.fill_gaps_from_procfs(kernel.as_ref(), &mut alive, now);
-        let gone = self.processes.reconcile(&alive, now);
+        let gone = self.processes.reconcile(&alive, listed_from_ns, now);
         tracing::info!(
             from_kernel = seeds.len(),
             from_procfs,
