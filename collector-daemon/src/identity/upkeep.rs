@@ -142,7 +142,15 @@ impl Identity {
             alive.insert(*tgid, *info);
         }
         let from_procfs = self.fill_gaps_from_procfs(kernel.as_ref(), &mut alive, now);
-        let gone = self.processes.reconcile(&alive, listed_from_ns, now);
+        // procfs start times are whole clock ticks (truncated): compare at that resolution.
+        let tick = crate::clock::ns_per_tick(crate::clock::user_hz());
+        let still_alive = |tgid: u32, info: &ProcessInfo| {
+            let start = info.start_boottime_ns / tick * tick;
+            !procfs::exiting_or_gone(&self.options.proc_root, tgid, start)
+        };
+        let gone = self
+            .processes
+            .reconcile(&alive, listed_from_ns, still_alive, now);
         tracing::info!(
             from_kernel = seeds.len(),
             from_procfs,
