@@ -38,6 +38,20 @@ pub fn ticks_to_ns(ticks: u64) -> u64 {
     ticks_to_ns_at(ticks, user_hz()).unwrap_or(u64::MAX)
 }
 
+/// `CLOCK_BOOTTIME` now in ns: the clock of the kernel's task start times
+/// (`task->start_boottime`); 0 if it cannot be read.
+pub fn boottime_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut now) } != 0 {
+        return 0;
+    }
+    u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(now.tv_nsec).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,6 +56,8 @@ pub struct RunOptions {
     pub docker_socket: Option<PathBuf>,
     /// containerd socket; `None` to not ask containerd.
     pub containerd_socket: Option<PathBuf>,
+    /// How long one request to a runtime API may take before it counts as down.
+    pub runtime_timeout: Duration,
     /// Runtime labels exported on container metrics and in API answers.
     pub container_labels: Vec<String>,
 }
@@ -278,7 +280,11 @@ fn spawn_runtime_watchers(
 ) {
     match &options.docker_socket {
         Some(socket) => {
-            tasks.spawn(docker::watch(Arc::clone(store), socket.clone()));
+            tasks.spawn(docker::watch(
+                Arc::clone(store),
+                socket.clone(),
+                options.runtime_timeout,
+            ));
         }
         None => {
             store.set_state(Source::Docker, SourceState::Disabled);
@@ -286,7 +292,11 @@ fn spawn_runtime_watchers(
     }
     match &options.containerd_socket {
         Some(socket) => {
-            tasks.spawn(containerd::watch(Arc::clone(store), socket.clone()));
+            tasks.spawn(containerd::watch(
+                Arc::clone(store),
+                socket.clone(),
+                options.runtime_timeout,
+            ));
         }
         None => {
             store.set_state(Source::Containerd, SourceState::Disabled);

@@ -10,6 +10,7 @@ mod dashboard;
 mod docker;
 mod docker_metadata;
 mod fallback;
+mod faults;
 mod image;
 mod kernel_counters;
 mod kernel_map;

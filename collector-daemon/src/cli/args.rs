@@ -131,6 +131,11 @@ pub struct RunArgs {
     /// ("none": do not ask containerd).
     #[arg(long, env = "COLLECTOR_CONTAINERD_SOCKET", default_value = DEFAULT_CONTAINERD_SOCKET)]
     pub containerd_socket: String,
+    /// Seconds Docker or containerd has to answer one request before it counts as down (the
+    /// outage is logged once and retried with a backoff): a runtime that accepts connections
+    /// and never answers holds only its own watcher, never the API.
+    #[arg(long, env = "COLLECTOR_RUNTIME_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub runtime_timeout: u64,
     /// Runtime labels exported as `container_label_<name>` on the container metrics and
     /// listed in API answers (comma-separated, repeatable). Others are left out: every
     /// label on every series multiplies what Prometheus stores.
@@ -164,6 +169,7 @@ impl RunArgs {
             proc_root: self.proc_root.clone(),
             docker_socket: socket_option(&self.docker_socket),
             containerd_socket: socket_option(&self.containerd_socket),
+            runtime_timeout: Duration::from_secs(self.runtime_timeout),
             container_labels: self
                 .container_labels
                 .iter()

@@ -41,8 +41,6 @@ const ABSENT_POLL: Duration = Duration::from_secs(5);
 /// First and longest wait before reconnecting after an error.
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Longest wait for one answer: a containerd that accepts and never answers is down too.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest message accepted. `Containers.List` (the fallback when `ListStream` is missing)
 /// carries every container's OCI spec in one message, well past tonic's 4 MiB default on a
 /// busy node.
@@ -104,11 +102,14 @@ pub enum WatchError {
 /// A socket that is not there at start is containerd not being on this node: noted once
 /// (`Absent`) and looked for every 5 s. Any other failure is an outage (`Down`): warned of
 /// once, retried with a backoff of 0.5 s to 5 s; what containerd said stays in the store
-/// meanwhile, and a full list replaces it when containerd answers again.
-pub async fn watch(store: Arc<MetadataStore>, socket: PathBuf) {
+/// meanwhile, and a full list replaces it when containerd answers again. A connect or call
+/// that takes longer than `timeout` fails the session (a containerd that accepts and never
+/// answers is down too).
+pub async fn watch(store: Arc<MetadataStore>, socket: PathBuf, timeout: Duration) {
     let mut watcher = Watcher {
         store,
         socket,
+        timeout,
         ever_connected: false,
         backoff: Backoff::default(),
     };
@@ -147,6 +148,8 @@ struct Watcher {
     /// outage (containerd stopped cleanly), not containerd being absent from the node.
     ever_connected: bool,
     backoff: Backoff,
+    /// Longest wait for one answer.
+    timeout: Duration,
 }
 
 impl Watcher {
@@ -216,7 +219,7 @@ impl Watcher {
     }
 
     async fn run_session(&mut self) -> Result<Infallible, WatchError> {
-        let channel = bounded("connect", async {
+        let channel = bounded(self.timeout, "connect", async {
             containerd_client::connect(&self.socket)
                 .await
                 .map_err(|source| WatchError::Connect {
@@ -231,7 +234,7 @@ impl Watcher {
         // between sending the request and that handler running could still be missed, and
         // would be read at the container's next change or the next full list.)
         let mut events = Subscription::start(EventsClient::new(channel.clone()));
-        let mut api = Api::new(channel);
+        let mut api = Api::new(channel, self.timeout);
         let namespaces = api.namespaces().await?;
         let mut entries = Vec::new();
         for namespace in &namespaces {
@@ -283,11 +286,14 @@ impl Watcher {
 struct Api {
     namespaces: NamespacesClient<Channel>,
     containers: ContainersClient<Channel>,
+    /// Longest wait for one answer.
+    timeout: Duration,
 }
 
 impl Api {
-    fn new(channel: Channel) -> Self {
+    fn new(channel: Channel, timeout: Duration) -> Self {
         Self {
+            timeout,
             namespaces: NamespacesClient::new(channel.clone()),
             containers: ContainersClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES),
         }
@@ -295,7 +301,7 @@ impl Api {
 
     async fn namespaces(&mut self) -> Result<Vec<String>, WatchError> {
         const CALL: &str = "Namespaces.List";
-        let response = bounded(CALL, async {
+        let response = bounded(self.timeout, CALL, async {
             self.namespaces
                 .list(ListNamespacesRequest::default())
                 .await
@@ -314,7 +320,7 @@ impl Api {
     /// all in one (`List`) where the stream is not implemented.
     async fn containers(&mut self, namespace: &str) -> Result<Vec<Container>, WatchError> {
         const CALL: &str = "Containers.ListStream";
-        bounded(CALL, async {
+        bounded(self.timeout, CALL, async {
             let request = in_namespace(namespace, ListContainersRequest::default())?;
             match self.containers.list_stream(request).await {
                 Ok(response) => {
@@ -347,7 +353,7 @@ impl Api {
         id: &str,
     ) -> Result<Option<Container>, WatchError> {
         const CALL: &str = "Containers.Get";
-        bounded(CALL, async {
+        bounded(self.timeout, CALL, async {
             let request = in_namespace(namespace, GetContainerRequest { id: id.to_owned() })?;
             match self.containers.get(request).await {
                 Ok(response) => Ok(response.into_inner().container),
@@ -551,17 +557,15 @@ fn status_message(status: &Status) -> String {
     }
 }
 
-/// `future`, failing with a timeout after [`CALL_TIMEOUT`].
+/// `future`, failing with a timeout after `timeout`.
 async fn bounded<T>(
+    timeout: Duration,
     call: &'static str,
     future: impl Future<Output = Result<T, WatchError>>,
 ) -> Result<T, WatchError> {
-    tokio::time::timeout(CALL_TIMEOUT, future)
+    tokio::time::timeout(timeout, future)
         .await
-        .map_err(|_| WatchError::Timeout {
-            call,
-            timeout: CALL_TIMEOUT,
-        })?
+        .map_err(|_| WatchError::Timeout { call, timeout })?
 }
 
 /// Waits before reconnecting: doubling from [`BACKOFF_MIN`] to [`BACKOFF_MAX`].
@@ -828,6 +832,7 @@ mod tests {
             socket: PathBuf::from("/nonexistent"),
             ever_connected: true,
             backoff: Backoff::default(),
+            timeout: Duration::from_secs(30),
         };
         let (id, meta) = container_meta(
             "team-b",
@@ -864,7 +869,11 @@ mod tests {
         let store = Arc::new(MetadataStore::default());
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("containerd.sock");
-        let task = tokio::spawn(watch(Arc::clone(&store), socket.clone()));
+        let task = tokio::spawn(watch(
+            Arc::clone(&store),
+            socket.clone(),
+            Duration::from_secs(30),
+        ));
         let state = wait_for_state(&store, |s| *s != SourceState::Starting).await;
         task.abort();
         assert_eq!(
@@ -888,7 +897,11 @@ mod tests {
         // A socket file whose listener is closed, as a killed containerd leaves it:
         // connecting is refused.
         drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
-        let task = tokio::spawn(watch(Arc::clone(&store), socket.clone()));
+        let task = tokio::spawn(watch(
+            Arc::clone(&store),
+            socket.clone(),
+            Duration::from_secs(30),
+        ));
         let state = wait_for_state(&store, |s| matches!(s, SourceState::Down { .. })).await;
         task.abort();
         let SourceState::Down { reason } = state else {

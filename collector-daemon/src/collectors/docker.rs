@@ -27,9 +27,6 @@ use futures_util::{FutureExt as _, StreamExt as _};
 use super::metadata::{ContainerMeta, MetadataStore, Source, SourceState};
 use crate::error_chain::{ErrorChain, IfDenied};
 
-/// How long a request may wait for Docker's response headers (bollard applies it to the
-/// headers only, so the event stream itself can stay idle for as long as it likes).
-const REQUEST_TIMEOUT_SECS: u64 = 30;
 /// First wait before reconnecting after a failure; doubled per failure up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -109,8 +106,11 @@ pub enum TimeError {
     Malformed { text: String },
 }
 
-/// Keeps `store` current from the Docker Engine API at `socket` until aborted.
-pub async fn watch(store: Arc<MetadataStore>, socket: PathBuf) {
+/// Keeps `store` current from the Docker Engine API at `socket` until aborted. A request
+/// whose response headers take longer than `timeout` fails the connection (bollard applies
+/// the timeout to the headers only, so the event stream itself can stay idle for as long as
+/// it likes); a Docker that accepts and never answers is then down, and retried.
+pub async fn watch(store: Arc<MetadataStore>, socket: PathBuf, timeout: Duration) {
     let Some(address) = socket.to_str().map(str::to_owned) else {
         // bollard takes the socket path as a string; no retry will change that.
         let reason = format!("socket path {} is not UTF-8", socket.display());
@@ -125,6 +125,7 @@ pub async fn watch(store: Arc<MetadataStore>, socket: PathBuf) {
         seen: false,
         outage: Outage::default(),
         backoff: Backoff::default(),
+        timeout,
     };
     watcher.run().await;
 }
@@ -138,6 +139,8 @@ struct Watcher {
     seen: bool,
     outage: Outage,
     backoff: Backoff,
+    /// Longest wait for a response's headers.
+    timeout: Duration,
 }
 
 impl Watcher {
@@ -255,9 +258,10 @@ impl Watcher {
 
     async fn connect(&self) -> Result<Docker, DockerError> {
         let address = self.address.clone();
+        let timeout_secs = self.timeout.as_secs().max(1);
         // bollard checks that the path exists with a blocking `stat`.
         let client = tokio::task::spawn_blocking(move || {
-            Docker::connect_with_unix(&address, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+            Docker::connect_with_unix(&address, timeout_secs, bollard::API_DEFAULT_VERSION)
         })
         .await
         .unwrap_or_else(|e| Err(BollardError::IOError { err: e.into() }))
@@ -917,7 +921,11 @@ mod tests {
     async fn a_missing_socket_is_absent_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(MetadataStore::default());
-        let task = tokio::spawn(watch(Arc::clone(&store), dir.path().join("docker.sock")));
+        let task = tokio::spawn(watch(
+            Arc::clone(&store),
+            dir.path().join("docker.sock"),
+            Duration::from_secs(30),
+        ));
         let state = state_becomes(&store, |s| matches!(s, SourceState::Absent { .. })).await;
         task.abort();
         let SourceState::Absent { reason } = state else {
@@ -941,7 +949,7 @@ mod tests {
                 ..ContainerMeta::default()
             },
         );
-        let task = tokio::spawn(watch(Arc::clone(&store), path));
+        let task = tokio::spawn(watch(Arc::clone(&store), path, Duration::from_secs(30)));
         let state = state_becomes(&store, |s| matches!(s, SourceState::Down { .. })).await;
         task.abort();
         let SourceState::Down { reason } = state else {

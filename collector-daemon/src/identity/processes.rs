@@ -141,11 +141,16 @@ impl ProcessIndex {
         self.slots.iter().map(|s| s.exited.len()).sum()
     }
 
-    /// Marks exited every live process not in `alive` (a complete list of the live
-    /// processes): their exits were lost. Returns how many.
+    /// Marks exited every live process not in `alive` (a complete list of the processes
+    /// live when it was taken, which began at boot time `listed_from_ns`): their exits were
+    /// lost. A process that started at or after `listed_from_ns` may be missing from the
+    /// list while its fork event (applied by a concurrent drain) is newer than it: such a
+    /// one is marked exited only when `still_alive` says it is gone. Returns how many.
     pub fn reconcile(
         &self,
         alive: &std::collections::HashMap<u32, ProcessInfo>,
+        listed_from_ns: u64,
+        still_alive: impl Fn(u32, &ProcessInfo) -> bool,
         now: Instant,
     ) -> usize {
         let mut gone = 0;
@@ -155,6 +160,7 @@ impl ProcessIndex {
                 !alive
                     .get(&tgid)
                     .is_some_and(|info| same_start(&l.info, info))
+                    && (l.info.start_boottime_ns < listed_from_ns || !still_alive(tgid, &l.info))
             });
             if lost && let Some(mut entry) = slot.live.take() {
                 entry.exited_at = Some(now);
@@ -261,9 +267,25 @@ mod tests {
         index.upsert_live(7, info(100, 5), "a", t0);
         index.upsert_live(8, info(101, 5), "b", t0);
         let alive: HashMap<u32, ProcessInfo> = [(8, info(101, 5))].into();
-        assert_eq!(index.reconcile(&alive, t0), 1);
+        assert_eq!(index.reconcile(&alive, u64::MAX, |_, _| true, t0), 1);
         assert!(index.get(7).unwrap().exited_at.is_some());
         assert!(index.get(8).unwrap().exited_at.is_none());
+    }
+
+    #[test]
+    fn reconcile_leaves_processes_newer_than_the_list_alone() {
+        let index = ProcessIndex::default();
+        let t0 = Instant::now();
+        // Forked after the list was begun (their events applied by a concurrent drain): one
+        // still running, one gone since.
+        index.upsert_live(9, info(500, 5), "new", t0);
+        index.upsert_live(10, info(600, 5), "gone", t0);
+        index.upsert_live(7, info(100, 5), "old", t0);
+        let still_alive = |tgid: u32, _: &ProcessInfo| tgid == 9;
+        assert_eq!(index.reconcile(&HashMap::new(), 400, still_alive, t0), 2);
+        assert!(index.get(9).unwrap().exited_at.is_none());
+        assert!(index.get(10).unwrap().exited_at.is_some());
+        assert!(index.get(7).unwrap().exited_at.is_some());
     }
 
     #[test]

@@ -78,6 +78,24 @@ pub fn parse_stat(text: &str) -> Option<StatFields> {
     })
 }
 
+/// `PF_EXITING` from `include/linux/sched.h`: set by `do_exit()` before anything else of the
+/// exit, the `sched_process_exit` tracepoint included.
+const PF_EXITING: u32 = 0x4;
+
+/// Whether process `pid` that started at `start_boottime_ns` has begun to exit, or is gone:
+/// `stat` unreadable, another start time (a reused PID), a zombie or dead state, or its
+/// leader's `PF_EXITING` flag set.
+pub fn exiting_or_gone(proc_root: &Path, pid: u32, start_boottime_ns: u64) -> bool {
+    let Ok(stat) = procfs::process::Process::new_with_root(proc_root.join(pid.to_string()))
+        .and_then(|p| p.stat())
+    else {
+        return true;
+    };
+    clock::ticks_to_ns(stat.starttime) != start_boottime_ns
+        || matches!(stat.state, 'Z' | 'X' | 'x')
+        || stat.flags & PF_EXITING != 0
+}
+
 /// PIDs of every process (thread-group leaders) under `proc_root`.
 pub fn list_pids(proc_root: &Path) -> io::Result<Vec<u32>> {
     Ok(fs::read_dir(proc_root)?
@@ -89,6 +107,28 @@ pub fn list_pids(proc_root: &Path) -> io::Result<Vec<u32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn this_process_is_not_exiting_and_a_reaped_child_is_gone() {
+        let me = read_process(Path::new("/proc"), std::process::id()).unwrap();
+        assert!(!exiting_or_gone(
+            Path::new("/proc"),
+            std::process::id(),
+            me.start_boottime_ns
+        ));
+        assert!(exiting_or_gone(
+            Path::new("/proc"),
+            std::process::id(),
+            me.start_boottime_ns + 1
+        ));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let start = read_process(Path::new("/proc"), pid).map(|p| p.start_boottime_ns);
+        child.wait().unwrap();
+        if let Ok(start) = start {
+            assert!(exiting_or_gone(Path::new("/proc"), pid, start));
+        }
+    }
 
     #[test]
     fn reads_this_process() {

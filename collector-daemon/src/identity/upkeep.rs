@@ -134,6 +134,7 @@ impl Identity {
         let Some(kernel) = &self.kernel else { return };
         // Events queued before the iterator ran are older than what it reports.
         self.sync();
+        let listed_from_ns = crate::clock::boottime_ns();
         let seeds = kernel.seed().unwrap_or_else(|e| {
             tracing::error!(error = %e, "seeding processes from the kernel failed; using procfs");
             Vec::new()
@@ -144,7 +145,15 @@ impl Identity {
             alive.insert(*tgid, *info);
         }
         let from_procfs = self.fill_gaps_from_procfs(kernel.as_ref(), &mut alive, now);
-        let gone = self.processes.reconcile(&alive, now);
+        // procfs start times are whole clock ticks (truncated): compare at that resolution.
+        let tick = crate::clock::ns_per_tick(crate::clock::user_hz());
+        let still_alive = |tgid: u32, info: &ProcessInfo| {
+            let start = info.start_boottime_ns / tick * tick;
+            !procfs::exiting_or_gone(&self.options.proc_root, tgid, start)
+        };
+        let gone = self
+            .processes
+            .reconcile(&alive, listed_from_ns, still_alive, now);
         tracing::info!(
             from_kernel = seeds.len(),
             from_procfs,
@@ -186,7 +195,15 @@ impl Identity {
                 flags: FLAG_SEEDED | FLAG_PROCFS,
             };
             tracing::debug!(pid, comm = %process.comm, "process not seen by the task iterator: from procfs");
-            kernel.insert_if_absent(pid, &info);
+            // A process that exited after it was read had its exit tracepoint run with no
+            // entry to remove, and the one just written would stay forever: read it again
+            // after the insert (an exit that begins later removes the entry itself).
+            if kernel.insert_if_absent(pid, &info)
+                && procfs::exiting_or_gone(&self.options.proc_root, pid, info.start_boottime_ns)
+            {
+                kernel.forget_process(pid, info.start_boottime_ns);
+                continue;
+            }
             self.processes.upsert_live(pid, info, &process.comm, now);
             alive.insert(pid, info);
             added += 1;

@@ -36,6 +36,12 @@ pub enum Then {
     Exit,
     /// Sleep in `pause()` until killed.
     Pause,
+    /// Make this many children of its own one after the other (raw `clone` with only
+    /// `SIGCHLD`, i.e. `fork` without glibc's atfork handlers, whose locks another thread
+    /// of the parent may have held), each exiting at once and reaped, then `_exit(0)`. The
+    /// children are born in the child's cgroup, without taking the kernel's cgroup mutex
+    /// as `CLONE_INTO_CGROUP` does.
+    ForkExit(u32),
 }
 
 /// A `clone3` child, killed (if still running) and reaped on drop.
@@ -90,15 +96,7 @@ impl Clone3Child {
             )
         };
         if ret == 0 {
-            // The child.
-            match then {
-                // SAFETY: async-signal-safe.
-                Then::Exit => unsafe { libc::_exit(0) },
-                Then::Pause => loop {
-                    // SAFETY: async-signal-safe.
-                    unsafe { libc::pause() };
-                },
-            }
+            child_main(then);
         }
         let err = io::Error::last_os_error();
         if let Some(fd) = cgroup_fd {
@@ -133,6 +131,45 @@ impl Clone3Child {
         }
         self.reaped = true;
         Ok(())
+    }
+}
+
+/// What the child runs; it never returns.
+fn child_main(then: Then) -> ! {
+    match then {
+        // SAFETY: async-signal-safe.
+        Then::Exit => unsafe { libc::_exit(0) },
+        Then::Pause => loop {
+            // SAFETY: async-signal-safe.
+            unsafe { libc::pause() };
+        },
+        Then::ForkExit(n) => {
+            for _ in 0..n {
+                // SAFETY: clone(SIGCHLD) with no new stack is fork(2); the grandchild only
+                // calls _exit, the child waitpid: both async-signal-safe.
+                unsafe {
+                    let pid = libc::syscall(
+                        libc::SYS_clone,
+                        libc::c_long::from(libc::SIGCHLD),
+                        0,
+                        0,
+                        0,
+                        0,
+                    );
+                    if pid == 0 {
+                        libc::_exit(0);
+                    }
+                    if let Ok(pid) = libc::pid_t::try_from(pid)
+                        && pid > 0
+                    {
+                        let mut status = 0;
+                        libc::waitpid(pid, &raw mut status, 0);
+                    }
+                }
+            }
+            // SAFETY: async-signal-safe.
+            unsafe { libc::_exit(0) }
+        }
     }
 }
 

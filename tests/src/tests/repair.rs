@@ -11,10 +11,10 @@ use crate::support::{
 };
 
 /// Stops the daemon (SIGSTOP) so it cannot read the ring buffer; continues it on drop.
-struct Stopped(u32);
+pub(super) struct Stopped(u32);
 
 impl Stopped {
-    fn new(pid: u32) -> Self {
+    pub(super) fn new(pid: u32) -> Self {
         // SAFETY: signalling the daemon this test started.
         assert_eq!(unsafe { libc::kill(pid.cast_signed(), libc::SIGSTOP) }, 0);
         // The stop is delivered asynchronously: until every thread is stopped, one may still
