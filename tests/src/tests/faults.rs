@@ -17,9 +17,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::{
-    util::{container_id, lookup, metric, root, wait_for},
-};
+use super::util::{container_id, lookup, metric, root, wait_for};
 use crate::support::{
     bpf,
     cgroup::{TestCgroup, v1_mount},
