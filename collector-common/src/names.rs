@@ -58,12 +58,17 @@ pub const PROGRAM_SEED_TASKS: &str = "seed_tasks";
 /// `CGROUP_VALUES`, walked once per hierarchy per full collection.
 pub const PROGRAM_CGROUP_VALUES: &str = "read_cgroup_values";
 
-/// Every program of the object with the kernel tracepoint it attaches to.
+/// Every program of the object with the kernel tracepoint it attaches to, in the order
+/// they are attached: those that forget (process exit, cgroup removal) before those that
+/// record. A process that forks after `task_newtask` is attached has its entry written, and
+/// if `sched_process_exit` were not attached yet, its exit would leave that entry in
+/// `PROCESSES` for good; the other way round, a process the programs miss at start-up is
+/// found by the task iterator, which runs once all of them are attached.
 pub const BTF_TRACEPOINTS: [(&str, &str); 6] = [
-    (PROGRAM_TASK_NEWTASK, "task_newtask"),
-    (PROGRAM_PROCESS_EXEC, "sched_process_exec"),
     (PROGRAM_PROCESS_EXIT, "sched_process_exit"),
+    (PROGRAM_CGROUP_RMDIR, "cgroup_rmdir"),
+    (PROGRAM_PROCESS_EXEC, "sched_process_exec"),
     (PROGRAM_CGROUP_ATTACH, "cgroup_attach_task"),
     (PROGRAM_CGROUP_MKDIR, "cgroup_mkdir"),
-    (PROGRAM_CGROUP_RMDIR, "cgroup_rmdir"),
+    (PROGRAM_TASK_NEWTASK, "task_newtask"),
 ];

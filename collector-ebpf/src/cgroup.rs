@@ -4,11 +4,13 @@
 //! `cgroup_attach_task` fires once per migration, after it completed (the task's `css_set`
 //! is already the new one), with the thread-group leader when a whole process moved.
 use aya_ebpf::{
-    EbpfContext as _, helpers::bpf_probe_read_kernel_str_bytes, macros::btf_tracepoint,
+    EbpfContext as _, bindings::BPF_ANY, helpers::bpf_probe_read_kernel_str_bytes, macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
 use collector_common::{
-    counters::{ATTACHES, CGROUPS_CREATED, CGROUPS_REMOVED, EVENTS_LOST, READ_ERRORS},
+    counters::{
+        ATTACHES, CGROUPS_CREATED, CGROUPS_REMOVED, EVENTS_LOST, PROCESS_MAP_FULL, READ_ERRORS,
+    },
     event::{CGROUP_PATH_LEN, CgroupEvent, KIND_ATTACH, KIND_CGROUP_MKDIR, KIND_CGROUP_RMDIR},
     offsets::KernelOffsets,
 };
@@ -18,7 +20,7 @@ use crate::{
     emit,
     kernel::{Direct, ReadError, Task, cgroup_hierarchy_id, cgroup_id, cgroup_level, offsets},
     maps::{EVENTS, PROCESSES},
-    process::{process_info, track},
+    process::{Insert, insert_unless_exiting, process_info},
 };
 
 #[btf_tracepoint(function = "cgroup_attach_task")]
@@ -63,8 +65,19 @@ fn try_on_cgroup_attach_task(
             }
         }
         None => {
+            // The tracepoint also fires for a process that was exiting (even a zombie)
+            // when it was written to `cgroup.procs`: the move skipped its exiting threads.
             let info = process_info(o, task, 0)?;
-            track(ctx, tgid, info);
+            match insert_unless_exiting(o, task, tgid, info, u64::from(BPF_ANY))? {
+                Insert::Exiting => return Ok(()),
+                Insert::Refused => failure(
+                    ctx,
+                    PROCESS_MAP_FULL,
+                    "PROCESSES map full, process not tracked",
+                    tgid,
+                ),
+                Insert::Kept => {}
+            }
             info
         }
     };

@@ -147,6 +147,51 @@ pub(crate) fn track(ctx: &BtfTracePointContext, tgid: u32, info: ProcessInfo) {
     }
 }
 
+/// What [`insert_unless_exiting`] did.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Insert {
+    /// The entry is in the map.
+    Kept,
+    /// The process is exiting: no entry is left for it.
+    Exiting,
+    /// The map refused the insert (full, or the key exists under `BPF_NOEXIST`).
+    Refused,
+}
+
+/// Inserts the entry of `task`'s process when no program has made one (a move or exec of
+/// an untracked process, a task iterator record), unless the process is exiting. Such a
+/// program runs in another task's context (the mover's, the iterator's), concurrently with
+/// the process's own `do_exit`, which may have run `sched_process_exit` (and removed
+/// nothing) already: an entry inserted then would outlive the process. `do_exit` decrements
+/// `signal->live` before it fires that tracepoint, so `live` is read again after the
+/// insert: still alive then means the exit's removal comes after the insert.
+pub(crate) fn insert_unless_exiting(
+    o: &KernelOffsets,
+    task: Task,
+    tgid: u32,
+    info: ProcessInfo,
+    flags: u64,
+) -> Result<Insert, ReadError> {
+    if task.group_dead(o)? {
+        return Ok(Insert::Exiting);
+    }
+    if PROCESSES.insert(tgid, info, flags).is_err() {
+        return Ok(Insert::Refused);
+    }
+    if task.group_dead(o)? {
+        // Remove only the entry written here: the PID of a process whose exit completed
+        // can be taken by a new one, whose own entry must stay.
+        // SAFETY: the value is only compared.
+        if unsafe { PROCESSES.get(tgid) }
+            .is_some_and(|entry| entry.start_boottime_ns == info.start_boottime_ns)
+        {
+            let _ = PROCESSES.remove(tgid);
+        }
+        return Ok(Insert::Exiting);
+    }
+    Ok(Insert::Kept)
+}
+
 /// Builds the map value of a process from its (leader) task.
 pub(crate) fn process_info(
     o: &KernelOffsets,

@@ -14,8 +14,7 @@ use collector_common::{
 use crate::{
     counters::bump,
     kernel::{ReadError, Task, offsets},
-    maps::PROCESSES,
-    process::process_info,
+    process::{Insert, insert_unless_exiting, process_info},
 };
 
 /// Size of a seed record.
@@ -64,7 +63,10 @@ fn try_seed(
         return Ok(());
     }
     let info = process_info(o, task, collector_common::process::FLAG_SEEDED)?;
-    let _ = PROCESSES.insert(tgid, info, BPF_NOEXIST);
+    // The group can begin to exit between the check above and the insert.
+    if insert_unless_exiting(o, task, tgid, info, BPF_NOEXIST)? == Insert::Exiting {
+        return Ok(());
+    }
     let record = ProcessEvent {
         kind: KIND_SEED,
         tgid,

@@ -191,7 +191,16 @@ impl FileCache {
         }
         let file = self.open(&dir.join(name))?;
         let n = read_all(&file, buf)?;
-        self.insert(dir, name, Arc::new(file));
+        let file = Arc::new(file);
+        self.insert(dir, name, Arc::clone(&file));
+        // The cgroup may have been removed between the open and the insert, and its
+        // descriptors let go (`forget`) in between: then this one would be held for a
+        // removed cgroup until idle eviction. Removal (rmdir) takes the directory away
+        // before anyone can learn of it and call `forget`, so a directory still there
+        // now means a later `forget` will see this descriptor.
+        if !dir.exists() {
+            self.remove(dir, name, &file);
+        }
         Ok(&buf[..n])
     }
 

@@ -12,7 +12,7 @@ use std::{
     io,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, PoisonError},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use super::containers::ContainerDirectory;
@@ -41,6 +41,9 @@ struct ReadDirs {
 /// (kept up to [`NETNS_TTL`]), so containers sharing a namespace (a pod) cost one read.
 type NetnsCache = TtlMap<u64, Option<NetworkStats>>;
 
+/// How often `forget_removed` looks at the read directories even without a new removal.
+const READ_DIRS_RECHECK: Duration = Duration::from_secs(30);
+
 /// How long a namespace's counters are kept: namespaces come and go with containers.
 const NETNS_TTL: Duration = Duration::from_mins(1);
 
@@ -58,8 +61,8 @@ pub struct SystemCollector {
     /// and used to let go of their held descriptors once the container is gone (an open
     /// file of a removed cgroup keeps it in the kernel as a dying cgroup).
     read_dirs: Mutex<HashMap<String, ReadDirs>>,
-    /// The cgroup removals count at the last `forget_removed` pass.
-    removals_seen: Mutex<Option<u64>>,
+    /// The cgroup removals count at the last `forget_removed` pass, and when it ran.
+    removals_seen: Mutex<Option<(u64, Instant)>>,
     /// The kernel's walk of the v1 hierarchies: a full collection reads the v1 memory, cpu,
     /// pids and cpuset values of every container through one walk per hierarchy instead of
     /// eleven files per container.
@@ -131,6 +134,12 @@ impl SystemCollector {
 
     /// Lets go of the descriptors held for containers that are gone or whose directories
     /// changed (the daemon's upkeep calls it every second).
+    ///
+    /// It looks after each new cgroup removal, with a snapshot built after the removal was
+    /// counted (a snapshot up to a second old can predate it, and the container would keep
+    /// its descriptors until the next removal), and at least every
+    /// [`READ_DIRS_RECHECK`]: a read that took its container from a snapshot made before the
+    /// removal can record the container's directories again after a pass let them go.
     pub fn forget_removed(&self) {
         // Only a removed cgroup makes a container's directories go away or change.
         let removals = self.directory.identity().cgroup_removals();
@@ -142,12 +151,15 @@ impl SystemCollector {
             .removals_seen
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if *seen == Some(removals) {
+        let recheck_due = seen
+            .as_ref()
+            .is_none_or(|(_, at)| at.elapsed() >= READ_DIRS_RECHECK);
+        if !recheck_due && seen.as_ref().is_some_and(|(count, _)| *count == removals) {
             return;
         }
-        *seen = Some(removals);
+        *seen = Some((removals, Instant::now()));
         drop(seen);
-        let snapshot = self.directory.snapshot(Duration::from_secs(1));
+        let snapshot = self.directory.snapshot(Duration::ZERO);
         read_dirs.retain(|id, read| {
             let keep = snapshot
                 .containers

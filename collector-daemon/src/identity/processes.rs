@@ -46,6 +46,18 @@ struct Slot {
     exited: Vec<ProcessEntry>,
 }
 
+impl Slot {
+    /// Records an exited process of this PID, in start order: a PID's processes follow one
+    /// another (a PID is free again only once its process was reaped), so the newest start
+    /// is the last process to have had it.
+    fn push_exited(&mut self, entry: ProcessEntry) {
+        let at = self
+            .exited
+            .partition_point(|e| e.info.start_boottime_ns <= entry.info.start_boottime_ns);
+        self.exited.insert(at, entry);
+    }
+}
+
 /// The index.
 #[derive(Default)]
 pub struct ProcessIndex {
@@ -80,12 +92,30 @@ impl ProcessIndex {
                     live.comm = Arc::from(comm);
                 }
             }
+            Some(live) if info.start_boottime_ns < live.info.start_boottime_ns => {
+                // An older process of this PID: a task iterator record listed before it
+                // exited, applied after the fork event of the process that has the PID now
+                // (its exit event lost). It is gone, since the PID was reused.
+                slot.push_exited(ProcessEntry {
+                    info,
+                    comm: Arc::from(comm),
+                    exited_at: Some(now),
+                });
+            }
             other => {
-                // A different live process under this PID means we missed its exit
+                // A newer live process under this PID means we missed the old one's exit
                 // (events lost): it is gone, since the PID was reused.
-                if let Some(mut stale) = other.take() {
+                let stale = other.take();
+                if let Some(mut stale) = stale {
+                    tracing::debug!(
+                        pid = tgid,
+                        comm = %stale.comm,
+                        start_ns = stale.info.start_boottime_ns,
+                        new_start_ns = info.start_boottime_ns,
+                        "a newer process has the PID: the exit of the one before was lost"
+                    );
                     stale.exited_at = Some(now);
-                    slot.exited.push(stale);
+                    slot.push_exited(stale);
                 }
                 slot.live = Some(ProcessEntry {
                     info,
@@ -108,7 +138,7 @@ impl ProcessIndex {
             slot.live = None;
         }
         if !slot.exited.iter().any(|e| same_start(&e.info, &info)) {
-            slot.exited.push(ProcessEntry {
+            slot.push_exited(ProcessEntry {
                 info,
                 comm: Arc::from(comm),
                 exited_at: Some(now),
@@ -163,8 +193,15 @@ impl ProcessIndex {
                     && (l.info.start_boottime_ns < listed_from_ns || !still_alive(tgid, &l.info))
             });
             if lost && let Some(mut entry) = slot.live.take() {
+                tracing::debug!(
+                    pid = tgid,
+                    comm = %entry.comm,
+                    start_ns = entry.info.start_boottime_ns,
+                    listed_start_ns = alive.get(&tgid).map(|i| i.start_boottime_ns),
+                    "not in the kernel's list: its exit was lost"
+                );
                 entry.exited_at = Some(now);
-                slot.exited.push(entry);
+                slot.push_exited(entry);
                 gone += 1;
             }
         }
@@ -258,6 +295,29 @@ mod tests {
         index.upsert_live(7, info(100, 5), "sh", t0);
         assert!(index.get(7).unwrap().exited_at.is_some());
         assert_eq!(index.live_count(), 0);
+    }
+
+    #[test]
+    fn a_seed_of_an_older_process_does_not_displace_the_newer_one() {
+        let index = ProcessIndex::default();
+        let t0 = Instant::now();
+        // The fork event of the process that has PID 7 now was applied; the exit of the
+        // one before it was lost, and the iterator listed that one before it exited.
+        index.upsert_live(7, info(200, 6), "new", t0);
+        index.upsert_live(7, info(100, 5), "old", t0);
+        let found = index.get(7).unwrap();
+        assert_eq!(found.info.start_boottime_ns, 200);
+        assert_eq!(found.exited_at, None);
+        assert_eq!(index.exited_count(), 1);
+        // The reconcile of that listing (PID 7 listed as the old process) keeps the new one,
+        // which it checks with procfs since it started after the listing began.
+        let alive: HashMap<u32, ProcessInfo> = [(7, info(100, 5))].into();
+        assert_eq!(index.reconcile(&alive, 150, |_, _| true, t0), 0);
+        assert_eq!(index.get(7).unwrap().info.start_boottime_ns, 200);
+        // Once the new one exits too, the newest exited process answers.
+        index.exit(7, info(200, 6), "new", t0);
+        assert_eq!(index.get(7).unwrap().info.start_boottime_ns, 200);
+        assert_eq!(index.exited_count(), 2);
     }
 
     #[test]
