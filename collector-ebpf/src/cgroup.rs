@@ -4,8 +4,8 @@
 //! `cgroup_attach_task` fires once per migration, after it completed (the task's `css_set`
 //! is already the new one), with the thread-group leader when a whole process moved.
 use aya_ebpf::{
-    EbpfContext as _, bindings::BPF_ANY, helpers::bpf_probe_read_kernel_str_bytes, macros::btf_tracepoint,
-    programs::BtfTracePointContext,
+    EbpfContext as _, bindings::BPF_ANY, helpers::bpf_probe_read_kernel_str_bytes,
+    macros::btf_tracepoint, programs::BtfTracePointContext,
 };
 use collector_common::{
     counters::{

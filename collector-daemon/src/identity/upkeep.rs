@@ -66,9 +66,6 @@ impl Identity {
                     .processes
                     .get(tgid)
                     .is_some_and(|e| e.exited_at.is_none() && e.info.flags & FLAG_SEEDED != 0);
-                if seeded {
-                    tracing::debug!(pid = tgid, %comm, ?info, live = ?self.processes.get(tgid), "DBG exit of a seeded process");
-                }
                 self.processes.exit(tgid, info, &comm, now);
                 // The task iterator can write a process's map entry while its exit
                 // tracepoint runs (which then finds nothing to delete), so the exit event

@@ -73,11 +73,38 @@ fn proc_pids() -> Vec<u32> {
         .collect()
 }
 
+/// Whether process `pid` has exited and waits to be reaped: a zombie's /proc entry stays,
+/// with its start time, until its parent (here often an init that reaps late) waits for it.
+/// `None` when unreadable, or when its leader is a zombie while other threads still run
+/// (the process lives on) or are still exiting: not clearly one or the other.
+fn is_zombie(pid: u32) -> Option<bool> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let state = stat[stat.rfind(')')? + 1..].split_whitespace().next()?;
+    if !matches!(state, "Z" | "X") {
+        return Some(false);
+    }
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let threads: u32 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    (threads <= 1).then_some(true)
+}
+
 /// How the daemon's answers for every process in /proc compare with procfs: (compared,
 /// mismatches). A process that exited, or moved, between the two procfs reads around the
-/// lookup is left out (its answer may rightly be either).
+/// lookup is left out (its answer may rightly be either). A zombie at both reads has
+/// exited: it must be answered exited, with its start time and cgroup.
 fn compare_with_procfs(daemon: &Daemon) -> (usize, Vec<String>) {
-    let read = |pid: u32| Some((start_time_ticks(pid).ok()?, cgroup_v2_path(pid).ok()?));
+    let read = |pid: u32| {
+        Some((
+            start_time_ticks(pid).ok()?,
+            cgroup_v2_path(pid).ok()?,
+            is_zombie(pid)?,
+        ))
+    };
     let pids = proc_pids();
     let before: Vec<_> = pids.iter().map(|&p| read(p)).collect();
     let answers = lookup_batch(daemon, &pids);
@@ -91,13 +118,15 @@ fn compare_with_procfs(daemon: &Daemon) -> (usize, Vec<String>) {
             continue;
         }
         compared += 1;
-        let (ticks, path) = before;
-        let right = answer["exited"] == false
+        let (ticks, path, zombie) = before;
+        let right = answer["exited"] == zombie
             && answer_ticks(answer) == Some(ticks)
             && answer["cgroup_hierarchy_id"] == 0
             && answer["cgroup_path"] == path.as_str();
         if !right {
-            mismatches.push(format!("pid {pid} (start {ticks}, {path}): {answer}"));
+            mismatches.push(format!(
+                "pid {pid} (start {ticks}, {path}, zombie: {zombie}): {answer}"
+            ));
         }
     }
     (compared, mismatches)
@@ -809,7 +838,10 @@ fn removed_containers_let_go_of_their_descriptors_at_once() {
         let body = response.body;
         assert!(ids.iter().all(|id| body.contains(id.as_str())), "{body}");
         let held = descriptors_below(daemon.pid(), &prefixes);
-        assert!(held > 0, "the full collection held no file of the containers");
+        assert!(
+            held > 0,
+            "the full collection held no file of the containers"
+        );
         let removed = Instant::now();
         drop(children);
         drop(cgroups);
@@ -1031,7 +1063,10 @@ fn settle(daemon: &Daemon, ours: &str, inodes: &[u64]) -> AtRest {
              map entries of gone processes: {:?}; their answers: {:?}",
             known.len(),
             &known[..known.len().min(3)],
-            map_values(&daemon.pin_dir().join("processes"), &rest.stale[..rest.stale.len().min(5)]),
+            map_values(
+                &daemon.pin_dir().join("processes"),
+                &rest.stale[..rest.stale.len().min(5)]
+            ),
             lookup_batch(daemon, &rest.stale[..rest.stale.len().min(5)])
         );
     }
