@@ -6,7 +6,7 @@ use std::{
     process::Command,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     thread,
     time::Duration,
@@ -62,25 +62,37 @@ fn uninstall(dir: &Path) -> std::process::Output {
 /// Samples `sample` every 20 ms until dropped and asserts it never went down.
 struct MonotonicWatch {
     stop: Arc<AtomicBool>,
+    taken: Arc<AtomicUsize>,
     thread: Option<thread::JoinHandle<Vec<u64>>>,
 }
 
 impl MonotonicWatch {
     fn start(sample: impl Fn() -> u64 + Send + 'static) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
+        let taken = Arc::new(AtomicUsize::new(0));
+        let (flag, count) = (Arc::clone(&stop), Arc::clone(&taken));
         let thread = thread::spawn(move || {
             let mut seen = Vec::new();
             while !flag.load(Ordering::SeqCst) {
                 seen.push(sample());
+                count.fetch_add(1, Ordering::SeqCst);
                 thread::sleep(Duration::from_millis(20));
             }
             seen
         });
         Self {
             stop,
+            taken,
             thread: Some(thread),
         }
+    }
+
+    /// Waits until `n` more samples were taken.
+    fn wait_for_samples(&self, n: usize) {
+        let target = self.taken.load(Ordering::SeqCst) + n;
+        wait_for("more counter samples", Duration::from_secs(10), || {
+            (self.taken.load(Ordering::SeqCst) >= target).then_some(())
+        });
     }
 
     /// Stops sampling and returns the samples, asserting they never decreased.
@@ -179,7 +191,8 @@ fn a_restart_under_load_keeps_counters_and_answers_a_pid_born_while_down() {
         after >= before + TRANSFER,
         "the traffic made while down is counted: {before} then {after}"
     );
-    thread::sleep(Duration::from_millis(200));
+    // Samples taken after the restart, too.
+    watch.wait_for_samples(5);
     let samples = watch.finish();
     eprintln!(
         "tx bytes {before} before, {after} after the restart; {} samples, never down",
