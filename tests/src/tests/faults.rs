@@ -238,14 +238,7 @@ fn a_fork_storm_overflows_the_ring_buffer_and_the_repair_answers_right() {
     }
     assert!(right > 0, "no storm child answered");
     // The kernel map keeps no entry of a storm child, whether its events were lost or not.
-    let pin = daemon.pin_dir().join("processes");
-    let (map_entries, stale) = stale_map_entries(&pin);
-    assert!(
-        stale.is_empty(),
-        "{} entries of gone processes in the PROCESSES map, e.g. {:?}",
-        stale.len(),
-        map_values(&pin, &stale[..stale.len().min(5)])
-    );
+    let map_entries = assert_no_entry_of_a_gone_process(&daemon);
     let (compared, mismatches) = compare_with_procfs(&daemon);
     assert!(mismatches.is_empty(), "{mismatches:#?}");
     eprintln!(
@@ -296,14 +289,7 @@ fn a_daemon_started_during_a_fork_storm_keeps_no_entry_of_a_gone_process() {
             .sum();
         (children, daemon)
     });
-    let pin = daemon.pin_dir().join("processes");
-    let (map_entries, stale) = stale_map_entries(&pin);
-    assert!(
-        stale.is_empty(),
-        "{} entries of gone processes in the PROCESSES map, e.g. {:?}",
-        stale.len(),
-        map_values(&pin, &stale[..stale.len().min(5)])
-    );
+    let map_entries = assert_no_entry_of_a_gone_process(&daemon);
     eprintln!(
         "daemon started during a fork storm: {children} children made and gone meanwhile; \
          PROCESSES map: {map_entries} entries, none of a gone process"
@@ -1004,6 +990,20 @@ fn map_values(pin: &Path, pids: &[u32]) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// Asserts that the daemon's PROCESSES map holds no entry of a gone process; returns how
+/// many entries it holds.
+fn assert_no_entry_of_a_gone_process(daemon: &Daemon) -> usize {
+    let pin = daemon.pin_dir().join("processes");
+    let (map_entries, stale) = stale_map_entries(&pin);
+    assert!(
+        stale.is_empty(),
+        "{} entries of gone processes in the PROCESSES map, e.g. {:?}",
+        stale.len(),
+        map_values(&pin, &stale[..stale.len().min(5)])
+    );
+    map_entries
 }
 
 /// The daemon's figures at rest.
