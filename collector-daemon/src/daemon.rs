@@ -15,6 +15,7 @@ use crate::{
     collectors::{
         StatsCollectors, containerd, docker,
         metadata::{MetadataStore, Source, SourceState},
+        podman,
     },
     ebpf::{KernelTracker, LoadOptions, loader},
     identity::{Identity, IdentityOptions},
@@ -56,6 +57,8 @@ pub struct RunOptions {
     pub docker_socket: Option<PathBuf>,
     /// containerd socket; `None` to not ask containerd.
     pub containerd_socket: Option<PathBuf>,
+    /// Podman's libpod API socket; `None` to not ask Podman.
+    pub podman_socket: Option<PathBuf>,
     /// How long one request to a runtime API may take before it counts as down.
     pub runtime_timeout: Duration,
     /// Runtime labels exported on container metrics and in API answers.
@@ -88,6 +91,10 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         &options.proc_root,
         options.cgroup_file_cache,
         options.container_labels.clone(),
+        options
+            .podman_socket
+            .clone()
+            .map(|socket| (socket, options.runtime_timeout)),
     ));
     let metrics = Arc::new(Metrics::new(Arc::clone(&identity), Arc::clone(&collectors)));
     let state = Arc::new(ApiState {
@@ -300,6 +307,18 @@ fn spawn_runtime_watchers(
         }
         None => {
             store.set_state(Source::Containerd, SourceState::Disabled);
+        }
+    }
+    match &options.podman_socket {
+        Some(socket) => {
+            tasks.spawn(podman::watch(
+                Arc::clone(store),
+                socket.clone(),
+                options.runtime_timeout,
+            ));
+        }
+        None => {
+            store.set_state(Source::Podman, SourceState::Disabled);
         }
     }
 }
