@@ -300,16 +300,19 @@ fn docker_containerd_and_podman_at_once_each_answered_with_its_runtime() {
     let in_podman = podman.run("collector-three", &[], None);
     let in_docker = dockerd.run("collector-three", &[]);
     let ctr_id = super::util::container_id("three");
-    let in_containerd =
-        containerd.run_container(DEFAULT_NAMESPACE, &ctr_id, &[], &["sleep", "1000"]);
-    // The task's PID, from its cgroup (`/<prefix>/<namespace>/<id>`) in the v2 hierarchy.
+    // In the cgroup the systemd driver gives a CRI container (`cri-containerd-<id>.scope`),
+    // whose name tells the runtime (a plain `ctr` path tells none).
+    let ctr_cgroup = containerd.cgroup_path(&format!("cri-containerd-{ctr_id}.scope"));
+    let in_containerd = containerd.run_container_in(
+        DEFAULT_NAMESPACE,
+        &ctr_id,
+        &ctr_cgroup,
+        &[],
+        &["sleep", "1000"],
+    );
     let procs = crate::support::cgroup::v2_mount()
         .expect("a cgroup2 mount")
-        .join(
-            containerd
-                .cgroup_path(&format!("{DEFAULT_NAMESPACE}/{ctr_id}"))
-                .trim_start_matches('/'),
-        )
+        .join(ctr_cgroup.trim_start_matches('/'))
         .join("cgroup.procs");
     let ctr_pid: u32 = wait_for("the ctr task's process", TIMEOUT, || {
         std::fs::read_to_string(&procs)
