@@ -71,6 +71,13 @@ const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs the daemon until a signal.
+impl RunOptions {
+    /// Podman's socket and the runtime timeout, when Podman is asked.
+    fn podman_api(&self) -> Option<(PathBuf, Duration)> {
+        self.podman_socket.clone().zip(Some(self.runtime_timeout))
+    }
+}
+
 pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     raise_open_files_limit();
     let layout = CgroupLayout::discover(&options.proc_root).context("discovering cgroup mounts")?;
@@ -91,10 +98,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         &options.proc_root,
         options.cgroup_file_cache,
         options.container_labels.clone(),
-        options
-            .podman_socket
-            .clone()
-            .map(|socket| (socket, options.runtime_timeout)),
+        options.podman_api(),
     ));
     let metrics = Arc::new(Metrics::new(Arc::clone(&identity), Arc::clone(&collectors)));
     let state = Arc::new(ApiState {

@@ -30,7 +30,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon (as root: it loads eBPF programs and reads every process's cgroups).
-    Run(RunArgs),
+    // Boxed: its flags outweigh the other subcommands many times over.
+    Run(Box<RunArgs>),
     /// Ask a running daemon.
     Query(QueryArgs),
     /// Remove the pinned programs and maps a daemon left (the programs detach, the counters

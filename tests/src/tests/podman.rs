@@ -140,10 +140,6 @@ const BUSY: [&str; 3] = [
 ];
 
 #[test]
-#[expect(
-    clippy::too_many_lines,
-    reason = "one story told in order: a container, a pod member, lookups, stats"
-)]
 fn podman_containers_are_answered_with_name_image_labels_pod_and_stats() {
     if !podman_ready() {
         return;
@@ -314,7 +310,7 @@ fn docker_containerd_and_podman_at_once_each_answered_with_its_runtime() {
         .expect("a cgroup2 mount")
         .join(ctr_cgroup.trim_start_matches('/'))
         .join("cgroup.procs");
-    let ctr_pid: u32 = wait_for("the ctr task's process", TIMEOUT, || {
+    let task_pid: u32 = wait_for("the ctr task's process", TIMEOUT, || {
         std::fs::read_to_string(&procs)
             .ok()?
             .lines()
@@ -337,7 +333,7 @@ fn docker_containerd_and_podman_at_once_each_answered_with_its_runtime() {
             in_docker.name.clone(),
         ),
         (
-            ctr_pid,
+            task_pid,
             in_containerd.id().to_owned(),
             "containerd",
             ctr_id.clone(),
