@@ -347,3 +347,54 @@ fn podman_factory(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn podman_factory_in(state: SourceState) -> CollectorFactory {
+        let metadata = Arc::new(MetadataStore::default());
+        metadata.set_state(Source::Podman, state);
+        let collector = PodmanStats::new(
+            Arc::clone(&metadata),
+            "/nonexistent/podman.sock".into(),
+            Duration::from_secs(1),
+        );
+        podman_factory(Arc::new(collector), metadata, Arc::new(Cache::default()))
+    }
+
+    #[test]
+    fn podman_stats_follow_the_watchers_state() {
+        let mut connected = podman_factory_in(SourceState::Connected);
+        let catalog = (connected.constructor)().expect("constructed once listed");
+        let podman = RuntimeMetadata::new(Runtime::Podman, Flavor::Default);
+        assert_eq!(catalog.keys().copied().collect::<Vec<_>>(), [podman]);
+        let stats = catalog[&podman].stats.as_ref().expect("a stats link");
+        assert_eq!((stats.id, stats.priority), (podman::ID, 2));
+
+        for (state, permanent) in [
+            (SourceState::Starting, false),
+            (
+                SourceState::Down {
+                    reason: "refused".into(),
+                },
+                false,
+            ),
+            (
+                SourceState::Absent {
+                    reason: "no socket".into(),
+                },
+                true,
+            ),
+            (SourceState::Disabled, true),
+        ] {
+            let mut factory = podman_factory_in(state.clone());
+            let error = (factory.constructor)().expect_err("not constructed");
+            assert_eq!(
+                matches!(error, ConstructError::Permanent(_)),
+                permanent,
+                "{state:?}: {error}"
+            );
+        }
+    }
+}
