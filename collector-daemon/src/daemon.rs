@@ -15,6 +15,7 @@ use crate::{
     collectors::{
         StatsCollectors, containerd, docker,
         metadata::{MetadataStore, Source, SourceState},
+        podman,
     },
     ebpf::{KernelTracker, LoadOptions, loader},
     identity::{Identity, IdentityOptions},
@@ -56,6 +57,8 @@ pub struct RunOptions {
     pub docker_socket: Option<PathBuf>,
     /// containerd socket; `None` to not ask containerd.
     pub containerd_socket: Option<PathBuf>,
+    /// Podman's libpod API socket; `None` to not ask Podman.
+    pub podman_socket: Option<PathBuf>,
     /// How long one request to a runtime API may take before it counts as down.
     pub runtime_timeout: Duration,
     /// Runtime labels exported on container metrics and in API answers.
@@ -68,6 +71,13 @@ const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs the daemon until a signal.
+impl RunOptions {
+    /// Podman's socket and the runtime timeout, when Podman is asked.
+    fn podman_api(&self) -> Option<(PathBuf, Duration)> {
+        self.podman_socket.clone().zip(Some(self.runtime_timeout))
+    }
+}
+
 pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     raise_open_files_limit();
     let layout = CgroupLayout::discover(&options.proc_root).context("discovering cgroup mounts")?;
@@ -88,6 +98,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         &options.proc_root,
         options.cgroup_file_cache,
         options.container_labels.clone(),
+        options.podman_api(),
     ));
     let metrics = Arc::new(Metrics::new(Arc::clone(&identity), Arc::clone(&collectors)));
     let state = Arc::new(ApiState {
@@ -300,6 +311,18 @@ fn spawn_runtime_watchers(
         }
         None => {
             store.set_state(Source::Containerd, SourceState::Disabled);
+        }
+    }
+    match &options.podman_socket {
+        Some(socket) => {
+            tasks.spawn(podman::watch(
+                Arc::clone(store),
+                socket.clone(),
+                options.runtime_timeout,
+            ));
+        }
+        None => {
+            store.set_state(Source::Podman, SourceState::Disabled);
         }
     }
 }

@@ -67,6 +67,7 @@ fn harness() -> &'static Harness {
             &proc_root,
             1024,
             vec!["app".to_owned()],
+            None,
         ));
         let metrics = Arc::new(Metrics::new(Arc::clone(&identity), Arc::clone(&collectors)));
         let state = Arc::new(ApiState {

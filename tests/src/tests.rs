@@ -17,6 +17,7 @@ mod kernel_map;
 mod kubernetes_metrics;
 mod layouts;
 mod lifecycle;
+mod podman;
 mod privilege;
 mod prometheus;
 mod provider;

@@ -40,8 +40,9 @@ pub(crate) fn test(args: &[String]) -> Result<()> {
     let _dockerd = docker::prepare()?;
     crate::image::image()?;
     crate::setup::ensure_apt_tools(TEST_TOOLS)?;
-    // The deployment tests read deploy/kubernetes/daemonset.yaml through python3's yaml.
-    crate::setup::ensure_apt_packages(&["python3-yaml"])?;
+    // The deployment tests read deploy/kubernetes/daemonset.yaml through python3's yaml; the
+    // Podman tests run a private Podman (its own storage and API service, no unit started).
+    crate::setup::ensure_apt_packages(&["python3-yaml", "podman"])?;
 
     let mut failed = Vec::new();
     if let Err(e) = crate::lint::lint() {

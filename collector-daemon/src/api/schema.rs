@@ -19,7 +19,7 @@ pub struct RuntimeMetaBody {
     pub image: Option<String>,
     /// Its labels that are on the allow-list (`--container-labels`); `{}` when none is.
     pub labels: Option<BTreeMap<String, String>>,
-    /// Kubernetes pod name (`io.kubernetes.pod.name`).
+    /// Kubernetes pod name (`io.kubernetes.pod.name`), else Podman's pod name.
     pub pod_name: Option<String>,
     /// Kubernetes namespace (`io.kubernetes.pod.namespace`).
     pub namespace: Option<String>,

@@ -30,7 +30,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon (as root: it loads eBPF programs and reads every process's cgroups).
-    Run(RunArgs),
+    // Boxed: its flags outweigh the other subcommands many times over.
+    Run(Box<RunArgs>),
     /// Ask a running daemon.
     Query(QueryArgs),
     /// Remove the pinned programs and maps a daemon left (the programs detach, the counters
@@ -131,7 +132,13 @@ pub struct RunArgs {
     /// ("none": do not ask containerd).
     #[arg(long, env = "COLLECTOR_CONTAINERD_SOCKET", default_value = DEFAULT_CONTAINERD_SOCKET)]
     pub containerd_socket: String,
-    /// Seconds Docker or containerd has to answer one request before it counts as down (the
+    /// Podman's libpod API socket to read container names, images, labels and pods from
+    /// ("none": do not ask Podman). Unset: `/run/podman/podman.sock` as root, else
+    /// `$XDG_RUNTIME_DIR/podman/podman.sock` (rootless). A missing socket is noted once and
+    /// watched for.
+    #[arg(long, env = "COLLECTOR_PODMAN_SOCKET")]
+    pub podman_socket: Option<String>,
+    /// Seconds Docker, containerd or Podman has to answer one request before it counts as down (the
     /// outage is logged once and retried with a backoff): a runtime that accepts connections
     /// and never answers holds only its own watcher, never the API.
     #[arg(long, env = "COLLECTOR_RUNTIME_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -169,6 +176,10 @@ impl RunArgs {
             proc_root: self.proc_root.clone(),
             docker_socket: socket_option(&self.docker_socket),
             containerd_socket: socket_option(&self.containerd_socket),
+            podman_socket: match &self.podman_socket {
+                Some(raw) => socket_option(raw),
+                None => Some(crate::collectors::podman::default_socket_here()),
+            },
             runtime_timeout: Duration::from_secs(self.runtime_timeout),
             container_labels: self
                 .container_labels

@@ -510,6 +510,7 @@ pub fn container_meta(namespace: &str, container: Container) -> (String, Contain
         runtime_namespace: Some(namespace.to_owned()),
         created: created_at.as_ref().and_then(system_time),
         started: None,
+        pod: None,
     };
     (id, meta)
 }

@@ -450,6 +450,7 @@ pub fn meta_from_inspect(response: ContainerInspectResponse) -> ContainerMeta {
             .and_then(|s| s.started_at)
             .as_deref()
             .and_then(|t| time_field(t, "State.StartedAt", id)),
+        pod: None,
     }
 }
 
@@ -475,6 +476,7 @@ pub fn meta_from_summary(summary: ContainerSummary) -> ContainerMeta {
             .and_then(|s| u64::try_from(s).ok())
             .map(|s| UNIX_EPOCH + Duration::from_secs(s)),
         started: None,
+        pod: None,
     }
 }
 
@@ -612,7 +614,7 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 /// Which log lines a run of failures and connections deserves: one warning per outage, one
 /// note that the socket is absent.
 #[derive(Debug, Default)]
-struct Outage {
+pub(super) struct Outage {
     /// A failure was logged and no connection followed yet.
     down: bool,
     /// The absent socket was logged.
@@ -621,24 +623,24 @@ struct Outage {
 
 impl Outage {
     /// A failure: whether it starts an outage (log it).
-    fn failed(&mut self) -> bool {
+    pub(super) fn failed(&mut self) -> bool {
         !std::mem::replace(&mut self.down, true)
     }
 
     /// The socket is absent: whether that is news (log it).
-    fn absent(&mut self) -> bool {
+    pub(super) fn absent(&mut self) -> bool {
         !std::mem::replace(&mut self.absent_noted, true)
     }
 
     /// Connected: whether this ends an outage ("back") rather than being the first try.
-    fn connected(&mut self) -> bool {
+    pub(super) fn connected(&mut self) -> bool {
         std::mem::replace(&mut self.down, false)
     }
 }
 
 /// Waits between reconnects: from [`FIRST_BACKOFF`], doubling, capped at [`MAX_BACKOFF`].
 #[derive(Debug)]
-struct Backoff {
+pub(super) struct Backoff {
     next: Duration,
 }
 
@@ -651,13 +653,13 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    fn next_wait(&mut self) -> Duration {
+    pub(super) fn next_wait(&mut self) -> Duration {
         let wait = self.next;
         self.next = (self.next * 2).min(MAX_BACKOFF);
         wait
     }
 
-    fn reset(&mut self) {
+    pub(super) fn reset(&mut self) {
         self.next = FIRST_BACKOFF;
     }
 }
@@ -784,6 +786,7 @@ mod tests {
                 runtime_namespace: None,
                 created: Some(at(1_714_979_289, 123_456_789)),
                 started: Some(at(1_714_979_290, 500_000_000)),
+                pod: None,
             }
         );
     }

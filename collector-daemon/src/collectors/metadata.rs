@@ -1,6 +1,6 @@
 //! Names, images and labels of containers, as the runtimes' own APIs tell them (Docker Engine
-//! API, containerd's gRPC API), joined to the container ids the cgroup paths give. The
-//! runtime watchers (`docker.rs`, `containerd.rs`) keep this store current; the API and the
+//! API, containerd's gRPC API, Podman's libpod API), joined to the container ids the cgroup paths give. The
+//! runtime watchers (`docker.rs`, `containerd.rs`, `podman.rs`) keep this store current; the API and the
 //! Prometheus exporter read it.
 //!
 //! A container id is unique on a node, but one container can be known to two runtimes:
@@ -46,6 +46,8 @@ pub struct ContainerMeta {
     pub created: Option<SystemTime>,
     /// When its process was last started, where the runtime tells it (Docker does).
     pub started: Option<SystemTime>,
+    /// The runtime's own pod it belongs to (Podman's `podman pod`), by name.
+    pub pod: Option<String>,
 }
 
 impl ContainerMeta {
@@ -53,9 +55,9 @@ impl ContainerMeta {
         self.labels.get(key).map(String::as_str)
     }
 
-    /// The Kubernetes pod's name.
+    /// The Kubernetes pod's name, else the runtime's own pod's (Podman's).
     pub fn pod_name(&self) -> Option<&str> {
-        self.label(POD_NAME_LABEL)
+        self.label(POD_NAME_LABEL).or(self.pod.as_deref())
     }
 
     /// The Kubernetes pod's namespace.
@@ -79,17 +81,19 @@ impl ContainerMeta {
 pub enum Source {
     Docker,
     Containerd,
+    Podman,
 }
 
 impl Source {
-    /// Both, in the order their answers win.
-    pub const ALL: [Self; 2] = [Self::Docker, Self::Containerd];
+    /// All, in the order their answers win (Podman's containers are in no other runtime).
+    pub const ALL: [Self; 3] = [Self::Docker, Self::Containerd, Self::Podman];
 
     /// Lowercase name, as in logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Docker => "docker",
             Self::Containerd => "containerd",
+            Self::Podman => "podman",
         }
     }
 
@@ -97,6 +101,7 @@ impl Source {
         match self {
             Self::Docker => 0,
             Self::Containerd => 1,
+            Self::Podman => 2,
         }
     }
 }
@@ -130,18 +135,15 @@ type ById = DashMap<String, Arc<ContainerMeta>, foldhash::fast::RandomState>;
 
 /// The containers' metadata by source and id.
 pub struct MetadataStore {
-    by_source: [ById; 2],
-    states: [Mutex<SourceState>; 2],
+    by_source: [ById; 3],
+    states: [Mutex<SourceState>; 3],
 }
 
 impl Default for MetadataStore {
     fn default() -> Self {
         Self {
-            by_source: [ById::default(), ById::default()],
-            states: [
-                Mutex::new(SourceState::Starting),
-                Mutex::new(SourceState::Starting),
-            ],
+            by_source: std::array::from_fn(|_| ById::default()),
+            states: std::array::from_fn(|_| Mutex::new(SourceState::Starting)),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! | `identity` (identity service) | – | – | – | – | – | 0 |
 //! | `ebpf` (kernel maps) | – | 0 | 0 | – | 0 | – |
 //! | `system` (cgroupfs, procfs) | 0 | 1 | 1 | 0 | 1 | – |
+//! | `podman` (libpod API; podman's containers only) | 2 | – | – | – | – | – |
 //!
 //! Lower wins; a collector that errs or does not know hands over to the next. "identity" is
 //! the answers about processes, cgroup inodes and the container list (`ProcessIdentity`,
@@ -21,13 +22,18 @@ pub mod docker;
 pub mod ebpf;
 pub mod identity;
 pub mod metadata;
+pub mod podman;
 pub mod system;
 
 use std::{path::Path, sync::Arc, time::Duration};
 
 use self::{
-    containers::ContainerDirectory, ebpf::EbpfCollector, identity::IdentityCollector,
-    metadata::MetadataStore, system::SystemCollector,
+    containers::ContainerDirectory,
+    ebpf::EbpfCollector,
+    identity::IdentityCollector,
+    metadata::{MetadataStore, Source, SourceState},
+    podman::PodmanStats,
+    system::SystemCollector,
 };
 use crate::{
     cgroupfs::kernel_values::CgroupValuesSource,
@@ -67,11 +73,13 @@ impl StatsCollectors {
     /// Builds the collectors over `identity` and registers them with a new provider; at
     /// most `cgroup_file_cache` cgroup files are kept open between reads.
     /// `container_labels` are the runtime labels exported and answered (the allow-list).
+    /// `podman` is the libpod API socket and the runtime timeout, when Podman is asked.
     pub fn start(
         identity: &Arc<Identity>,
         proc_root: &Path,
         cgroup_file_cache: usize,
         container_labels: Vec<String>,
+        podman: Option<(std::path::PathBuf, Duration)>,
     ) -> Self {
         let directory = Arc::new(ContainerDirectory::new(Arc::clone(identity)));
         // One cache for every collector: keys carry the collector's id.
@@ -90,17 +98,26 @@ impl StatsCollectors {
         let ebpf = identity
             .kernel()
             .map(|_| Arc::new(EbpfCollector::new(Arc::clone(&directory), proc_root)));
-        let factories = vec![
+        let metadata = Arc::new(MetadataStore::default());
+        let mut factories = vec![
             identity_factory(Arc::new(IdentityCollector::new(Arc::clone(identity)))),
             system_factory(Arc::clone(&system), Arc::clone(&cache)),
-            ebpf_factory(ebpf.clone(), cache),
+            ebpf_factory(ebpf.clone(), Arc::clone(&cache)),
         ];
+        if let Some((socket, timeout)) = podman {
+            let stats = PodmanStats::new(Arc::clone(&metadata), socket, timeout);
+            factories.push(podman_factory(
+                Arc::new(stats),
+                Arc::clone(&metadata),
+                cache,
+            ));
+        }
         Self {
             provider: Provider::new(factories),
             directory,
             system,
             ebpf,
-            metadata: Arc::new(MetadataStore::default()),
+            metadata,
             container_labels,
         }
     }
@@ -296,5 +313,88 @@ fn ebpf_factory(ebpf: Option<Arc<EbpfCollector>>, cache: Arc<Cache>) -> Collecto
             };
             Ok(for_every_runtime(&make_cached(id, &cache, &offer)))
         }),
+    }
+}
+
+/// Podman's stats, for Podman's containers only and after cgroupfs (priority 2): a request
+/// to the service per container costs far more than reading the cgroup files, and answers
+/// only while the service runs. The watcher's state decides: constructed once it listed the
+/// containers, "not yet" while it starts or the service is down (the registry retries),
+/// and a permanent failure when there is no socket or Podman is turned off.
+fn podman_factory(
+    podman: Arc<PodmanStats>,
+    metadata: Arc<MetadataStore>,
+    cache: Arc<Cache>,
+) -> CollectorFactory {
+    let id = podman::ID;
+    CollectorFactory {
+        id,
+        constructor: Box::new(move || match metadata.state(Source::Podman) {
+            SourceState::Connected => {
+                let offer = Collectors {
+                    stats: reference(podman.clone(), 2, id),
+                    ..Collectors::default()
+                };
+                Ok(CollectorCatalog::from([(
+                    RuntimeMetadata::new(Runtime::Podman, Flavor::Default),
+                    make_cached(id, &cache, &offer),
+                )]))
+            }
+            SourceState::Absent { reason } => Err(ConstructError::permanent(reason)),
+            SourceState::Disabled => Err(ConstructError::permanent("Podman is turned off")),
+            SourceState::Starting => Err(ConstructError::not_yet("Podman not listed yet")),
+            SourceState::Down { reason } => Err(ConstructError::not_yet(reason)),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn podman_factory_in(state: SourceState) -> CollectorFactory {
+        let metadata = Arc::new(MetadataStore::default());
+        metadata.set_state(Source::Podman, state);
+        let collector = PodmanStats::new(
+            Arc::clone(&metadata),
+            "/nonexistent/podman.sock".into(),
+            Duration::from_secs(1),
+        );
+        podman_factory(Arc::new(collector), metadata, Arc::new(Cache::default()))
+    }
+
+    #[test]
+    fn podman_stats_follow_the_watchers_state() {
+        let mut connected = podman_factory_in(SourceState::Connected);
+        let catalog = (connected.constructor)().expect("constructed once listed");
+        let podman = RuntimeMetadata::new(Runtime::Podman, Flavor::Default);
+        assert_eq!(catalog.keys().copied().collect::<Vec<_>>(), [podman]);
+        let stats = catalog[&podman].stats.as_ref().expect("a stats link");
+        assert_eq!((stats.id, stats.priority), (podman::ID, 2));
+
+        for (state, permanent) in [
+            (SourceState::Starting, false),
+            (
+                SourceState::Down {
+                    reason: "refused".into(),
+                },
+                false,
+            ),
+            (
+                SourceState::Absent {
+                    reason: "no socket".into(),
+                },
+                true,
+            ),
+            (SourceState::Disabled, true),
+        ] {
+            let mut factory = podman_factory_in(state.clone());
+            let error = (factory.constructor)().expect_err("not constructed");
+            assert_eq!(
+                matches!(error, ConstructError::Permanent(_)),
+                permanent,
+                "{state:?}: {error}"
+            );
+        }
     }
 }

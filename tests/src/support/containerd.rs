@@ -253,6 +253,21 @@ state = "{state}"
         command: &[&str],
     ) -> CtrContainer {
         let cgroup = self.cgroup_path(&format!("{namespace}/{id}"));
+        self.run_container_in(namespace, id, &cgroup, labels, command)
+    }
+
+    /// As [`Self::run_container`], in the cgroup `cgroup` (a path below
+    /// [`Self::cgroup_path`], e.g. the systemd driver's `cri-containerd-<id>.scope`, whose
+    /// name tells the runtime).
+    #[must_use]
+    pub fn run_container_in(
+        &self,
+        namespace: &str,
+        id: &str,
+        cgroup: &str,
+        labels: &[(&str, &str)],
+        command: &[&str],
+    ) -> CtrContainer {
         let fifo_dir = self.path.join("fifo").display().to_string();
         let runc_root = self.path.join("runc").display().to_string();
         let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -267,7 +282,7 @@ state = "{state}"
             "--runc-root",
             &runc_root,
             "--cgroup",
-            &cgroup,
+            cgroup,
         ];
         for label in &labels {
             args.extend(["--label", label.as_str()]);

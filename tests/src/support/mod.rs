@@ -16,6 +16,7 @@ pub mod http;
 pub mod manifest;
 pub mod memory;
 pub mod netns;
+pub mod podman;
 pub mod process;
 pub mod prometheus;
 pub mod service;
