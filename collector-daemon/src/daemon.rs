@@ -13,7 +13,7 @@ use crate::{
     },
     cgroupfs::CgroupLayout,
     collectors::{
-        StatsCollectors, containerd, docker,
+        CriSettings, StatsCollectors, containerd, crio, docker,
         metadata::{MetadataStore, Source, SourceState},
     },
     ebpf::{KernelTracker, LoadOptions, loader},
@@ -56,6 +56,10 @@ pub struct RunOptions {
     pub docker_socket: Option<PathBuf>,
     /// containerd socket; `None` to not ask containerd.
     pub containerd_socket: Option<PathBuf>,
+    /// CRI runtime service socket (containerd's or CRI-O's); `None` to not ask CRI.
+    pub cri_socket: Option<PathBuf>,
+    /// CRI-O's HTTP info endpoint socket; `None` to not ask it.
+    pub crio_socket: Option<PathBuf>,
     /// How long one request to a runtime API may take before it counts as down.
     pub runtime_timeout: Duration,
     /// Runtime labels exported on container metrics and in API answers.
@@ -83,11 +87,15 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
             exited_grace: options.exited_grace,
         },
     ));
-    let collectors = Arc::new(StatsCollectors::start(
+    let collectors = Arc::new(StatsCollectors::start_with(
         &identity,
         &options.proc_root,
         options.cgroup_file_cache,
         options.container_labels.clone(),
+        options.cri_socket.clone().map(|socket| CriSettings {
+            socket,
+            timeout: options.runtime_timeout,
+        }),
     ));
     let metrics = Arc::new(Metrics::new(Arc::clone(&identity), Arc::clone(&collectors)));
     let state = Arc::new(ApiState {
@@ -102,6 +110,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     spawn_background(&mut tasks, &identity, &collectors, logger)?;
     spawn_runtime_watchers(&mut tasks, &options, collectors.metadata());
+    spawn_crio_watcher(&mut tasks, &options, &collectors);
 
     // Start-up's transient memory (BTF tables, the object, seeding) is free by now.
     crate::heap::release_free();
@@ -302,6 +311,25 @@ fn spawn_runtime_watchers(
             store.set_state(Source::Containerd, SourceState::Disabled);
         }
     }
+}
+
+/// CRI-O's info endpoint, for the CRI-O containers no other runtime API describes.
+fn spawn_crio_watcher(
+    tasks: &mut tokio::task::JoinSet<()>,
+    options: &RunOptions,
+    collectors: &Arc<StatsCollectors>,
+) {
+    let store = collectors.metadata();
+    let Some(socket) = &options.crio_socket else {
+        store.set_state(Source::CriO, SourceState::Disabled);
+        return;
+    };
+    let listing = Arc::clone(collectors);
+    tasks.spawn(crio::watch(
+        Arc::clone(store),
+        crio::CrioClient::new(socket.clone(), options.runtime_timeout),
+        Arc::new(move || listing.container_ids(crate::provider::Runtime::CriO)),
+    ));
 }
 
 /// Raises `RLIMIT_NOFILE`: the cgroupfs reader keeps a dozen descriptors per container open

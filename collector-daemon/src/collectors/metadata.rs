@@ -79,17 +79,27 @@ impl ContainerMeta {
 pub enum Source {
     Docker,
     Containerd,
+    /// The CRI runtime service (containerd's CRI plugin or CRI-O), for the containers a pod
+    /// lookup found.
+    Cri,
+    /// CRI-O's own HTTP info endpoint, for CRI-O containers CRI did not describe.
+    CriO,
 }
 
+/// How many sources there are.
+const SOURCES: usize = 4;
+
 impl Source {
-    /// Both, in the order their answers win.
-    pub const ALL: [Self; 2] = [Self::Docker, Self::Containerd];
+    /// Every source, in the order their answers win.
+    pub const ALL: [Self; SOURCES] = [Self::Docker, Self::Containerd, Self::Cri, Self::CriO];
 
     /// Lowercase name, as in logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Docker => "docker",
             Self::Containerd => "containerd",
+            Self::Cri => "cri",
+            Self::CriO => "cri-o",
         }
     }
 
@@ -97,6 +107,8 @@ impl Source {
         match self {
             Self::Docker => 0,
             Self::Containerd => 1,
+            Self::Cri => 2,
+            Self::CriO => 3,
         }
     }
 }
@@ -130,24 +142,22 @@ type ById = DashMap<String, Arc<ContainerMeta>, foldhash::fast::RandomState>;
 
 /// The containers' metadata by source and id.
 pub struct MetadataStore {
-    by_source: [ById; 2],
-    states: [Mutex<SourceState>; 2],
+    by_source: [ById; SOURCES],
+    states: [Mutex<SourceState>; SOURCES],
 }
 
 impl Default for MetadataStore {
     fn default() -> Self {
         Self {
-            by_source: [ById::default(), ById::default()],
-            states: [
-                Mutex::new(SourceState::Starting),
-                Mutex::new(SourceState::Starting),
-            ],
+            by_source: std::array::from_fn(|_| ById::default()),
+            states: std::array::from_fn(|_| Mutex::new(SourceState::Starting)),
         }
     }
 }
 
 impl MetadataStore {
-    /// What the runtimes say of container `id`: Docker's answer first, then containerd's.
+    /// What the runtimes say of container `id`: Docker's answer first, then containerd's,
+    /// CRI's and CRI-O's info endpoint's.
     pub fn get(&self, id: &str) -> Option<Arc<ContainerMeta>> {
         Source::ALL
             .iter()

@@ -6,6 +6,7 @@
 //! | `identity` (identity service) | – | – | – | – | – | 0 |
 //! | `ebpf` (kernel maps) | – | 0 | 0 | – | 0 | – |
 //! | `system` (cgroupfs, procfs) | 0 | 1 | 1 | 0 | 1 | – |
+//! | `cri` (CRI runtime service) | 2 (CRI-O only) | – | – | – | – | pod lookups: 0 |
 //!
 //! Lower wins; a collector that errs or does not know hands over to the next. "identity" is
 //! the answers about processes, cgroup inodes and the container list (`ProcessIdentity`,
@@ -17,6 +18,8 @@
 //! lookups.
 pub mod containerd;
 pub mod containers;
+pub mod cri;
+pub mod crio;
 pub mod docker;
 pub mod ebpf;
 pub mod identity;
@@ -26,8 +29,12 @@ pub mod system;
 use std::{path::Path, sync::Arc, time::Duration};
 
 use self::{
-    containers::ContainerDirectory, ebpf::EbpfCollector, identity::IdentityCollector,
-    metadata::MetadataStore, system::SystemCollector,
+    containers::ContainerDirectory,
+    cri::{CriClient, CriCollector, ProbeError},
+    ebpf::EbpfCollector,
+    identity::IdentityCollector,
+    metadata::MetadataStore,
+    system::SystemCollector,
 };
 use crate::{
     cgroupfs::kernel_values::CgroupValuesSource,
@@ -61,6 +68,14 @@ pub struct StatsCollectors {
     ebpf: Option<Arc<EbpfCollector>>,
     metadata: Arc<MetadataStore>,
     container_labels: Vec<String>,
+    cri: Option<Arc<CriClient>>,
+}
+
+/// Where the CRI runtime service is, and how long one call may take.
+#[derive(Clone, Debug)]
+pub struct CriSettings {
+    pub socket: std::path::PathBuf,
+    pub timeout: Duration,
 }
 
 impl StatsCollectors {
@@ -73,6 +88,24 @@ impl StatsCollectors {
         cgroup_file_cache: usize,
         container_labels: Vec<String>,
     ) -> Self {
+        Self::start_with(
+            identity,
+            proc_root,
+            cgroup_file_cache,
+            container_labels,
+            None,
+        )
+    }
+
+    /// As [`Self::start`], with the CRI collector when `cri` says where its socket is.
+    pub fn start_with(
+        identity: &Arc<Identity>,
+        proc_root: &Path,
+        cgroup_file_cache: usize,
+        container_labels: Vec<String>,
+        cri: Option<CriSettings>,
+    ) -> Self {
+        let metadata = Arc::new(MetadataStore::default());
         let directory = Arc::new(ContainerDirectory::new(Arc::clone(identity)));
         // One cache for every collector: keys carry the collector's id.
         let cache = Arc::new(Cache::default());
@@ -90,19 +123,66 @@ impl StatsCollectors {
         let ebpf = identity
             .kernel()
             .map(|_| Arc::new(EbpfCollector::new(Arc::clone(&directory), proc_root)));
-        let factories = vec![
+        let mut factories = vec![
             identity_factory(Arc::new(IdentityCollector::new(Arc::clone(identity)))),
             system_factory(Arc::clone(&system), Arc::clone(&cache)),
-            ebpf_factory(ebpf.clone(), cache),
+            ebpf_factory(ebpf.clone(), Arc::clone(&cache)),
         ];
+        let cri = cri.map(|settings| {
+            Arc::new(CriClient::new(
+                settings.socket,
+                settings.timeout,
+                Arc::clone(&metadata),
+            ))
+        });
+        match &cri {
+            Some(client) => factories.push(cri_factory(Arc::clone(client), cache)),
+            None => {
+                metadata.set_state(metadata::Source::Cri, metadata::SourceState::Disabled);
+            }
+        }
         Self {
             provider: Provider::new(factories),
             directory,
             system,
             ebpf,
-            metadata: Arc::new(MetadataStore::default()),
+            metadata,
             container_labels,
+            cri,
         }
+    }
+
+    /// Where the CRI runtime stands, for messages: its socket and state.
+    pub fn cri_status(&self) -> String {
+        match &self.cri {
+            None => "turned off by --cri-socket none".to_owned(),
+            Some(client) => match self.metadata.state(metadata::Source::Cri) {
+                metadata::SourceState::Absent { reason } => reason,
+                _ => match client.probe() {
+                    Ok(()) => format!("{} is not registered yet", client.socket().display()),
+                    Err(e) => format!("{}: {e}", client.socket().display()),
+                },
+            },
+        }
+    }
+
+    /// The live containers whose cgroup paths say `runtime` runs them.
+    pub fn container_ids(&self, runtime: Runtime) -> Vec<String> {
+        self.directory
+            .snapshot(Duration::from_secs(1))
+            .containers
+            .iter()
+            .filter(|(_, entry)| !entry.is_removed() && entry.container.runtime == Some(runtime))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The runtime of container `id`: from its cgroup path, else the CRI runtime's name.
+    pub fn container_runtime(&self, id: &str) -> Option<Runtime> {
+        self.directory
+            .entry(id, Duration::ZERO)
+            .and_then(|entry| entry.container.runtime)
+            .or_else(|| self.cri.as_ref().and_then(|c| c.runtime()))
     }
 
     /// What the runtimes' APIs say of the containers.
@@ -295,6 +375,53 @@ fn ebpf_factory(ebpf: Option<Arc<EbpfCollector>>, cache: Arc<Cache>) -> Collecto
                 ..Collectors::default()
             };
             Ok(for_every_runtime(&make_cached(id, &cache, &offer)))
+        }),
+    }
+}
+
+/// The CRI collector: pod lookups for every runtime (they name no container, so no runtime
+/// is known beforehand), and `ListContainerStats` for CRI-O below the system and eBPF
+/// collectors (the seed's cri-o collector; containerd's own API serves containerd). A socket
+/// that is not there is a permanent failure; one that refuses connections is retried.
+fn cri_factory(client: Arc<CriClient>, cache: Arc<Cache>) -> CollectorFactory {
+    let id = cri::ID;
+    CollectorFactory {
+        id,
+        constructor: Box::new(move || {
+            match client.probe() {
+                Err(ProbeError::Absent) => {
+                    let reason = format!("no CRI socket at {}", client.socket().display());
+                    client.metadata_absent(&reason);
+                    return Err(ConstructError::permanent(reason));
+                }
+                Err(e @ ProbeError::Refused(_)) => {
+                    return Err(ConstructError::not_yet(format!(
+                        "CRI socket {}: {}",
+                        client.socket().display(),
+                        crate::error_chain::ErrorChain(&e)
+                    )));
+                }
+                Ok(()) => {}
+            }
+            let collector = Arc::new(CriCollector::new(Arc::clone(&client)));
+            let lookups = Collectors {
+                container_id_for_pod_uid_and_name: reference(collector.clone(), 0, id),
+                ..Collectors::default()
+            };
+            let mut catalog = for_every_runtime(&lookups);
+            let stats = Collectors {
+                stats: reference(collector, 2, id),
+                ..Collectors::default()
+            };
+            let stats = make_cached(id, &cache, &stats);
+            catalog.insert(
+                RuntimeMetadata::new(Runtime::CriO, Flavor::Default),
+                Collectors {
+                    stats: stats.stats,
+                    ..lookups
+                },
+            );
+            Ok(catalog)
         }),
     }
 }
