@@ -14,7 +14,7 @@ use crate::{
     cgroupfs::CgroupLayout,
     collectors::{
         CriSettings, StatsCollectors, containerd, crio, docker,
-        metadata::{MetadataStore, Source, SourceState},
+        metadata::{Source, SourceState},
     },
     ebpf::{KernelTracker, LoadOptions, loader},
     identity::{Identity, IdentityOptions},
@@ -92,10 +92,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         &options.proc_root,
         options.cgroup_file_cache,
         options.container_labels.clone(),
-        options.cri_socket.clone().map(|socket| CriSettings {
-            socket,
-            timeout: options.runtime_timeout,
-        }),
+        cri_settings(&options),
     ));
     let metrics = Arc::new(Metrics::new(Arc::clone(&identity), Arc::clone(&collectors)));
     let state = Arc::new(ApiState {
@@ -109,8 +106,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
 
     let mut tasks = tokio::task::JoinSet::new();
     spawn_background(&mut tasks, &identity, &collectors, logger)?;
-    spawn_runtime_watchers(&mut tasks, &options, collectors.metadata());
-    spawn_crio_watcher(&mut tasks, &options, &collectors);
+    spawn_runtime_watchers(&mut tasks, &options, &collectors);
 
     // Start-up's transient memory (BTF tables, the object, seeding) is free by now.
     crate::heap::release_free();
@@ -285,8 +281,10 @@ fn spawn_background(
 fn spawn_runtime_watchers(
     tasks: &mut tokio::task::JoinSet<()>,
     options: &RunOptions,
-    store: &Arc<MetadataStore>,
+    collectors: &Arc<StatsCollectors>,
 ) {
+    spawn_crio_watcher(tasks, options, collectors);
+    let store = collectors.metadata();
     match &options.docker_socket {
         Some(socket) => {
             tasks.spawn(docker::watch(
@@ -311,6 +309,14 @@ fn spawn_runtime_watchers(
             store.set_state(Source::Containerd, SourceState::Disabled);
         }
     }
+}
+
+/// Where the CRI collector asks, when it asks.
+fn cri_settings(options: &RunOptions) -> Option<CriSettings> {
+    options.cri_socket.clone().map(|socket| CriSettings {
+        socket,
+        timeout: options.runtime_timeout,
+    })
 }
 
 /// CRI-O's info endpoint, for the CRI-O containers no other runtime API describes.

@@ -32,6 +32,10 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once at start; boxing `run`'s flags would buy nothing"
+)]
 pub enum Command {
     /// Run the daemon (as root: it loads eBPF programs and reads every process's cgroups).
     Run(RunArgs),

@@ -234,20 +234,19 @@ impl CriClient {
         *self.channel.lock().unwrap_or_else(PoisonError::into_inner) = None;
         let reason = ErrorChain(error).to_string();
         let mut health = self.health();
-        match health.down.as_mut() {
-            Some(down) => down.reason = reason.clone(),
-            None => {
-                tracing::warn!(
-                    socket = %self.socket.display(),
-                    error = %reason,
-                    "the CRI runtime is unreachable; pod lookups answer \"not available\" until it is back"
-                );
-                health.down = Some(Down {
-                    reason: reason.clone(),
-                    retry_at: Instant::now() + BACKOFF_MIN,
-                    backoff: BACKOFF_MIN * 2,
-                });
-            }
+        if let Some(down) = health.down.as_mut() {
+            down.reason.clone_from(&reason);
+        } else {
+            tracing::warn!(
+                socket = %self.socket.display(),
+                error = %reason,
+                "the CRI runtime is unreachable; pod lookups answer \"not available\" until it is back"
+            );
+            health.down = Some(Down {
+                reason: reason.clone(),
+                retry_at: Instant::now() + BACKOFF_MIN,
+                backoff: BACKOFF_MIN * 2,
+            });
         }
         drop(health);
         self.store
@@ -385,7 +384,7 @@ impl CriClient {
             .stats
             .into_iter()
             .find(|s| s.attributes.as_ref().is_some_and(|a| a.id == id))
-            .map(stats_from_cri))
+            .map(|s| stats_from_cri(&s)))
     }
 }
 
@@ -441,19 +440,19 @@ fn nanos_time(nanos: i64) -> Option<SystemTime> {
 /// CRI's stats as the provider's: CPU time in ns, memory in bytes; what CRI leaves unset is
 /// `None`.
 #[doc(hidden)]
-pub fn stats_from_cri(stats: CriStats) -> ContainerStats {
+pub fn stats_from_cri(stats: &CriStats) -> ContainerStats {
     let cpu_time = stats.cpu.as_ref().and_then(|c| nanos_time(c.timestamp));
-    let cpu = stats.cpu.map(|cpu| CpuStats {
-        total: cpu.usage_core_nano_seconds.map(|v| v.value),
+    let cpu = stats.cpu.as_ref().map(|cpu| CpuStats {
+        total: cpu.usage_core_nano_seconds.as_ref().map(|v| v.value),
         ..CpuStats::default()
     });
     let swap = stats.swap.and_then(|s| s.swap_usage_bytes).map(|v| v.value);
     let memory = stats.memory.as_ref().map(|m| MemoryStats {
-        usage_total: m.usage_bytes.map(|v| v.value),
-        working_set: m.working_set_bytes.map(|v| v.value),
-        rss: m.rss_bytes.map(|v| v.value),
-        pgfault: m.page_faults.map(|v| v.value),
-        pgmajfault: m.major_page_faults.map(|v| v.value),
+        usage_total: m.usage_bytes.as_ref().map(|v| v.value),
+        working_set: m.working_set_bytes.as_ref().map(|v| v.value),
+        rss: m.rss_bytes.as_ref().map(|v| v.value),
+        pgfault: m.page_faults.as_ref().map(|v| v.value),
+        pgmajfault: m.major_page_faults.as_ref().map(|v| v.value),
         swap,
         ..MemoryStats::default()
     });
@@ -588,7 +587,7 @@ mod tests {
     #[test]
     fn unset_cri_stats_are_none_never_zero() {
         let value = |v| Some(UInt64Value { value: v });
-        let stats = stats_from_cri(CriStats {
+        let stats = stats_from_cri(&CriStats {
             attributes: Some(ContainerAttributes {
                 id: "abc".to_owned(),
                 ..ContainerAttributes::default()
@@ -614,7 +613,7 @@ mod tests {
         assert_eq!((memory.rss, memory.swap, memory.limit), (None, None, None));
         assert_eq!(stats.timestamp, Some(UNIX_EPOCH + Duration::from_secs(1)));
         assert_eq!((stats.io, stats.pid), (None, None));
-        let empty = stats_from_cri(CriStats::default());
+        let empty = stats_from_cri(&CriStats::default());
         assert_eq!((empty.cpu, empty.memory), (None, None));
     }
 

@@ -318,7 +318,7 @@ mod tests {
                         Reply::Json(body) => (200, body),
                         Reply::Status(code, body) => (code, body),
                         Reply::Hang => {
-                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                            tokio::time::sleep(Duration::from_hours(1)).await;
                             return;
                         }
                     };
