@@ -13,7 +13,7 @@ use crate::{
     },
     cgroupfs::CgroupLayout,
     collectors::{
-        StatsCollectors, containerd, docker,
+        ApiSocket, RuntimeApis, StatsCollectors, containerd, crio, docker,
         metadata::{MetadataStore, Source, SourceState},
         podman,
     },
@@ -59,6 +59,10 @@ pub struct RunOptions {
     pub containerd_socket: Option<PathBuf>,
     /// Podman's libpod API socket; `None` to not ask Podman.
     pub podman_socket: Option<PathBuf>,
+    /// CRI runtime service socket (containerd's or CRI-O's); `None` to not ask CRI.
+    pub cri_socket: Option<PathBuf>,
+    /// CRI-O's HTTP info endpoint socket; `None` to not ask it.
+    pub crio_socket: Option<PathBuf>,
     /// How long one request to a runtime API may take before it counts as down.
     pub runtime_timeout: Duration,
     /// Runtime labels exported on container metrics and in API answers.
@@ -70,14 +74,23 @@ const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 /// How often upkeep runs (GC of exited processes, lost-event repair, cgroup re-walks).
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Runs the daemon until a signal.
 impl RunOptions {
-    /// Podman's socket and the runtime timeout, when Podman is asked.
-    fn podman_api(&self) -> Option<(PathBuf, Duration)> {
-        self.podman_socket.clone().zip(Some(self.runtime_timeout))
+    /// The runtime APIs the stats collectors ask, each with the runtime timeout.
+    fn runtime_apis(&self) -> RuntimeApis {
+        let api = |socket: &Option<PathBuf>| {
+            socket.clone().map(|socket| ApiSocket {
+                socket,
+                timeout: self.runtime_timeout,
+            })
+        };
+        RuntimeApis {
+            podman: api(&self.podman_socket),
+            cri: api(&self.cri_socket),
+        }
     }
 }
 
+/// Runs the daemon until a signal.
 pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     raise_open_files_limit();
     let layout = CgroupLayout::discover(&options.proc_root).context("discovering cgroup mounts")?;
@@ -98,7 +111,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
         &options.proc_root,
         options.cgroup_file_cache,
         options.container_labels.clone(),
-        options.podman_api(),
+        options.runtime_apis(),
     ));
     let metrics = Arc::new(Metrics::new(Arc::clone(&identity), Arc::clone(&collectors)));
     let state = Arc::new(ApiState {
@@ -112,7 +125,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
 
     let mut tasks = tokio::task::JoinSet::new();
     spawn_background(&mut tasks, &identity, &collectors, logger)?;
-    spawn_runtime_watchers(&mut tasks, &options, collectors.metadata());
+    spawn_runtime_watchers(&mut tasks, &options, &collectors);
 
     // Start-up's transient memory (BTF tables, the object, seeding) is free by now.
     crate::heap::release_free();
@@ -287,8 +300,10 @@ fn spawn_background(
 fn spawn_runtime_watchers(
     tasks: &mut tokio::task::JoinSet<()>,
     options: &RunOptions,
-    store: &Arc<MetadataStore>,
+    collectors: &Arc<StatsCollectors>,
 ) {
+    spawn_crio_watcher(tasks, options, collectors);
+    let store = collectors.metadata();
     match &options.docker_socket {
         Some(socket) => {
             tasks.spawn(docker::watch(
@@ -325,6 +340,25 @@ fn spawn_runtime_watchers(
             store.set_state(Source::Podman, SourceState::Disabled);
         }
     }
+}
+
+/// CRI-O's info endpoint, for the CRI-O containers no other runtime API describes.
+fn spawn_crio_watcher(
+    tasks: &mut tokio::task::JoinSet<()>,
+    options: &RunOptions,
+    collectors: &Arc<StatsCollectors>,
+) {
+    let store = collectors.metadata();
+    let Some(socket) = &options.crio_socket else {
+        store.set_state(Source::CriO, SourceState::Disabled);
+        return;
+    };
+    let listing = Arc::clone(collectors);
+    tasks.spawn(crio::watch(
+        Arc::clone(store),
+        crio::CrioClient::new(socket.clone(), options.runtime_timeout),
+        Arc::new(move || listing.container_ids(crate::provider::Runtime::CriO)),
+    ));
 }
 
 /// Raises `RLIMIT_NOFILE`: the cgroupfs reader keeps a dozen descriptors per container open

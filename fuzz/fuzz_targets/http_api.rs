@@ -35,7 +35,7 @@ use collector_daemon::{
         server::PeerCredentials,
     },
     cgroupfs::CgroupLayout,
-    collectors::StatsCollectors,
+    collectors::{RuntimeApis, StatsCollectors},
     identity::{Identity, IdentityOptions},
     metrics::Metrics,
 };
@@ -67,7 +67,7 @@ fn harness() -> &'static Harness {
             &proc_root,
             1024,
             vec!["app".to_owned()],
-            None,
+            RuntimeApis::default(),
         ));
         let metrics = Arc::new(Metrics::new(Arc::clone(&identity), Arc::clone(&collectors)));
         let state = Arc::new(ApiState {

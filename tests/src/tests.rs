@@ -6,6 +6,7 @@
 mod api_errors;
 mod cgroup_walk;
 mod containerd_metadata;
+mod cri_pods;
 mod dashboard;
 mod docker;
 mod docker_metadata;

@@ -14,6 +14,10 @@ pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9479";
 pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
 /// Default containerd socket.
 pub const DEFAULT_CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
+/// Default CRI socket: containerd's, else CRI-O's when it exists (see `collectors::cri`).
+const DEFAULT_CRI_SOCKET: &str = "auto";
+/// Default CRI-O socket (its HTTP info endpoint).
+const DEFAULT_CRIO_SOCKET: &str = "/var/run/crio/crio.sock";
 /// Default pin directory under bpffs.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/collector";
 
@@ -138,9 +142,19 @@ pub struct RunArgs {
     /// watched for.
     #[arg(long, env = "COLLECTOR_PODMAN_SOCKET")]
     pub podman_socket: Option<String>,
-    /// Seconds Docker, containerd or Podman has to answer one request before it counts as down (the
-    /// outage is logged once and retried with a backoff): a runtime that accepts connections
-    /// and never answers holds only its own watcher, never the API.
+    /// CRI runtime service socket for pod lookups (`/v1/pod/{uid}/{name}`) and CRI-O's
+    /// stats ("auto": containerd's /run/containerd/containerd.sock, else CRI-O's
+    /// /var/run/crio/crio.sock when that exists; "none": do not ask CRI). A socket that does
+    /// not exist at start makes pod lookups unavailable for good.
+    #[arg(long, env = "COLLECTOR_CRI_SOCKET", default_value = DEFAULT_CRI_SOCKET)]
+    pub cri_socket: String,
+    /// CRI-O's socket, whose HTTP info endpoint (`/containers/{id}`) names CRI-O's containers
+    /// when CRI does not ("none": do not ask).
+    #[arg(long, env = "COLLECTOR_CRIO_SOCKET", default_value = DEFAULT_CRIO_SOCKET)]
+    pub crio_socket: String,
+    /// Seconds a runtime API (Docker, containerd, Podman, CRI) has to answer one request before
+    /// it counts as down (the outage is logged once and retried with a backoff): a runtime
+    /// that accepts connections and never answers holds only its own watcher, never the API.
     #[arg(long, env = "COLLECTOR_RUNTIME_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub runtime_timeout: u64,
     /// Runtime labels exported as `container_label_<name>` on the container metrics and
@@ -180,6 +194,11 @@ impl RunArgs {
                 Some(raw) => socket_option(raw),
                 None => Some(crate::collectors::podman::default_socket_here()),
             },
+            cri_socket: match self.cri_socket.as_str() {
+                "auto" => Some(crate::collectors::cri::default_socket()),
+                other => socket_option(other),
+            },
+            crio_socket: socket_option(&self.crio_socket),
             runtime_timeout: Duration::from_secs(self.runtime_timeout),
             container_labels: self
                 .container_labels
@@ -277,6 +296,16 @@ pub enum Query {
     Myself,
     /// Every known container.
     Containers,
+    /// Which container is container NAME of pod UID (CRI).
+    Pod {
+        /// The pod's UID.
+        uid: String,
+        /// The container's name in the pod spec.
+        name: String,
+        /// It is an init container.
+        #[arg(long)]
+        init: bool,
+    },
     /// What a container uses: CPU, memory, IO, PIDs, network, open files.
     Stats {
         /// The container id (full).

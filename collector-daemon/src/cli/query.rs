@@ -61,6 +61,16 @@ fn request(what: &Query) -> serde_json::Result<(Method, String, Option<Vec<u8>>)
         Query::Inode { inode } => (Method::GET, format!("/v1/inode/{inode}"), None),
         Query::Myself => (Method::GET, "/v1/self".to_owned(), None),
         Query::Containers => (Method::GET, "/v1/containers".to_owned(), None),
+        Query::Pod { uid, name, init } => (
+            Method::GET,
+            format!(
+                "/v1/pod/{}/{}{}",
+                path_segment(uid),
+                path_segment(name),
+                if *init { "?init=true" } else { "" }
+            ),
+            None,
+        ),
         Query::Stats { id, max_age_ms } => {
             let query = max_age_ms.map_or_else(String::new, |ms| format!("?max_age_ms={ms}"));
             (

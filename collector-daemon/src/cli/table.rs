@@ -2,7 +2,10 @@
 use std::fmt::Write as _;
 
 use super::args::Query;
-use crate::api::schema::{ContainerBody, InodeBody, PidBody, StatsBody};
+use crate::api::{
+    pods::PodBody,
+    schema::{ContainerBody, InodeBody, PidBody, StatsBody},
+};
 
 /// The table of a successful answer to `what` (its JSON `body`).
 pub(super) fn answer_table(what: &Query, body: &[u8]) -> serde_json::Result<String> {
@@ -11,6 +14,7 @@ pub(super) fn answer_table(what: &Query, body: &[u8]) -> serde_json::Result<Stri
         Query::Pids { .. } => pid_table(&serde_json::from_slice::<Vec<PidBody>>(body)?),
         Query::Inode { .. } => inode_table(&serde_json::from_slice::<InodeBody>(body)?),
         Query::Containers => container_table(&serde_json::from_slice::<Vec<ContainerBody>>(body)?),
+        Query::Pod { .. } => pod_table(&serde_json::from_slice::<PodBody>(body)?),
         Query::Stats { .. } => stats_table(&serde_json::from_slice::<StatsBody>(body)?),
     })
 }
@@ -99,6 +103,24 @@ fn inode_table(body: &InodeBody) -> String {
             or_dash(body.runtime.as_deref()),
             if body.removed { "yes" } else { "no" }.to_owned(),
             body.cgroup_path.clone(),
+        ]],
+    )
+}
+
+/// The one row of a pod lookup.
+fn pod_table(body: &PodBody) -> String {
+    render(
+        &["POD", "NAMESPACE", "CONTAINER", "ID", "RUNTIME", "SOURCE"],
+        &[vec![
+            body.meta
+                .pod_name
+                .clone()
+                .unwrap_or_else(|| body.pod_uid.clone()),
+            or_dash(body.meta.namespace.as_deref()),
+            body.container.clone(),
+            body.container_id.clone(),
+            or_dash(body.runtime.as_deref()),
+            body.source.clone(),
         ]],
     )
 }

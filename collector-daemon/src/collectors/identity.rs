@@ -79,7 +79,7 @@ mod tests {
     use super::*;
     use crate::{
         cgroupfs::CgroupLayout,
-        collectors::StatsCollectors,
+        collectors::{RuntimeApis, StatsCollectors},
         identity::{IdentityOptions, Source},
         provider::{ALL_LINUX_RUNTIMES, Flavor, RuntimeMetadata},
     };
@@ -147,7 +147,7 @@ mod tests {
     fn is_the_one_identity_collector_of_every_runtime() {
         let identity = procfs_identity();
         let collectors =
-            StatsCollectors::start(&identity, Path::new("/proc"), 16, Vec::new(), None);
+            StatsCollectors::start(&identity, Path::new("/proc"), 16, Vec::new(), RuntimeApis::default());
         let provider = collectors.provider();
         let meta = provider.meta();
         let chains = meta.chains().describe();

@@ -82,11 +82,26 @@ pub enum Source {
     Docker,
     Containerd,
     Podman,
+    /// The CRI runtime service (containerd's CRI plugin or CRI-O), for the containers a pod
+    /// lookup found.
+    Cri,
+    /// CRI-O's own HTTP info endpoint, for CRI-O containers CRI did not describe.
+    CriO,
 }
 
+/// How many sources there are.
+const SOURCES: usize = 5;
+
 impl Source {
-    /// All, in the order their answers win (Podman's containers are in no other runtime).
-    pub const ALL: [Self; 3] = [Self::Docker, Self::Containerd, Self::Podman];
+    /// Every source, in the order their answers win (Podman's containers are in no other
+    /// runtime).
+    pub const ALL: [Self; SOURCES] = [
+        Self::Docker,
+        Self::Containerd,
+        Self::Podman,
+        Self::Cri,
+        Self::CriO,
+    ];
 
     /// Lowercase name, as in logs and metrics.
     pub fn as_str(self) -> &'static str {
@@ -94,6 +109,8 @@ impl Source {
             Self::Docker => "docker",
             Self::Containerd => "containerd",
             Self::Podman => "podman",
+            Self::Cri => "cri",
+            Self::CriO => "cri-o",
         }
     }
 
@@ -102,6 +119,8 @@ impl Source {
             Self::Docker => 0,
             Self::Containerd => 1,
             Self::Podman => 2,
+            Self::Cri => 3,
+            Self::CriO => 4,
         }
     }
 }
@@ -135,8 +154,8 @@ type ById = DashMap<String, Arc<ContainerMeta>, foldhash::fast::RandomState>;
 
 /// The containers' metadata by source and id.
 pub struct MetadataStore {
-    by_source: [ById; 3],
-    states: [Mutex<SourceState>; 3],
+    by_source: [ById; SOURCES],
+    states: [Mutex<SourceState>; SOURCES],
 }
 
 impl Default for MetadataStore {
@@ -149,7 +168,8 @@ impl Default for MetadataStore {
 }
 
 impl MetadataStore {
-    /// What the runtimes say of container `id`: Docker's answer first, then containerd's.
+    /// What the runtimes say of container `id`: Docker's answer first, then containerd's,
+    /// CRI's and CRI-O's info endpoint's.
     pub fn get(&self, id: &str) -> Option<Arc<ContainerMeta>> {
         Source::ALL
             .iter()

@@ -7,6 +7,7 @@
 //! | `ebpf` (kernel maps) | – | 0 | 0 | – | 0 | – |
 //! | `system` (cgroupfs, procfs) | 0 | 1 | 1 | 0 | 1 | – |
 //! | `podman` (libpod API; podman's containers only) | 2 | – | – | – | – | – |
+//! | `cri` (CRI runtime service) | 2 (CRI-O only) | – | – | – | – | pod lookups: 0 |
 //!
 //! Lower wins; a collector that errs or does not know hands over to the next. "identity" is
 //! the answers about processes, cgroup inodes and the container list (`ProcessIdentity`,
@@ -18,6 +19,8 @@
 //! lookups.
 pub mod containerd;
 pub mod containers;
+pub mod cri;
+pub mod crio;
 pub mod docker;
 pub mod ebpf;
 pub mod identity;
@@ -29,6 +32,8 @@ use std::{path::Path, sync::Arc, time::Duration};
 
 use self::{
     containers::ContainerDirectory,
+    containers::ContainerDirectory,
+    cri::{CriClient, CriCollector, ProbeError},
     ebpf::EbpfCollector,
     identity::IdentityCollector,
     metadata::{MetadataStore, Source, SourceState},
@@ -67,20 +72,38 @@ pub struct StatsCollectors {
     ebpf: Option<Arc<EbpfCollector>>,
     metadata: Arc<MetadataStore>,
     container_labels: Vec<String>,
+    cri: Option<Arc<CriClient>>,
+}
+
+/// A runtime API's socket and how long one request to it may take.
+#[derive(Clone, Debug)]
+pub struct ApiSocket {
+    pub socket: std::path::PathBuf,
+    pub timeout: Duration,
+}
+
+/// The runtime APIs the stats collectors ask beyond the cgroups; `None`: not asked.
+#[derive(Clone, Debug, Default)]
+pub struct RuntimeApis {
+    /// Podman's libpod API: stats of Podman's containers.
+    pub podman: Option<ApiSocket>,
+    /// The CRI runtime service: pod lookups and CRI-O's stats.
+    pub cri: Option<ApiSocket>,
 }
 
 impl StatsCollectors {
     /// Builds the collectors over `identity` and registers them with a new provider; at
     /// most `cgroup_file_cache` cgroup files are kept open between reads.
     /// `container_labels` are the runtime labels exported and answered (the allow-list).
-    /// `podman` is the libpod API socket and the runtime timeout, when Podman is asked.
+    /// `apis` says which runtime APIs beyond the cgroups are asked, and where.
     pub fn start(
         identity: &Arc<Identity>,
         proc_root: &Path,
         cgroup_file_cache: usize,
         container_labels: Vec<String>,
-        podman: Option<(std::path::PathBuf, Duration)>,
+        apis: RuntimeApis,
     ) -> Self {
+        let metadata = Arc::new(MetadataStore::default());
         let directory = Arc::new(ContainerDirectory::new(Arc::clone(identity)));
         // One cache for every collector: keys carry the collector's id.
         let cache = Arc::new(Cache::default());
@@ -98,19 +121,27 @@ impl StatsCollectors {
         let ebpf = identity
             .kernel()
             .map(|_| Arc::new(EbpfCollector::new(Arc::clone(&directory), proc_root)));
-        let metadata = Arc::new(MetadataStore::default());
         let mut factories = vec![
             identity_factory(Arc::new(IdentityCollector::new(Arc::clone(identity)))),
             system_factory(Arc::clone(&system), Arc::clone(&cache)),
             ebpf_factory(ebpf.clone(), Arc::clone(&cache)),
         ];
-        if let Some((socket, timeout)) = podman {
-            let stats = PodmanStats::new(Arc::clone(&metadata), socket, timeout);
+        if let Some(api) = apis.podman {
+            let stats = PodmanStats::new(Arc::clone(&metadata), api.socket, api.timeout);
             factories.push(podman_factory(
                 Arc::new(stats),
                 Arc::clone(&metadata),
-                cache,
+                Arc::clone(&cache),
             ));
+        }
+        let cri = apis
+            .cri
+            .map(|api| Arc::new(CriClient::new(api.socket, api.timeout, Arc::clone(&metadata))));
+        match &cri {
+            Some(client) => factories.push(cri_factory(Arc::clone(client), cache)),
+            None => {
+                metadata.set_state(Source::Cri, SourceState::Disabled);
+            }
         }
         Self {
             provider: Provider::new(factories),
@@ -119,7 +150,41 @@ impl StatsCollectors {
             ebpf,
             metadata,
             container_labels,
+            cri,
         }
+    }
+
+    /// Where the CRI runtime stands, for messages: its socket and state.
+    pub fn cri_status(&self) -> String {
+        match &self.cri {
+            None => "turned off by --cri-socket none".to_owned(),
+            Some(client) => match self.metadata.state(metadata::Source::Cri) {
+                metadata::SourceState::Absent { reason } => reason,
+                _ => match client.probe() {
+                    Ok(()) => format!("{} is not registered yet", client.socket().display()),
+                    Err(e) => format!("{}: {e}", client.socket().display()),
+                },
+            },
+        }
+    }
+
+    /// The live containers whose cgroup paths say `runtime` runs them.
+    pub fn container_ids(&self, runtime: Runtime) -> Vec<String> {
+        self.directory
+            .snapshot(Duration::from_secs(1))
+            .containers
+            .iter()
+            .filter(|(_, entry)| !entry.is_removed() && entry.container.runtime == Some(runtime))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The runtime of container `id`: from its cgroup path, else the CRI runtime's name.
+    pub fn container_runtime(&self, id: &str) -> Option<Runtime> {
+        self.directory
+            .entry(id, Duration::ZERO)
+            .and_then(|entry| entry.container.runtime)
+            .or_else(|| self.cri.as_ref().and_then(|c| c.runtime()))
     }
 
     /// What the runtimes' APIs say of the containers.
@@ -344,6 +409,53 @@ fn podman_factory(
             SourceState::Disabled => Err(ConstructError::permanent("Podman is turned off")),
             SourceState::Starting => Err(ConstructError::not_yet("Podman not listed yet")),
             SourceState::Down { reason } => Err(ConstructError::not_yet(reason)),
+        }),
+    }
+}
+
+/// The CRI collector: pod lookups for every runtime (they name no container, so no runtime
+/// is known beforehand), and `ListContainerStats` for CRI-O below the system and eBPF
+/// collectors (the seed's cri-o collector; containerd's own API serves containerd). A socket
+/// that is not there is a permanent failure; one that refuses connections is retried.
+fn cri_factory(client: Arc<CriClient>, cache: Arc<Cache>) -> CollectorFactory {
+    let id = cri::ID;
+    CollectorFactory {
+        id,
+        constructor: Box::new(move || {
+            match client.probe() {
+                Err(ProbeError::Absent) => {
+                    let reason = format!("no CRI socket at {}", client.socket().display());
+                    client.metadata_absent(&reason);
+                    return Err(ConstructError::permanent(reason));
+                }
+                Err(e @ ProbeError::Refused(_)) => {
+                    return Err(ConstructError::not_yet(format!(
+                        "CRI socket {}: {}",
+                        client.socket().display(),
+                        crate::error_chain::ErrorChain(&e)
+                    )));
+                }
+                Ok(()) => {}
+            }
+            let collector = Arc::new(CriCollector::new(Arc::clone(&client)));
+            let lookups = Collectors {
+                container_id_for_pod_uid_and_name: reference(collector.clone(), 0, id),
+                ..Collectors::default()
+            };
+            let mut catalog = for_every_runtime(&lookups);
+            let stats = Collectors {
+                stats: reference(collector, 2, id),
+                ..Collectors::default()
+            };
+            let stats = make_cached(id, &cache, &stats);
+            catalog.insert(
+                RuntimeMetadata::new(Runtime::CriO, Flavor::Default),
+                Collectors {
+                    stats: stats.stats,
+                    ..lookups
+                },
+            );
+            Ok(catalog)
         }),
     }
 }

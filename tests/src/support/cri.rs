@@ -21,10 +21,11 @@ use std::{
 };
 
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec, LinuxContainerConfig,
-    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StartContainerRequest, StatusRequest, StopPodSandboxRequest,
+    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
+    CreateContainerRequest, ImageSpec, LinuxContainerConfig, LinuxContainerSecurityContext,
+    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
+    PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest,
+    StartContainerRequest, StatusRequest, StopPodSandboxRequest,
     runtime_service_client::RuntimeServiceClient,
 };
 use tonic::transport::{Channel, Endpoint};
@@ -244,6 +245,41 @@ impl<'a> Pod<'a> {
             })
             .unwrap_or_else(|e| panic!("{e}"));
         id
+    }
+
+    /// Runs init container `name` as the kubelet does: created and started like the others
+    /// (same labels; CRI has no init flag), then waited for until it exited with status 0.
+    /// Returns its id.
+    pub fn run_init_container(&self, name: &str, image: &str, command: &[&str]) -> String {
+        let id = self.start_container(name, image, command);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let request = ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: false,
+            };
+            let status = self
+                .cri
+                .call("ContainerStatus", |mut c| async move {
+                    c.container_status(request).await
+                })
+                .unwrap_or_else(|e| panic!("{e}"))
+                .status
+                .expect("a container status");
+            if status.state == i32::from(ContainerState::ContainerExited) {
+                assert_eq!(
+                    status.exit_code, 0,
+                    "init container {name} failed: {status:?}"
+                );
+                return id;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "init container {name} still {:?} after {READY_TIMEOUT:?}",
+                status.state
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// `StopPodSandbox` + `RemovePodSandbox` (which stop and remove its containers too),

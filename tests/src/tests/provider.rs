@@ -12,7 +12,7 @@ use std::{
 
 use collector_daemon::{
     cgroupfs::{CgroupLayout, files::DEFAULT_MAX_OPEN},
-    collectors::StatsCollectors,
+    collectors::{RuntimeApis, StatsCollectors},
     daemon::tracked_v1_controller,
     ebpf::{KernelTracker, LoadOptions, loader},
     identity::{Identity, IdentityOptions, LookupError, Source},
@@ -53,7 +53,7 @@ fn the_provider_goes_past_collectors_that_do_not_know_or_fail() {
         },
     ));
     let collectors =
-        StatsCollectors::start(&identity, proc_root, DEFAULT_MAX_OPEN, Vec::new(), None);
+        StatsCollectors::start(&identity, proc_root, DEFAULT_MAX_OPEN, Vec::new(), RuntimeApis::default());
     let provider = collectors.provider();
 
     // A multi-threaded process in a Docker-shaped cgroup: the daemon binary itself, serving
