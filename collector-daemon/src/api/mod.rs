@@ -2,6 +2,7 @@
 //! `schema`), and the client the CLI uses (`client`).
 pub mod client;
 pub mod lookups;
+pub mod pods;
 pub mod routes;
 pub mod schema;
 pub mod server;

@@ -79,17 +79,32 @@ impl ContainerMeta {
 pub enum Source {
     Docker,
     Containerd,
+    /// ECS task metadata endpoint v4 (`ecsfargate.rs`).
+    EcsFargate,
+    /// Cloud Foundry's Garden API (`garden.rs`).
+    Garden,
+    /// The kubelet's `/pods` (`kubelet.rs`): last, the container runtimes know more.
+    Kubelet,
 }
 
 impl Source {
-    /// Both, in the order their answers win.
-    pub const ALL: [Self; 2] = [Self::Docker, Self::Containerd];
+    /// Every source, in the order their answers win.
+    pub const ALL: [Self; 5] = [
+        Self::Docker,
+        Self::Containerd,
+        Self::EcsFargate,
+        Self::Garden,
+        Self::Kubelet,
+    ];
 
     /// Lowercase name, as in logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Docker => "docker",
             Self::Containerd => "containerd",
+            Self::EcsFargate => "ecsfargate",
+            Self::Garden => "garden",
+            Self::Kubelet => "kubelet",
         }
     }
 
@@ -97,6 +112,9 @@ impl Source {
         match self {
             Self::Docker => 0,
             Self::Containerd => 1,
+            Self::EcsFargate => 2,
+            Self::Garden => 3,
+            Self::Kubelet => 4,
         }
     }
 }
@@ -130,24 +148,22 @@ type ById = DashMap<String, Arc<ContainerMeta>, foldhash::fast::RandomState>;
 
 /// The containers' metadata by source and id.
 pub struct MetadataStore {
-    by_source: [ById; 2],
-    states: [Mutex<SourceState>; 2],
+    by_source: [ById; Source::ALL.len()],
+    states: [Mutex<SourceState>; Source::ALL.len()],
 }
 
 impl Default for MetadataStore {
     fn default() -> Self {
         Self {
-            by_source: [ById::default(), ById::default()],
-            states: [
-                Mutex::new(SourceState::Starting),
-                Mutex::new(SourceState::Starting),
-            ],
+            by_source: std::array::from_fn(|_| ById::default()),
+            states: std::array::from_fn(|_| Mutex::new(SourceState::Starting)),
         }
     }
 }
 
 impl MetadataStore {
-    /// What the runtimes say of container `id`: Docker's answer first, then containerd's.
+    /// What the runtimes say of container `id`: the first source of [`Source::ALL`] that
+    /// knows it.
     pub fn get(&self, id: &str) -> Option<Arc<ContainerMeta>> {
         Source::ALL
             .iter()

@@ -6,6 +6,8 @@
 //! | `identity` (identity service) | – | – | – | – | – | 0 |
 //! | `ebpf` (kernel maps) | – | 0 | 0 | – | 0 | – |
 //! | `system` (cgroupfs, procfs) | 0 | 1 | 1 | 0 | 1 | – |
+//! | `ecsfargate` (task metadata v4), ECS Fargate only | 0 | – | 0 | – | – | – |
+//! | `kubelet` (`/pods`) | – | – | – | – | – | pod container: 2 |
 //!
 //! Lower wins; a collector that errs or does not know hands over to the next. "identity" is
 //! the answers about processes, cgroup inodes and the container list (`ProcessIdentity`,
@@ -19,15 +21,22 @@ pub mod containerd;
 pub mod containers;
 pub mod docker;
 pub mod ebpf;
+pub mod ecsfargate;
 pub mod identity;
+pub mod kubelet;
 pub mod metadata;
+pub mod remote;
 pub mod system;
 
 use std::{path::Path, sync::Arc, time::Duration};
 
 use self::{
-    containers::ContainerDirectory, ebpf::EbpfCollector, identity::IdentityCollector,
-    metadata::MetadataStore, system::SystemCollector,
+    containers::ContainerDirectory,
+    ebpf::EbpfCollector,
+    identity::IdentityCollector,
+    metadata::{MetadataStore, Source},
+    remote::RemoteSource,
+    system::SystemCollector,
 };
 use crate::{
     cgroupfs::kernel_values::CgroupValuesSource,
@@ -60,7 +69,29 @@ pub struct StatsCollectors {
     system: Arc<SystemCollector>,
     ebpf: Option<Arc<EbpfCollector>>,
     metadata: Arc<MetadataStore>,
+    remote: RemoteSources,
     container_labels: Vec<String>,
+}
+
+/// The runtimes asked over HTTP by polling (`remote.rs`): their snapshots and states.
+pub struct RemoteSources {
+    pub ecsfargate: Arc<RemoteSource>,
+    pub kubelet: Arc<RemoteSource>,
+}
+
+impl RemoteSources {
+    fn new(store: &Arc<MetadataStore>) -> Self {
+        let source = |s, runtime| Arc::new(RemoteSource::new(s, runtime, Arc::clone(store)));
+        Self {
+            ecsfargate: source(Source::EcsFargate, Some(Runtime::EcsFargate)),
+            kubelet: source(Source::Kubelet, None),
+        }
+    }
+
+    /// Every source, for the container list.
+    pub fn all(&self) -> [&Arc<RemoteSource>; 2] {
+        [&self.ecsfargate, &self.kubelet]
+    }
 }
 
 impl StatsCollectors {
@@ -90,19 +121,29 @@ impl StatsCollectors {
         let ebpf = identity
             .kernel()
             .map(|_| Arc::new(EbpfCollector::new(Arc::clone(&directory), proc_root)));
+        let metadata = Arc::new(MetadataStore::default());
+        let remote = RemoteSources::new(&metadata);
         let factories = vec![
             identity_factory(Arc::new(IdentityCollector::new(Arc::clone(identity)))),
             system_factory(Arc::clone(&system), Arc::clone(&cache)),
             ebpf_factory(ebpf.clone(), cache),
+            ecsfargate_factory(Arc::clone(&remote.ecsfargate)),
+            kubelet_factory(Arc::clone(&remote.kubelet)),
         ];
         Self {
             provider: Provider::new(factories),
             directory,
             system,
             ebpf,
-            metadata: Arc::new(MetadataStore::default()),
+            metadata,
+            remote,
             container_labels,
         }
+    }
+
+    /// The runtimes asked by polling.
+    pub fn remote(&self) -> &RemoteSources {
+        &self.remote
     }
 
     /// What the runtimes' APIs say of the containers.
@@ -295,6 +336,47 @@ fn ebpf_factory(ebpf: Option<Arc<EbpfCollector>>, cache: Arc<Cache>) -> Collecto
                 ..Collectors::default()
             };
             Ok(for_every_runtime(&make_cached(id, &cache, &offer)))
+        }),
+    }
+}
+
+/// ECS Fargate's task metadata: stats and network of the task's containers, at Datadog's
+/// priority 0 (on Fargate the cgroups are not visible: this is the only source). Permanent
+/// failure when no endpoint is configured; not yet until it first answers.
+fn ecsfargate_factory(source: Arc<RemoteSource>) -> CollectorFactory {
+    let id = ecsfargate::ID;
+    CollectorFactory {
+        id,
+        constructor: Box::new(move || {
+            source.readiness()?;
+            let offer = Collectors {
+                stats: reference(source.clone(), 0, id),
+                network: reference(source.clone(), 0, id),
+                ..Collectors::default()
+            };
+            Ok([(
+                RuntimeMetadata::new(Runtime::EcsFargate, Flavor::Default),
+                offer,
+            )]
+            .into_iter()
+            .collect())
+        }),
+    }
+}
+
+/// The kubelet's pods: a pod container's id, at Datadog's priority 2 (lowest, with CRI:
+/// the container runtimes' own answers come first).
+fn kubelet_factory(source: Arc<RemoteSource>) -> CollectorFactory {
+    let id = kubelet::ID;
+    CollectorFactory {
+        id,
+        constructor: Box::new(move || {
+            source.readiness()?;
+            let offer = Collectors {
+                container_id_for_pod_uid_and_name: reference(source.clone(), 2, id),
+                ..Collectors::default()
+            };
+            Ok(for_every_runtime(&offer))
         }),
     }
 }
