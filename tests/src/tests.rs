@@ -9,6 +9,7 @@ mod containerd_metadata;
 mod dashboard;
 mod docker;
 mod docker_metadata;
+mod fake_runtimes;
 mod fallback;
 mod faults;
 mod image;
