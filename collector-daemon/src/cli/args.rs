@@ -28,6 +28,10 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once at start: boxing `run`'s flags would save nothing that matters"
+)]
 pub enum Command {
     /// Run the daemon (as root: it loads eBPF programs and reads every process's cgroups).
     Run(RunArgs),
@@ -140,8 +144,8 @@ pub struct RunArgs {
     /// ("auto": `ECS_CONTAINER_METADATA_URI_V4` when set; "none": do not ask ECS).
     #[arg(long, env = "COLLECTOR_ECS_METADATA_URI", default_value = "auto")]
     pub ecs_metadata_uri: String,
-    /// kubelet URL to read pods from (`/pods`) ("auto": https://$NODE_NAME:10250 when
-    /// NODE_NAME is set, else https://localhost:10250 when the token file exists; "none": do
+    /// kubelet URL to read pods from (`/pods`) ("auto": `https://$NODE_NAME:10250` when
+    /// `NODE_NAME` is set, else `https://localhost:10250` when the token file exists; "none": do
     /// not ask the kubelet). This build speaks plain HTTP: use the read-only port 10255.
     #[arg(long, env = "COLLECTOR_KUBELET_URL", default_value = "auto")]
     pub kubelet_url: String,

@@ -162,7 +162,10 @@ async fn fetch(endpoint: &Endpoint, timing: PollTiming) -> Result<Snapshot, Http
 }
 
 /// The task's containers with their stats.
-pub fn snapshot(task: Task, mut stats: HashMap<String, Option<DockerStats>>) -> Snapshot {
+pub fn snapshot<S: std::hash::BuildHasher>(
+    task: Task,
+    mut stats: HashMap<String, Option<DockerStats>, S>,
+) -> Snapshot {
     let limits = task.limits.unwrap_or_default();
     let containers = task
         .containers
@@ -212,10 +215,7 @@ pub fn container_stats(d: &DockerStats, task: &Limits) -> ContainerStats {
     });
     let memory = d.memory_stats.as_ref().map(|m| {
         let own_limit = m.limit.filter(|&l| l > 0 && l < UNSET_MEMORY_LIMIT);
-        let task_limit = task
-            .memory
-            .filter(|&mib| mib > 0.0)
-            .map(|mib| mib_to_bytes(mib));
+        let task_limit = task.memory.filter(|&mib| mib > 0.0).map(mib_to_bytes);
         MemoryStats {
             usage_total: m.usage,
             limit: own_limit.or(task_limit),

@@ -90,7 +90,7 @@ pub enum KubeletError {
     },
 }
 
-/// The endpoint `--kubelet-url` names: "auto" is `https://$NODE_NAME:10250` when NODE_NAME
+/// The endpoint `--kubelet-url` names: "auto" is `https://$NODE_NAME:10250` when `NODE_NAME`
 /// is set (`node_name`), else `https://localhost:10250` when the token file exists
 /// (`token_present`: in a pod); else the state the source is in.
 pub fn endpoint(

@@ -35,6 +35,10 @@ fn eventually<T>(daemon: &Daemon, what: &str, mut check: impl FnMut() -> Result<
 
 /// `/task` of a Fargate task with one container (AWS's v4 Fargate example, trimmed of
 /// network details it does not change).
+#[expect(
+    clippy::unreadable_literal,
+    reason = "numbers as AWS's documented example writes them"
+)]
 fn task() -> Value {
     json!({
         "Cluster": "arn:aws:ecs:us-west-2:111122223333:cluster/default",
@@ -86,6 +90,10 @@ fn task() -> Value {
 
 /// `/task/stats`: Docker Engine stats per `DockerId`; the memory limit is Docker's "none"
 /// (so the task's 512 MiB applies).
+#[expect(
+    clippy::unreadable_literal,
+    reason = "numbers as AWS's documented example writes them"
+)]
 fn task_stats(total_usage: u64) -> Value {
     json!({
         CURL_ID: {
