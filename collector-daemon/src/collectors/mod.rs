@@ -88,6 +88,15 @@ impl RemoteSources {
         }
     }
 
+    /// The runtime of `id` when a source that lists its containers has it.
+    fn runtime_of(&self, id: &str) -> Option<Runtime> {
+        self.all()
+            .into_iter()
+            .filter(|s| !s.pod_listing_only())
+            .find(|s| s.snapshot().containers.contains_key(id))
+            .and_then(|s| s.runtime)
+    }
+
     /// Every source, for the container list.
     pub fn all(&self) -> [&Arc<RemoteSource>; 2] {
         [&self.ecsfargate, &self.kubelet]
@@ -177,10 +186,13 @@ impl StatsCollectors {
         max_age: Duration,
         collection: &CollectionContext,
     ) -> Result<Option<StatsReport>, ChainError> {
+        // A container without a cgroup here (an ECS Fargate task's) takes the runtime of
+        // the polled API that lists it.
         let runtime = self
             .directory
             .entry(id, max_age)
-            .and_then(|entry| entry.container.runtime);
+            .and_then(|entry| entry.container.runtime)
+            .or_else(|| self.remote.runtime_of(id));
         // A runtime nobody serves yet, or an unknown one: every collector, in order.
         let collector = runtime
             .and_then(|r| {

@@ -261,6 +261,7 @@ fn ecs_fargate_task_metadata() {
         s["network"]["interfaces"]["eth1"]["packets_rcvd"],
         1_898_631
     );
+    assert_eq!(s["runtime"], "ecsfargate");
     assert_eq!(s["sources"]["cpu"], "ecsfargate");
     assert_eq!(s["sources"]["network"], "ecsfargate");
     assert_eq!(runtime_up(&daemon, "ecsfargate").as_deref(), Some("1"));
