@@ -1,7 +1,12 @@
 //! `collector-daemon run`: discover cgroups, load the kernel programs (or fall back to
 //! procfs and say why), build the identity indexes, and serve the socket API and metrics
 //! until SIGINT or SIGTERM.
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use tokio::io::{Interest, unix::AsyncFd};
@@ -13,9 +18,10 @@ use crate::{
     },
     cgroupfs::CgroupLayout,
     collectors::{
-        ApiSocket, RuntimeApis, StatsCollectors, containerd, crio, docker,
+        ApiSocket, RuntimeApis, StatsCollectors, containerd, crio, docker, ecsfargate, kubelet,
         metadata::{MetadataStore, Source, SourceState},
         podman,
+        remote::{PollTiming, RemoteSource},
     },
     ebpf::{KernelTracker, LoadOptions, loader},
     identity::{Identity, IdentityOptions},
@@ -65,6 +71,14 @@ pub struct RunOptions {
     pub crio_socket: Option<PathBuf>,
     /// How long one request to a runtime API may take before it counts as down.
     pub runtime_timeout: Duration,
+    /// `--ecs-metadata-uri`: a URL, "auto" or "none".
+    pub ecs_metadata_uri: String,
+    /// `--kubelet-url`: a URL, "auto" or "none".
+    pub kubelet_url: String,
+    /// The kubelet's bearer token file; `None` to send none.
+    pub kubelet_token_file: Option<PathBuf>,
+    /// Between two polls of ECS and the kubelet.
+    pub runtime_poll_interval: Duration,
     /// Runtime labels exported on container metrics and in API answers.
     pub container_labels: Vec<String>,
 }
@@ -126,6 +140,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     spawn_background(&mut tasks, &identity, &collectors, logger)?;
     spawn_runtime_watchers(&mut tasks, &options, &collectors);
+    spawn_remote_pollers(&mut tasks, &options, collectors.remote());
 
     // Start-up's transient memory (BTF tables, the object, seeding) is free by now.
     crate::heap::release_free();
@@ -359,6 +374,49 @@ fn spawn_crio_watcher(
         crio::CrioClient::new(socket.clone(), options.runtime_timeout),
         Arc::new(move || listing.container_ids(crate::provider::Runtime::CriO)),
     ));
+}
+
+/// The pollers of the runtimes without an event stream; one that is off or absent is
+/// marked so (its collector then fails for good at once).
+fn spawn_remote_pollers(
+    tasks: &mut tokio::task::JoinSet<()>,
+    options: &RunOptions,
+    remote: &crate::collectors::RemoteSources,
+) {
+    let timing = PollTiming {
+        interval: options.runtime_poll_interval,
+        timeout: options.runtime_timeout,
+    };
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    match ecsfargate::endpoint(&options.ecs_metadata_uri, env(ecsfargate::URI_VARIABLE)) {
+        Ok(endpoint) => {
+            tasks.spawn(ecsfargate::watch(
+                Arc::clone(&remote.ecsfargate),
+                endpoint,
+                timing,
+            ));
+        }
+        Err(state) => mark_off(&remote.ecsfargate, state),
+    }
+    let token_file = options.kubelet_token_file.clone();
+    let token_present = token_file.as_deref().is_some_and(Path::exists);
+    match kubelet::endpoint(&options.kubelet_url, env("NODE_NAME"), token_present) {
+        Ok(endpoint) => {
+            let access = kubelet::KubeletAccess {
+                endpoint,
+                token_file,
+            };
+            tasks.spawn(kubelet::watch(Arc::clone(&remote.kubelet), access, timing));
+        }
+        Err(state) => mark_off(&remote.kubelet, state),
+    }
+}
+
+fn mark_off(source: &RemoteSource, state: SourceState) {
+    if let SourceState::Absent { reason } = &state {
+        tracing::info!(runtime = source.source.as_str(), %reason, "runtime not on this node");
+    }
+    source.set_state(state);
 }
 
 /// Raises `RLIMIT_NOFILE`: the cgroupfs reader keeps a dozen descriptors per container open

@@ -224,7 +224,7 @@ pub fn format_rfc3339(t: SystemTime) -> String {
     clippy::many_single_char_names,
     reason = "date fields read best as y m d"
 )]
-fn parse_rfc3339(s: &str) -> Option<u64> {
+pub(crate) fn parse_rfc3339(s: &str) -> Option<u64> {
     let b = s.as_bytes();
     if b.len() < 20 || !s.ends_with('Z') {
         return None;

@@ -293,7 +293,7 @@ pub(super) async fn containers(State(state): State<Arc<ApiState>>) -> Result<Res
             .containers(MaxAge::ZERO)?
             .map(|answer| answer.value)
             .unwrap_or_default();
-        let bodies: Vec<ContainerBody> = views
+        let mut bodies: Vec<ContainerBody> = views
             .iter()
             .map(|view| {
                 let mut body = ContainerBody::from(view);
@@ -301,9 +301,38 @@ pub(super) async fn containers(State(state): State<Arc<ApiState>>) -> Result<Res
                 body
             })
             .collect();
+        remote_only(&state, &mut bodies);
         Ok(json(&bodies))
     })
     .await
+}
+
+/// Appends the containers that only a polled runtime API tells of (ECS Fargate's task, whose
+/// cgroups this daemon does not see): no cgroup, no processes.
+fn remote_only(state: &ApiState, bodies: &mut Vec<ContainerBody>) {
+    let listed: std::collections::HashSet<String> =
+        bodies.iter().map(|b| b.container_id.clone()).collect();
+    for source in state.collectors.remote().all() {
+        if source.pod_listing_only() {
+            continue;
+        }
+        for (id, container) in &source.snapshot().containers {
+            if listed.contains(id) {
+                continue;
+            }
+            bodies.push(ContainerBody {
+                container_id: id.clone(),
+                runtime: source.runtime.map(|r| r.as_str().to_owned()),
+                flavor: "default".to_owned(),
+                meta: meta_body(state, Some(id)),
+                pod_uid: container.pod.as_ref().map(|p| p.pod_uid.clone()),
+                cgroup_path: None,
+                cgroup_id: None,
+                cgroups: Vec::new(),
+                pids: Vec::new(),
+            });
+        }
+    }
 }
 
 impl From<PidParseError> for ApiError {

@@ -1,7 +1,8 @@
 //! `GET /v1/pod/{pod_uid}/{container_name}[?init=true]`: which container is container `name`
-//! of pod `uid`, answered by the provider's meta collector (the CRI collector behind it).
-//! An unknown pod or name is a 404; a CRI runtime that is down, or none on the node, a 503
-//! saying it is not available; the other routes answer on meanwhile.
+//! of pod `uid`, answered by the provider's meta collector (CRI first, the kubelet's `/pods`
+//! after). An unknown pod or name is a 404; a CRI runtime that is down, or neither CRI nor a
+//! kubelet on the node, a 503 saying it is not available; the other routes answer on
+//! meanwhile.
 use std::sync::Arc;
 
 use axum::{
@@ -33,9 +34,9 @@ pub struct PodBody {
     pub init: bool,
     /// The container's id.
     pub container_id: String,
-    /// Its runtime: from its cgroup path, else the CRI runtime's own name.
+    /// Its runtime: from its cgroup path, else the runtime API's own name.
     pub runtime: Option<String>,
-    /// The collector that answered (`cri`).
+    /// The collector that answered (`cri` or `kubelet`).
     pub source: String,
     /// Name, image, labels and pod from the runtimes' APIs.
     #[serde(flatten)]
@@ -95,8 +96,10 @@ pub(super) async fn pod_container(
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
-                "pod lookups are not available: no CRI runtime answers ({}); see --cri-socket",
-                state.collectors.cri_status()
+                "pod lookups are not available: neither a CRI runtime nor a kubelet answers \
+                 (CRI: {}; kubelet: {}); see --cri-socket and --kubelet-url",
+                state.collectors.cri_status(),
+                state.collectors.kubelet_status()
             ),
         ));
     }

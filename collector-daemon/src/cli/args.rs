@@ -152,11 +152,27 @@ pub struct RunArgs {
     /// when CRI does not ("none": do not ask).
     #[arg(long, env = "COLLECTOR_CRIO_SOCKET", default_value = DEFAULT_CRIO_SOCKET)]
     pub crio_socket: String,
-    /// Seconds a runtime API (Docker, containerd, Podman, CRI) has to answer one request before
-    /// it counts as down (the outage is logged once and retried with a backoff): a runtime
-    /// that accepts connections and never answers holds only its own watcher, never the API.
+    /// Seconds a runtime API (Docker, containerd, Podman, CRI, ECS, kubelet) has to answer one
+    /// request before it counts as down (the outage is logged once and retried with a
+    /// backoff): a runtime that accepts connections and never answers holds only its own
+    /// watcher, never the API.
     #[arg(long, env = "COLLECTOR_RUNTIME_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub runtime_timeout: u64,
+    /// ECS task metadata endpoint v4 to read the task's containers, stats and limits from
+    /// ("auto": `ECS_CONTAINER_METADATA_URI_V4` when set; "none": do not ask ECS).
+    #[arg(long, env = "COLLECTOR_ECS_METADATA_URI", default_value = "auto")]
+    pub ecs_metadata_uri: String,
+    /// kubelet URL to read pods from (`/pods`) ("auto": `https://$NODE_NAME:10250` when
+    /// `NODE_NAME` is set, else `https://localhost:10250` when the token file exists; "none": do
+    /// not ask the kubelet). This build speaks plain HTTP: use the read-only port 10255.
+    #[arg(long, env = "COLLECTOR_KUBELET_URL", default_value = "auto")]
+    pub kubelet_url: String,
+    /// File with the bearer token sent to the kubelet ("none": send none).
+    #[arg(long, env = "COLLECTOR_KUBELET_TOKEN_FILE", default_value = crate::collectors::kubelet::DEFAULT_TOKEN_FILE)]
+    pub kubelet_token_file: String,
+    /// Seconds between two polls of the runtimes without an event stream (ECS, kubelet).
+    #[arg(long, env = "COLLECTOR_RUNTIME_POLL_INTERVAL", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub runtime_poll_interval: u64,
     /// Runtime labels exported as `container_label_<name>` on the container metrics and
     /// listed in API answers (comma-separated, repeatable). Others are left out: every
     /// label on every series multiplies what Prometheus stores.
@@ -200,6 +216,10 @@ impl RunArgs {
             },
             crio_socket: socket_option(&self.crio_socket),
             runtime_timeout: Duration::from_secs(self.runtime_timeout),
+            ecs_metadata_uri: self.ecs_metadata_uri.clone(),
+            kubelet_url: self.kubelet_url.clone(),
+            kubelet_token_file: socket_option(&self.kubelet_token_file),
+            runtime_poll_interval: Duration::from_secs(self.runtime_poll_interval),
             container_labels: self
                 .container_labels
                 .iter()

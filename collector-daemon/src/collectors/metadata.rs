@@ -87,20 +87,29 @@ pub enum Source {
     Cri,
     /// CRI-O's own HTTP info endpoint, for CRI-O containers CRI did not describe.
     CriO,
+    /// ECS task metadata endpoint v4 (`ecsfargate.rs`).
+    EcsFargate,
+    /// Cloud Foundry's Garden API (`garden.rs`).
+    Garden,
+    /// The kubelet's `/pods` (`kubelet.rs`): last, the container runtimes know more.
+    Kubelet,
 }
 
 /// How many sources there are.
-const SOURCES: usize = 5;
+const SOURCES: usize = 8;
 
 impl Source {
-    /// Every source, in the order their answers win (Podman's containers are in no other
-    /// runtime).
+    /// Every source, in the order their answers win (Podman's and ECS's containers are in no
+    /// other runtime; the kubelet knows least).
     pub const ALL: [Self; SOURCES] = [
         Self::Docker,
         Self::Containerd,
         Self::Podman,
         Self::Cri,
         Self::CriO,
+        Self::EcsFargate,
+        Self::Garden,
+        Self::Kubelet,
     ];
 
     /// Lowercase name, as in logs and metrics.
@@ -111,6 +120,9 @@ impl Source {
             Self::Podman => "podman",
             Self::Cri => "cri",
             Self::CriO => "cri-o",
+            Self::EcsFargate => "ecsfargate",
+            Self::Garden => "garden",
+            Self::Kubelet => "kubelet",
         }
     }
 
@@ -121,6 +133,9 @@ impl Source {
             Self::Podman => 2,
             Self::Cri => 3,
             Self::CriO => 4,
+            Self::EcsFargate => 5,
+            Self::Garden => 6,
+            Self::Kubelet => 7,
         }
     }
 }
@@ -154,8 +169,8 @@ type ById = DashMap<String, Arc<ContainerMeta>, foldhash::fast::RandomState>;
 
 /// The containers' metadata by source and id.
 pub struct MetadataStore {
-    by_source: [ById; SOURCES],
-    states: [Mutex<SourceState>; SOURCES],
+    by_source: [ById; Source::ALL.len()],
+    states: [Mutex<SourceState>; Source::ALL.len()],
 }
 
 impl Default for MetadataStore {
@@ -168,8 +183,8 @@ impl Default for MetadataStore {
 }
 
 impl MetadataStore {
-    /// What the runtimes say of container `id`: Docker's answer first, then containerd's,
-    /// CRI's and CRI-O's info endpoint's.
+    /// What the runtimes say of container `id`: the first source of [`Source::ALL`] that
+    /// knows it.
     pub fn get(&self, id: &str) -> Option<Arc<ContainerMeta>> {
         Source::ALL
             .iter()

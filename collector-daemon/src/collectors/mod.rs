@@ -8,6 +8,8 @@
 //! | `system` (cgroupfs, procfs) | 0 | 1 | 1 | 0 | 1 | – |
 //! | `podman` (libpod API; podman's containers only) | 2 | – | – | – | – | – |
 //! | `cri` (CRI runtime service) | 2 (CRI-O only) | – | – | – | – | pod lookups: 0 |
+//! | `ecsfargate` (task metadata v4), ECS Fargate only | 0 | – | 0 | – | – | – |
+//! | `kubelet` (`/pods`) | – | – | – | – | – | pod container: 2 |
 //!
 //! Lower wins; a collector that errs or does not know hands over to the next. "identity" is
 //! the answers about processes, cgroup inodes and the container list (`ProcessIdentity`,
@@ -23,21 +25,24 @@ pub mod cri;
 pub mod crio;
 pub mod docker;
 pub mod ebpf;
+pub mod ecsfargate;
 pub mod identity;
+pub mod kubelet;
 pub mod metadata;
 pub mod podman;
+pub mod remote;
 pub mod system;
 
 use std::{path::Path, sync::Arc, time::Duration};
 
 use self::{
     containers::ContainerDirectory,
-    containers::ContainerDirectory,
     cri::{CriClient, CriCollector, ProbeError},
     ebpf::EbpfCollector,
     identity::IdentityCollector,
     metadata::{MetadataStore, Source, SourceState},
     podman::PodmanStats,
+    remote::RemoteSource,
     system::SystemCollector,
 };
 use crate::{
@@ -71,6 +76,7 @@ pub struct StatsCollectors {
     system: Arc<SystemCollector>,
     ebpf: Option<Arc<EbpfCollector>>,
     metadata: Arc<MetadataStore>,
+    remote: RemoteSources,
     container_labels: Vec<String>,
     cri: Option<Arc<CriClient>>,
 }
@@ -89,6 +95,36 @@ pub struct RuntimeApis {
     pub podman: Option<ApiSocket>,
     /// The CRI runtime service: pod lookups and CRI-O's stats.
     pub cri: Option<ApiSocket>,
+}
+
+/// The runtimes asked over HTTP by polling (`remote.rs`): their snapshots and states.
+pub struct RemoteSources {
+    pub ecsfargate: Arc<RemoteSource>,
+    pub kubelet: Arc<RemoteSource>,
+}
+
+impl RemoteSources {
+    fn new(store: &Arc<MetadataStore>) -> Self {
+        let source = |s, runtime| Arc::new(RemoteSource::new(s, runtime, Arc::clone(store)));
+        Self {
+            ecsfargate: source(Source::EcsFargate, Some(Runtime::EcsFargate)),
+            kubelet: source(Source::Kubelet, None),
+        }
+    }
+
+    /// The runtime of `id` when a source that lists its containers has it.
+    fn runtime_of(&self, id: &str) -> Option<Runtime> {
+        self.all()
+            .into_iter()
+            .filter(|s| !s.pod_listing_only())
+            .find(|s| s.snapshot().containers.contains_key(id))
+            .and_then(|s| s.runtime)
+    }
+
+    /// Every source, for the container list.
+    pub fn all(&self) -> [&Arc<RemoteSource>; 2] {
+        [&self.ecsfargate, &self.kubelet]
+    }
 }
 
 impl StatsCollectors {
@@ -121,10 +157,13 @@ impl StatsCollectors {
         let ebpf = identity
             .kernel()
             .map(|_| Arc::new(EbpfCollector::new(Arc::clone(&directory), proc_root)));
+        let remote = RemoteSources::new(&metadata);
         let mut factories = vec![
             identity_factory(Arc::new(IdentityCollector::new(Arc::clone(identity)))),
             system_factory(Arc::clone(&system), Arc::clone(&cache)),
             ebpf_factory(ebpf.clone(), Arc::clone(&cache)),
+            ecsfargate_factory(Arc::clone(&remote.ecsfargate)),
+            kubelet_factory(Arc::clone(&remote.kubelet)),
         ];
         if let Some(api) = apis.podman {
             let stats = PodmanStats::new(Arc::clone(&metadata), api.socket, api.timeout);
@@ -149,6 +188,7 @@ impl StatsCollectors {
             system,
             ebpf,
             metadata,
+            remote,
             container_labels,
             cri,
         }
@@ -179,12 +219,29 @@ impl StatsCollectors {
             .collect()
     }
 
-    /// The runtime of container `id`: from its cgroup path, else the CRI runtime's name.
+    /// The runtime of container `id`: from its cgroup path, else from the polled API that
+    /// lists it, else the CRI runtime's name.
     pub fn container_runtime(&self, id: &str) -> Option<Runtime> {
         self.directory
             .entry(id, Duration::ZERO)
             .and_then(|entry| entry.container.runtime)
+            .or_else(|| self.remote.runtime_of(id))
             .or_else(|| self.cri.as_ref().and_then(|c| c.runtime()))
+    }
+
+    /// Where the kubelet stands, for messages.
+    pub fn kubelet_status(&self) -> String {
+        match self.metadata.state(Source::Kubelet) {
+            SourceState::Absent { reason } | SourceState::Down { reason } => reason,
+            SourceState::Disabled => "turned off by --kubelet-url none".to_owned(),
+            SourceState::Starting => "not answered yet".to_owned(),
+            SourceState::Connected => "answers".to_owned(),
+        }
+    }
+
+    /// The runtimes asked by polling.
+    pub fn remote(&self) -> &RemoteSources {
+        &self.remote
     }
 
     /// What the runtimes' APIs say of the containers.
@@ -218,10 +275,13 @@ impl StatsCollectors {
         max_age: Duration,
         collection: &CollectionContext,
     ) -> Result<Option<StatsReport>, ChainError> {
+        // A container without a cgroup here (an ECS Fargate task's) takes the runtime of
+        // the polled API that lists it.
         let runtime = self
             .directory
             .entry(id, max_age)
-            .and_then(|entry| entry.container.runtime);
+            .and_then(|entry| entry.container.runtime)
+            .or_else(|| self.remote.runtime_of(id));
         // A runtime nobody serves yet, or an unknown one: every collector, in order.
         let collector = runtime
             .and_then(|r| {
@@ -456,6 +516,47 @@ fn cri_factory(client: Arc<CriClient>, cache: Arc<Cache>) -> CollectorFactory {
                 },
             );
             Ok(catalog)
+        }),
+    }
+}
+
+/// ECS Fargate's task metadata: stats and network of the task's containers, at Datadog's
+/// priority 0 (on Fargate the cgroups are not visible: this is the only source). Permanent
+/// failure when no endpoint is configured; not yet until it first answers.
+fn ecsfargate_factory(source: Arc<RemoteSource>) -> CollectorFactory {
+    let id = ecsfargate::ID;
+    CollectorFactory {
+        id,
+        constructor: Box::new(move || {
+            source.readiness()?;
+            let offer = Collectors {
+                stats: reference(source.clone(), 0, id),
+                network: reference(source.clone(), 0, id),
+                ..Collectors::default()
+            };
+            Ok([(
+                RuntimeMetadata::new(Runtime::EcsFargate, Flavor::Default),
+                offer,
+            )]
+            .into_iter()
+            .collect())
+        }),
+    }
+}
+
+/// The kubelet's pods: a pod container's id, at Datadog's priority 2 (lowest, with CRI:
+/// the container runtimes' own answers come first).
+fn kubelet_factory(source: Arc<RemoteSource>) -> CollectorFactory {
+    let id = kubelet::ID;
+    CollectorFactory {
+        id,
+        constructor: Box::new(move || {
+            source.readiness()?;
+            let offer = Collectors {
+                container_id_for_pod_uid_and_name: reference(source.clone(), 2, id),
+                ..Collectors::default()
+            };
+            Ok(for_every_runtime(&offer))
         }),
     }
 }

@@ -11,6 +11,7 @@ pub mod cri;
 pub mod daemon;
 pub mod docker;
 pub mod dockerd;
+pub mod fake_api;
 mod host;
 pub mod http;
 pub mod manifest;
