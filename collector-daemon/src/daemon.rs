@@ -19,7 +19,7 @@ use crate::{
     cgroupfs::CgroupLayout,
     collectors::{
         ApiSocket, RuntimeApis, StatsCollectors, containerd, crio, docker, ecsfargate, kubelet,
-        metadata::{MetadataStore, Source, SourceState},
+        metadata::{Source, SourceState},
         podman,
         remote::{PollTiming, RemoteSource},
     },

@@ -427,6 +427,7 @@ pub fn container_meta(container: Container) -> (String, ContainerMeta) {
         runtime_namespace: None,
         created: nanos_time(created_at),
         started: None,
+        pod: None,
     };
     (id, meta)
 }

@@ -71,6 +71,7 @@ impl ContainerInfo {
                 .filter(|ns| *ns > 0)
                 .and_then(|ns| UNIX_EPOCH.checked_add(Duration::from_nanos(ns))),
             started: None::<SystemTime>,
+            pod: None,
         }
     }
 }

@@ -179,6 +179,7 @@ pub fn snapshot<S: std::hash::BuildHasher>(
                 runtime_namespace: None,
                 created: c.created_at.as_deref().and_then(time),
                 started: c.started_at.as_deref().and_then(time),
+                pod: None,
             };
             let remote = RemoteContainer {
                 meta,

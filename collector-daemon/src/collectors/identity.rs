@@ -146,8 +146,13 @@ mod tests {
     #[test]
     fn is_the_one_identity_collector_of_every_runtime() {
         let identity = procfs_identity();
-        let collectors =
-            StatsCollectors::start(&identity, Path::new("/proc"), 16, Vec::new(), RuntimeApis::default());
+        let collectors = StatsCollectors::start(
+            &identity,
+            Path::new("/proc"),
+            16,
+            Vec::new(),
+            RuntimeApis::default(),
+        );
         let provider = collectors.provider();
         let meta = provider.meta();
         let chains = meta.chains().describe();

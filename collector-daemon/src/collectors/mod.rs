@@ -173,9 +173,13 @@ impl StatsCollectors {
                 Arc::clone(&cache),
             ));
         }
-        let cri = apis
-            .cri
-            .map(|api| Arc::new(CriClient::new(api.socket, api.timeout, Arc::clone(&metadata))));
+        let cri = apis.cri.map(|api| {
+            Arc::new(CriClient::new(
+                api.socket,
+                api.timeout,
+                Arc::clone(&metadata),
+            ))
+        });
         match &cri {
             Some(client) => factories.push(cri_factory(Arc::clone(client), cache)),
             None => {

@@ -52,8 +52,13 @@ fn the_provider_goes_past_collectors_that_do_not_know_or_fail() {
             exited_grace: Duration::from_mins(1),
         },
     ));
-    let collectors =
-        StatsCollectors::start(&identity, proc_root, DEFAULT_MAX_OPEN, Vec::new(), RuntimeApis::default());
+    let collectors = StatsCollectors::start(
+        &identity,
+        proc_root,
+        DEFAULT_MAX_OPEN,
+        Vec::new(),
+        RuntimeApis::default(),
+    );
     let provider = collectors.provider();
 
     // A multi-threaded process in a Docker-shaped cgroup: the daemon binary itself, serving
