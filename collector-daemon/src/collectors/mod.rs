@@ -10,6 +10,8 @@
 //! | `cri` (CRI runtime service) | 2 (CRI-O only) | – | – | – | – | pod lookups: 0 |
 //! | `ecsfargate` (task metadata v4), ECS Fargate only | 0 | – | 0 | – | – | – |
 //! | `kubelet` (`/pods`) | – | – | – | – | – | pod container: 2 |
+//! | `containerd` (task metrics): containerd's Kata flavor | 0 | – | – | – | – | – |
+//! | `containerd` (task metrics): containerd, default flavor | 3 | – | – | – | – | – |
 //!
 //! Lower wins; a collector that errs or does not know hands over to the next. "identity" is
 //! the answers about processes, cgroup inodes and the container list (`ProcessIdentity`,
@@ -20,6 +22,7 @@
 //! containerd, ...) come later, and join the meta collector with pod UID and container name
 //! lookups.
 pub mod containerd;
+pub mod containerd_tasks;
 pub mod containers;
 pub mod cri;
 pub mod crio;
@@ -36,6 +39,7 @@ pub mod system;
 use std::{path::Path, sync::Arc, time::Duration};
 
 use self::{
+    containerd_tasks::TaskMetrics,
     containers::ContainerDirectory,
     cri::{CriClient, CriCollector, ProbeError},
     ebpf::EbpfCollector,
@@ -63,8 +67,11 @@ const NAMESPACE: &str = "";
 pub struct StatsReport {
     /// The container.
     pub container_id: String,
-    /// Its runtime, when its cgroup path tells it.
+    /// Its runtime, when its cgroup path tells it (or, for a container without one, the
+    /// runtime API that lists it).
     pub runtime: Option<Runtime>,
+    /// How that runtime runs it (Kata: in a VM, whose cgroups the host cannot read).
+    pub flavor: Flavor,
     /// The provider's answer.
     pub full: FullStats,
 }
@@ -95,6 +102,8 @@ pub struct RuntimeApis {
     pub podman: Option<ApiSocket>,
     /// The CRI runtime service: pod lookups and CRI-O's stats.
     pub cri: Option<ApiSocket>,
+    /// containerd's task service: stats of Kata containers (and of others, after cgroupfs).
+    pub containerd: Option<ApiSocket>,
 }
 
 /// The runtimes asked over HTTP by polling (`remote.rs`): their snapshots and states.
@@ -173,6 +182,14 @@ impl StatsCollectors {
                 Arc::clone(&cache),
             ));
         }
+        if let Some(api) = apis.containerd {
+            let tasks = TaskMetrics::new(api.socket, api.timeout, Arc::clone(&metadata));
+            factories.push(containerd_tasks_factory(
+                Arc::new(tasks),
+                Arc::clone(&metadata),
+                Arc::clone(&cache),
+            ));
+        }
         let cri = apis.cri.map(|api| {
             Arc::new(CriClient::new(
                 api.socket,
@@ -233,6 +250,34 @@ impl StatsCollectors {
             .or_else(|| self.cri.as_ref().and_then(|c| c.runtime()))
     }
 
+    /// The runtime of container `id` and how it runs it: the runtime from its cgroup path,
+    /// else from the polled API that lists it, else containerd when containerd lists it (a
+    /// Kata container has no cgroup here); the flavor from containerd's runtime (shim) name.
+    pub fn runtime_metadata(&self, id: &str, max_age: Duration) -> (Option<Runtime>, Flavor) {
+        let from_cgroup = self
+            .directory
+            .entry(id, max_age)
+            .and_then(|entry| entry.container.runtime);
+        self.runtime_and_flavor(id, from_cgroup)
+    }
+
+    /// As [`Self::runtime_metadata`], given the runtime its cgroup path tells.
+    pub fn runtime_and_flavor(
+        &self,
+        id: &str,
+        from_cgroup: Option<Runtime>,
+    ) -> (Option<Runtime>, Flavor) {
+        let containerd = self.metadata.get_from(Source::Containerd, id);
+        let runtime = from_cgroup
+            .or_else(|| self.remote.runtime_of(id))
+            .or_else(|| containerd.is_some().then_some(Runtime::Containerd));
+        let flavor = match (runtime, containerd) {
+            (Some(Runtime::Containerd), Some(meta)) => meta.flavor,
+            _ => Flavor::Default,
+        };
+        (runtime, flavor)
+    }
+
     /// Where the kubelet stands, for messages.
     pub fn kubelet_status(&self) -> String {
         match self.metadata.state(Source::Kubelet) {
@@ -279,25 +324,19 @@ impl StatsCollectors {
         max_age: Duration,
         collection: &CollectionContext,
     ) -> Result<Option<StatsReport>, ChainError> {
-        // A container without a cgroup here (an ECS Fargate task's) takes the runtime of
-        // the polled API that lists it.
-        let runtime = self
-            .directory
-            .entry(id, max_age)
-            .and_then(|entry| entry.container.runtime)
-            .or_else(|| self.remote.runtime_of(id));
+        // A container without a cgroup here (an ECS Fargate task's, a Kata container) takes
+        // the runtime of the API that lists it.
+        let (runtime, flavor) = self.runtime_metadata(id, max_age);
         // A runtime nobody serves yet, or an unknown one: every collector, in order.
         let collector = runtime
-            .and_then(|r| {
-                self.provider
-                    .collector(RuntimeMetadata::new(r, Flavor::Default))
-            })
+            .and_then(|r| self.provider.collector(RuntimeMetadata::new(r, flavor)))
             .unwrap_or_else(|| self.provider.collector_any());
         Ok(collector
             .collection_full_stats(NAMESPACE, id, max_age, collection)?
             .map(|full| StatsReport {
                 container_id: id.to_owned(),
                 runtime,
+                flavor,
                 full,
             }))
     }
@@ -472,6 +511,46 @@ fn podman_factory(
             SourceState::Absent { reason } => Err(ConstructError::permanent(reason)),
             SourceState::Disabled => Err(ConstructError::permanent("Podman is turned off")),
             SourceState::Starting => Err(ConstructError::not_yet("Podman not listed yet")),
+            SourceState::Down { reason } => Err(ConstructError::not_yet(reason)),
+        }),
+    }
+}
+
+/// containerd's task metrics: the only stats of Kata containers (priority 0 for
+/// containerd's kata flavor: their cgroups are in the VM), and a last resort for containerd's
+/// other containers (priority 3, after cgroupfs, eBPF and the runtime APIs at 2): a gRPC call
+/// per container costs far more than reading the cgroup files. The metadata watcher's state
+/// decides, as for Podman: constructed once it listed the containers (whose namespaces the
+/// calls need), "not yet" while it starts or containerd is down, a permanent failure when
+/// there is no socket.
+fn containerd_tasks_factory(
+    tasks: Arc<TaskMetrics>,
+    metadata: Arc<MetadataStore>,
+    cache: Arc<Cache>,
+) -> CollectorFactory {
+    let id = containerd_tasks::ID;
+    CollectorFactory {
+        id,
+        constructor: Box::new(move || match metadata.state(Source::Containerd) {
+            SourceState::Connected => {
+                let offer = |priority| Collectors {
+                    stats: reference(tasks.clone(), priority, id),
+                    ..Collectors::default()
+                };
+                Ok(CollectorCatalog::from([
+                    (
+                        RuntimeMetadata::new(Runtime::Containerd, Flavor::Kata),
+                        make_cached(id, &cache, &offer(0)),
+                    ),
+                    (
+                        RuntimeMetadata::new(Runtime::Containerd, Flavor::Default),
+                        make_cached(id, &cache, &offer(3)),
+                    ),
+                ]))
+            }
+            SourceState::Absent { reason } => Err(ConstructError::permanent(reason)),
+            SourceState::Disabled => Err(ConstructError::permanent("containerd is turned off")),
+            SourceState::Starting => Err(ConstructError::not_yet("containerd not listed yet")),
             SourceState::Down { reason } => Err(ConstructError::not_yet(reason)),
         }),
     }
