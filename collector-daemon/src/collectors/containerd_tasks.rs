@@ -800,6 +800,7 @@ mod tests {
     }
 
     #[test]
+    #[expect(clippy::too_many_lines, reason = "one literal message and its whole mapping")]
     fn v1_metrics_map_as_the_system_collector_reads_the_files() {
         let mib = 1 << 20;
         let v1 = v1::Metrics {
@@ -962,6 +963,7 @@ mod tests {
     }
 
     #[test]
+    #[expect(clippy::too_many_lines, reason = "one literal message and its whole mapping")]
     fn v2_metrics_are_converted_to_nanoseconds_and_limits() {
         let v2 = v2::Metrics {
             pids: Some(v2::PidsStat {

@@ -659,6 +659,61 @@ mod tests {
         podman_factory(Arc::new(collector), metadata, Arc::new(Cache::default()))
     }
 
+    fn containerd_tasks_factory_in(state: SourceState) -> CollectorFactory {
+        let metadata = Arc::new(MetadataStore::default());
+        metadata.set_state(Source::Containerd, state);
+        let tasks = TaskMetrics::new(
+            "/nonexistent/containerd.sock".into(),
+            Duration::from_secs(1),
+            Arc::clone(&metadata),
+        );
+        containerd_tasks_factory(Arc::new(tasks), metadata, Arc::new(Cache::default()))
+    }
+
+    #[test]
+    fn containerd_task_metrics_lead_for_kata_and_follow_cgroupfs_otherwise() {
+        let mut connected = containerd_tasks_factory_in(SourceState::Connected);
+        let catalog = (connected.constructor)().expect("constructed once listed");
+        let kata = RuntimeMetadata::new(Runtime::Containerd, Flavor::Kata);
+        let default = RuntimeMetadata::new(Runtime::Containerd, Flavor::Default);
+        assert_eq!(
+            catalog.keys().copied().collect::<Vec<_>>(),
+            [default, kata]
+        );
+        let link = |runtime| {
+            let stats: &CollectorRef<_> = catalog[&runtime].stats.as_ref().expect("a stats link");
+            (stats.id, stats.priority)
+        };
+        assert_eq!(link(kata), (containerd_tasks::ID, 0));
+        assert_eq!(link(default), (containerd_tasks::ID, 3));
+        assert!(catalog[&kata].io.is_none() && catalog[&kata].network.is_none());
+
+        for (state, permanent) in [
+            (SourceState::Starting, false),
+            (
+                SourceState::Down {
+                    reason: "refused".into(),
+                },
+                false,
+            ),
+            (
+                SourceState::Absent {
+                    reason: "no socket".into(),
+                },
+                true,
+            ),
+            (SourceState::Disabled, true),
+        ] {
+            let mut factory = containerd_tasks_factory_in(state.clone());
+            let error = (factory.constructor)().expect_err("not constructed");
+            assert_eq!(
+                matches!(error, ConstructError::Permanent(_)),
+                permanent,
+                "{state:?}: {error}"
+            );
+        }
+    }
+
     #[test]
     fn podman_stats_follow_the_watchers_state() {
         let mut connected = podman_factory_in(SourceState::Connected);
