@@ -515,7 +515,9 @@ pub fn container_meta(namespace: &str, container: Container) -> (String, Contain
         created: created_at.as_ref().and_then(system_time),
         started: None,
         pod: None,
-        flavor: runtime.map_or(Flavor::Default, |r| super::containerd_tasks::flavor(&r.name)),
+        flavor: runtime.map_or(Flavor::Default, |r| {
+            super::containerd_tasks::flavor(&r.name)
+        }),
     };
     (id, meta)
 }

@@ -66,7 +66,9 @@ pub fn flavor(runtime: &str) -> Flavor {
 pub enum TaskMetricsError {
     #[error(transparent)]
     Api(#[from] WatchError),
-    #[error("containerd's metrics of task {id} are of type {type_url:?}, neither cgroup v1's nor v2's")]
+    #[error(
+        "containerd's metrics of task {id} are of type {type_url:?}, neither cgroup v1's nor v2's"
+    )]
     UnknownType { id: String, type_url: String },
     #[error("cannot decode containerd's {type_url} metrics of task {id}")]
     Decode {
@@ -156,7 +158,11 @@ impl TaskMetrics {
         })
         .await;
         match result {
-            Ok(response) => Ok(response.into_inner().metrics.into_iter().find(|m| m.id == id)),
+            Ok(response) => Ok(response
+                .into_inner()
+                .metrics
+                .into_iter()
+                .find(|m| m.id == id)),
             Err(error) => {
                 // A broken connection is made afresh at the next call.
                 if matches!(
@@ -800,7 +806,10 @@ mod tests {
     }
 
     #[test]
-    #[expect(clippy::too_many_lines, reason = "one literal message and its whole mapping")]
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one literal message and its whole mapping"
+    )]
     fn v1_metrics_map_as_the_system_collector_reads_the_files() {
         let mib = 1 << 20;
         let v1 = v1::Metrics {
@@ -963,7 +972,10 @@ mod tests {
     }
 
     #[test]
-    #[expect(clippy::too_many_lines, reason = "one literal message and its whole mapping")]
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one literal message and its whole mapping"
+    )]
     fn v2_metrics_are_converted_to_nanoseconds_and_limits() {
         let v2 = v2::Metrics {
             pids: Some(v2::PidsStat {
@@ -1094,10 +1106,7 @@ mod tests {
                 ..ContainerStats::default()
             }
         );
-        let windows = decode(&metric(
-            "io.microsoft.hcsshim.stats.v1.Statistics",
-            vec![],
-        ));
+        let windows = decode(&metric("io.microsoft.hcsshim.stats.v1.Statistics", vec![]));
         assert!(
             matches!(&windows, Err(TaskMetricsError::UnknownType { type_url, .. }) if type_url.starts_with("io.microsoft")),
             "{windows:?}"
@@ -1119,6 +1128,9 @@ mod tests {
             store,
         );
         assert_eq!(tasks.container_stats("", "web", Duration::ZERO), Ok(None));
-        assert_eq!(tasks.container_stats("", "bad id\n", Duration::ZERO), Ok(None));
+        assert_eq!(
+            tasks.container_stats("", "bad id\n", Duration::ZERO),
+            Ok(None)
+        );
     }
 }

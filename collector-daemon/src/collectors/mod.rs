@@ -676,10 +676,7 @@ mod tests {
         let catalog = (connected.constructor)().expect("constructed once listed");
         let kata = RuntimeMetadata::new(Runtime::Containerd, Flavor::Kata);
         let default = RuntimeMetadata::new(Runtime::Containerd, Flavor::Default);
-        assert_eq!(
-            catalog.keys().copied().collect::<Vec<_>>(),
-            [default, kata]
-        );
+        assert_eq!(catalog.keys().copied().collect::<Vec<_>>(), [default, kata]);
         let link = |runtime| {
             let stats: &CollectorRef<_> = catalog[&runtime].stats.as_ref().expect("a stats link");
             (stats.id, stats.priority)

@@ -189,8 +189,8 @@ state = "{state}"
             dirs.extend(std::env::split_paths(
                 &std::env::var_os("PATH").unwrap_or_default(),
             ));
-            let path = std::env::join_paths(dirs)
-                .map_err(|e| format!("{}: {e}", prefix.display()))?;
+            let path =
+                std::env::join_paths(dirs).map_err(|e| format!("{}: {e}", prefix.display()))?;
             cmd.env("PATH", path);
         }
         // Stopped by the guard; SIGTERM from the kernel if this thread dies first.

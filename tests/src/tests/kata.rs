@@ -224,9 +224,11 @@ fn a_kata_container_has_containerd_task_metrics_and_a_runc_one_cgroupfs_stats() 
 
     // Stats from the task metrics once the collector is registered (it waits for
     // containerd's first list).
-    let body = wait_for("the Kata container's stats from containerd", TIMEOUT, || {
-        Some(stats(&daemon, &kata_id)).filter(|b| b["sources"]["cpu"] == "containerd")
-    });
+    let body = wait_for(
+        "the Kata container's stats from containerd",
+        TIMEOUT,
+        || Some(stats(&daemon, &kata_id)).filter(|b| b["sources"]["cpu"] == "containerd"),
+    );
     assert_eq!(body["flavor"], "kata", "{body}");
     assert_eq!(body["runtime"], "containerd", "{body}");
     for section in ["cpu", "memory", "pid"] {
@@ -253,13 +255,22 @@ fn a_kata_container_has_containerd_task_metrics_and_a_runc_one_cgroupfs_stats() 
     eprintln!(
         "kata container: memory {memory} B (ctr {} B, cgroup {} B), cpu {cpu} ns (ctr {}..{}, \
          cgroup {}..{}), tasks {pids} (ctr {}, cgroup {})",
-        ctr_after.0, files_after.0, ctr_before.1, ctr_after.1, files_before.1, files_after.1,
-        ctr_after.2, files_after.2
+        ctr_after.0,
+        files_after.0,
+        ctr_before.1,
+        ctr_after.1,
+        files_before.1,
+        files_after.1,
+        ctr_after.2,
+        files_after.2
     );
     assert_eq!(body["sources"]["cpu"], "containerd", "{body}");
     assert!(memory > 0, "{body}");
     assert!(close(memory, ctr_after.0), "{memory} vs ctr {ctr_after:?}");
-    assert!(close(memory, files_after.0), "{memory} vs files {files_after:?}");
+    assert!(
+        close(memory, files_after.0),
+        "{memory} vs files {files_after:?}"
+    );
     assert!(
         ctr_before.1 <= cpu && cpu <= ctr_after.1,
         "{cpu} vs ctr {ctr_before:?}..{ctr_after:?}"
@@ -313,7 +324,10 @@ fn a_kata_container_has_containerd_task_metrics_and_a_runc_one_cgroupfs_stats() 
     assert_eq!(runc_body["flavor"], "default", "{runc_body}");
     assert_eq!(runc_body["runtime"], "containerd", "{runc_body}");
     for section in ["cpu", "memory", "pid"] {
-        assert_eq!(runc_body["sources"][section], "system", "{section}: {runc_body}");
+        assert_eq!(
+            runc_body["sources"][section], "system",
+            "{section}: {runc_body}"
+        );
     }
     let (runc_memory, _, runc_pids) = answered(&runc_body);
     let runc_files = cgroup_values(&runc_cgroup);
@@ -369,11 +383,7 @@ fn real_task_metrics_bytes_decode_to_the_cgroup_values() {
         containerd_tasks::V2_METRICS
     };
     assert_eq!(data.type_url, expected);
-    eprintln!(
-        "real {} payload: {} bytes",
-        data.type_url,
-        data.value.len()
-    );
+    eprintln!("real {} payload: {} bytes", data.type_url, data.value.len());
     let stats = containerd_tasks::decode(&metric).expect("decoding containerd's payload");
     let files = cgroup_values(&cgroup);
     let memory = stats.memory.as_ref().expect("memory");
