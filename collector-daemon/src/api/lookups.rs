@@ -304,7 +304,7 @@ pub(super) async fn containers(State(state): State<Arc<ApiState>>) -> Result<Res
                     .collectors
                     .runtime_and_flavor(&body.container_id, view.container.runtime);
                 body.runtime = runtime.map(|r| r.as_str().to_owned());
-                body.flavor = flavor_name(flavor).to_owned();
+                flavor_name(flavor).clone_into(&mut body.flavor);
                 body
             })
             .collect();
