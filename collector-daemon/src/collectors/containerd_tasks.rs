@@ -116,6 +116,11 @@ impl TaskMetrics {
         }
     }
 
+    /// The socket it calls.
+    pub fn socket(&self) -> &std::path::Path {
+        &self.socket
+    }
+
     async fn channel(&self) -> Result<Channel, WatchError> {
         let cached = self
             .channel

@@ -548,7 +548,11 @@ fn containerd_tasks_factory(
                     ),
                 ]))
             }
-            SourceState::Absent { reason } => Err(ConstructError::permanent(reason)),
+            // The watcher logged its own reason once; this one names the socket differently.
+            SourceState::Absent { .. } => Err(ConstructError::permanent(format!(
+                "containerd's socket {} was absent at start: no task metrics",
+                tasks.socket().display()
+            ))),
             SourceState::Disabled => Err(ConstructError::permanent("containerd is turned off")),
             SourceState::Starting => Err(ConstructError::not_yet("containerd not listed yet")),
             SourceState::Down { reason } => Err(ConstructError::not_yet(reason)),
