@@ -100,6 +100,7 @@ impl RunOptions {
         RuntimeApis {
             podman: api(&self.podman_socket),
             cri: api(&self.cri_socket),
+            containerd: api(&self.containerd_socket),
         }
     }
 }

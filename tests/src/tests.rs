@@ -14,6 +14,7 @@ mod fake_runtimes;
 mod fallback;
 mod faults;
 mod image;
+mod kata;
 mod kernel_counters;
 mod kernel_map;
 mod kubernetes_metrics;

@@ -16,7 +16,7 @@ use axum::{
 use super::{
     MAX_BATCH, MAX_BODY_BYTES, PID_MAX_LIMIT,
     routes::{ApiError, ApiState, blocking, excerpt, json, meta_body, path_param},
-    schema::{ContainerBody, InodeBody, PidBody},
+    schema::{ContainerBody, InodeBody, PidBody, flavor_name},
     server::PeerCredentials,
 };
 use crate::{
@@ -298,6 +298,13 @@ pub(super) async fn containers(State(state): State<Arc<ApiState>>) -> Result<Res
             .map(|view| {
                 let mut body = ContainerBody::from(view);
                 body.meta = meta_body(&state, Some(&body.container_id));
+                // A container whose cgroup path names no runtime (a Kata container, a `ctr`
+                // one) takes containerd's when containerd lists it, and its flavor.
+                let (runtime, flavor) = state
+                    .collectors
+                    .runtime_and_flavor(&body.container_id, view.container.runtime);
+                body.runtime = runtime.map(|r| r.as_str().to_owned());
+                flavor_name(flavor).clone_into(&mut body.flavor);
                 body
             })
             .collect();

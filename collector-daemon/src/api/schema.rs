@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     collectors::{StatsReport, metadata::ContainerMeta},
     identity::{CgroupAnswer, CgroupRef, ContainerView, ProcessAnswer},
+    provider::Flavor,
 };
 
 /// What the runtimes' APIs (Docker, containerd) say of a container, in every answer that
@@ -186,6 +187,15 @@ impl From<&CgroupRef> for CgroupBody {
     }
 }
 
+/// A flavor as the API names it: "default" (Datadog's is "") or "kata".
+#[must_use]
+pub fn flavor_name(flavor: Flavor) -> &'static str {
+    match flavor {
+        Flavor::Default => "default",
+        Flavor::Kata => flavor.as_str(),
+    }
+}
+
 /// An element of `GET /v1/containers`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerBody {
@@ -274,6 +284,10 @@ pub struct StatsBody {
     pub container_id: String,
     /// Its runtime when known.
     pub runtime: Option<String>,
+    /// "default", or "kata" for Kata Containers (their stats come from containerd's task
+    /// metrics: the host's cgroups do not show them).
+    #[serde(default)]
+    pub flavor: String,
     /// Name, image, labels and pod from the runtimes' APIs.
     #[serde(flatten)]
     pub meta: RuntimeMetaBody,
@@ -288,6 +302,7 @@ impl StatsBody {
         Self {
             container_id: report.container_id,
             runtime: report.runtime.map(|r| r.as_str().to_owned()),
+            flavor: flavor_name(report.flavor).to_owned(),
             meta,
             full: report.full,
         }

@@ -34,7 +34,10 @@ use prost_types::Timestamp;
 use tokio::sync::mpsc;
 
 use super::metadata::{ContainerMeta, MetadataStore, Source, SourceState};
-use crate::error_chain::{ErrorChain, IfDenied};
+use crate::{
+    error_chain::{ErrorChain, IfDenied},
+    provider::Flavor,
+};
 
 /// How often a socket that is not there is looked for again (one `stat`).
 const ABSENT_POLL: Duration = Duration::from_secs(5);
@@ -501,6 +504,7 @@ pub fn container_meta(namespace: &str, container: Container) -> (String, Contain
         labels,
         image,
         created_at,
+        runtime,
         ..
     } = container;
     let meta = ContainerMeta {
@@ -511,6 +515,9 @@ pub fn container_meta(namespace: &str, container: Container) -> (String, Contain
         created: created_at.as_ref().and_then(system_time),
         started: None,
         pod: None,
+        flavor: runtime.map_or(Flavor::Default, |r| {
+            super::containerd_tasks::flavor(&r.name)
+        }),
     };
     (id, meta)
 }
@@ -526,7 +533,7 @@ fn system_time(timestamp: &Timestamp) -> Option<SystemTime> {
 }
 
 /// `message` for a call in `namespace`.
-fn in_namespace<T>(namespace: &str, message: T) -> Result<Request<T>, WatchError> {
+pub(super) fn in_namespace<T>(namespace: &str, message: T) -> Result<Request<T>, WatchError> {
     let value = MetadataValue::try_from(namespace).map_err(|source| WatchError::Namespace {
         namespace: namespace.to_owned(),
         source,
@@ -536,7 +543,7 @@ fn in_namespace<T>(namespace: &str, message: T) -> Result<Request<T>, WatchError
     Ok(request)
 }
 
-fn status_error(call: &'static str) -> impl Fn(Status) -> WatchError {
+pub(super) fn status_error(call: &'static str) -> impl Fn(Status) -> WatchError {
     move |status| WatchError::Call {
         call,
         code: status.code(),
@@ -559,7 +566,7 @@ fn status_message(status: &Status) -> String {
 }
 
 /// `future`, failing with a timeout after `timeout`.
-async fn bounded<T>(
+pub(super) async fn bounded<T>(
     timeout: Duration,
     call: &'static str,
     future: impl Future<Output = Result<T, WatchError>>,

@@ -425,6 +425,7 @@ pub fn container_meta(container: Container) -> (String, ContainerMeta) {
         image,
         labels: labels.into_iter().collect::<BTreeMap<_, _>>(),
         runtime_namespace: None,
+        flavor: crate::provider::Flavor::Default,
         created: nanos_time(created_at),
         started: None,
         pod: None,

@@ -65,6 +65,7 @@ impl ContainerInfo {
                 .or(self.image_ref.filter(|i| !i.is_empty())),
             labels: self.labels,
             runtime_namespace: None,
+            flavor: crate::provider::Flavor::Default,
             created: self
                 .created_time
                 .and_then(|ns| u64::try_from(ns).ok())

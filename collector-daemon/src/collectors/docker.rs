@@ -441,6 +441,7 @@ pub fn meta_from_inspect(response: ContainerInspectResponse) -> ContainerMeta {
         image: config.image.filter(|i| !i.is_empty()),
         labels: config.labels.unwrap_or_default().into_iter().collect(),
         runtime_namespace: None,
+        flavor: crate::provider::Flavor::Default,
         created: response
             .created
             .as_deref()
@@ -471,6 +472,7 @@ pub fn meta_from_summary(summary: ContainerSummary) -> ContainerMeta {
             .into_iter()
             .collect::<BTreeMap<_, _>>(),
         runtime_namespace: None,
+        flavor: crate::provider::Flavor::Default,
         created: summary
             .created
             .and_then(|s| u64::try_from(s).ok())
@@ -784,6 +786,7 @@ mod tests {
                     ("tier".into(), "front".into()),
                 ]),
                 runtime_namespace: None,
+                flavor: crate::provider::Flavor::Default,
                 created: Some(at(1_714_979_289, 123_456_789)),
                 started: Some(at(1_714_979_290, 500_000_000)),
                 pod: None,

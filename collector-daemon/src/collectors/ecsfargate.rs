@@ -177,6 +177,7 @@ pub fn snapshot<S: std::hash::BuildHasher>(
                 image: c.image,
                 labels: c.labels,
                 runtime_namespace: None,
+                flavor: crate::provider::Flavor::Default,
                 created: c.created_at.as_deref().and_then(time),
                 started: c.started_at.as_deref().and_then(time),
                 pod: None,

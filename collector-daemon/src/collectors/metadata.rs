@@ -18,6 +18,8 @@ use std::{
 
 use dashmap::DashMap;
 
+use crate::provider::Flavor;
+
 /// Label giving a Kubernetes pod's name (set by the kubelet through CRI on every container).
 pub const POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
 /// Label giving a Kubernetes pod's namespace.
@@ -48,6 +50,9 @@ pub struct ContainerMeta {
     pub started: Option<SystemTime>,
     /// The runtime's own pod it belongs to (Podman's `podman pod`), by name.
     pub pod: Option<String>,
+    /// How the runtime runs it: `Kata` when containerd's runtime (shim) for it is Kata's, whose
+    /// containers run in a VM with cgroups the host cannot read.
+    pub flavor: Flavor,
 }
 
 impl ContainerMeta {

@@ -10,6 +10,8 @@
 //! | `cri` (CRI runtime service) | 2 (CRI-O only) | – | – | – | – | pod lookups: 0 |
 //! | `ecsfargate` (task metadata v4), ECS Fargate only | 0 | – | 0 | – | – | – |
 //! | `kubelet` (`/pods`) | – | – | – | – | – | pod container: 2 |
+//! | `containerd` (task metrics): containerd's Kata flavor | 0 | – | – | – | – | – |
+//! | `containerd` (task metrics): containerd, default flavor | 3 | – | – | – | – | – |
 //!
 //! Lower wins; a collector that errs or does not know hands over to the next. "identity" is
 //! the answers about processes, cgroup inodes and the container list (`ProcessIdentity`,
@@ -20,6 +22,7 @@
 //! containerd, ...) come later, and join the meta collector with pod UID and container name
 //! lookups.
 pub mod containerd;
+pub mod containerd_tasks;
 pub mod containers;
 pub mod cri;
 pub mod crio;
@@ -36,6 +39,7 @@ pub mod system;
 use std::{path::Path, sync::Arc, time::Duration};
 
 use self::{
+    containerd_tasks::TaskMetrics,
     containers::ContainerDirectory,
     cri::{CriClient, CriCollector, ProbeError},
     ebpf::EbpfCollector,
@@ -63,8 +67,11 @@ const NAMESPACE: &str = "";
 pub struct StatsReport {
     /// The container.
     pub container_id: String,
-    /// Its runtime, when its cgroup path tells it.
+    /// Its runtime, when its cgroup path tells it (or, for a container without one, the
+    /// runtime API that lists it).
     pub runtime: Option<Runtime>,
+    /// How that runtime runs it (Kata: in a VM, whose cgroups the host cannot read).
+    pub flavor: Flavor,
     /// The provider's answer.
     pub full: FullStats,
 }
@@ -95,6 +102,8 @@ pub struct RuntimeApis {
     pub podman: Option<ApiSocket>,
     /// The CRI runtime service: pod lookups and CRI-O's stats.
     pub cri: Option<ApiSocket>,
+    /// containerd's task service: stats of Kata containers (and of others, after cgroupfs).
+    pub containerd: Option<ApiSocket>,
 }
 
 /// The runtimes asked over HTTP by polling (`remote.rs`): their snapshots and states.
@@ -173,6 +182,14 @@ impl StatsCollectors {
                 Arc::clone(&cache),
             ));
         }
+        if let Some(api) = apis.containerd {
+            let tasks = TaskMetrics::new(api.socket, api.timeout, Arc::clone(&metadata));
+            factories.push(containerd_tasks_factory(
+                Arc::new(tasks),
+                Arc::clone(&metadata),
+                Arc::clone(&cache),
+            ));
+        }
         let cri = apis.cri.map(|api| {
             Arc::new(CriClient::new(
                 api.socket,
@@ -233,6 +250,34 @@ impl StatsCollectors {
             .or_else(|| self.cri.as_ref().and_then(|c| c.runtime()))
     }
 
+    /// The runtime of container `id` and how it runs it: the runtime from its cgroup path,
+    /// else from the polled API that lists it, else containerd when containerd lists it (a
+    /// Kata container has no cgroup here); the flavor from containerd's runtime (shim) name.
+    pub fn runtime_metadata(&self, id: &str, max_age: Duration) -> (Option<Runtime>, Flavor) {
+        let from_cgroup = self
+            .directory
+            .entry(id, max_age)
+            .and_then(|entry| entry.container.runtime);
+        self.runtime_and_flavor(id, from_cgroup)
+    }
+
+    /// As [`Self::runtime_metadata`], given the runtime its cgroup path tells.
+    pub fn runtime_and_flavor(
+        &self,
+        id: &str,
+        from_cgroup: Option<Runtime>,
+    ) -> (Option<Runtime>, Flavor) {
+        let containerd = self.metadata.get_from(Source::Containerd, id);
+        let runtime = from_cgroup
+            .or_else(|| self.remote.runtime_of(id))
+            .or_else(|| containerd.is_some().then_some(Runtime::Containerd));
+        let flavor = match (runtime, containerd) {
+            (Some(Runtime::Containerd), Some(meta)) => meta.flavor,
+            _ => Flavor::Default,
+        };
+        (runtime, flavor)
+    }
+
     /// Where the kubelet stands, for messages.
     pub fn kubelet_status(&self) -> String {
         match self.metadata.state(Source::Kubelet) {
@@ -279,25 +324,19 @@ impl StatsCollectors {
         max_age: Duration,
         collection: &CollectionContext,
     ) -> Result<Option<StatsReport>, ChainError> {
-        // A container without a cgroup here (an ECS Fargate task's) takes the runtime of
-        // the polled API that lists it.
-        let runtime = self
-            .directory
-            .entry(id, max_age)
-            .and_then(|entry| entry.container.runtime)
-            .or_else(|| self.remote.runtime_of(id));
+        // A container without a cgroup here (an ECS Fargate task's, a Kata container) takes
+        // the runtime of the API that lists it.
+        let (runtime, flavor) = self.runtime_metadata(id, max_age);
         // A runtime nobody serves yet, or an unknown one: every collector, in order.
         let collector = runtime
-            .and_then(|r| {
-                self.provider
-                    .collector(RuntimeMetadata::new(r, Flavor::Default))
-            })
+            .and_then(|r| self.provider.collector(RuntimeMetadata::new(r, flavor)))
             .unwrap_or_else(|| self.provider.collector_any());
         Ok(collector
             .collection_full_stats(NAMESPACE, id, max_age, collection)?
             .map(|full| StatsReport {
                 container_id: id.to_owned(),
                 runtime,
+                flavor,
                 full,
             }))
     }
@@ -477,6 +516,50 @@ fn podman_factory(
     }
 }
 
+/// containerd's task metrics: the only stats of Kata containers (priority 0 for
+/// containerd's kata flavor: their cgroups are in the VM), and a last resort for containerd's
+/// other containers (priority 3, after cgroupfs, eBPF and the runtime APIs at 2): a gRPC call
+/// per container costs far more than reading the cgroup files. The metadata watcher's state
+/// decides, as for Podman: constructed once it listed the containers (whose namespaces the
+/// calls need), "not yet" while it starts or containerd is down, a permanent failure when
+/// there is no socket.
+fn containerd_tasks_factory(
+    tasks: Arc<TaskMetrics>,
+    metadata: Arc<MetadataStore>,
+    cache: Arc<Cache>,
+) -> CollectorFactory {
+    let id = containerd_tasks::ID;
+    CollectorFactory {
+        id,
+        constructor: Box::new(move || match metadata.state(Source::Containerd) {
+            SourceState::Connected => {
+                let offer = |priority| Collectors {
+                    stats: reference(tasks.clone(), priority, id),
+                    ..Collectors::default()
+                };
+                Ok(CollectorCatalog::from([
+                    (
+                        RuntimeMetadata::new(Runtime::Containerd, Flavor::Kata),
+                        make_cached(id, &cache, &offer(0)),
+                    ),
+                    (
+                        RuntimeMetadata::new(Runtime::Containerd, Flavor::Default),
+                        make_cached(id, &cache, &offer(3)),
+                    ),
+                ]))
+            }
+            // The watcher logged its own reason once; this one names the socket differently.
+            SourceState::Absent { .. } => Err(ConstructError::permanent(format!(
+                "containerd's socket {} was absent at start: no task metrics",
+                tasks.socket().display()
+            ))),
+            SourceState::Disabled => Err(ConstructError::permanent("containerd is turned off")),
+            SourceState::Starting => Err(ConstructError::not_yet("containerd not listed yet")),
+            SourceState::Down { reason } => Err(ConstructError::not_yet(reason)),
+        }),
+    }
+}
+
 /// The CRI collector: pod lookups for every runtime (they name no container, so no runtime
 /// is known beforehand), and `ListContainerStats` for CRI-O below the system and eBPF
 /// collectors (the seed's cri-o collector; containerd's own API serves containerd). A socket
@@ -578,6 +661,58 @@ mod tests {
             Duration::from_secs(1),
         );
         podman_factory(Arc::new(collector), metadata, Arc::new(Cache::default()))
+    }
+
+    fn containerd_tasks_factory_in(state: SourceState) -> CollectorFactory {
+        let metadata = Arc::new(MetadataStore::default());
+        metadata.set_state(Source::Containerd, state);
+        let tasks = TaskMetrics::new(
+            "/nonexistent/containerd.sock".into(),
+            Duration::from_secs(1),
+            Arc::clone(&metadata),
+        );
+        containerd_tasks_factory(Arc::new(tasks), metadata, Arc::new(Cache::default()))
+    }
+
+    #[test]
+    fn containerd_task_metrics_lead_for_kata_and_follow_cgroupfs_otherwise() {
+        let mut connected = containerd_tasks_factory_in(SourceState::Connected);
+        let catalog = (connected.constructor)().expect("constructed once listed");
+        let kata = RuntimeMetadata::new(Runtime::Containerd, Flavor::Kata);
+        let default = RuntimeMetadata::new(Runtime::Containerd, Flavor::Default);
+        assert_eq!(catalog.keys().copied().collect::<Vec<_>>(), [default, kata]);
+        let link = |runtime| {
+            let stats: &CollectorRef<_> = catalog[&runtime].stats.as_ref().expect("a stats link");
+            (stats.id, stats.priority)
+        };
+        assert_eq!(link(kata), (containerd_tasks::ID, 0));
+        assert_eq!(link(default), (containerd_tasks::ID, 3));
+        assert!(catalog[&kata].io.is_none() && catalog[&kata].network.is_none());
+
+        for (state, permanent) in [
+            (SourceState::Starting, false),
+            (
+                SourceState::Down {
+                    reason: "refused".into(),
+                },
+                false,
+            ),
+            (
+                SourceState::Absent {
+                    reason: "no socket".into(),
+                },
+                true,
+            ),
+            (SourceState::Disabled, true),
+        ] {
+            let mut factory = containerd_tasks_factory_in(state.clone());
+            let error = (factory.constructor)().expect_err("not constructed");
+            assert_eq!(
+                matches!(error, ConstructError::Permanent(_)),
+                permanent,
+                "{state:?}: {error}"
+            );
+        }
     }
 
     #[test]

@@ -395,6 +395,7 @@ impl ListedContainer {
             image: self.image.filter(|i| !i.is_empty()),
             labels: self.labels.unwrap_or_default(),
             runtime_namespace: None,
+            flavor: crate::provider::Flavor::Default,
             created,
             started: self
                 .started_at
@@ -624,6 +625,7 @@ mod tests {
                 image: Some("localhost/collector-test-busybox:latest".into()),
                 labels: BTreeMap::from([("app".into(), "web".into())]),
                 runtime_namespace: None,
+                flavor: crate::provider::Flavor::Default,
                 created: Some(UNIX_EPOCH + Duration::new(1_796_462_123, 181_943_867)),
                 started: Some(UNIX_EPOCH + Duration::from_secs(1_796_462_123)),
                 pod: None,

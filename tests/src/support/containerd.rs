@@ -66,6 +66,9 @@ pub struct Containerd {
     cgroup_prefix: String,
     /// Whether the test stopped or killed it (and has not started it again).
     stopped: bool,
+    /// A directory searched before `$PATH` for shims and `runc` (see
+    /// [`Containerd::start_with_path_prefix`]).
+    path_prefix: Option<PathBuf>,
 }
 
 impl Containerd {
@@ -74,6 +77,19 @@ impl Containerd {
     /// default one. Panics (with containerd's log) when any step fails.
     #[must_use]
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// As [`Containerd::start`], with `dir` first on containerd's `PATH` (which its shims
+    /// inherit): containerd runs runtime `io.containerd.<name>.<version>` with the binary
+    /// `containerd-shim-<name>-<version>` found there, so a test can stand in a shim for a
+    /// runtime that cannot run here. `dir` must outlive the guard (its drop stops containers).
+    #[must_use]
+    pub fn start_with_path_prefix(dir: &Path) -> Self {
+        Self::start_with(Some(dir.to_path_buf()))
+    }
+
+    fn start_with(path_prefix: Option<PathBuf>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("collector-test-")
             .tempdir()
@@ -88,6 +104,7 @@ impl Containerd {
             child: None,
             cgroup_prefix: super::unique_name(),
             stopped: false,
+            path_prefix,
         };
         fs::write(&containerd.config, containerd.config_toml()).expect("writing config.toml");
         containerd.spawn();
@@ -167,6 +184,15 @@ state = "{state}"
             .stdin(Stdio::null())
             .stdout(log.0)
             .stderr(log.1);
+        if let Some(prefix) = &self.path_prefix {
+            let mut dirs = vec![prefix.clone()];
+            dirs.extend(std::env::split_paths(
+                &std::env::var_os("PATH").unwrap_or_default(),
+            ));
+            let path =
+                std::env::join_paths(dirs).map_err(|e| format!("{}: {e}", prefix.display()))?;
+            cmd.env("PATH", path);
+        }
         // Stopped by the guard; SIGTERM from the kernel if this thread dies first.
         super::process::die_with_parent(&mut cmd, libc::SIGTERM);
         let child = cmd
@@ -268,6 +294,21 @@ state = "{state}"
         labels: &[(&str, &str)],
         command: &[&str],
     ) -> CtrContainer {
+        self.run_container_with_runtime(namespace, id, cgroup, None, labels, command)
+    }
+
+    /// As [`Self::run_container_in`], with containerd runtime `runtime` (`ctr run --runtime`,
+    /// e.g. `io.containerd.kata.v2`) instead of runc's.
+    #[must_use]
+    pub fn run_container_with_runtime(
+        &self,
+        namespace: &str,
+        id: &str,
+        cgroup: &str,
+        runtime: Option<&str>,
+        labels: &[(&str, &str)],
+        command: &[&str],
+    ) -> CtrContainer {
         let fifo_dir = self.path.join("fifo").display().to_string();
         let runc_root = self.path.join("runc").display().to_string();
         let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -286,6 +327,9 @@ state = "{state}"
         ];
         for label in &labels {
             args.extend(["--label", label.as_str()]);
+        }
+        if let Some(runtime) = runtime {
+            args.extend(["--runtime", runtime]);
         }
         args.extend([APP_IMAGE, id]);
         args.extend_from_slice(command);
