@@ -79,10 +79,6 @@ pub fn router(state: Arc<ApiState>) -> Router {
             get(super::pods::pod_container),
         )
         .route("/v1/containers", get(containers))
-        .route(
-            "/v1/pod/{pod_uid}/{container_name}",
-            get(super::pods::pod_container),
-        )
         .route("/v1/containers/{id}/stats", get(container_stats))
         .route("/v1/stats", get(all_stats))
         .fallback(not_found)
