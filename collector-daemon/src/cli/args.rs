@@ -152,7 +152,7 @@ pub struct RunArgs {
     /// when CRI does not ("none": do not ask).
     #[arg(long, env = "COLLECTOR_CRIO_SOCKET", default_value = DEFAULT_CRIO_SOCKET)]
     pub crio_socket: String,
-    /// Seconds a runtime API (Docker, containerd, Podman, CRI, ECS, kubelet) has to answer one
+    /// Seconds a runtime API (Docker, containerd, Podman, CRI, ECS, Garden, kubelet) has to answer one
     /// request before it counts as down (the outage is logged once and retried with a
     /// backoff): a runtime that accepts connections and never answers holds only its own
     /// watcher, never the API.
@@ -182,7 +182,7 @@ pub struct RunArgs {
     /// Datadog's `kubelet_tls_verify: false`: for kubelets serving a self-signed certificate).
     #[arg(long, env = "COLLECTOR_KUBELET_TLS_VERIFY", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub kubelet_tls_verify: bool,
-    /// Seconds between two polls of the runtimes without an event stream (ECS, kubelet).
+    /// Seconds between two polls of the runtimes without an event stream (ECS, Garden, kubelet).
     #[arg(long, env = "COLLECTOR_RUNTIME_POLL_INTERVAL", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub runtime_poll_interval: u64,
     /// Runtime labels exported as `container_label_<name>` on the container metrics and
