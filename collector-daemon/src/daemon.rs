@@ -18,10 +18,11 @@ use crate::{
     },
     cgroupfs::CgroupLayout,
     collectors::{
-        ApiSocket, RuntimeApis, StatsCollectors, containerd, crio, docker, ecsfargate, kubelet,
+        ApiSocket, RuntimeApis, StatsCollectors, containerd, crio, docker, ecsfargate, garden,
+        kubelet,
         metadata::{Source, SourceState},
         podman,
-        remote::{PollTiming, RemoteSource},
+        remote::{self, PollTiming, RemoteSource},
     },
     ebpf::{KernelTracker, LoadOptions, loader},
     identity::{Identity, IdentityOptions},
@@ -73,10 +74,16 @@ pub struct RunOptions {
     pub runtime_timeout: Duration,
     /// `--ecs-metadata-uri`: a URL, "auto" or "none".
     pub ecs_metadata_uri: String,
+    /// `--garden-socket`: a socket path, an http:// URL or "none".
+    pub garden_socket: String,
     /// `--kubelet-url`: a URL, "auto" or "none".
     pub kubelet_url: String,
     /// The kubelet's bearer token file; `None` to send none.
     pub kubelet_token_file: Option<PathBuf>,
+    /// The CA the kubelet's HTTPS certificate is checked against; `None`: the system's roots.
+    pub kubelet_ca_file: Option<PathBuf>,
+    /// `--kubelet-tls-verify`: false takes any kubelet certificate.
+    pub kubelet_tls_verify: bool,
     /// Between two polls of ECS and the kubelet.
     pub runtime_poll_interval: Duration,
     /// Runtime labels exported on container metrics and in API answers.
@@ -399,14 +406,35 @@ fn spawn_remote_pollers(
         }
         Err(state) => mark_off(&remote.ecsfargate, state),
     }
+    match garden::endpoint(&options.garden_socket) {
+        Ok(endpoint) => {
+            tasks.spawn(garden::watch(Arc::clone(&remote.garden), endpoint, timing));
+        }
+        Err(state) => mark_off(&remote.garden, state),
+    }
     let token_file = options.kubelet_token_file.clone();
     let token_present = token_file.as_deref().is_some_and(Path::exists);
-    match kubelet::endpoint(&options.kubelet_url, env("NODE_NAME"), token_present) {
-        Ok(endpoint) => {
-            let access = kubelet::KubeletAccess {
+    let trust = kubelet::tls_trust(
+        options.kubelet_tls_verify,
+        options.kubelet_ca_file.as_deref(),
+    );
+    let kubelet = kubelet::endpoint(&options.kubelet_url, env("NODE_NAME"), token_present)
+        .and_then(|endpoint| {
+            let tls = kubelet::tls_config(&endpoint, &trust)?;
+            Ok(kubelet::KubeletAccess {
                 endpoint,
                 token_file,
-            };
+                tls,
+            })
+        });
+    match kubelet {
+        Ok(access) => {
+            if access.endpoint.is_https() && trust == remote::TlsTrust::Unverified {
+                tracing::warn!(
+                    endpoint = %access.endpoint,
+                    "the kubelet's certificate is not checked (--kubelet-tls-verify=false)"
+                );
+            }
             tasks.spawn(kubelet::watch(Arc::clone(&remote.kubelet), access, timing));
         }
         Err(state) => mark_off(&remote.kubelet, state),

@@ -9,8 +9,9 @@ use {
     bytes as _, clap as _, collector_common as _, collector_daemon as _, containerd_client as _,
     dashmap as _, flate2 as _, foldhash as _, futures_util as _, http_body_util as _, hyper as _,
     hyper_util as _, k8s_cri as _, libc as _, log as _, procfs as _, prometheus_client as _,
-    prost as _, prost_types as _, serde as _, serde_json as _, thiserror as _, tokio as _,
-    toml as _, tonic as _, tracing as _, tracing_log as _, tracing_subscriber as _,
+    prost as _, prost_types as _, rustls as _, rustls_native_certs as _, rustls_pki_types as _,
+    serde as _, serde_json as _, thiserror as _, tokio as _, tokio_rustls as _, toml as _,
+    tonic as _, tracing as _, tracing_log as _, tracing_subscriber as _,
 };
 
 fn check_config(config: &Path, env: &[(&str, &str)], flags: &[&str]) -> (bool, String, String) {

@@ -10,6 +10,7 @@ mod cri_pods;
 mod dashboard;
 mod docker;
 mod docker_metadata;
+mod fake_garden;
 mod fake_runtimes;
 mod fallback;
 mod faults;

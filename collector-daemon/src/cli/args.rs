@@ -152,7 +152,7 @@ pub struct RunArgs {
     /// when CRI does not ("none": do not ask).
     #[arg(long, env = "COLLECTOR_CRIO_SOCKET", default_value = DEFAULT_CRIO_SOCKET)]
     pub crio_socket: String,
-    /// Seconds a runtime API (Docker, containerd, Podman, CRI, ECS, kubelet) has to answer one
+    /// Seconds a runtime API (Docker, containerd, Podman, CRI, ECS, Garden, kubelet) has to answer one
     /// request before it counts as down (the outage is logged once and retried with a
     /// backoff): a runtime that accepts connections and never answers holds only its own
     /// watcher, never the API.
@@ -162,15 +162,27 @@ pub struct RunArgs {
     /// ("auto": `ECS_CONTAINER_METADATA_URI_V4` when set; "none": do not ask ECS).
     #[arg(long, env = "COLLECTOR_ECS_METADATA_URI", default_value = "auto")]
     pub ecs_metadata_uri: String,
-    /// kubelet URL to read pods from (`/pods`) ("auto": `https://$NODE_NAME:10250` when
-    /// `NODE_NAME` is set, else `https://localhost:10250` when the token file exists; "none": do
-    /// not ask the kubelet). This build speaks plain HTTP: use the read-only port 10255.
+    /// Cloud Foundry's Garden API: its unix socket, or an http:// URL ("none": do not ask
+    /// Garden). A socket that does not exist at start makes Garden absent for good.
+    #[arg(long, env = "COLLECTOR_GARDEN_SOCKET", default_value = crate::collectors::garden::DEFAULT_SOCKET)]
+    pub garden_socket: String,
+    /// kubelet URL to read pods from (`/pods`), `https://` or `http://` ("auto":
+    /// `https://$NODE_NAME:10250` when `NODE_NAME` is set, else `https://localhost:10250` when
+    /// the token file exists; "none": do not ask the kubelet).
     #[arg(long, env = "COLLECTOR_KUBELET_URL", default_value = "auto")]
     pub kubelet_url: String,
     /// File with the bearer token sent to the kubelet ("none": send none).
     #[arg(long, env = "COLLECTOR_KUBELET_TOKEN_FILE", default_value = crate::collectors::kubelet::DEFAULT_TOKEN_FILE)]
     pub kubelet_token_file: String,
-    /// Seconds between two polls of the runtimes without an event stream (ECS, kubelet).
+    /// CA certificates (PEM) the kubelet's HTTPS certificate is checked against; the default
+    /// is used where it exists ("none", or the default missing: the system's roots).
+    #[arg(long, env = "COLLECTOR_KUBELET_CA_FILE", default_value = crate::collectors::kubelet::DEFAULT_CA_FILE)]
+    pub kubelet_ca_file: String,
+    /// Check the kubelet's HTTPS certificate (`--kubelet-tls-verify=false` takes any, as
+    /// Datadog's `kubelet_tls_verify: false`: for kubelets serving a self-signed certificate).
+    #[arg(long, env = "COLLECTOR_KUBELET_TLS_VERIFY", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub kubelet_tls_verify: bool,
+    /// Seconds between two polls of the runtimes without an event stream (ECS, Garden, kubelet).
     #[arg(long, env = "COLLECTOR_RUNTIME_POLL_INTERVAL", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub runtime_poll_interval: u64,
     /// Runtime labels exported as `container_label_<name>` on the container metrics and
@@ -217,8 +229,11 @@ impl RunArgs {
             crio_socket: socket_option(&self.crio_socket),
             runtime_timeout: Duration::from_secs(self.runtime_timeout),
             ecs_metadata_uri: self.ecs_metadata_uri.clone(),
+            garden_socket: self.garden_socket.clone(),
             kubelet_url: self.kubelet_url.clone(),
             kubelet_token_file: socket_option(&self.kubelet_token_file),
+            kubelet_ca_file: socket_option(&self.kubelet_ca_file),
+            kubelet_tls_verify: self.kubelet_tls_verify,
             runtime_poll_interval: Duration::from_secs(self.runtime_poll_interval),
             container_labels: self
                 .container_labels

@@ -154,10 +154,10 @@ pub async fn watch(source: Arc<RemoteSource>, endpoint: Endpoint, timing: PollTi
 }
 
 async fn fetch(endpoint: &Endpoint, timing: PollTiming) -> Result<Snapshot, HttpError> {
-    let task: Task = remote::get_json(endpoint, "/task", None, timing.timeout).await?;
+    let task: Task = remote::get_json(endpoint, "/task", timing.timeout).await?;
     // A stats value is `null` for a container that has not started yet.
     let stats: HashMap<String, Option<DockerStats>> =
-        remote::get_json(endpoint, "/task/stats", None, timing.timeout).await?;
+        remote::get_json(endpoint, "/task/stats", timing.timeout).await?;
     Ok(snapshot(task, stats))
 }
 

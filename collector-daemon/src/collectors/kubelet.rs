@@ -2,12 +2,19 @@
 //! status's `containerID` (`<runtime>://<id>`) joined to its pod's UID and the container's
 //! name, with the pod's labels. Asked with the service account's token as
 //! `Authorization: Bearer` (the kubelet authorizes `nodes/proxy`); the read-only port
-//! (10255) needs none.
+//! (10255) needs none. HTTPS (the kubelet's port 10250) is checked against the cluster's CA
+//! (the service account's `ca.crt`, as Datadog's `kubelet_client_ca`), or not at all with
+//! `--kubelet-tls-verify=false` (Datadog's `kubelet_tls_verify: false`: kubelets serve a
+//! self-signed certificate unless serving certificates are turned on).
 //!
 //! Labels given to a container are the pod's, plus the `io.kubernetes.*` labels the
 //! kubelet sets through CRI (pod name, namespace, UID, container name), so that a container
 //! known only to the kubelet carries the same pod identity as one a runtime told of.
-use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use serde::Deserialize;
 
@@ -17,8 +24,8 @@ use super::{
         SourceState,
     },
     remote::{
-        self, Endpoint, HttpError, PodContainer, PollTiming, RemoteContainer, RemoteSource,
-        Snapshot,
+        self, Access, Endpoint, HttpError, PodContainer, PollTiming, RemoteContainer, RemoteSource,
+        Snapshot, TlsConfig, TlsTrust,
     },
 };
 
@@ -26,6 +33,8 @@ use super::{
 pub const ID: &str = "kubelet";
 /// Where Kubernetes mounts a pod's service-account token.
 pub const DEFAULT_TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+/// Where Kubernetes mounts the cluster's CA beside it.
+pub const DEFAULT_CA_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
 
 /// `PodList` (the fields used).
 #[derive(Debug, Default, Deserialize)]
@@ -75,6 +84,33 @@ pub struct KubeletAccess {
     pub endpoint: Endpoint,
     /// File holding the bearer token; read at every poll (tokens are rotated).
     pub token_file: Option<PathBuf>,
+    /// For an HTTPS endpoint.
+    pub tls: Option<TlsConfig>,
+}
+
+/// How the kubelet's certificate is checked: `--kubelet-tls-verify` off takes any; else the
+/// `--kubelet-ca-file` ("none" or the default one missing: the system's roots).
+pub fn tls_trust(verify: bool, ca_file: Option<&Path>) -> TlsTrust {
+    match ca_file {
+        _ if !verify => TlsTrust::Unverified,
+        Some(path) if path != Path::new(DEFAULT_CA_FILE) || path.exists() => {
+            TlsTrust::CaFile(path.to_owned())
+        }
+        _ => TlsTrust::System,
+    }
+}
+
+/// The TLS settings of an HTTPS `endpoint` (`None` for plain HTTP), or the state the source
+/// is in when they cannot be made (an unreadable CA file: permanent, a restart is needed).
+pub fn tls_config(endpoint: &Endpoint, trust: &TlsTrust) -> Result<Option<TlsConfig>, SourceState> {
+    if !endpoint.is_https() {
+        return Ok(None);
+    }
+    TlsConfig::new(trust)
+        .map(Some)
+        .map_err(|e| SourceState::Absent {
+            reason: format!("kubelet TLS: {}", crate::error_chain::ErrorChain(&e)),
+        })
 }
 
 /// Why a poll failed.
@@ -135,8 +171,12 @@ async fn fetch(access: &KubeletAccess, timing: PollTiming) -> Result<Snapshot, K
         ),
         None => None,
     };
+    let request = Access {
+        bearer: token,
+        tls: access.tls.clone(),
+    };
     let pods: PodList =
-        remote::get_json(&access.endpoint, "/pods", token.as_deref(), timing.timeout).await?;
+        remote::get_json_with(&access.endpoint, "/pods", &request, timing.timeout).await?;
     Ok(snapshot(pods))
 }
 
@@ -205,5 +245,22 @@ mod tests {
         assert_eq!(bare_id("cri-o://abc"), Some("abc"));
         assert_eq!(bare_id("containerd://"), None);
         assert_eq!(bare_id("abc"), None);
+    }
+
+    #[test]
+    fn the_ca_file_is_the_flags_else_the_systems() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = dir.path().join("ca.crt");
+        assert_eq!(tls_trust(false, Some(&own)), TlsTrust::Unverified);
+        assert_eq!(tls_trust(true, Some(&own)), TlsTrust::CaFile(own.clone()));
+        assert_eq!(tls_trust(true, None), TlsTrust::System);
+        // The service account's CA is taken only where it is mounted.
+        let default = Path::new(DEFAULT_CA_FILE);
+        let expected = if default.exists() {
+            TlsTrust::CaFile(default.to_owned())
+        } else {
+            TlsTrust::System
+        };
+        assert_eq!(tls_trust(true, Some(default)), expected);
     }
 }

@@ -9,6 +9,7 @@
 //! | `podman` (libpod API; podman's containers only) | 2 | – | – | – | – | – |
 //! | `cri` (CRI runtime service) | 2 (CRI-O only) | – | – | – | – | pod lookups: 0 |
 //! | `ecsfargate` (task metadata v4), ECS Fargate only | 0 | – | 0 | – | – | – |
+//! | `garden` (Garden API), Garden's containers only | 2 | – | 2 | – | – | – |
 //! | `kubelet` (`/pods`) | – | – | – | – | – | pod container: 2 |
 //! | `containerd` (task metrics): containerd's Kata flavor | 0 | – | – | – | – | – |
 //! | `containerd` (task metrics): containerd, default flavor | 3 | – | – | – | – | – |
@@ -29,6 +30,7 @@ pub mod crio;
 pub mod docker;
 pub mod ebpf;
 pub mod ecsfargate;
+pub mod garden;
 pub mod identity;
 pub mod kubelet;
 pub mod metadata;
@@ -51,7 +53,7 @@ use self::{
 };
 use crate::{
     cgroupfs::kernel_values::CgroupValuesSource,
-    identity::{ContainerEntry, Identity},
+    identity::{ContainerEntry, ContainerRef, Identity},
     provider::{
         ALL_LINUX_RUNTIMES, ChainError, CollectionContext, CollectorCatalog, CollectorFactory,
         CollectorRef, Collectors, ConstructError, Flavor, FullStats, Provider, Runtime,
@@ -109,6 +111,7 @@ pub struct RuntimeApis {
 /// The runtimes asked over HTTP by polling (`remote.rs`): their snapshots and states.
 pub struct RemoteSources {
     pub ecsfargate: Arc<RemoteSource>,
+    pub garden: Arc<RemoteSource>,
     pub kubelet: Arc<RemoteSource>,
 }
 
@@ -117,6 +120,7 @@ impl RemoteSources {
         let source = |s, runtime| Arc::new(RemoteSource::new(s, runtime, Arc::clone(store)));
         Self {
             ecsfargate: source(Source::EcsFargate, Some(Runtime::EcsFargate)),
+            garden: source(Source::Garden, Some(Runtime::Garden)),
             kubelet: source(Source::Kubelet, None),
         }
     }
@@ -131,8 +135,8 @@ impl RemoteSources {
     }
 
     /// Every source, for the container list.
-    pub fn all(&self) -> [&Arc<RemoteSource>; 2] {
-        [&self.ecsfargate, &self.kubelet]
+    pub fn all(&self) -> [&Arc<RemoteSource>; 3] {
+        [&self.ecsfargate, &self.garden, &self.kubelet]
     }
 }
 
@@ -172,6 +176,7 @@ impl StatsCollectors {
             system_factory(Arc::clone(&system), Arc::clone(&cache)),
             ebpf_factory(ebpf.clone(), Arc::clone(&cache)),
             ecsfargate_factory(Arc::clone(&remote.ecsfargate)),
+            garden_factory(Arc::clone(&remote.garden)),
             kubelet_factory(Arc::clone(&remote.kubelet)),
         ];
         if let Some(api) = apis.podman {
@@ -353,7 +358,9 @@ impl StatsCollectors {
     }
 
     /// One full collection, as [`Self::all_stats`], handing each live container's entry (its
-    /// cgroups and processes, from the same snapshot) and stats to `each`, in id order.
+    /// cgroups and processes, from the same snapshot) and stats to `each`, in id order; then
+    /// the containers only a polled runtime API lists (ECS Fargate's, Garden's whose cgroups
+    /// are not visible here), with an entry without cgroups.
     pub fn collect(&self, max_age: Duration, mut each: impl FnMut(&ContainerEntry, StatsReport)) {
         let began = std::time::Instant::now();
         let collection = self.system.begin_collection(max_age);
@@ -370,6 +377,29 @@ impl StatsCollectors {
                 Ok(Some(report)) => each(entry, report),
                 Ok(None) => {}
                 Err(e) => tracing::debug!(container = %id, error = %e, "no stats"),
+            }
+        }
+        for source in self.remote.all() {
+            if source.pod_listing_only() {
+                continue;
+            }
+            for id in source.snapshot().containers.keys() {
+                if snapshot.containers.contains_key(id) {
+                    continue;
+                }
+                let tolerance = max_age.max(began.elapsed());
+                match self.collection_stats(id, tolerance, &collection) {
+                    Ok(Some(report)) => {
+                        let entry = ContainerEntry::without_cgroups(ContainerRef {
+                            id: id.clone(),
+                            runtime: source.runtime,
+                            pod_uid: None,
+                        });
+                        each(&entry, report);
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(container = %id, error = %e, "no stats"),
+                }
             }
         }
     }
@@ -623,6 +653,31 @@ fn ecsfargate_factory(source: Arc<RemoteSource>) -> CollectorFactory {
             };
             Ok([(
                 RuntimeMetadata::new(Runtime::EcsFargate, Flavor::Default),
+                offer,
+            )]
+            .into_iter()
+            .collect())
+        }),
+    }
+}
+
+/// Garden's containers: stats and network at 2, after the cgroups (a Diego cell's agent
+/// sees them below `/garden`: the system collector answers first, as Datadog's does for
+/// Garden) with the runtime API's values when the cgroups are not visible. Permanent failure
+/// when there is no socket; not yet until Garden first answers.
+fn garden_factory(source: Arc<RemoteSource>) -> CollectorFactory {
+    let id = garden::ID;
+    CollectorFactory {
+        id,
+        constructor: Box::new(move || {
+            source.readiness()?;
+            let offer = Collectors {
+                stats: reference(source.clone(), 2, id),
+                network: reference(source.clone(), 2, id),
+                ..Collectors::default()
+            };
+            Ok([(
+                RuntimeMetadata::new(Runtime::Garden, Flavor::Default),
                 offer,
             )]
             .into_iter()

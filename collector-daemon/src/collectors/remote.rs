@@ -1,6 +1,7 @@
-//! What the collectors of runtimes that answer over plain HTTP share (ECS task metadata,
-//! the kubelet's `/pods`, Garden): a minimal HTTP/1.1 GET over TCP or a unix socket, the
-//! snapshot each one keeps of its containers, and the poll loop that refreshes it.
+//! What the collectors of runtimes that answer over HTTP share (ECS task metadata, the
+//! kubelet's `/pods`, Garden): a minimal HTTP/1.1 GET over TCP, TLS (rustls, for the kubelet's
+//! HTTPS port) or a unix socket, the snapshot each one keeps of its containers, and the poll
+//! loop that refreshes it.
 //!
 //! These APIs have no event stream: the loop asks every `--runtime-poll-interval`, and each
 //! request is bounded by `--runtime-timeout`. A failure marks the source down (logged once,
@@ -8,14 +9,23 @@
 //! while stats are answered only from a snapshot taken while the source answers.
 use std::{
     collections::BTreeMap,
-    path::PathBuf,
-    sync::{Arc, Mutex, PoisonError},
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper::{Request, StatusCode, body::Bytes, header};
 use hyper_util::rt::TokioIo;
+use rustls::{
+    ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    crypto::CryptoProvider,
+};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject as _};
 
 use super::metadata::{ContainerMeta, MetadataStore, Source, SourceState};
 use crate::{
@@ -38,6 +48,8 @@ const MAX_BODY: usize = 32 << 20;
 pub enum Endpoint {
     /// `http://host:port/base`: requests go to `base` + path.
     Tcp { authority: String, base: String },
+    /// `https://host:port/base`: the same over TLS, with the [`TlsConfig`] the caller gives.
+    Https { authority: String, base: String },
     /// A unix socket (Garden's default).
     Unix { path: PathBuf },
 }
@@ -45,16 +57,12 @@ pub enum Endpoint {
 /// Why an endpoint's text is refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EndpointError {
-    #[error(
-        "{text:?}: HTTPS is not supported by this build; use the plain HTTP endpoint (the kubelet's read-only port, http://HOST:10255)"
-    )]
-    Https { text: String },
     #[error("{text:?} is not an http:// URL, a host:port or a unix socket path")]
     Malformed { text: String },
 }
 
 impl Endpoint {
-    /// `http://host[:port][/base]`, `host:port`, `unix:///path` or `/path`.
+    /// `http[s]://host[:port][/base]`, `host:port`, `unix:///path` or `/path`.
     pub fn parse(text: &str) -> Result<Self, EndpointError> {
         if let Some(path) = text.strip_prefix("unix://") {
             return Ok(Self::Unix { path: path.into() });
@@ -62,10 +70,13 @@ impl Endpoint {
         if text.starts_with('/') {
             return Ok(Self::Unix { path: text.into() });
         }
-        if text.starts_with("https://") {
-            return Err(EndpointError::Https { text: text.into() });
-        }
-        let rest = text.strip_prefix("http://").unwrap_or(text);
+        let (rest, scheme_port) = if let Some(rest) = text.strip_prefix("https://") {
+            (rest, Some(443))
+        } else if let Some(rest) = text.strip_prefix("http://") {
+            (rest, Some(80))
+        } else {
+            (text, None)
+        };
         let (authority, base) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
         let malformed = || EndpointError::Malformed { text: text.into() };
         if authority.is_empty() || authority.contains(['@', ' ', '?', '#']) {
@@ -73,15 +84,22 @@ impl Endpoint {
         }
         let authority = if authority.contains(':') && !authority.ends_with(']') {
             authority.to_owned()
-        } else if text.starts_with("http://") {
-            format!("{authority}:80")
+        } else if let Some(port) = scheme_port {
+            format!("{authority}:{port}")
         } else {
             return Err(malformed());
         };
-        Ok(Self::Tcp {
-            authority,
-            base: base.trim_end_matches('/').to_owned(),
+        let base = base.trim_end_matches('/').to_owned();
+        Ok(if text.starts_with("https://") {
+            Self::Https { authority, base }
+        } else {
+            Self::Tcp { authority, base }
         })
+    }
+
+    /// Whether requests go over TLS.
+    pub fn is_https(&self) -> bool {
+        matches!(self, Self::Https { .. })
     }
 }
 
@@ -89,6 +107,7 @@ impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Tcp { authority, base } => write!(f, "http://{authority}{base}"),
+            Self::Https { authority, base } => write!(f, "https://{authority}{base}"),
             Self::Unix { path } => write!(f, "unix://{}", path.display()),
         }
     }
@@ -103,6 +122,14 @@ pub enum HttpError {
         #[source]
         source: std::io::Error,
     },
+    #[error("TLS handshake with {endpoint}")]
+    Tls {
+        endpoint: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{endpoint} is an HTTPS endpoint, and this source has no TLS settings")]
+    NoTls { endpoint: String },
     #[error("GET {path} on {endpoint}")]
     Request {
         endpoint: String,
@@ -134,15 +161,32 @@ pub enum HttpError {
     },
 }
 
-/// `GET path` on `endpoint`, decoded from JSON, within `timeout`; `bearer` is sent as
-/// `Authorization: Bearer`.
+/// `GET path` on a plain HTTP or unix socket `endpoint`, decoded from JSON, within
+/// `timeout`.
 pub async fn get_json<T: serde::de::DeserializeOwned>(
     endpoint: &Endpoint,
     path: &str,
-    bearer: Option<&str>,
     timeout: Duration,
 ) -> Result<T, HttpError> {
-    let body = tokio::time::timeout(timeout, get(endpoint, path, bearer))
+    get_json_with(endpoint, path, &Access::default(), timeout).await
+}
+
+/// What a request sends beyond its path: `bearer` as `Authorization: Bearer`, and the TLS
+/// settings an HTTPS endpoint needs.
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    pub bearer: Option<String>,
+    pub tls: Option<TlsConfig>,
+}
+
+/// `GET path` on `endpoint` with `access`, decoded from JSON, within `timeout`.
+pub async fn get_json_with<T: serde::de::DeserializeOwned>(
+    endpoint: &Endpoint,
+    path: &str,
+    access: &Access,
+    timeout: Duration,
+) -> Result<T, HttpError> {
+    let body = tokio::time::timeout(timeout, get(endpoint, path, access))
         .await
         .map_err(|_| HttpError::Timeout {
             endpoint: endpoint.to_string(),
@@ -156,13 +200,11 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
     })
 }
 
-async fn get(endpoint: &Endpoint, path: &str, bearer: Option<&str>) -> Result<Bytes, HttpError> {
-    let connect = |source| HttpError::Connect {
-        endpoint: endpoint.to_string(),
-        source,
-    };
+async fn get(endpoint: &Endpoint, path: &str, access: &Access) -> Result<Bytes, HttpError> {
     let (host, full_path) = match endpoint {
-        Endpoint::Tcp { authority, base } => (authority.as_str(), format!("{base}{path}")),
+        Endpoint::Tcp { authority, base } | Endpoint::Https { authority, base } => {
+            (authority.as_str(), format!("{base}{path}"))
+        }
         Endpoint::Unix { .. } => ("localhost", path.to_owned()),
     };
     let request_error = |source| HttpError::Request {
@@ -170,24 +212,11 @@ async fn get(endpoint: &Endpoint, path: &str, bearer: Option<&str>) -> Result<By
         path: path.to_owned(),
         source,
     };
-    let mut sender = match endpoint {
-        Endpoint::Tcp { authority, .. } => {
-            let stream = tokio::net::TcpStream::connect(authority.as_str())
-                .await
-                .map_err(connect)?;
-            handshake(stream).await.map_err(request_error)?
-        }
-        Endpoint::Unix { path } => {
-            let stream = tokio::net::UnixStream::connect(path)
-                .await
-                .map_err(connect)?;
-            handshake(stream).await.map_err(request_error)?
-        }
-    };
+    let mut sender = connect(endpoint, path, access).await?;
     let mut request = Request::get(full_path.as_str())
         .header(header::HOST, host)
         .header(header::ACCEPT, "application/json");
-    if let Some(token) = bearer {
+    if let Some(token) = &access.bearer {
         request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
     }
     let request = request
@@ -217,6 +246,200 @@ async fn get(endpoint: &Endpoint, path: &str, bearer: Option<&str>) -> Result<By
         });
     }
     Ok(body)
+}
+
+/// A connection to `endpoint`, over TLS for HTTPS, ready for one request for `path`.
+async fn connect(endpoint: &Endpoint, path: &str, access: &Access) -> Result<Sender, HttpError> {
+    let connect_error = |source| HttpError::Connect {
+        endpoint: endpoint.to_string(),
+        source,
+    };
+    let request_error = |source| HttpError::Request {
+        endpoint: endpoint.to_string(),
+        path: path.to_owned(),
+        source,
+    };
+    match endpoint {
+        Endpoint::Tcp { authority, .. } => {
+            let stream = tokio::net::TcpStream::connect(authority.as_str())
+                .await
+                .map_err(connect_error)?;
+            handshake(stream).await.map_err(request_error)
+        }
+        Endpoint::Https { authority, .. } => {
+            let tls = access.tls.as_ref().ok_or_else(|| HttpError::NoTls {
+                endpoint: endpoint.to_string(),
+            })?;
+            let stream = tokio::net::TcpStream::connect(authority.as_str())
+                .await
+                .map_err(connect_error)?;
+            let tls_error = |source| HttpError::Tls {
+                endpoint: endpoint.to_string(),
+                source,
+            };
+            let name = server_name(authority).map_err(tls_error)?;
+            let stream = tokio_rustls::TlsConnector::from(Arc::clone(&tls.0))
+                .connect(name, stream)
+                .await
+                .map_err(tls_error)?;
+            handshake(stream).await.map_err(request_error)
+        }
+        Endpoint::Unix { path: socket } => {
+            let stream = tokio::net::UnixStream::connect(socket)
+                .await
+                .map_err(connect_error)?;
+            handshake(stream).await.map_err(request_error)
+        }
+    }
+}
+
+/// The name a server's certificate must hold: the host of `authority` (an IP address or a
+/// DNS name).
+fn server_name(authority: &str) -> std::io::Result<ServerName<'static>> {
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    ServerName::try_from(host.to_owned())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+}
+
+/// TLS client settings (rustls with the ring provider), shared by every connection of a
+/// source.
+#[derive(Clone)]
+pub struct TlsConfig(Arc<ClientConfig>);
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsConfig")
+    }
+}
+
+/// Which certificates a TLS server is checked against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsTrust {
+    /// The PEM certificates of a file (the cluster's CA).
+    CaFile(PathBuf),
+    /// The system's roots.
+    System,
+    /// None: any certificate is taken (the kubelet's self-signed one), as Datadog's
+    /// `kubelet_tls_verify: false` does. The connection is encrypted, not authenticated.
+    Unverified,
+}
+
+/// Why TLS settings could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("reading the CA file {}", path.display())]
+    CaFile {
+        path: PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("the CA file {} holds no usable certificate", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("the system holds no usable root certificate")]
+    NoSystemRoots,
+    #[error("TLS settings")]
+    Rustls(#[from] rustls::Error),
+}
+
+impl TlsConfig {
+    pub fn new(trust: &TlsTrust) -> Result<Self, TlsError> {
+        // The process's provider: ring, the only one this build's rustls features enable
+        // (rustls 0.23.48 deprecated naming ring's directly, for its lack of post-quantum key
+        // exchange).
+        let builder = ClientConfig::builder();
+        let provider = Arc::clone(builder.crypto_provider());
+        let config = match trust {
+            TlsTrust::Unverified => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+                .with_no_client_auth(),
+            TlsTrust::CaFile(path) => builder
+                .with_root_certificates(ca_roots(path)?)
+                .with_no_client_auth(),
+            TlsTrust::System => {
+                let mut roots = RootCertStore::empty();
+                let (added, _) =
+                    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+                if added == 0 {
+                    return Err(TlsError::NoSystemRoots);
+                }
+                builder.with_root_certificates(roots).with_no_client_auth()
+            }
+        };
+        Ok(Self(Arc::new(config)))
+    }
+}
+
+fn ca_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let error = |source| TlsError::CaFile {
+        path: path.to_owned(),
+        source,
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(error)? {
+        // A certificate rustls cannot take is skipped: another of the bundle may be the one.
+        let _ = roots.add(cert.map_err(error)?);
+    }
+    if roots.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: path.to_owned(),
+        });
+    }
+    Ok(roots)
+}
+
+/// Takes any server certificate; handshake signatures are still checked (the server holds
+/// the certificate's key).
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
@@ -265,6 +488,8 @@ pub struct RemoteSource {
     pub runtime: Option<Runtime>,
     store: Arc<MetadataStore>,
     snapshot: Mutex<Arc<Snapshot>>,
+    /// Whether it has answered once: until then a failure keeps its collector out.
+    answered: AtomicBool,
 }
 
 impl RemoteSource {
@@ -274,6 +499,7 @@ impl RemoteSource {
             runtime,
             store,
             snapshot: Mutex::default(),
+            answered: AtomicBool::new(false),
         }
     }
 
@@ -306,13 +532,21 @@ impl RemoteSource {
                 .map(|(id, c)| (id.clone(), c.meta.clone())),
         );
         *self.snapshot.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(snapshot);
+        self.answered.store(true, Ordering::Relaxed);
     }
 
-    /// Whether the source may be asked: what a collector factory answers the registry.
+    /// Whether the source may be asked: what a collector factory answers the registry. A
+    /// source down since its start (refused, a TLS failure) is not yet: nothing it could
+    /// answer is known, and the API says why instead of "not found".
     pub fn readiness(&self) -> Result<(), crate::provider::ConstructError> {
         use crate::provider::ConstructError;
         match self.state() {
-            SourceState::Connected | SourceState::Down { .. } => Ok(()),
+            SourceState::Connected => Ok(()),
+            SourceState::Down { .. } if self.answered.load(Ordering::Relaxed) => Ok(()),
+            SourceState::Down { reason } => Err(ConstructError::not_yet(format!(
+                "{} has not answered yet: {reason}",
+                self.source.as_str()
+            ))),
             SourceState::Starting => Err(ConstructError::not_yet(format!(
                 "{} has not answered yet",
                 self.source.as_str()
@@ -472,12 +706,51 @@ mod tests {
                 path: "/g.sock".into()
             })
         );
-        assert!(matches!(
+        assert_eq!(
             Endpoint::parse("https://node:10250"),
-            Err(EndpointError::Https { .. })
-        ));
-        for bad in ["localhost", "http://", "ftp x"] {
+            Ok(Endpoint::Https {
+                authority: "node:10250".into(),
+                base: String::new()
+            })
+        );
+        assert_eq!(
+            Endpoint::parse("https://10.0.0.7/"),
+            Ok(Endpoint::Https {
+                authority: "10.0.0.7:443".into(),
+                base: String::new()
+            })
+        );
+        for bad in ["localhost", "http://", "https://", "ftp x"] {
             assert!(Endpoint::parse(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn server_names_are_the_authoritys_host() {
+        assert_eq!(
+            server_name("node-1:10250").unwrap(),
+            ServerName::try_from("node-1").unwrap()
+        );
+        assert_eq!(
+            server_name("127.0.0.1:10250").unwrap(),
+            ServerName::try_from("127.0.0.1").unwrap()
+        );
+        assert_eq!(
+            server_name("[::1]:10250").unwrap(),
+            ServerName::try_from("::1").unwrap()
+        );
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.crt");
+        std::fs::write(&path, "not a certificate\n").unwrap();
+        let error = TlsConfig::new(&TlsTrust::CaFile(path.clone())).unwrap_err();
+        assert!(matches!(error, TlsError::NoCertificate { .. }), "{error}");
+        let missing = dir.path().join("missing.crt");
+        let error = TlsConfig::new(&TlsTrust::CaFile(missing)).unwrap_err();
+        assert!(matches!(error, TlsError::CaFile { .. }), "{error}");
+        assert!(TlsConfig::new(&TlsTrust::Unverified).is_ok());
     }
 }

@@ -51,6 +51,11 @@ impl ContainerEntry {
         }
     }
 
+    /// A container only a runtime API tells of (no cgroup seen here, no processes known).
+    pub fn without_cgroups(container: ContainerRef) -> Self {
+        Self::new(&Arc::new(container))
+    }
+
     /// Records one cgroup of the container: a member, and a root when it is the container's
     /// live top directory.
     fn add_cgroup(&mut self, key: CgroupKey, node: &CgroupNode) {

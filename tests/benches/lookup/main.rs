@@ -51,8 +51,8 @@ use std::time::{Duration, Instant};
 
 // Dependencies of the support lib and the integration tests that this bench does not use.
 use {
-    collector_common as _, collector_daemon as _, k8s_cri as _, tempfile as _, tokio as _,
-    tonic as _,
+    collector_common as _, collector_daemon as _, k8s_cri as _, rustls as _, rustls_pki_types as _,
+    tempfile as _, tokio as _, tonic as _,
 };
 
 use crate::{

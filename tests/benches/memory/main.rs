@@ -29,8 +29,8 @@ use collector_tests::support::{
 };
 // Dependencies of the support lib and the integration tests that this bench does not use.
 use {
-    collector_common as _, collector_daemon as _, k8s_cri as _, libc as _, tempfile as _,
-    tokio as _, tonic as _,
+    collector_common as _, collector_daemon as _, k8s_cri as _, libc as _, rustls as _,
+    rustls_pki_types as _, tempfile as _, tokio as _, tonic as _,
 };
 
 /// How much to do; [`Config::full`] for `cargo bench`, [`Config::quick`] otherwise.

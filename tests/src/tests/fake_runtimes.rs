@@ -1,6 +1,7 @@
 //! Runtimes that cannot run here, against loopback fakes serving their documented payloads:
 //! ECS Fargate's task metadata v4 (`/task`, `/task/stats`, as in AWS's "Task metadata v4
-//! examples for tasks on Fargate") and the kubelet's `/pods` (a core/v1 `PodList`). The
+//! examples for tasks on Fargate") and the kubelet's `/pods` (a core/v1 `PodList`), over
+//! HTTP and HTTPS (a CA and a kubelet certificate made by `openssl` in the test). The
 //! daemon lists and answers what they tell, keeps answering when they fail (5xx, malformed
 //! JSON, too slow), logs the outage once and recovers.
 use std::time::{Duration, Instant};
@@ -16,10 +17,14 @@ use crate::support::{
 const TIMEOUT: Duration = Duration::from_secs(30);
 const TASK_ID: &str = "cd189a933e5849daa93386466019ab50";
 const CURL_ID: &str = "cd189a933e5849daa93386466019ab50-2495160603";
-const DOWN_LOG: &str = "runtime API down";
-const BACK_LOG: &str = "runtime API answers again";
+pub(super) const DOWN_LOG: &str = "runtime API down";
+pub(super) const BACK_LOG: &str = "runtime API answers again";
 
-fn eventually<T>(daemon: &Daemon, what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+pub(super) fn eventually<T>(
+    daemon: &Daemon,
+    what: &str,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
     let deadline = Instant::now() + TIMEOUT;
     loop {
         match check() {
@@ -159,7 +164,7 @@ fn task_stats(total_usage: u64) -> Value {
     })
 }
 
-fn start_daemon(args: &[&str]) -> Daemon {
+pub(super) fn start_daemon(args: &[&str]) -> Daemon {
     let mut all = vec![
         "--docker-socket",
         "none",
@@ -182,7 +187,7 @@ fn start_daemon(args: &[&str]) -> Daemon {
     Daemon::start(&all)
 }
 
-fn listed(daemon: &Daemon, id: &str) -> Result<Value, String> {
+pub(super) fn listed(daemon: &Daemon, id: &str) -> Result<Value, String> {
     let response = daemon.get("/v1/containers");
     let list = response.json();
     list.as_array()
@@ -190,7 +195,7 @@ fn listed(daemon: &Daemon, id: &str) -> Result<Value, String> {
         .ok_or_else(|| format!("{id} not listed: {}", response.body))
 }
 
-fn runtime_up(daemon: &Daemon, runtime: &str) -> Option<String> {
+pub(super) fn runtime_up(daemon: &Daemon, runtime: &str) -> Option<String> {
     let prefix = format!("collector_runtime_up{{runtime=\"{runtime}\"}} ");
     daemon
         .get("/metrics")
@@ -199,7 +204,7 @@ fn runtime_up(daemon: &Daemon, runtime: &str) -> Option<String> {
         .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
 }
 
-fn stats(daemon: &Daemon, id: &str) -> (u16, Value) {
+pub(super) fn stats(daemon: &Daemon, id: &str) -> (u16, Value) {
     let r = daemon.get(&format!("/v1/containers/{id}/stats"));
     let body = serde_json::from_str(&r.body).unwrap_or(Value::Null);
     (r.status, body)
@@ -327,13 +332,13 @@ fn ecs_fargate_task_metadata() {
     println!("ecsfargate: listed, stats, down on 500/malformed/slow with one log line, back");
 }
 
-const POD_UID: &str = "6f2c1d4e-8a9b-4c3d-9e2f-1a2b3c4d5e6f";
-const APP_ID: &str = "4c1dbd8e7f2a3b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c";
+pub(super) const POD_UID: &str = "6f2c1d4e-8a9b-4c3d-9e2f-1a2b3c4d5e6f";
+pub(super) const APP_ID: &str = "4c1dbd8e7f2a3b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c";
 const INIT_ID: &str = "9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b";
 
 /// `/pods`: a core/v1 `PodList` with one running pod (an init container that ran, an app
 /// container), as the kubelet serves it.
-fn pods() -> Value {
+pub(super) fn pods() -> Value {
     json!({
         "kind": "PodList",
         "apiVersion": "v1",
@@ -386,7 +391,7 @@ fn pods() -> Value {
     })
 }
 
-fn pod_lookup(daemon: &Daemon, name: &str, init: bool) -> (u16, Value) {
+pub(super) fn pod_lookup(daemon: &Daemon, name: &str, init: bool) -> (u16, Value) {
     let query = if init { "?init=true" } else { "" };
     let r = daemon.get(&format!("/v1/pod/{POD_UID}/{name}{query}"));
     let body = serde_json::from_str(&r.body).unwrap_or(Value::Null);
@@ -510,4 +515,187 @@ fn absent_runtimes_fail_for_good_at_once() {
         "{log}"
     );
     assert!(!log.contains(DOWN_LOG), "{log}");
+    // Not a Diego cell: no Garden socket at the default path.
+    assert_eq!(runtime_up(&daemon, "garden").as_deref(), Some("0"));
+    assert!(
+        log.contains("no Garden socket at /var/vcap/data/garden/garden.sock"),
+        "{log}"
+    );
+}
+
+/// A CA, a kubelet serving certificate it signed for 127.0.0.1 (as a kubelet's serving
+/// certificate names the node's address) and another CA that signed nothing the kubelet
+/// serves, made by `openssl` in `dir`: `(ca.crt, kubelet.crt, kubelet.key, other-ca.crt)`.
+fn kubelet_certificates(dir: &std::path::Path) -> [std::path::PathBuf; 4] {
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    for (name, cn) in [("ca", "test kubelet CA"), ("other-ca", "another CA")] {
+        let (key, crt, subject) = (
+            format!("{name}.key"),
+            format!("{name}.crt"),
+            format!("/CN={cn}"),
+        );
+        let mut args = vec!["req", "-x509"];
+        args.extend(ec);
+        args.extend([
+            "-keyout", &key, "-out", &crt, "-days", "1", "-subj", &subject,
+        ]);
+        openssl(&args);
+    }
+    let mut args = vec!["req"];
+    args.extend(ec);
+    args.extend([
+        "-keyout",
+        "kubelet.key",
+        "-out",
+        "kubelet.csr",
+        "-subj",
+        "/CN=node-1",
+    ]);
+    openssl(&args);
+    std::fs::write(
+        dir.join("kubelet.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:node-1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write the extensions");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "kubelet.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "kubelet.ext",
+        "-out",
+        "kubelet.crt",
+    ]);
+    ["ca.crt", "kubelet.crt", "kubelet.key", "other-ca.crt"].map(|f| dir.join(f))
+}
+
+#[test]
+fn kubelet_over_https() {
+    if !require("root", is_root()) || !require("openssl", which("openssl")) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let [ca, cert, key, other_ca] = kubelet_certificates(dir.path());
+    let token = dir.path().join("token");
+    std::fs::write(&token, "test-token-456\n").expect("write the token");
+    let fake = FakeApi::start_tls(&cert, &key);
+    fake.set("/pods", Reply::json(&pods()));
+    let url = format!("https://{}", fake.addr());
+    let kubelet = |more: &[&str]| {
+        let mut args = vec![
+            "--kubelet-url",
+            url.as_str(),
+            "--kubelet-token-file",
+            token.to_str().unwrap(),
+        ];
+        args.extend_from_slice(more);
+        start_daemon(&args)
+    };
+    let found = |daemon: &Daemon| {
+        eventually(
+            daemon,
+            "the pod's app container over HTTPS",
+            || match pod_lookup(daemon, "app", false) {
+                (200, body) => Ok(body),
+                other => Err(format!("{other:?}")),
+            },
+        )
+    };
+
+    // The cluster's CA: lookups work, the token went over TLS.
+    let daemon = kubelet(&["--kubelet-ca-file", ca.to_str().unwrap()]);
+    let app = found(&daemon);
+    assert_eq!(app["container_id"], APP_ID);
+    assert_eq!(app["source"], "kubelet");
+    assert_eq!(app["pod_name"], "web-0");
+    assert_eq!(runtime_up(&daemon, "kubelet").as_deref(), Some("1"));
+    let sent = fake.received();
+    assert!(!sent.is_empty());
+    assert!(sent.iter().all(|r| r.path == "/pods"
+        && r.headers.get("authorization").map(String::as_str) == Some("Bearer test-token-456")));
+    drop(daemon);
+
+    // A CA that did not sign the kubelet's certificate: down from the start with the TLS
+    // error logged once, pod lookups unavailable (503), the daemon answers.
+    let before = fake.received().len();
+    let daemon = kubelet(&["--kubelet-ca-file", other_ca.to_str().unwrap()]);
+    eventually(&daemon, "the refused certificate logged", || {
+        let log = daemon.log();
+        if log.contains(DOWN_LOG) {
+            Ok(log)
+        } else {
+            Err("not yet".into())
+        }
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let log = daemon.log();
+    assert_eq!(log.matches(DOWN_LOG).count(), 1, "{log}");
+    assert!(log.contains(&format!("TLS handshake with {url}")), "{log}");
+    assert!(
+        log.contains("invalid peer certificate: UnknownIssuer"),
+        "{log}"
+    );
+    assert_eq!(runtime_up(&daemon, "kubelet").as_deref(), Some("0"));
+    let (status, body) = pod_lookup(&daemon, "app", false);
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("UnknownIssuer"),
+        "{body}"
+    );
+    assert_eq!(daemon.get("/healthz").status, 200);
+    // No request got through: the token was not sent to an unverified server.
+    assert_eq!(fake.received().len(), before);
+    drop(daemon);
+
+    // Verification off: any certificate, with a warning.
+    let daemon = kubelet(&[
+        "--kubelet-ca-file",
+        other_ca.to_str().unwrap(),
+        "--kubelet-tls-verify=false",
+    ]);
+    assert_eq!(found(&daemon)["container_id"], APP_ID);
+    assert!(
+        daemon
+            .log()
+            .contains("the kubelet's certificate is not checked"),
+        "{}",
+        daemon.log()
+    );
+    println!(
+        "kubelet over HTTPS: CA file verified, wrong CA refused (503, logged once), verify off"
+    );
+}
+
+fn which(program: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
