@@ -21,6 +21,7 @@ mod kernel_map;
 mod kubernetes_metrics;
 mod layouts;
 mod lifecycle;
+mod pod_network;
 mod podman;
 mod privilege;
 mod prometheus;

@@ -41,8 +41,9 @@ pub(crate) fn test(args: &[String]) -> Result<()> {
     crate::image::image()?;
     crate::setup::ensure_apt_tools(TEST_TOOLS)?;
     // The deployment tests read deploy/kubernetes/daemonset.yaml through python3's yaml; the
-    // Podman tests run a private Podman (its own storage and API service, no unit started).
-    crate::setup::ensure_apt_packages(&["python3-yaml", "podman"])?;
+    // Podman tests run a private Podman (its own storage and API service, no unit started);
+    // the pod network test gives containerd's CRI a CNI network (ptp + host-local).
+    crate::setup::ensure_apt_packages(&["python3-yaml", "podman", "containernetworking-plugins"])?;
 
     let mut failed = Vec::new();
     if let Err(e) = crate::lint::lint() {

@@ -3,6 +3,10 @@
 //! after). An unknown pod or name is a 404; a CRI runtime that is down, or neither CRI nor a
 //! kubelet on the node, a 503 saying it is not available; the other routes answer on
 //! meanwhile.
+//!
+//! `GET /v1/pods/{pod_uid}/network[?max_age_ms=N]`: the pod's network, from the network
+//! namespace its containers share (see `collectors::pod_network`); a pod with no live
+//! container on this host is a 404.
 use std::sync::Arc;
 
 use axum::{
@@ -13,10 +17,13 @@ use axum::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    routes::{ApiError, ApiState, blocking, excerpt, json, meta_body},
+    routes::{ApiError, ApiState, blocking, excerpt, json, meta_body, parse_max_age, stats_slot},
     schema::RuntimeMetaBody,
 };
-use crate::{collectors::cri, provider::MaxAge};
+use crate::{
+    collectors::{cri, pod_network},
+    provider::{MaxAge, NetworkStats},
+};
 
 /// Longest pod UID or container name accepted (a Kubernetes container name is a DNS label
 /// of at most 63 characters, a UID 36).
@@ -41,6 +48,30 @@ pub struct PodBody {
     /// Name, image, labels and pod from the runtimes' APIs.
     #[serde(flatten)]
     pub meta: RuntimeMetaBody,
+}
+
+/// `GET /v1/pods/{pod_uid}/network`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PodNetworkBody {
+    /// The pod UID, in the dashed lower-case form.
+    pub pod_uid: String,
+    /// Its name and Kubernetes namespace, from its containers' runtime metadata.
+    pub pod_name: Option<String>,
+    pub namespace: Option<String>,
+    /// Its live containers seen here (sandbox included), by id.
+    pub containers: Vec<String>,
+    /// The pod's network: the counters of the one network namespace its processes are in;
+    /// null when they are in several (see `namespaces`) or none is alive.
+    pub network: Option<NetworkStats>,
+    /// Every network namespace its live processes are in, with the containers in each.
+    pub namespaces: Vec<PodNamespaceBody>,
+}
+
+/// One network namespace of a pod.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PodNamespaceBody {
+    pub containers: Vec<String>,
+    pub network: NetworkStats,
 }
 
 /// A pod UID or container name from the path: non-empty, printable ASCII without `/`.
@@ -146,6 +177,69 @@ pub(super) async fn pod_container(
         Ok(json(&body))
     })
     .await
+}
+
+pub(super) async fn pod_network(
+    State(state): State<Arc<ApiState>>,
+    path: Result<Path<String>, PathRejection>,
+    query: RawQuery,
+) -> Result<Response, ApiError> {
+    let Path(raw) =
+        path.map_err(|e| ApiError::bad_request(format!("invalid path parameter: {e}")))?;
+    let Some(uid) = pod_network::canonical_pod_uid(&raw) else {
+        return Err(ApiError::bad_request(format!(
+            "invalid pod uid {}: expected a UUID or 32 hexadecimal digits",
+            excerpt(&raw)
+        )));
+    };
+    let max_age = parse_max_age(query.0.as_deref())?;
+    let slot = stats_slot(&state).await?;
+    // Reads procfs: off the async workers.
+    blocking(move || {
+        let _slot = slot;
+        let pod = match state.collectors.pod_network(&uid, max_age) {
+            Ok(Some(pod)) => pod,
+            Ok(None) => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("no live container of pod {uid:?} is known on this host"),
+                ));
+            }
+            Err(e) => {
+                return Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("network of pod {uid:?}: {e}"),
+                ));
+            }
+        };
+        Ok(json(&pod_network_body(&state, &pod)))
+    })
+    .await
+}
+
+fn pod_network_body(state: &ApiState, pod: &pod_network::PodNetwork) -> PodNetworkBody {
+    // The pod's name and namespace: from the first of its containers a runtime names.
+    let named = pod
+        .containers
+        .iter()
+        .map(|id| meta_body(state, Some(id)))
+        .find(|meta| meta.pod_name.is_some())
+        .unwrap_or_default();
+    PodNetworkBody {
+        pod_uid: pod.pod_uid.clone(),
+        pod_name: named.pod_name,
+        namespace: named.namespace,
+        containers: pod.containers.clone(),
+        network: pod.network().cloned(),
+        namespaces: pod
+            .namespaces
+            .iter()
+            .map(|n| PodNamespaceBody {
+                containers: n.containers.clone(),
+                network: n.network.clone(),
+            })
+            .collect(),
+    }
 }
 
 #[cfg(test)]

@@ -58,7 +58,9 @@ pub fn stats_slots() -> Arc<tokio::sync::Semaphore> {
 }
 
 /// Waits for a stats slot (see [`stats_slots`]); the permit goes with the blocking work.
-async fn stats_slot(state: &ApiState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+pub(super) async fn stats_slot(
+    state: &ApiState,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
     Arc::clone(&state.stats_slots)
         .acquire_owned()
         .await
@@ -78,6 +80,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/v1/pod/{pod_uid}/{container_name}",
             get(super::pods::pod_container),
         )
+        .route("/v1/pods/{pod_uid}/network", get(super::pods::pod_network))
         .route("/v1/containers", get(containers))
         .route("/v1/containers/{id}/stats", get(container_stats))
         .route("/v1/stats", get(all_stats))

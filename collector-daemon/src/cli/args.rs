@@ -341,6 +341,14 @@ pub enum Query {
         #[arg(long)]
         init: bool,
     },
+    /// A pod's network: the counters of the network namespace its containers share.
+    PodNetwork {
+        /// The pod's UID.
+        uid: String,
+        /// Accept values cached up to this many milliseconds ago (0: read now).
+        #[arg(long)]
+        max_age_ms: Option<u64>,
+    },
     /// What a container uses: CPU, memory, IO, PIDs, network, open files.
     Stats {
         /// The container id (full).

@@ -26,6 +26,11 @@ fn path_segment(text: &str) -> String {
     out
 }
 
+/// `?max_age_ms=N` when a tolerance is given.
+fn max_age_query(max_age_ms: Option<u64>) -> String {
+    max_age_ms.map_or_else(String::new, |ms| format!("?max_age_ms={ms}"))
+}
+
 /// Runs `query`: prints the answer, and returns failure for error answers.
 pub async fn query(args: QueryArgs) -> anyhow::Result<ExitCode> {
     let (method, path, body) = request(&args.what)?;
@@ -71,8 +76,17 @@ fn request(what: &Query) -> serde_json::Result<(Method, String, Option<Vec<u8>>)
             ),
             None,
         ),
+        Query::PodNetwork { uid, max_age_ms } => (
+            Method::GET,
+            format!(
+                "/v1/pods/{}/network{}",
+                path_segment(uid),
+                max_age_query(*max_age_ms)
+            ),
+            None,
+        ),
         Query::Stats { id, max_age_ms } => {
-            let query = max_age_ms.map_or_else(String::new, |ms| format!("?max_age_ms={ms}"));
+            let query = max_age_query(*max_age_ms);
             (
                 Method::GET,
                 format!("/v1/containers/{}/stats{query}", path_segment(id)),
@@ -104,6 +118,11 @@ mod tests {
         assert_eq!(method, Method::GET);
         assert_eq!(path, "/v1/containers/a%2Fb/stats?max_age_ms=500");
         assert_eq!(body, None);
+        let pod = Query::PodNetwork {
+            uid: "0c5b1f6e-1d2a".to_owned(),
+            max_age_ms: None,
+        };
+        assert_eq!(request(&pod).unwrap().1, "/v1/pods/0c5b1f6e-1d2a/network");
         let (method, path, body) = request(&Query::Pids { pids: vec![1, 2] }).unwrap();
         assert_eq!(
             (method, path.as_str(), body.as_deref()),

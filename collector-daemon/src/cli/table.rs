@@ -3,7 +3,7 @@ use std::fmt::Write as _;
 
 use super::args::Query;
 use crate::api::{
-    pods::PodBody,
+    pods::{PodBody, PodNetworkBody},
     schema::{ContainerBody, InodeBody, PidBody, StatsBody},
 };
 
@@ -15,6 +15,9 @@ pub(super) fn answer_table(what: &Query, body: &[u8]) -> serde_json::Result<Stri
         Query::Inode { .. } => inode_table(&serde_json::from_slice::<InodeBody>(body)?),
         Query::Containers => container_table(&serde_json::from_slice::<Vec<ContainerBody>>(body)?),
         Query::Pod { .. } => pod_table(&serde_json::from_slice::<PodBody>(body)?),
+        Query::PodNetwork { .. } => {
+            pod_network_table(&serde_json::from_slice::<PodNetworkBody>(body)?)
+        }
         Query::Stats { .. } => stats_table(&serde_json::from_slice::<StatsBody>(body)?),
     })
 }
@@ -125,6 +128,60 @@ fn pod_table(body: &PodBody) -> String {
     )
 }
 
+/// One row per interface of each of the pod's network namespaces, then one with the
+/// namespace's totals.
+fn pod_network_table(body: &PodNetworkBody) -> String {
+    let pod = body
+        .pod_name
+        .clone()
+        .unwrap_or_else(|| body.pod_uid.clone());
+    let mut rows = Vec::new();
+    for namespace in &body.namespaces {
+        let n = &namespace.network;
+        let row = |interface: &str, rx: Option<u64>, tx: Option<u64>, rxp, txp| {
+            vec![
+                pod.clone(),
+                or_dash(n.network_isolation_group_id),
+                or_dash(n.using_host_network),
+                interface.to_owned(),
+                or_dash(rx),
+                or_dash(tx),
+                or_dash(rxp),
+                or_dash(txp),
+            ]
+        };
+        for (name, i) in n.interfaces.iter().flatten() {
+            rows.push(row(
+                name,
+                i.bytes_rcvd,
+                i.bytes_sent,
+                i.packets_rcvd,
+                i.packets_sent,
+            ));
+        }
+        rows.push(row(
+            "total",
+            n.bytes_rcvd,
+            n.bytes_sent,
+            n.packets_rcvd,
+            n.packets_sent,
+        ));
+    }
+    render(
+        &[
+            "POD",
+            "NETNS",
+            "HOST_NETWORK",
+            "INTERFACE",
+            "RX_BYTES",
+            "TX_BYTES",
+            "RX_PACKETS",
+            "TX_PACKETS",
+        ],
+        &rows,
+    )
+}
+
 /// One row per container.
 fn container_table(bodies: &[ContainerBody]) -> String {
     let rows: Vec<Vec<String>> = bodies
@@ -205,6 +262,52 @@ fn flatten_rows(name: &str, value: &serde_json::Value, source: &str, rows: &mut 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pod_network_table_has_a_row_per_interface_and_the_totals() {
+        let json = serde_json::json!({
+            "pod_uid": "0c5b1f6e-1d2a-4e0b-8f00-1234567890ab",
+            "pod_name": "web-0",
+            "namespace": "shop",
+            "containers": ["aa", "bb"],
+            "network": null,
+            "namespaces": [{
+                "containers": ["aa", "bb"],
+                "network": {
+                    "timestamp": null,
+                    "bytes_sent": 10, "bytes_rcvd": 20, "packets_sent": 1, "packets_rcvd": 2,
+                    "interfaces": {"eth0": {"bytes_sent": 10, "bytes_rcvd": 20,
+                                            "packets_sent": 1, "packets_rcvd": null}},
+                    "network_isolation_group_id": 4_026_532_000_u64,
+                    "using_host_network": false
+                }
+            }]
+        });
+        let body: PodNetworkBody = serde_json::from_value(json).unwrap();
+        let table = pod_network_table(&body);
+        let rows: Vec<Vec<&str>> = table
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows.len(), 3, "{table}");
+        assert_eq!(
+            rows[1],
+            ["web-0", "4026532000", "false", "eth0", "20", "10", "-", "1"]
+        );
+        assert_eq!(
+            rows[2],
+            [
+                "web-0",
+                "4026532000",
+                "false",
+                "total",
+                "20",
+                "10",
+                "2",
+                "1"
+            ]
+        );
+    }
 
     #[test]
     fn stats_table_has_a_row_per_stat_with_its_source() {

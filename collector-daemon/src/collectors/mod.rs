@@ -34,6 +34,7 @@ pub mod garden;
 pub mod identity;
 pub mod kubelet;
 pub mod metadata;
+pub mod pod_network;
 pub mod podman;
 pub mod remote;
 pub mod system;
@@ -402,6 +403,17 @@ impl StatsCollectors {
                 }
             }
         }
+    }
+
+    /// The network of pod `pod_uid` (canonical) from the namespace its live processes are
+    /// in, no older than `max_age`; `Ok(None)` when no live container of the pod is known.
+    pub fn pod_network(
+        &self,
+        pod_uid: &str,
+        max_age: Duration,
+    ) -> Result<Option<pod_network::PodNetwork>, crate::provider::CollectorError> {
+        let snapshot = self.directory.snapshot(max_age);
+        pod_network::pod_network(&self.system, &snapshot, pod_uid, max_age)
     }
 
     /// cgroup files held open between reads, and the most that may be.

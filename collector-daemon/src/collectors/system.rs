@@ -345,6 +345,19 @@ impl IoCollector for SystemCollector {
     }
 }
 
+impl SystemCollector {
+    /// The counters of the network namespace `entry`'s processes are in (its first live
+    /// process's), no older than `max_age`; `Ok(None)` when none of them is alive.
+    pub fn network_of_entry(
+        &self,
+        entry: &ContainerEntry,
+        max_age: MaxAge,
+    ) -> CollectorResult<NetworkStats> {
+        let pids = self.processes(entry)?;
+        self.network_of_pids(&pids, max_age)
+    }
+}
+
 impl NetworkCollector for SystemCollector {
     fn container_network(
         &self,

@@ -43,6 +43,21 @@ const CGROUP_REMOVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The static busybox the images are made of (Debian's `busybox-static`).
 const BUSYBOX: &str = "/bin/busybox";
 
+/// Debian's CNI plugins (`containernetworking-plugins`).
+const CNI_PLUGINS: &str = "/usr/lib/cni";
+/// The addresses of pods with a network of their own: a private range that no route of these
+/// machines uses (each pod's host end is routed, not bridged).
+pub const POD_SUBNET: &str = "10.254.77.0/24";
+
+/// Whether pods can get a network of their own: the CNI plugins the CRI plugin runs
+/// (`ptp`, `host-local`, and `loopback` for the pod's `lo`).
+#[must_use]
+pub fn pod_network_available() -> bool {
+    ["ptp", "host-local", "loopback"]
+        .iter()
+        .all(|plugin| Path::new(CNI_PLUGINS).join(plugin).is_file())
+}
+
 /// Whether the programs a private containerd needs are installed: `containerd`, `ctr` and
 /// `runc` (Debian's `containerd` and `runc`, which `docker.io` depends on), the static
 /// busybox, `tar` and `sha256sum`.
@@ -69,6 +84,9 @@ pub struct Containerd {
     /// A directory searched before `$PATH` for shims and `runc` (see
     /// [`Containerd::start_with_path_prefix`]).
     path_prefix: Option<PathBuf>,
+    /// Whether pods get their own network namespace (see
+    /// [`Containerd::start_with_pod_network`]).
+    pod_network: bool,
 }
 
 impl Containerd {
@@ -77,7 +95,18 @@ impl Containerd {
     /// default one. Panics (with containerd's log) when any step fails.
     #[must_use]
     pub fn start() -> Self {
-        Self::start_with(None)
+        Self::start_with(None, false)
+    }
+
+    /// As [`Containerd::start`], with a CNI configuration so that pods not on the host's
+    /// network get a network namespace of their own: the `ptp` plugin of Debian's
+    /// `containernetworking-plugins` (`/usr/lib/cni`) makes a veth pair per pod, the pod's
+    /// end `eth0` with an address of [`POD_SUBNET`], the host's end routed to it; no NAT, no
+    /// bridge, nothing left on the host once the pod is removed (the host's end goes with
+    /// the pod's namespace). `host-local` keeps its leases below the temp dir.
+    #[must_use]
+    pub fn start_with_pod_network() -> Self {
+        Self::start_with(None, true)
     }
 
     /// As [`Containerd::start`], with `dir` first on containerd's `PATH` (which its shims
@@ -86,10 +115,10 @@ impl Containerd {
     /// runtime that cannot run here. `dir` must outlive the guard (its drop stops containers).
     #[must_use]
     pub fn start_with_path_prefix(dir: &Path) -> Self {
-        Self::start_with(Some(dir.to_path_buf()))
+        Self::start_with(Some(dir.to_path_buf()), false)
     }
 
-    fn start_with(path_prefix: Option<PathBuf>) -> Self {
+    fn start_with(path_prefix: Option<PathBuf>, pod_network: bool) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("collector-test-")
             .tempdir()
@@ -105,8 +134,18 @@ impl Containerd {
             cgroup_prefix: super::unique_name(),
             stopped: false,
             path_prefix,
+            pod_network,
         };
         fs::write(&containerd.config, containerd.config_toml()).expect("writing config.toml");
+        if pod_network {
+            let conf = containerd.path.join("cni/conf");
+            fs::create_dir_all(&conf).expect("creating the CNI conf dir");
+            fs::write(
+                conf.join("10-collector-test.conflist"),
+                containerd.cni_conflist(),
+            )
+            .expect("writing the CNI config");
+        }
         containerd.spawn();
         let archive = build_image_archive(&containerd.path.join("image"));
         for namespace in [CRI_NAMESPACE, DEFAULT_NAMESPACE] {
@@ -158,10 +197,32 @@ state = "{state}"
             state = p("state"),
             socket = self.socket.display(),
             opt = p("opt"),
-            cni_bin = p("cni/bin"),
+            cni_bin = if self.pod_network {
+                CNI_PLUGINS.to_owned()
+            } else {
+                p("cni/bin")
+            },
             cni_conf = p("cni/conf"),
             runc_root = p("runc"),
         )
+    }
+
+    /// The CNI network of pods (see [`Containerd::start_with_pod_network`]).
+    fn cni_conflist(&self) -> String {
+        json!({
+            "cniVersion": "1.0.0",
+            "name": "collector-test",
+            "plugins": [{
+                "type": "ptp",
+                "ipMasq": false,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{ "subnet": POD_SUBNET }]],
+                    "dataDir": self.path.join("cni/ipam"),
+                },
+            }],
+        })
+        .to_string()
     }
 
     fn spawn(&mut self) {

@@ -24,8 +24,8 @@ use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
     CreateContainerRequest, ImageSpec, LinuxContainerConfig, LinuxContainerSecurityContext,
     LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
-    PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest,
-    StartContainerRequest, StatusRequest, StopPodSandboxRequest,
+    PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StatusRequest, StopPodSandboxRequest,
     runtime_service_client::RuntimeServiceClient,
 };
 use tonic::transport::{Channel, Endpoint};
@@ -122,8 +122,35 @@ impl<'a> Pod<'a> {
     /// cgroupfs form: `/kubepods/besteffort/pod<uid>`, here below the test's own prefix).
     #[must_use]
     pub fn run(cri: &'a Cri, name: &str, namespace: &str, uid: &str, cgroup_parent: &str) -> Self {
-        let host_network = NamespaceOption {
-            network: NamespaceMode::Node.into(),
+        Self::run_on(
+            cri,
+            [name, namespace, uid, cgroup_parent],
+            NamespaceMode::Node,
+        )
+    }
+
+    /// As [`Pod::run`], in a network namespace of its own (the runtime's CNI network: see
+    /// `Containerd::start_with_pod_network`).
+    #[must_use]
+    pub fn run_in_own_network(
+        cri: &'a Cri,
+        name: &str,
+        namespace: &str,
+        uid: &str,
+        cgroup_parent: &str,
+    ) -> Self {
+        Self::run_on(
+            cri,
+            [name, namespace, uid, cgroup_parent],
+            NamespaceMode::Pod,
+        )
+    }
+
+    /// `RunPodSandbox` of pod `[name, namespace, uid, cgroup_parent]` on `network`.
+    fn run_on(cri: &'a Cri, pod: [&str; 4], network: NamespaceMode) -> Self {
+        let [name, namespace, uid, cgroup_parent] = pod;
+        let namespace_options = NamespaceOption {
+            network: network.into(),
             // The kubelet's default: one PID namespace per container.
             pid: NamespaceMode::Container.into(),
             ipc: NamespaceMode::Pod.into(),
@@ -141,7 +168,7 @@ impl<'a> Pod<'a> {
             linux: Some(LinuxPodSandboxConfig {
                 cgroup_parent: cgroup_parent.to_owned(),
                 security_context: Some(LinuxSandboxSecurityContext {
-                    namespace_options: Some(host_network),
+                    namespace_options: Some(namespace_options),
                     ..LinuxSandboxSecurityContext::default()
                 }),
                 ..LinuxPodSandboxConfig::default()
@@ -168,6 +195,24 @@ impl<'a> Pod<'a> {
             config,
             removed: false,
         }
+    }
+
+    /// The pod's IP address (`PodSandboxStatus`), `None` on the host's network.
+    #[must_use]
+    pub fn ip(&self) -> Option<String> {
+        let request = PodSandboxStatusRequest {
+            pod_sandbox_id: self.id.clone(),
+            verbose: false,
+        };
+        self.cri
+            .call("PodSandboxStatus", |mut c| async move {
+                c.pod_sandbox_status(request).await
+            })
+            .unwrap_or_else(|e| panic!("{e}"))
+            .status
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .filter(|ip| !ip.is_empty())
     }
 
     /// The sandbox (pause) container's id.

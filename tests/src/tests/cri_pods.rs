@@ -20,7 +20,7 @@ use crate::support::{
 /// Longest wait for the daemon to reflect a change made in containerd.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-fn containerd_ready() -> bool {
+pub(super) fn containerd_ready() -> bool {
     root()
         && require(
             "containerd, ctr, runc and busybox-static (Debian packages)",
@@ -29,7 +29,7 @@ fn containerd_ready() -> bool {
 }
 
 /// A daemon asking `containerd` for CRI and metadata, and no Docker.
-fn daemon_for(containerd: &Containerd) -> Daemon {
+pub(super) fn daemon_for(containerd: &Containerd) -> Daemon {
     let socket = containerd.socket().to_str().expect("temp paths are UTF-8");
     Daemon::start(&[
         "--cri-socket",
@@ -156,7 +156,7 @@ fn pod_containers_are_found_by_uid_and_name_through_a_containerd_crash() {
 }
 
 /// The file `name` of the container cgroup `rel` in whichever hierarchy has it.
-fn cgroup_file(rel: &str, name: &str) -> PathBuf {
+pub(super) fn cgroup_file(rel: &str, name: &str) -> PathBuf {
     cgroup_mounts()
         .into_iter()
         .map(|m| m.join(rel.trim_start_matches('/')).join(name))
