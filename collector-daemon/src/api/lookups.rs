@@ -6,6 +6,8 @@
 //! may read procfs, or walk the cgroup mounts without the kernel programs.
 use std::sync::Arc;
 
+use crate::provider::Runtime;
+
 use axum::{
     body::Body,
     extract::{ConnectInfo, Path, Request, State, rejection::PathRejection},
@@ -309,6 +311,7 @@ pub(super) async fn containers(State(state): State<Arc<ApiState>>) -> Result<Res
             })
             .collect();
         remote_only(&state, &mut bodies);
+        podman_only(&state, &mut bodies);
         Ok(json(&bodies))
     })
     .await
@@ -339,6 +342,29 @@ fn remote_only(state: &ApiState, bodies: &mut Vec<ContainerBody>) {
                 pids: Vec::new(),
             });
         }
+    }
+}
+
+/// Appends the running Podman containers without a cgroup of their own (rootless Podman on
+/// cgroup v1): no cgroup, and no processes, since the cgroups cannot tell them.
+fn podman_only(state: &ApiState, bodies: &mut Vec<ContainerBody>) {
+    let listed: std::collections::HashSet<String> =
+        bodies.iter().map(|b| b.container_id.clone()).collect();
+    for id in state
+        .collectors
+        .podman_without_cgroups(&|id| listed.contains(id))
+    {
+        bodies.push(ContainerBody {
+            runtime: Some(Runtime::Podman.as_str().to_owned()),
+            flavor: "default".to_owned(),
+            meta: meta_body(state, Some(&id)),
+            container_id: id,
+            pod_uid: None,
+            cgroup_path: None,
+            cgroup_id: None,
+            cgroups: Vec::new(),
+            pids: Vec::new(),
+        });
     }
 }
 
