@@ -22,6 +22,7 @@ mod kubernetes_metrics;
 mod layouts;
 mod lifecycle;
 mod podman;
+mod podman_rootless;
 mod privilege;
 mod prometheus;
 mod provider;

@@ -6,8 +6,6 @@
 //! may read procfs, or walk the cgroup mounts without the kernel programs.
 use std::sync::Arc;
 
-use crate::provider::Runtime;
-
 use axum::{
     body::Body,
     extract::{ConnectInfo, Path, Request, State, rejection::PathRejection},
@@ -23,7 +21,7 @@ use super::{
 };
 use crate::{
     identity::{LookupError, ProcessAnswer},
-    provider::{ChainResult, CollectorChains, MaxAge, MetaCollector},
+    provider::{ChainResult, CollectorChains, MaxAge, MetaCollector, Runtime},
 };
 
 /// Most PIDs a batch may hold to be answered on the async worker when the kernel index has

@@ -307,7 +307,10 @@ mod tests {
         let list = run_with("podman_socket = [\"/srv/a.sock\", \"auto\"]\n", &[]).unwrap();
         assert_eq!(list.podman_sockets.fixed.len(), 2);
         let flags = run_with("", &["--podman-socket", "/a.sock,/b.sock"]).unwrap();
-        assert_eq!(flags.podman_sockets.fixed, [Path::new("/a.sock"), Path::new("/b.sock")]);
+        assert_eq!(
+            flags.podman_sockets.fixed,
+            [Path::new("/a.sock"), Path::new("/b.sock")]
+        );
         let off = run_with("podman_socket = \"none\"\n", &[]).unwrap();
         assert!(off.podman_sockets.is_off());
         let err = run_with("podman_socket = \"relative.sock\"\n", &[]).unwrap_err();

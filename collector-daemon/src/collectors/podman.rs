@@ -594,7 +594,6 @@ fn parse_http_answer(answer: &[u8]) -> Option<(u16, Vec<u8>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
     use crate::collectors::metadata::{MetadataStore, Source};
 
     /// A registry over `store` with `socket` registered as a named one.

@@ -326,9 +326,8 @@ impl PodmanRegistry {
             .values()
             .filter(|v| v.source == source && v.watched)
             .collect();
-        let first = |f: fn(&SourceState) -> bool| {
-            watched.iter().map(|v| &v.state).find(|s| f(s)).cloned()
-        };
+        let first =
+            |f: fn(&SourceState) -> bool| watched.iter().map(|v| &v.state).find(|s| f(s)).cloned();
         let state = first(SourceState::is_up)
             .or_else(|| first(|s| matches!(s, SourceState::Down { .. })))
             .or_else(|| first(|s| matches!(s, SourceState::Starting)))
@@ -363,10 +362,16 @@ pub async fn watch_all(registry: Arc<PodmanRegistry>, sockets: PodmanSockets, ti
     let mut tasks = tokio::task::JoinSet::new();
     for socket in &sockets.fixed {
         registry.register(socket, Source::Podman);
-        tasks.spawn(podman::watch(Arc::clone(&registry), socket.clone(), timeout));
+        tasks.spawn(podman::watch(
+            Arc::clone(&registry),
+            socket.clone(),
+            timeout,
+        ));
     }
     if sockets.fixed.is_empty() {
-        registry.store.set_state(Source::Podman, SourceState::Disabled);
+        registry
+            .store
+            .set_state(Source::Podman, SourceState::Disabled);
     }
     let Some(root) = sockets.discover_under else {
         registry
@@ -397,7 +402,11 @@ pub async fn watch_all(registry: Arc<PodmanRegistry>, sockets: PodmanSockets, ti
             }
             tracing::info!(socket = %socket.display(), "found a rootless Podman socket: watching it");
             registry.register(&socket, Source::PodmanRootless);
-            let task = tasks.spawn(podman::watch(Arc::clone(&registry), socket.clone(), timeout));
+            let task = tasks.spawn(podman::watch(
+                Arc::clone(&registry),
+                socket.clone(),
+                timeout,
+            ));
             found.insert(socket, task);
         }
         registry.forget_departed();
@@ -527,7 +536,10 @@ mod tests {
     fn each_socket_replaces_its_own_list_and_a_gone_one_keeps_its_names() {
         let store = Arc::new(MetadataStore::default());
         let registry = PodmanRegistry::new(Arc::clone(&store));
-        let (a, b) = (Path::new("/run/user/1/podman/podman.sock"), Path::new("/x/b.sock"));
+        let (a, b) = (
+            Path::new("/run/user/1/podman/podman.sock"),
+            Path::new("/x/b.sock"),
+        );
         registry.register(a, Source::PodmanRootless);
         registry.register(b, Source::PodmanRootless);
         registry.replace(a, vec![listed("1", "one"), listed("2", "two")]);

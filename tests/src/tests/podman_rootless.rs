@@ -1,0 +1,152 @@
+//! A rootless user's Podman, seen by the daemon running as root with no `--podman-socket`:
+//! it finds the user's socket under `/run/user`, lists the user's container with the name,
+//! image and labels its own user's service gives and runtime `podman`, keeps them when the
+//! service stops (logged once) and follows the service back.
+//!
+//! On this cgroup v1 host without a systemd user session, rootless Podman creates no cgroup:
+//! the container's processes stay in the cgroups of whatever started them, so the daemon
+//! lists the container without cgroups, and must never answer another container for its
+//! processes.
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::util::{listed_container, lookup, root, wait_for};
+use crate::support::{
+    daemon::Daemon,
+    podman::{IMAGE, PodmanContainer},
+    podman_rootless::{RootlessPodman, rootless_podman_available},
+    require,
+};
+
+/// How long the daemon has to catch up (a rescan of `/run/user` is every 5 s).
+const TIMEOUT: Duration = Duration::from_secs(30);
+/// What the daemon logs when it finds a rootless socket, and when a service goes away.
+const FOUND_LOG: &str = "found a rootless Podman socket";
+const DOWN_LOG: &str = "Podman is down";
+
+fn rootless_ready() -> bool {
+    root()
+        && require(
+            "podman, conmon, tar, /bin/busybox, useradd, setpriv, newuidmap (Debian's podman, \
+             busybox-static, passwd, util-linux, uidmap)",
+            rootless_podman_available(),
+        )
+}
+
+/// The container's `GET /v1/containers` entry once it carries its name.
+fn wait_named(daemon: &Daemon, container: &PodmanContainer) -> Value {
+    wait_for(
+        "the rootless container listed with its name",
+        TIMEOUT,
+        || listed_container(daemon, &container.id).filter(|c| c["name"] == container.name.as_str()),
+    )
+}
+
+/// The daemon's log lines that say `what` about `socket`.
+fn log_lines(daemon: &Daemon, what: &str, socket: &str) -> usize {
+    daemon
+        .log()
+        .lines()
+        .filter(|l| l.contains(what) && l.contains(socket))
+        .count()
+}
+
+/// `collector_runtime_up{runtime="podman-rootless"}` from `/metrics`.
+fn rootless_up(daemon: &Daemon) -> Option<u64> {
+    let body = daemon.get("/metrics").body;
+    body.lines().find_map(|line| {
+        line.strip_prefix("collector_runtime_up{runtime=\"podman-rootless\"} ")?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// The answer for a rootless container's process: that container, or no container with
+/// nothing claimed; never another container.
+fn assert_pid_answer(daemon: &Daemon, pid: u32, container: &PodmanContainer) -> Value {
+    let answer = lookup(daemon, pid);
+    eprintln!("pid {pid} of {}: {answer}", container.id);
+    let id = &answer["container_id"];
+    assert!(
+        *id == Value::Null || *id == container.id.as_str(),
+        "pid {pid} of rootless {} answered as another container: {answer}",
+        container.id
+    );
+    answer
+}
+
+#[test]
+fn rootless_podman_containers_are_found_named_and_followed_across_restarts() {
+    if !rootless_ready() {
+        return;
+    }
+    let mut user = RootlessPodman::start();
+    let socket = user.socket().display().to_string();
+    let first = user.run(
+        "collector-rootless",
+        &[("app", "web"), ("tier", "back"), ("secret", "not-listed")],
+    );
+    // No --podman-socket: as root, the rootful socket and every rootless one.
+    let daemon = Daemon::start(&[
+        "--docker-socket",
+        "none",
+        "--containerd-socket",
+        "none",
+        "--container-labels",
+        "app,tier",
+    ]);
+    let entry = wait_named(&daemon, &first);
+    eprintln!("listed: {entry}");
+    assert_eq!(entry["runtime"], "podman", "{entry}");
+    assert_eq!(entry["image"], IMAGE, "{entry}");
+    assert_eq!(
+        entry["labels"],
+        json!({"app": "web", "tier": "back"}),
+        "{entry}"
+    );
+    if entry["cgroup_path"].is_null() {
+        assert_eq!(entry["pids"], json!([]), "no cgroup, no processes: {entry}");
+    }
+    assert_pid_answer(&daemon, user.main_pid(&first), &first);
+    assert_eq!(
+        log_lines(&daemon, FOUND_LOG, &socket),
+        1,
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(rootless_up(&daemon), Some(1));
+
+    // The service stops (its socket goes): logged once, the names stay.
+    user.stop_service();
+    wait_for("the outage logged", TIMEOUT, || {
+        (log_lines(&daemon, DOWN_LOG, &socket) > 0).then_some(())
+    });
+    // Two rescans: the socket is dropped without another word.
+    std::thread::sleep(Duration::from_secs(11));
+    assert_eq!(log_lines(&daemon, DOWN_LOG, &socket), 1, "{}", daemon.log());
+    assert_eq!(rootless_up(&daemon), Some(0));
+    let entry = listed_container(&daemon, &first.id).expect("still listed");
+    assert_eq!(entry["name"], first.name.as_str(), "{entry}");
+    assert_pid_answer(&daemon, user.main_pid(&first), &first);
+    // Podman is daemonless: a container starts without the service.
+    let second = user.run("collector-rootless-later", &[("app", "db")]);
+
+    // The service is back: found again, and its new container is answered.
+    user.start_service();
+    let entry = wait_named(&daemon, &second);
+    assert_eq!(entry["runtime"], "podman", "{entry}");
+    assert_eq!(entry["labels"], json!({"app": "db"}), "{entry}");
+    assert_eq!(
+        log_lines(&daemon, FOUND_LOG, &socket),
+        2,
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(rootless_up(&daemon), Some(1));
+    let answer = assert_pid_answer(&daemon, user.main_pid(&second), &second);
+    if answer["container_id"] == second.id.as_str() {
+        assert_eq!(answer["name"], second.name.as_str(), "{answer}");
+    }
+}
