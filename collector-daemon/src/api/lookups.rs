@@ -147,8 +147,20 @@ fn known_process(
 }
 
 /// A PID answer with its container's runtime metadata.
+/// A live process may be in a Podman container that has no cgroup of its own (rootless
+/// Podman on cgroup v1, whose processes stay in the cgroups of whatever started them, which
+/// may even be another container's): its PID namespace tells, when it does so for certain,
+/// and wins over the cgroup's. Its cgroup fields stay those of the cgroup it is in.
 fn pid_body(state: &ApiState, answer: &ProcessAnswer) -> PidBody {
     let mut body = PidBody::from(answer);
+    if body.exited != Some(true)
+        && let Some(id) = state.collectors.podman().container_of_pid(body.pid)
+        && body.container_id.as_deref() != Some(id.as_str())
+    {
+        body.container_id = Some(id);
+        body.runtime = Some(Runtime::Podman.as_str().to_owned());
+        body.pod_uid = None;
+    }
     body.meta = meta_body(state, body.container_id.as_deref());
     body
 }

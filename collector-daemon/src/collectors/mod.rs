@@ -35,6 +35,7 @@ pub mod identity;
 pub mod kubelet;
 pub mod metadata;
 pub mod podman;
+pub mod podman_pidns;
 pub mod podman_sockets;
 pub mod remote;
 pub mod system;

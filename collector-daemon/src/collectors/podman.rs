@@ -401,6 +401,7 @@ impl ListedContainer {
             meta,
             running,
             pid,
+            start_time_ns: None,
         })
     }
 
@@ -792,6 +793,7 @@ mod tests {
                 },
                 running: true,
                 pid: None,
+                start_time_ns: None,
             }],
         );
         let task = tokio::spawn(watch(registry, path, Duration::from_secs(30)));

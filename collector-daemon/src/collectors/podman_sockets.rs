@@ -21,8 +21,12 @@ use std::{
 
 use super::{
     metadata::{ContainerMeta, MetadataStore, Source, SourceState},
-    podman,
+    podman, podman_pidns,
 };
+use crate::identity::procfs;
+
+/// procfs, where main processes are checked (Podman's PIDs are the host's).
+const PROC: &str = "/proc";
 
 /// Where logind makes each user's runtime directory (`XDG_RUNTIME_DIR`).
 pub const USER_RUNTIME_DIRS: &str = "/run/user";
@@ -163,6 +167,9 @@ pub struct Listed {
     pub running: bool,
     /// Its main process (`Pid` in the list), when running.
     pub pid: Option<u32>,
+    /// That process's start time (ns since boot) when the list arrived: with the PID, the
+    /// process's identity. Set by [`PodmanRegistry::replace`].
+    pub start_time_ns: Option<u64>,
 }
 
 /// One socket: whether it is watched now, where it stands, and its last list.
@@ -179,6 +186,8 @@ struct SocketView {
 pub struct RunningContainer {
     pub id: String,
     pub pid: Option<u32>,
+    /// The main process's start time when listed.
+    pub start_time_ns: Option<u64>,
     /// The socket's owner uid when it is a rootless user's (its source is
     /// [`Source::PodmanRootless`]).
     pub rootless_uid: Option<u32>,
@@ -257,8 +266,13 @@ impl PodmanRegistry {
         }
     }
 
-    /// Replaces what `socket` listed.
-    pub fn replace(&self, socket: &Path, containers: Vec<Listed>) {
+    /// Replaces what `socket` listed, noting each main process's start time.
+    pub fn replace(&self, socket: &Path, mut containers: Vec<Listed>) {
+        for c in &mut containers {
+            c.start_time_ns = c
+                .pid
+                .and_then(|pid| procfs::start_time_ns(Path::new(PROC), pid));
+        }
         let mut sockets = self.sockets();
         if let Some(view) = sockets.get_mut(socket) {
             view.containers = containers;
@@ -281,6 +295,18 @@ impl PodmanRegistry {
             })
     }
 
+    /// The rootless Podman container whose PID namespace process `pid` is in, when that is
+    /// certain (see `podman_pidns`). Rootful Podman always gives its containers cgroups, which
+    /// answer for them; rootless Podman cannot on cgroup v1.
+    pub fn container_of_pid(&self, pid: u32) -> Option<String> {
+        let mut running = self.running();
+        running.retain(|c| c.rootless_uid.is_some());
+        if running.is_empty() {
+            return None;
+        }
+        podman_pidns::container_of(Path::new(PROC), pid, &running)
+    }
+
     /// The running containers every socket listed last, each id once.
     pub fn running(&self) -> Vec<RunningContainer> {
         let sockets = self.sockets();
@@ -296,6 +322,7 @@ impl PodmanRegistry {
                         running.push(RunningContainer {
                             id: c.id.clone(),
                             pid: c.pid,
+                            start_time_ns: c.start_time_ns,
                             rootless_uid: owner,
                         });
                     }
@@ -529,6 +556,7 @@ mod tests {
             },
             running: true,
             pid: Some(7),
+            start_time_ns: None,
         }
     }
 

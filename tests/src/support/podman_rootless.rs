@@ -26,8 +26,10 @@ use std::{
 use tempfile::TempDir;
 
 use super::{
+    cgroup::TestCgroup,
     host::{on_path, terminate},
     podman::{IMAGE, PodmanContainer, answers, podman_available},
+    process::enter_before_exec,
 };
 
 /// Where logind makes users' runtime directories.
@@ -288,6 +290,27 @@ impl RootlessPodman {
     /// sleep 86400` as the user.
     #[must_use]
     pub fn run(&self, name_prefix: &str, labels: &[(&str, &str)]) -> PodmanContainer {
+        self.run_from(name_prefix, labels, None)
+    }
+
+    /// As [`Self::run`], with `podman run` started inside `cgroup`: rootless Podman on
+    /// cgroup v1 creates none, so the container's processes stay there.
+    #[must_use]
+    pub fn run_in_cgroup(
+        &self,
+        name_prefix: &str,
+        labels: &[(&str, &str)],
+        cgroup: &TestCgroup,
+    ) -> PodmanContainer {
+        self.run_from(name_prefix, labels, Some(cgroup))
+    }
+
+    fn run_from(
+        &self,
+        name_prefix: &str,
+        labels: &[(&str, &str)],
+        cgroup: Option<&TestCgroup>,
+    ) -> PodmanContainer {
         let name = format!(
             "{name_prefix}-{}-{}",
             std::process::id(),
@@ -305,7 +328,20 @@ impl RootlessPodman {
             args.extend(["--label", label.as_str()]);
         }
         args.extend([IMAGE, "sleep", "86400"]);
-        let id = self.podman_ok(&args);
+        let mut cmd = self.command();
+        cmd.args(&args);
+        if let Some(cgroup) = cgroup {
+            enter_before_exec(&mut cmd, &cgroup.procs_files());
+        }
+        let output = cmd.output().expect("running podman run as the user");
+        assert!(
+            output.status.success(),
+            "podman {args:?} as {} failed ({}): {}",
+            self.user,
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+        let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
         assert!(
             id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
             "podman run printed {id:?}, not a container id"

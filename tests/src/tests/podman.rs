@@ -201,6 +201,7 @@ fn podman_containers_are_answered_with_name_image_labels_pod_and_stats() {
             meta: ContainerMeta::default(),
             running: true,
             pid: None,
+            start_time_ns: None,
         }],
     );
     let collector = PodmanStats::new(registry, TIMEOUT);

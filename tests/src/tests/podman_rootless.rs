@@ -13,9 +13,11 @@ use serde_json::{Value, json};
 
 use super::util::{listed_container, lookup, root, wait_for};
 use crate::support::{
+    cgroup::TestCgroup,
     daemon::Daemon,
     podman::{IMAGE, PodmanContainer},
     podman_rootless::{RootlessPodman, rootless_podman_available},
+    process::spawn_in_cgroup,
     require,
 };
 
@@ -63,18 +65,27 @@ fn rootless_up(daemon: &Daemon) -> Option<u64> {
     })
 }
 
-/// The answer for a rootless container's process: that container, or no container with
-/// nothing claimed; never another container.
+/// The answer for a rootless container's process: that container (its PID namespace tells,
+/// since no cgroup does), with its name; never another container.
 fn assert_pid_answer(daemon: &Daemon, pid: u32, container: &PodmanContainer) -> Value {
     let answer = lookup(daemon, pid);
     eprintln!("pid {pid} of {}: {answer}", container.id);
-    let id = &answer["container_id"];
-    assert!(
-        *id == Value::Null || *id == container.id.as_str(),
-        "pid {pid} of rootless {} answered as another container: {answer}",
-        container.id
-    );
+    assert_eq!(answer["container_id"], container.id.as_str(), "{answer}");
+    assert_eq!(answer["runtime"], "podman", "{answer}");
+    assert_eq!(answer["name"], container.name.as_str(), "{answer}");
     answer
+}
+
+/// The daemon with rootless discovery (no `--podman-socket`) and no other runtime.
+fn discovering_daemon() -> Daemon {
+    Daemon::start(&[
+        "--docker-socket",
+        "none",
+        "--containerd-socket",
+        "none",
+        "--container-labels",
+        "app,tier",
+    ])
 }
 
 #[test]
@@ -89,14 +100,7 @@ fn rootless_podman_containers_are_found_named_and_followed_across_restarts() {
         &[("app", "web"), ("tier", "back"), ("secret", "not-listed")],
     );
     // No --podman-socket: as root, the rootful socket and every rootless one.
-    let daemon = Daemon::start(&[
-        "--docker-socket",
-        "none",
-        "--containerd-socket",
-        "none",
-        "--container-labels",
-        "app,tier",
-    ]);
+    let daemon = discovering_daemon();
     let entry = wait_named(&daemon, &first);
     eprintln!("listed: {entry}");
     assert_eq!(entry["runtime"], "podman", "{entry}");
@@ -145,8 +149,54 @@ fn rootless_podman_containers_are_found_named_and_followed_across_restarts() {
         daemon.log()
     );
     assert_eq!(rootless_up(&daemon), Some(1));
-    let answer = assert_pid_answer(&daemon, user.main_pid(&second), &second);
-    if answer["container_id"] == second.id.as_str() {
-        assert_eq!(answer["name"], second.name.as_str(), "{answer}");
+    assert_pid_answer(&daemon, user.main_pid(&second), &second);
+}
+
+/// The v2 cgroup path of `pid` (from `/proc/<pid>/cgroup`'s `0::` line).
+fn v2_cgroup(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_rootless_container_started_in_another_containers_cgroup_is_answered_as_itself() {
+    if !rootless_ready() {
+        return;
     }
+    // A cgroup whose path names a Docker container: what a rootless container's processes
+    // land in when `podman run` is started from there.
+    let docker_id = super::util::container_id("rootless-outer");
+    let outer = TestCgroup::new(&format!("system.slice/docker-{docker_id}.scope"));
+    let mut user = RootlessPodman::start();
+    let daemon = discovering_daemon();
+    // The cgroup alone says Docker's container, for any process in it.
+    let plain = spawn_in_cgroup(&outer, &["sleep", "60"]);
+    let answer = wait_for("the outer cgroup's process answered", TIMEOUT, || {
+        let answer = lookup(&daemon, plain.pid());
+        (answer["container_id"] == docker_id.as_str()).then_some(answer)
+    });
+    assert_eq!(answer["runtime"], "docker", "{answer}");
+
+    let inner = user.run_in_cgroup("collector-rootless-inner", &[("app", "api")], &outer);
+    let pid = user.main_pid(&inner);
+    let cgroup = v2_cgroup(pid);
+    eprintln!("rootless container process {pid} is in {cgroup}");
+    assert!(
+        cgroup.ends_with(&format!("docker-{docker_id}.scope")),
+        "rootless Podman made a cgroup here after all: {cgroup}"
+    );
+    let entry = wait_named(&daemon, &inner);
+    assert_eq!(entry["runtime"], "podman", "{entry}");
+    assert_pid_answer(&daemon, pid, &inner);
+    // The other process of that cgroup is still answered as Docker's.
+    assert_eq!(
+        lookup(&daemon, plain.pid())["container_id"],
+        docker_id.as_str()
+    );
+    // The answer does not depend on the user's service running.
+    user.stop_service();
+    assert_pid_answer(&daemon, pid, &inner);
 }
