@@ -564,7 +564,7 @@ fn podman_factory(
             let rootful = metadata.state(Source::Podman);
             let rootless = metadata.state(Source::PodmanRootless);
             if !rootful.is_up() && !rootless.is_up() {
-                return Err(podman_not_constructed(rootful, rootless));
+                return Err(podman_not_constructed(&rootful, &rootless));
             }
             let offer = Collectors {
                 stats: reference(podman.clone(), 2, id),
@@ -580,21 +580,33 @@ fn podman_factory(
 
 /// Why Podman's stats are not offered, given the named sockets' and the rootless ones'
 /// states, neither connected.
-fn podman_not_constructed(rootful: SourceState, rootless: SourceState) -> ConstructError {
+fn podman_not_constructed(rootful: &SourceState, rootless: &SourceState) -> ConstructError {
     match (rootful, rootless) {
         (SourceState::Disabled, SourceState::Disabled) => {
             ConstructError::permanent("Podman is turned off")
         }
         (SourceState::Absent { reason }, SourceState::Disabled) => {
-            ConstructError::permanent(reason)
+            ConstructError::permanent(reason.clone())
         }
-        (SourceState::Down { reason }, _) | (_, SourceState::Down { reason }) => {
-            ConstructError::not_yet(reason)
+        _ => {
+            let both = [rootful, rootless];
+            // An outage's reason before an absence's.
+            let reason = both
+                .iter()
+                .find_map(|s| match s {
+                    SourceState::Down { reason } => Some(reason),
+                    _ => None,
+                })
+                .or_else(|| {
+                    both.iter().find_map(|s| match s {
+                        SourceState::Absent { reason } => Some(reason),
+                        _ => None,
+                    })
+                });
+            ConstructError::not_yet(
+                reason.map_or_else(|| "Podman not listed yet".to_owned(), Clone::clone),
+            )
         }
-        (SourceState::Absent { reason }, _) | (_, SourceState::Absent { reason }) => {
-            ConstructError::not_yet(reason)
-        }
-        _ => ConstructError::not_yet("Podman not listed yet"),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Which Podman API sockets the daemon watches, and what each one listed. Rootful Podman
 //! serves `/run/podman/podman.sock`; each rootless user's own service (its own storage and
 //! containers) serves `$XDG_RUNTIME_DIR/podman/podman.sock`, which is `/run/user/<uid>` in a
-//! login session (pam_systemd/logind). As root, with no socket named, every
+//! login session (`pam_systemd`, logind). As root, with no socket named, every
 //! `/run/user/<uid>/podman/podman.sock` is looked for every few seconds: users log in and
 //! start their service at any time, and `podman system service` removes its socket when it
 //! stops (SIGTERM).
@@ -445,12 +445,13 @@ pub async fn watch_all(registry: Arc<PodmanRegistry>, sockets: PodmanSockets, ti
 /// A found socket that is gone: its service stopped. Its watcher already logged that when
 /// it was connected; if it had not noticed yet, it is logged here, once.
 fn drop_socket(registry: &PodmanRegistry, socket: &Path) {
-    match registry.unwatch(socket) {
-        Some(SourceState::Connected) => tracing::warn!(
+    if let Some(SourceState::Connected) = registry.unwatch(socket) {
+        tracing::warn!(
             socket = %socket.display(),
             "Podman is down: its socket is gone; the names, images and labels already known are kept"
-        ),
-        _ => tracing::debug!(socket = %socket.display(), "rootless Podman socket gone"),
+        );
+    } else {
+        tracing::debug!(socket = %socket.display(), "rootless Podman socket gone");
     }
 }
 

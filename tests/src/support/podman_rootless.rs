@@ -411,15 +411,15 @@ impl RootlessPodman {
             return;
         };
         let mut removed = false;
-        let kept: String = text
-            .lines()
-            .filter(|l| {
-                let drop = !removed && *l == line;
-                removed |= drop;
-                !drop
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
+        let mut kept = String::with_capacity(text.len());
+        for l in text.lines() {
+            if !removed && l == line {
+                removed = true;
+            } else {
+                kept.push_str(l);
+                kept.push('\n');
+            }
+        }
         if removed && let Err(e) = fs::write(path, kept) {
             eprintln!("warning: restoring {path}: {e}");
         }
