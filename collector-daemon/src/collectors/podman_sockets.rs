@@ -299,7 +299,8 @@ impl PodmanRegistry {
     /// certain (see `podman_pidns`). Rootful Podman always gives its containers cgroups, which
     /// answer for them; rootless Podman cannot on cgroup v1.
     pub fn container_of_pid(&self, pid: u32) -> Option<String> {
-        let mut running = self.running();
+        let mut running = self.running_of(&[Source::PodmanRootless]);
+        // A user's claim is checked against the user: without its uid, no claim.
         running.retain(|c| c.rootless_uid.is_some());
         if running.is_empty() {
             return None;
@@ -309,10 +310,15 @@ impl PodmanRegistry {
 
     /// The running containers every socket listed last, each id once.
     pub fn running(&self) -> Vec<RunningContainer> {
+        self.running_of(&[Source::Podman, Source::PodmanRootless])
+    }
+
+    /// As [`Self::running`], for the sockets of `sources` only.
+    fn running_of(&self, sources: &[Source]) -> Vec<RunningContainer> {
         let sockets = self.sockets();
         let mut seen = BTreeSet::new();
         let mut running = Vec::new();
-        for source in [Source::Podman, Source::PodmanRootless] {
+        for &source in sources {
             for (socket, view) in sockets.iter().filter(|(_, v)| v.source == source) {
                 let owner = (source == Source::PodmanRootless)
                     .then(|| uid_of_runtime_dir(socket))
