@@ -305,13 +305,14 @@ impl StatsCollectors {
 
     /// The running Podman containers without a cgroup of their own here (rootless Podman on
     /// cgroup v1 cannot create one: their processes stay in the cgroups of whatever started
-    /// them), which the container list gives without cgroups.
+    /// them), which the container list gives without cgroups, while their main process is
+    /// the one listed.
     pub fn podman_without_cgroups(&self, listed: &dyn Fn(&str) -> bool) -> Vec<String> {
         self.podman
             .running()
             .into_iter()
+            .filter(|c| !listed(&c.id) && c.is_alive())
             .map(|c| c.id)
-            .filter(|id| !listed(id))
             .collect()
     }
 

@@ -193,6 +193,17 @@ pub struct RunningContainer {
     pub rootless_uid: Option<u32>,
 }
 
+impl RunningContainer {
+    /// Whether its main process is still the one listed (same PID and start time): a
+    /// service that is down sends no event when a container stops.
+    pub fn is_alive(&self) -> bool {
+        let (Some(pid), Some(start)) = (self.pid, self.start_time_ns) else {
+            return false;
+        };
+        procfs::start_time_ns(Path::new(PROC), pid) == Some(start)
+    }
+}
+
 /// Every Podman socket's containers and state, kept in the metadata store under
 /// [`Source::Podman`] (named sockets) and [`Source::PodmanRootless`] (found ones).
 pub struct PodmanRegistry {

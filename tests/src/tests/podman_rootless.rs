@@ -126,6 +126,9 @@ fn rootless_podman_containers_are_found_named_and_followed_across_restarts() {
     );
     assert_eq!(rootless_up(&daemon), Some(1));
 
+    let doomed = user.run("collector-rootless-doomed", &[]);
+    wait_named(&daemon, &doomed);
+
     // The service stops (its socket goes): logged once, the names stay.
     user.stop_service();
     wait_for("the outage logged", TIMEOUT, || {
@@ -138,7 +141,15 @@ fn rootless_podman_containers_are_found_named_and_followed_across_restarts() {
     let entry = listed_container(&daemon, &first.id).expect("still listed");
     assert_eq!(entry["name"], first.name.as_str(), "{entry}");
     assert_pid_answer(&daemon, user.main_pid(&first), &first);
-    // Podman is daemonless: a container starts without the service.
+    // A container removed while the service is down (Podman is daemonless) is no longer
+    // listed: its main process is gone, though no event said so.
+    user.podman_ok(&["rm", "-f", "-t", "0", &doomed.id]);
+    wait_for("the removed container unlisted", TIMEOUT, || {
+        listed_container(&daemon, &doomed.id)
+            .is_none()
+            .then_some(())
+    });
+    // A container starts without the service.
     let second = user.run("collector-rootless-later", &[("app", "db")]);
 
     // The service is back: found again, and its new container is answered.
