@@ -32,7 +32,7 @@ fn namespace(proc_root: &Path, pid: u32, kind: &str) -> Option<NsId> {
 }
 
 /// The uid that owns the user namespace of `pid`.
-fn user_namespace_owner(proc_root: &Path, pid: u32) -> Option<u32> {
+pub fn user_namespace_owner(proc_root: &Path, pid: u32) -> Option<u32> {
     let file = fs::File::open(proc_root.join(pid.to_string()).join("ns/user")).ok()?;
     let mut uid: libc::uid_t = 0;
     // SAFETY: NS_GET_OWNER_UID writes one uid_t through the pointer, which is valid for it.

@@ -194,13 +194,18 @@ pub struct RunningContainer {
 }
 
 impl RunningContainer {
-    /// Whether its main process is still the one listed (same PID and start time): a
-    /// service that is down sends no event when a container stops.
+    /// Whether its main process is still the one listed (same PID and start time; a
+    /// service that is down sends no event when a container stops) and, for a rootless
+    /// user's container, in a user namespace that user owns (so a user lists no process of
+    /// another's as a container of theirs).
     pub fn is_alive(&self) -> bool {
         let (Some(pid), Some(start)) = (self.pid, self.start_time_ns) else {
             return false;
         };
-        procfs::start_time_ns(Path::new(PROC), pid) == Some(start)
+        let proc_root = Path::new(PROC);
+        self.rootless_uid
+            .is_none_or(|uid| podman_pidns::user_namespace_owner(proc_root, pid) == Some(uid))
+            && procfs::start_time_ns(proc_root, pid) == Some(start)
     }
 }
 
@@ -606,6 +611,25 @@ mod tests {
         registry.forget_departed();
         assert!(store.get("1").is_none());
         assert_eq!(registry.running().len(), 2);
+    }
+
+    #[test]
+    fn a_listed_main_process_counts_while_it_is_the_same_and_the_users() {
+        let me = std::process::id();
+        let start = procfs::start_time_ns(Path::new(PROC), me);
+        let owner = podman_pidns::user_namespace_owner(Path::new(PROC), me);
+        let running = |start_time_ns, rootless_uid| RunningContainer {
+            id: "c".into(),
+            pid: Some(me),
+            start_time_ns,
+            rootless_uid,
+        };
+        assert!(running(start, None).is_alive());
+        assert!(running(start, owner).is_alive());
+        // Another process under the same PID; a user that owns not this process's namespace.
+        assert!(!running(start.map(|s| s + 1), None).is_alive());
+        assert!(!running(start, owner.map(|o| o + 1)).is_alive());
+        assert!(!running(None, None).is_alive());
     }
 
     #[test]
