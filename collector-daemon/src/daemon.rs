@@ -21,7 +21,7 @@ use crate::{
         ApiSocket, RuntimeApis, StatsCollectors, containerd, crio, docker, ecsfargate, garden,
         kubelet,
         metadata::{Source, SourceState},
-        podman,
+        podman_sockets::{self, PodmanSockets},
         remote::{self, PollTiming, RemoteSource},
     },
     ebpf::{KernelTracker, LoadOptions, loader},
@@ -64,8 +64,8 @@ pub struct RunOptions {
     pub docker_socket: Option<PathBuf>,
     /// containerd socket; `None` to not ask containerd.
     pub containerd_socket: Option<PathBuf>,
-    /// Podman's libpod API socket; `None` to not ask Podman.
-    pub podman_socket: Option<PathBuf>,
+    /// Podman's libpod API sockets (named ones, and whether rootless ones are looked for).
+    pub podman_sockets: PodmanSockets,
     /// CRI runtime service socket (containerd's or CRI-O's); `None` to not ask CRI.
     pub cri_socket: Option<PathBuf>,
     /// CRI-O's HTTP info endpoint socket; `None` to not ask it.
@@ -105,7 +105,7 @@ impl RunOptions {
             })
         };
         RuntimeApis {
-            podman: api(&self.podman_socket),
+            podman: (!self.podman_sockets.is_off()).then_some(self.runtime_timeout),
             cri: api(&self.cri_socket),
             containerd: api(&self.containerd_socket),
         }
@@ -351,17 +351,15 @@ fn spawn_runtime_watchers(
             store.set_state(Source::Containerd, SourceState::Disabled);
         }
     }
-    match &options.podman_socket {
-        Some(socket) => {
-            tasks.spawn(podman::watch(
-                Arc::clone(store),
-                socket.clone(),
-                options.runtime_timeout,
-            ));
-        }
-        None => {
-            store.set_state(Source::Podman, SourceState::Disabled);
-        }
+    if options.podman_sockets.is_off() {
+        store.set_state(Source::Podman, SourceState::Disabled);
+        store.set_state(Source::PodmanRootless, SourceState::Disabled);
+    } else {
+        tasks.spawn(podman_sockets::watch_all(
+            Arc::clone(collectors.podman()),
+            options.podman_sockets.clone(),
+            options.runtime_timeout,
+        ));
     }
 }
 

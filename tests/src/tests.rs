@@ -23,6 +23,7 @@ mod layouts;
 mod lifecycle;
 mod pod_network;
 mod podman;
+mod podman_rootless;
 mod privilege;
 mod prometheus;
 mod provider;

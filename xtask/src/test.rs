@@ -41,9 +41,18 @@ pub(crate) fn test(args: &[String]) -> Result<()> {
     crate::image::image()?;
     crate::setup::ensure_apt_tools(TEST_TOOLS)?;
     // The deployment tests read deploy/kubernetes/daemonset.yaml through python3's yaml; the
-    // Podman tests run a private Podman (its own storage and API service, no unit started);
-    // the pod network test gives containerd's CRI a CNI network (ptp + host-local).
-    crate::setup::ensure_apt_packages(&["python3-yaml", "podman", "containernetworking-plugins"])?;
+    // Podman tests run a private Podman (its own storage and API service, no unit started),
+    // and a rootless one as a test user (`useradd` from passwd; newuidmap/newgidmap from
+    // uidmap, which podman only recommends; vfs storage and no network, so neither
+    // fuse-overlayfs nor slirp4netns); the pod network test gives containerd's CRI a CNI
+    // network (ptp + host-local from containernetworking-plugins).
+    crate::setup::ensure_apt_packages(&[
+        "python3-yaml",
+        "podman",
+        "uidmap",
+        "passwd",
+        "containernetworking-plugins",
+    ])?;
 
     let mut failed = Vec::new();
     if let Err(e) = crate::lint::lint() {

@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     identity::{LookupError, ProcessAnswer},
-    provider::{ChainResult, CollectorChains, MaxAge, MetaCollector},
+    provider::{ChainResult, CollectorChains, MaxAge, MetaCollector, Runtime},
 };
 
 /// Most PIDs a batch may hold to be answered on the async worker when the kernel index has
@@ -147,8 +147,20 @@ fn known_process(
 }
 
 /// A PID answer with its container's runtime metadata.
+/// A live process may be in a Podman container that has no cgroup of its own (rootless
+/// Podman on cgroup v1, whose processes stay in the cgroups of whatever started them, which
+/// may even be another container's): its PID namespace tells, when it does so for certain,
+/// and wins over the cgroup's. Its cgroup fields stay those of the cgroup it is in.
 fn pid_body(state: &ApiState, answer: &ProcessAnswer) -> PidBody {
     let mut body = PidBody::from(answer);
+    if body.exited != Some(true)
+        && let Some(id) = state.collectors.podman().container_of_pid(body.pid)
+        && body.container_id.as_deref() != Some(id.as_str())
+    {
+        body.container_id = Some(id);
+        body.runtime = Some(Runtime::Podman.as_str().to_owned());
+        body.pod_uid = None;
+    }
     body.meta = meta_body(state, body.container_id.as_deref());
     body
 }
@@ -309,6 +321,7 @@ pub(super) async fn containers(State(state): State<Arc<ApiState>>) -> Result<Res
             })
             .collect();
         remote_only(&state, &mut bodies);
+        podman_only(&state, &mut bodies);
         Ok(json(&bodies))
     })
     .await
@@ -339,6 +352,29 @@ fn remote_only(state: &ApiState, bodies: &mut Vec<ContainerBody>) {
                 pids: Vec::new(),
             });
         }
+    }
+}
+
+/// Appends the running Podman containers without a cgroup of their own (rootless Podman on
+/// cgroup v1): no cgroup, and no processes, since the cgroups cannot tell them.
+fn podman_only(state: &ApiState, bodies: &mut Vec<ContainerBody>) {
+    let listed: std::collections::HashSet<String> =
+        bodies.iter().map(|b| b.container_id.clone()).collect();
+    for id in state
+        .collectors
+        .podman_without_cgroups(&|id| listed.contains(id))
+    {
+        bodies.push(ContainerBody {
+            runtime: Some(Runtime::Podman.as_str().to_owned()),
+            flavor: "default".to_owned(),
+            meta: meta_body(state, Some(&id)),
+            container_id: id,
+            pod_uid: None,
+            cgroup_path: None,
+            cgroup_id: None,
+            cgroups: Vec::new(),
+            pids: Vec::new(),
+        });
     }
 }
 

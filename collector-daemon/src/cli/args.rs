@@ -4,7 +4,11 @@ use std::{num::ParseIntError, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{api::PID_MAX_LIMIT, daemon::RunOptions};
+use crate::{
+    api::PID_MAX_LIMIT,
+    collectors::podman_sockets::{PodmanSockets, SocketArg, SocketArgError, parse_socket_arg},
+    daemon::RunOptions,
+};
 
 /// Default API socket.
 pub const DEFAULT_SOCKET: &str = "/run/collector/collector.sock";
@@ -136,12 +140,14 @@ pub struct RunArgs {
     /// ("none": do not ask containerd).
     #[arg(long, env = "COLLECTOR_CONTAINERD_SOCKET", default_value = DEFAULT_CONTAINERD_SOCKET)]
     pub containerd_socket: String,
-    /// Podman's libpod API socket to read container names, images, labels and pods from
-    /// ("none": do not ask Podman). Unset: `/run/podman/podman.sock` as root, else
-    /// `$XDG_RUNTIME_DIR/podman/podman.sock` (rootless). A missing socket is noted once and
-    /// watched for.
-    #[arg(long, env = "COLLECTOR_PODMAN_SOCKET")]
-    pub podman_socket: Option<String>,
+    /// Podman's libpod API sockets to read container names, images, labels and pods from
+    /// (comma-separated, repeatable; "none": do not ask Podman). "auto" (the default): as
+    /// root `/run/podman/podman.sock` and every rootless user's
+    /// `/run/user/<uid>/podman/podman.sock`, looked for every 5 s; as another user
+    /// `$XDG_RUNTIME_DIR/podman/podman.sock`. A named socket that is missing is noted once
+    /// and watched for.
+    #[arg(long, env = "COLLECTOR_PODMAN_SOCKET", value_delimiter = ',', value_parser = parse_socket_arg)]
+    pub podman_socket: Vec<SocketArg>,
     /// CRI runtime service socket for pod lookups (`/v1/pod/{uid}/{name}`) and CRI-O's
     /// stats ("auto": containerd's /run/containerd/containerd.sock, else CRI-O's
     /// /var/run/crio/crio.sock when that exists; "none": do not ask CRI). A socket that does
@@ -196,6 +202,20 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// Refuses what the flags' own parsers cannot see alone: `--podman-socket none` with
+    /// other sockets.
+    pub fn validate(&self) -> Result<(), SocketArgError> {
+        self.podman_sockets().map(drop)
+    }
+
+    /// The Podman sockets `--podman-socket` names, for this process's user.
+    fn podman_sockets(&self) -> Result<PodmanSockets, SocketArgError> {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        let xdg = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
+        PodmanSockets::from_args(&self.podman_socket, euid, xdg.as_deref())
+    }
+
     /// The daemon's settings.
     pub fn options(&self) -> RunOptions {
         RunOptions {
@@ -218,10 +238,7 @@ impl RunArgs {
             proc_root: self.proc_root.clone(),
             docker_socket: socket_option(&self.docker_socket),
             containerd_socket: socket_option(&self.containerd_socket),
-            podman_socket: match &self.podman_socket {
-                Some(raw) => socket_option(raw),
-                None => Some(crate::collectors::podman::default_socket_here()),
-            },
+            podman_sockets: self.podman_sockets().unwrap_or_default(),
             cri_socket: match self.cri_socket.as_str() {
                 "auto" => Some(crate::collectors::cri::default_socket()),
                 other => socket_option(other),

@@ -22,6 +22,10 @@ use super::args::Cli;
 /// The configuration file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG: &str = "/etc/collector/config.toml";
 
+/// List flags that took one value before they took a list: a string is a list of one
+/// (`podman_socket = "/run/podman/podman.sock"`).
+const ONE_OR_MORE: &[&str] = &["podman_socket"];
+
 /// `run`'s flags that a file cannot set: the file's own path.
 const NOT_IN_FILE: &[&str] = &["config", "check_config"];
 
@@ -178,6 +182,9 @@ fn flag_words(
                 .map(|item| scalar(item).map(|v| format!("{long}={v}").into()))
                 .collect::<Option<Vec<_>>>()
                 .ok_or_else(|| wrong("an array of strings")),
+            toml::Value::String(one) if ONE_OR_MORE.contains(&key) => {
+                Ok(vec![format!("{long}={one}").into()])
+            }
             _ => Err(wrong("an array of strings")),
         },
         _ => scalar(value)
@@ -290,6 +297,24 @@ mod tests {
         );
         let err = run_with("exited_grace = \n", &[]).unwrap_err();
         assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");
+    }
+
+    #[test]
+    fn podman_sockets_are_one_path_or_a_list() {
+        let one = run_with("podman_socket = \"/srv/a.sock\"\n", &[]).unwrap();
+        assert_eq!(one.podman_sockets.fixed, [Path::new("/srv/a.sock")]);
+        assert_eq!(one.podman_sockets.discover_under, None);
+        let list = run_with("podman_socket = [\"/srv/a.sock\", \"auto\"]\n", &[]).unwrap();
+        assert_eq!(list.podman_sockets.fixed.len(), 2);
+        let flags = run_with("", &["--podman-socket", "/a.sock,/b.sock"]).unwrap();
+        assert_eq!(
+            flags.podman_sockets.fixed,
+            [Path::new("/a.sock"), Path::new("/b.sock")]
+        );
+        let off = run_with("podman_socket = \"none\"\n", &[]).unwrap();
+        assert!(off.podman_sockets.is_off());
+        let err = run_with("podman_socket = \"relative.sock\"\n", &[]).unwrap_err();
+        assert!(matches!(err, ConfigError::Value { .. }), "{err}");
     }
 
     #[test]

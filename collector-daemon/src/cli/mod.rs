@@ -31,6 +31,12 @@ pub fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     if let Command::Run(args) = &cli.command
+        && let Err(e) = args.validate()
+    {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    if let Command::Run(args) = &cli.command
         && args.check_config
     {
         println!("{:#?}", args.options());

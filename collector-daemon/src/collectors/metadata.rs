@@ -96,16 +96,20 @@ pub enum Source {
     EcsFargate,
     /// Cloud Foundry's Garden API (`garden.rs`).
     Garden,
-    /// The kubelet's `/pods` (`kubelet.rs`): last, the container runtimes know more.
+    /// The kubelet's `/pods` (`kubelet.rs`): the container runtimes know more.
     Kubelet,
+    /// Rootless Podman services found under `/run/user` (`podman_sockets.rs`): last, as
+    /// their users are trusted least, so no user can rename another runtime's container by
+    /// listing its id.
+    PodmanRootless,
 }
 
 /// How many sources there are.
-const SOURCES: usize = 8;
+const SOURCES: usize = 9;
 
 impl Source {
     /// Every source, in the order their answers win (Podman's and ECS's containers are in no
-    /// other runtime; the kubelet knows least).
+    /// other runtime; the kubelet knows least; a rootless user's Podman is trusted least).
     pub const ALL: [Self; SOURCES] = [
         Self::Docker,
         Self::Containerd,
@@ -115,6 +119,7 @@ impl Source {
         Self::EcsFargate,
         Self::Garden,
         Self::Kubelet,
+        Self::PodmanRootless,
     ];
 
     /// Lowercase name, as in logs and metrics.
@@ -128,6 +133,7 @@ impl Source {
             Self::EcsFargate => "ecsfargate",
             Self::Garden => "garden",
             Self::Kubelet => "kubelet",
+            Self::PodmanRootless => "podman-rootless",
         }
     }
 
@@ -141,6 +147,7 @@ impl Source {
             Self::EcsFargate => 5,
             Self::Garden => 6,
             Self::Kubelet => 7,
+            Self::PodmanRootless => 8,
         }
     }
 }

@@ -36,6 +36,8 @@ pub mod kubelet;
 pub mod metadata;
 pub mod pod_network;
 pub mod podman;
+pub mod podman_pidns;
+pub mod podman_sockets;
 pub mod remote;
 pub mod system;
 
@@ -49,6 +51,7 @@ use self::{
     identity::IdentityCollector,
     metadata::{MetadataStore, Source, SourceState},
     podman::PodmanStats,
+    podman_sockets::PodmanRegistry,
     remote::RemoteSource,
     system::SystemCollector,
 };
@@ -89,6 +92,7 @@ pub struct StatsCollectors {
     remote: RemoteSources,
     container_labels: Vec<String>,
     cri: Option<Arc<CriClient>>,
+    podman: Arc<PodmanRegistry>,
 }
 
 /// A runtime API's socket and how long one request to it may take.
@@ -101,8 +105,9 @@ pub struct ApiSocket {
 /// The runtime APIs the stats collectors ask beyond the cgroups; `None`: not asked.
 #[derive(Clone, Debug, Default)]
 pub struct RuntimeApis {
-    /// Podman's libpod API: stats of Podman's containers.
-    pub podman: Option<ApiSocket>,
+    /// Podman's libpod APIs (each container's own socket, see `podman_sockets`): stats of
+    /// Podman's containers, within this timeout.
+    pub podman: Option<Duration>,
     /// The CRI runtime service: pod lookups and CRI-O's stats.
     pub cri: Option<ApiSocket>,
     /// containerd's task service: stats of Kata containers (and of others, after cgroupfs).
@@ -180,8 +185,9 @@ impl StatsCollectors {
             garden_factory(Arc::clone(&remote.garden)),
             kubelet_factory(Arc::clone(&remote.kubelet)),
         ];
-        if let Some(api) = apis.podman {
-            let stats = PodmanStats::new(Arc::clone(&metadata), api.socket, api.timeout);
+        let podman = Arc::new(PodmanRegistry::new(Arc::clone(&metadata)));
+        if let Some(timeout) = apis.podman {
+            let stats = PodmanStats::new(Arc::clone(&podman), timeout);
             factories.push(podman_factory(
                 Arc::new(stats),
                 Arc::clone(&metadata),
@@ -218,7 +224,13 @@ impl StatsCollectors {
             remote,
             container_labels,
             cri,
+            podman,
         }
+    }
+
+    /// The Podman sockets' containers (the watchers keep it current).
+    pub fn podman(&self) -> &Arc<PodmanRegistry> {
+        &self.podman
     }
 
     /// Where the CRI runtime stands, for messages: its socket and state.
@@ -276,12 +288,33 @@ impl StatsCollectors {
         let containerd = self.metadata.get_from(Source::Containerd, id);
         let runtime = from_cgroup
             .or_else(|| self.remote.runtime_of(id))
-            .or_else(|| containerd.is_some().then_some(Runtime::Containerd));
+            .or_else(|| containerd.is_some().then_some(Runtime::Containerd))
+            .or_else(|| self.podman_lists(id).then_some(Runtime::Podman));
         let flavor = match (runtime, containerd) {
             (Some(Runtime::Containerd), Some(meta)) => meta.flavor,
             _ => Flavor::Default,
         };
         (runtime, flavor)
+    }
+
+    /// Whether a Podman socket lists container `id` (a rootless container on cgroup v1 has no
+    /// cgroup of its own to tell its runtime).
+    fn podman_lists(&self, id: &str) -> bool {
+        self.metadata.get_from(Source::Podman, id).is_some()
+            || self.metadata.get_from(Source::PodmanRootless, id).is_some()
+    }
+
+    /// The running Podman containers without a cgroup of their own here (rootless Podman on
+    /// cgroup v1 cannot create one: their processes stay in the cgroups of whatever started
+    /// them), which the container list gives without cgroups, while their main process is
+    /// the one listed.
+    pub fn podman_without_cgroups(&self, listed: &dyn Fn(&str) -> bool) -> Vec<String> {
+        self.podman
+            .running()
+            .into_iter()
+            .filter(|c| !listed(&c.id) && c.is_alive())
+            .map(|c| c.id)
+            .collect()
     }
 
     /// Where the kubelet stands, for messages.
@@ -528,9 +561,10 @@ fn ebpf_factory(ebpf: Option<Arc<EbpfCollector>>, cache: Arc<Cache>) -> Collecto
 
 /// Podman's stats, for Podman's containers only and after cgroupfs (priority 2): a request
 /// to the service per container costs far more than reading the cgroup files, and answers
-/// only while the service runs. The watcher's state decides: constructed once it listed the
-/// containers, "not yet" while it starts or the service is down (the registry retries),
-/// and a permanent failure when there is no socket or Podman is turned off.
+/// only while the service runs. The watchers' states decide: constructed once a socket
+/// (rootful or a rootless user's) listed its containers, "not yet" while they start, a
+/// service is down or rootless sockets are looked for (the registry retries), and a
+/// permanent failure when there is no socket to wait for or Podman is turned off.
 fn podman_factory(
     podman: Arc<PodmanStats>,
     metadata: Arc<MetadataStore>,
@@ -539,22 +573,53 @@ fn podman_factory(
     let id = podman::ID;
     CollectorFactory {
         id,
-        constructor: Box::new(move || match metadata.state(Source::Podman) {
-            SourceState::Connected => {
-                let offer = Collectors {
-                    stats: reference(podman.clone(), 2, id),
-                    ..Collectors::default()
-                };
-                Ok(CollectorCatalog::from([(
-                    RuntimeMetadata::new(Runtime::Podman, Flavor::Default),
-                    make_cached(id, &cache, &offer),
-                )]))
+        constructor: Box::new(move || {
+            let rootful = metadata.state(Source::Podman);
+            let rootless = metadata.state(Source::PodmanRootless);
+            if !rootful.is_up() && !rootless.is_up() {
+                return Err(podman_not_constructed(&rootful, &rootless));
             }
-            SourceState::Absent { reason } => Err(ConstructError::permanent(reason)),
-            SourceState::Disabled => Err(ConstructError::permanent("Podman is turned off")),
-            SourceState::Starting => Err(ConstructError::not_yet("Podman not listed yet")),
-            SourceState::Down { reason } => Err(ConstructError::not_yet(reason)),
+            let offer = Collectors {
+                stats: reference(podman.clone(), 2, id),
+                ..Collectors::default()
+            };
+            Ok(CollectorCatalog::from([(
+                RuntimeMetadata::new(Runtime::Podman, Flavor::Default),
+                make_cached(id, &cache, &offer),
+            )]))
         }),
+    }
+}
+
+/// Why Podman's stats are not offered, given the named sockets' and the rootless ones'
+/// states, neither connected.
+fn podman_not_constructed(rootful: &SourceState, rootless: &SourceState) -> ConstructError {
+    match (rootful, rootless) {
+        (SourceState::Disabled, SourceState::Disabled) => {
+            ConstructError::permanent("Podman is turned off")
+        }
+        (SourceState::Absent { reason }, SourceState::Disabled) => {
+            ConstructError::permanent(reason.clone())
+        }
+        _ => {
+            let both = [rootful, rootless];
+            // An outage's reason before an absence's.
+            let reason = both
+                .iter()
+                .find_map(|s| match s {
+                    SourceState::Down { reason } => Some(reason),
+                    _ => None,
+                })
+                .or_else(|| {
+                    both.iter().find_map(|s| match s {
+                        SourceState::Absent { reason } => Some(reason),
+                        _ => None,
+                    })
+                });
+            ConstructError::not_yet(
+                reason.map_or_else(|| "Podman not listed yet".to_owned(), Clone::clone),
+            )
+        }
     }
 }
 
@@ -719,14 +784,13 @@ fn kubelet_factory(source: Arc<RemoteSource>) -> CollectorFactory {
 mod tests {
     use super::*;
 
-    fn podman_factory_in(state: SourceState) -> CollectorFactory {
+    /// The factory with the named sockets in `state` and rootless discovery in `rootless`.
+    fn podman_factory_in(state: SourceState, rootless: SourceState) -> CollectorFactory {
         let metadata = Arc::new(MetadataStore::default());
         metadata.set_state(Source::Podman, state);
-        let collector = PodmanStats::new(
-            Arc::clone(&metadata),
-            "/nonexistent/podman.sock".into(),
-            Duration::from_secs(1),
-        );
+        metadata.set_state(Source::PodmanRootless, rootless);
+        let registry = Arc::new(PodmanRegistry::new(Arc::clone(&metadata)));
+        let collector = PodmanStats::new(registry, Duration::from_secs(1));
         podman_factory(Arc::new(collector), metadata, Arc::new(Cache::default()))
     }
 
@@ -784,7 +848,7 @@ mod tests {
 
     #[test]
     fn podman_stats_follow_the_watchers_state() {
-        let mut connected = podman_factory_in(SourceState::Connected);
+        let mut connected = podman_factory_in(SourceState::Connected, SourceState::Disabled);
         let catalog = (connected.constructor)().expect("constructed once listed");
         let podman = RuntimeMetadata::new(Runtime::Podman, Flavor::Default);
         assert_eq!(catalog.keys().copied().collect::<Vec<_>>(), [podman]);
@@ -807,7 +871,7 @@ mod tests {
             ),
             (SourceState::Disabled, true),
         ] {
-            let mut factory = podman_factory_in(state.clone());
+            let mut factory = podman_factory_in(state.clone(), SourceState::Disabled);
             let error = (factory.constructor)().expect_err("not constructed");
             assert_eq!(
                 matches!(error, ConstructError::Permanent(_)),
@@ -815,5 +879,15 @@ mod tests {
                 "{state:?}: {error}"
             );
         }
+        // A rootless user's service found later: no rootful socket is not the end, and a
+        // connected rootless one is enough.
+        let absent = || SourceState::Absent {
+            reason: "no socket".into(),
+        };
+        let mut waiting = podman_factory_in(absent(), absent());
+        let error = (waiting.constructor)().expect_err("not constructed");
+        assert!(matches!(error, ConstructError::NotYet(_)), "{error}");
+        let mut rootless = podman_factory_in(absent(), SourceState::Connected);
+        assert!((rootless.constructor)().is_ok());
     }
 }

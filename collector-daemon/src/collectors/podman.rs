@@ -29,7 +29,8 @@ use serde::{Deserialize, de::DeserializeOwned};
 
 use super::{
     docker::{Backoff, Outage, parse_docker_time},
-    metadata::{ContainerMeta, MetadataStore, Source, SourceState},
+    metadata::{ContainerMeta, SourceState},
+    podman_sockets::{Listed, PodmanRegistry},
 };
 use crate::{
     error_chain::ErrorChain,
@@ -53,6 +54,9 @@ const EVENTS_QUERY: &str = "/events?stream=true&filters=%7B%22type%22%3A%5B%22co
 const LIST_QUERY: &str = "/containers/json?all=true";
 /// How often a socket that was never there is looked for (one `stat`).
 const ABSENT_POLL: Duration = Duration::from_secs(5);
+/// Most bytes of one answer read: a rootless user's service is not trusted to end its
+/// answers (a list of 10,000 containers is ~10 MiB).
+const MAX_ANSWER_BYTES: usize = 64 << 20;
 /// Most bytes of an error answer quoted in a message.
 const QUOTED_BODY: usize = 200;
 
@@ -67,14 +71,6 @@ pub fn default_socket(euid: u32, xdg_runtime_dir: Option<&Path>) -> PathBuf {
         Some(dir) => dir.join("podman/podman.sock"),
         None => PathBuf::from(format!("/run/user/{euid}/podman/podman.sock")),
     }
-}
-
-/// [`default_socket`] for this process.
-pub fn default_socket_here() -> PathBuf {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    let xdg = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
-    default_socket(euid, xdg.as_deref())
 }
 
 /// Why a connection to Podman failed or ended. Messages leave the cause to `source()`.
@@ -97,6 +93,14 @@ pub enum PodmanError {
         path: String,
         #[source]
         source: std::io::Error,
+    },
+    /// Reading an answer's body failed, or it was larger than the daemon reads.
+    #[error("reading Podman's answer on {socket} failed (GET {path})")]
+    Read {
+        socket: PathBuf,
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The HTTP exchange failed.
     #[error("HTTP to Podman on {socket} failed (GET {path})")]
@@ -132,11 +136,12 @@ pub enum PodmanError {
     EventsEnded,
 }
 
-/// Keeps `store` current from the libpod API at `socket` until aborted. A request that gets
-/// no answer within `timeout` fails the connection (the event stream itself may stay idle).
-pub async fn watch(store: Arc<MetadataStore>, socket: PathBuf, timeout: Duration) {
+/// Keeps what `registry` has from `socket` current from its libpod API until aborted. A
+/// request that gets no answer within `timeout` fails the connection (the event stream
+/// itself may stay idle). The socket must be registered.
+pub async fn watch(registry: Arc<PodmanRegistry>, socket: PathBuf, timeout: Duration) {
     let mut watcher = Watcher {
-        store,
+        registry,
         socket,
         seen: false,
         outage: Outage::default(),
@@ -147,7 +152,7 @@ pub async fn watch(store: Arc<MetadataStore>, socket: PathBuf, timeout: Duration
 }
 
 struct Watcher {
-    store: Arc<MetadataStore>,
+    registry: Arc<PodmanRegistry>,
     socket: PathBuf,
     /// Whether the socket was ever there: missing after that is an outage, not a node
     /// without Podman.
@@ -165,8 +170,8 @@ impl Watcher {
                 continue;
             };
             let reason = ErrorChain(&error).to_string();
-            self.store.set_state(
-                Source::Podman,
+            self.registry.set_state(
+                &self.socket,
                 SourceState::Down {
                     reason: reason.clone(),
                 },
@@ -202,8 +207,8 @@ impl Watcher {
                     );
                 }
                 let reason = format!("no Podman socket at {}", self.socket.display());
-                self.store
-                    .set_state(Source::Podman, SourceState::Absent { reason });
+                self.registry
+                    .set_state(&self.socket, SourceState::Absent { reason });
                 return Ok(());
             }
             Err(source) => {
@@ -225,7 +230,8 @@ impl Watcher {
         check_status(&events_path, events.status().as_u16(), &[])?;
         let mut body = events.into_body();
         let count = self.relist().await?;
-        self.store.set_state(Source::Podman, SourceState::Connected);
+        self.registry
+            .set_state(&self.socket, SourceState::Connected);
         self.backoff.reset();
         if self.outage.connected() {
             tracing::info!(socket = %self.socket.display(), containers = count, "Podman is back");
@@ -256,16 +262,17 @@ impl Watcher {
         }
     }
 
-    /// Replaces what the store has from Podman with a fresh list; how many were listed.
+    /// Replaces what the registry has from this socket with a fresh list; how many were
+    /// listed.
     async fn relist(&self) -> Result<usize, PodmanError> {
         let path = format!("{API}{LIST_QUERY}");
         let listed: Vec<ListedContainer> = get_json(&self.socket, &path, self.timeout).await?;
-        let entries: Vec<(String, ContainerMeta)> = listed
+        let entries: Vec<Listed> = listed
             .into_iter()
-            .filter_map(ListedContainer::into_meta)
+            .filter_map(ListedContainer::into_listed)
             .collect();
         let count = entries.len();
-        self.store.replace_all(Source::Podman, entries);
+        self.registry.replace(&self.socket, entries);
         Ok(count)
     }
 }
@@ -324,11 +331,10 @@ async fn get_json<T: DeserializeOwned>(
     let read = async {
         let response = open(socket, path, timeout).await?;
         let status = response.status().as_u16();
-        let body = response
-            .into_body()
+        let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES)
             .collect()
             .await
-            .map_err(|source| PodmanError::Http {
+            .map_err(|source| PodmanError::Read {
                 socket: socket.to_owned(),
                 path: path.to_owned(),
                 source,
@@ -375,9 +381,30 @@ pub struct ListedContainer {
     pub created: Option<serde_json::Value>,
     /// Unix seconds; 0 or Go's zero time (negative) when never started.
     pub started_at: Option<i64>,
+    /// `created`, `running`, `exited`, ...
+    pub state: Option<String>,
+    /// The main process's host PID; 0 when not running.
+    pub pid: Option<i64>,
 }
 
 impl ListedContainer {
+    /// The container as its socket listed it; `None` without an id.
+    pub fn into_listed(mut self) -> Option<Listed> {
+        let running = self.state.take().is_some_and(|s| s == "running");
+        let pid = self
+            .pid
+            .take()
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|&p| p > 0 && running);
+        self.into_meta().map(|(id, meta)| Listed {
+            id,
+            meta,
+            running,
+            pid,
+            start_time_ns: None,
+        })
+    }
+
     /// The container's id and what it says of it; `None` without an id.
     pub fn into_meta(self) -> Option<(String, ContainerMeta)> {
         if self.id.is_empty() {
@@ -462,27 +489,27 @@ impl ContainerStatsEntry {
     }
 }
 
-/// The stats of Podman's own containers from the libpod API, asked synchronously (the
-/// provider is called from blocking threads). Only containers the watcher has listed are
-/// asked about: the chain's other runtimes' ids never cost a request.
+/// The stats of Podman's own containers from the libpod API of the socket that lists each,
+/// asked synchronously (the provider is called from blocking threads). Only containers a
+/// watcher has listed are asked about: the chain's other runtimes' ids never cost a request.
+/// Rootless Podman on cgroup v1 has no stats (HTTP 409, "only available for cgroup v2").
 pub struct PodmanStats {
-    store: Arc<MetadataStore>,
-    socket: PathBuf,
+    registry: Arc<PodmanRegistry>,
     timeout: Duration,
 }
 
 impl PodmanStats {
-    pub fn new(store: Arc<MetadataStore>, socket: PathBuf, timeout: Duration) -> Self {
-        Self {
-            store,
-            socket,
-            timeout,
-        }
+    pub fn new(registry: Arc<PodmanRegistry>, timeout: Duration) -> Self {
+        Self { registry, timeout }
     }
 
-    fn fetch(&self, container_id: &str) -> Result<Option<ContainerStats>, PodmanError> {
+    fn fetch(
+        &self,
+        socket: &Path,
+        container_id: &str,
+    ) -> Result<Option<ContainerStats>, PodmanError> {
         let path = format!("{API}/containers/stats?containers={container_id}&stream=false");
-        let (status, body) = blocking_get(&self.socket, &path, self.timeout)?;
+        let (status, body) = blocking_get(socket, &path, self.timeout)?;
         if status == 404 || status == 409 {
             // No such container, or not running: Podman does not know its stats.
             return Ok(None);
@@ -513,10 +540,11 @@ impl StatsCollector for PodmanStats {
         container_id: &str,
         _max_age: MaxAge,
     ) -> CollectorResult<ContainerStats> {
-        if self.store.get_from(Source::Podman, container_id).is_none() {
+        let Some(socket) = self.registry.socket_of(container_id) else {
             return Ok(None);
-        }
-        self.fetch(container_id).map_err(CollectorError::other)
+        };
+        self.fetch(&socket, container_id)
+            .map_err(CollectorError::other)
     }
 }
 
@@ -538,7 +566,11 @@ fn blocking_get(
     stream.set_write_timeout(Some(timeout)).map_err(io_error)?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: podman\r\n\r\n").map_err(io_error)?;
     let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).map_err(io_error)?;
+    // A rootless user's service could answer without end: what is read is bounded.
+    (&mut stream)
+        .take(MAX_ANSWER_BYTES as u64)
+        .read_to_end(&mut answer)
+        .map_err(io_error)?;
     parse_http_answer(&answer).ok_or_else(|| {
         io_error(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -563,6 +595,14 @@ fn parse_http_answer(answer: &[u8]) -> Option<(u16, Vec<u8>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collectors::metadata::{MetadataStore, Source};
+
+    /// A registry over `store` with `socket` registered as a named one.
+    fn registry_with(store: &Arc<MetadataStore>, socket: &Path) -> Arc<PodmanRegistry> {
+        let registry = Arc::new(PodmanRegistry::new(Arc::clone(store)));
+        registry.register(socket, Source::Podman);
+        registry
+    }
 
     #[test]
     fn root_uses_the_rootful_socket() {
@@ -649,6 +689,20 @@ mod tests {
     }
 
     #[test]
+    fn a_running_element_gives_its_main_pid_and_a_stopped_one_none() {
+        let listed: ListedContainer = serde_json::from_str(LISTED).unwrap();
+        let running = listed.into_listed().unwrap();
+        assert!(running.running);
+        assert_eq!(running.pid, Some(29057));
+        let mut value: serde_json::Value = serde_json::from_str(LISTED).unwrap();
+        value["State"] = "exited".into();
+        value["Pid"] = 0.into();
+        let stopped: ListedContainer = serde_json::from_value(value).unwrap();
+        let stopped = stopped.into_listed().unwrap();
+        assert_eq!((stopped.running, stopped.pid), (false, None));
+    }
+
+    #[test]
     fn an_element_without_id_is_skipped() {
         let listed: ListedContainer = serde_json::from_str(r#"{"Names": ["x"]}"#).unwrap();
         assert!(listed.into_meta().is_none());
@@ -711,11 +765,9 @@ mod tests {
     async fn a_missing_socket_is_absent_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(MetadataStore::default());
-        let task = tokio::spawn(watch(
-            Arc::clone(&store),
-            dir.path().join("podman.sock"),
-            Duration::from_secs(30),
-        ));
+        let socket = dir.path().join("podman.sock");
+        let registry = registry_with(&store, &socket);
+        let task = tokio::spawn(watch(registry, socket, Duration::from_secs(30)));
         let state = state_becomes(&store, |s| matches!(s, SourceState::Absent { .. })).await;
         task.abort();
         let SourceState::Absent { reason } = state else {
@@ -730,15 +782,21 @@ mod tests {
         let path = dir.path().join("podman.sock");
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
         let store = Arc::new(MetadataStore::default());
-        store.upsert(
-            Source::Podman,
-            "abc".into(),
-            ContainerMeta {
-                name: Some("kept".into()),
-                ..ContainerMeta::default()
-            },
+        let registry = registry_with(&store, &path);
+        registry.replace(
+            &path,
+            vec![Listed {
+                id: "abc".into(),
+                meta: ContainerMeta {
+                    name: Some("kept".into()),
+                    ..ContainerMeta::default()
+                },
+                running: true,
+                pid: None,
+                start_time_ns: None,
+            }],
         );
-        let task = tokio::spawn(watch(Arc::clone(&store), path, Duration::from_secs(30)));
+        let task = tokio::spawn(watch(registry, path, Duration::from_secs(30)));
         let state = state_becomes(&store, |s| matches!(s, SourceState::Down { .. })).await;
         task.abort();
         let SourceState::Down { reason } = state else {
@@ -751,11 +809,8 @@ mod tests {
     #[test]
     fn stats_are_not_asked_for_containers_podman_did_not_list() {
         let store = Arc::new(MetadataStore::default());
-        let stats = PodmanStats::new(
-            store,
-            "/nonexistent/podman.sock".into(),
-            Duration::from_secs(1),
-        );
+        let registry = registry_with(&store, Path::new("/nonexistent/podman.sock"));
+        let stats = PodmanStats::new(registry, Duration::from_secs(1));
         assert_eq!(stats.container_stats("", "abc", Duration::ZERO), Ok(None));
     }
 }

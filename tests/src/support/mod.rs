@@ -18,6 +18,7 @@ pub mod manifest;
 pub mod memory;
 pub mod netns;
 pub mod podman;
+pub mod podman_rootless;
 pub mod process;
 pub mod prometheus;
 pub mod service;

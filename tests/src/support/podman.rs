@@ -139,25 +139,9 @@ impl PrivatePodman {
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
-    /// `tar` of a folder with busybox and its applets' links, imported as [`IMAGE`].
+    /// [`image_tarball`] imported as [`IMAGE`].
     fn import_image(&self) {
-        let rootfs = self.path.join("image");
-        let bin = rootfs.join("bin");
-        fs::create_dir_all(&bin).expect("creating the image folder");
-        fs::copy(BUSYBOX, bin.join("busybox")).expect("copying busybox");
-        for applet in ["sh", "sleep", "cat", "head", "true"] {
-            std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("linking an applet");
-        }
-        let tarball = self.path.join("image.tar");
-        let status = Command::new("tar")
-            .arg("-C")
-            .arg(&rootfs)
-            .arg("-cf")
-            .arg(&tarball)
-            .arg(".")
-            .status()
-            .expect("running tar");
-        assert!(status.success(), "tar of the image failed: {status}");
+        let tarball = image_tarball(&self.path);
         let tarball = tarball.to_str().expect("temp paths are UTF-8").to_owned();
         self.podman_ok(&["import", "--quiet", &tarball, IMAGE]);
     }
@@ -302,13 +286,35 @@ impl PrivatePodman {
     }
 }
 
+/// `dir/image.tar`: a folder (`dir/image`) with busybox and its applets' links.
+pub(crate) fn image_tarball(dir: &Path) -> PathBuf {
+    let rootfs = dir.join("image");
+    let bin = rootfs.join("bin");
+    fs::create_dir_all(&bin).expect("creating the image folder");
+    fs::copy(BUSYBOX, bin.join("busybox")).expect("copying busybox");
+    for applet in ["sh", "sleep", "cat", "head", "true"] {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("linking an applet");
+    }
+    let tarball = dir.join("image.tar");
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .expect("running tar");
+    assert!(status.success(), "tar of the image failed: {status}");
+    tarball
+}
+
 /// `<prefix>-<pid>-<n>`, unique in this run.
 fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{}", std::process::id(), super::next_serial())
 }
 
 /// Whether the libpod API answers `GET /_ping` on `socket`.
-fn answers(socket: &Path) -> bool {
+pub(crate) fn answers(socket: &Path) -> bool {
     std::os::unix::net::UnixStream::connect(socket).is_ok_and(|mut stream| {
         use std::io::{Read as _, Write as _};
         let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));

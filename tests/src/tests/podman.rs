@@ -12,6 +12,7 @@ use collector_daemon::{
     collectors::{
         metadata::{ContainerMeta, MetadataStore, Source},
         podman::PodmanStats,
+        podman_sockets::{Listed, PodmanRegistry},
     },
     provider::StatsCollector as _,
 };
@@ -191,9 +192,19 @@ fn podman_containers_are_answered_with_name_image_labels_pod_and_stats() {
 
     // Podman's own stats (the podman runtime's last stats link), asked through the daemon's
     // library against the real service, agree with the cgroup too.
-    let store = Arc::new(MetadataStore::default());
-    store.upsert(Source::Podman, single.id.clone(), ContainerMeta::default());
-    let collector = PodmanStats::new(store, podman.socket().to_owned(), TIMEOUT);
+    let registry = Arc::new(PodmanRegistry::new(Arc::new(MetadataStore::default())));
+    registry.register(podman.socket(), Source::Podman);
+    registry.replace(
+        podman.socket(),
+        vec![Listed {
+            id: single.id.clone(),
+            meta: ContainerMeta::default(),
+            running: true,
+            pid: None,
+            start_time_ns: None,
+        }],
+    );
+    let collector = PodmanStats::new(registry, TIMEOUT);
     let cpuacct = v1_dir(pid, "cpuacct").join("cpuacct.usage");
     let pids_current = v1_dir(pid, "pids").join("pids.current");
     let before = read_u64(&cpuacct);
