@@ -150,7 +150,7 @@ pub fn endpoint(flag: &str, from_env: Option<String>) -> Result<Endpoint, Source
 
 /// Polls the endpoint until aborted.
 pub async fn watch(source: Arc<RemoteSource>, endpoint: Endpoint, timing: PollTiming) {
-    remote::poll(source, timing, || fetch(&endpoint, timing)).await;
+    remote::poll(source, &endpoint, timing, || fetch(&endpoint, timing)).await;
 }
 
 async fn fetch(endpoint: &Endpoint, timing: PollTiming) -> Result<Snapshot, HttpError> {

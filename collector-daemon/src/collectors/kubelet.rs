@@ -154,7 +154,7 @@ pub fn endpoint(
 
 /// Polls the kubelet until aborted.
 pub async fn watch(source: Arc<RemoteSource>, access: KubeletAccess, timing: PollTiming) {
-    remote::poll(source, timing, || fetch(&access, timing)).await;
+    remote::poll(source, &access.endpoint, timing, || fetch(&access, timing)).await;
 }
 
 async fn fetch(access: &KubeletAccess, timing: PollTiming) -> Result<Snapshot, KubeletError> {

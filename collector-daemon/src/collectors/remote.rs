@@ -626,10 +626,15 @@ pub struct PollTiming {
     pub timeout: Duration,
 }
 
-/// Polls `fetch` until aborted, publishing each answer into `source`. Logs the first
-/// failure of an outage and the recovery; retries with a backoff.
-pub async fn poll<F, Fut, E>(source: Arc<RemoteSource>, timing: PollTiming, mut fetch: F)
-where
+/// Polls `fetch` on `endpoint` until aborted, publishing each answer into `source`. Logs
+/// the first failure of an outage (naming the endpoint, whatever the failure: a poll that
+/// timed out says nothing of where it went) and the recovery; retries with a backoff.
+pub async fn poll<F, Fut, E>(
+    source: Arc<RemoteSource>,
+    endpoint: &Endpoint,
+    timing: PollTiming,
+    mut fetch: F,
+) where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Snapshot, E>>,
     E: std::error::Error,
@@ -663,7 +668,7 @@ where
                 if matches!(before, SourceState::Down { .. }) {
                     tracing::debug!(runtime = name, %reason, "runtime API still down");
                 } else {
-                    tracing::warn!(runtime = name, %reason, "runtime API down; retrying");
+                    tracing::warn!(runtime = name, %endpoint, %reason, "runtime API down; retrying");
                 }
                 let wait = backoff;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
