@@ -194,6 +194,29 @@ impl TestCgroup {
         cg
     }
 
+    /// As [`TestCgroup::with_v1`], in the v1 hierarchies of those of `controllers` that are
+    /// mounted: all of them on a hybrid host, none on a v2-only one (where `cgroup_no_v1` or
+    /// systemd leave cgroup2 the only hierarchy). For tests that hold on both.
+    #[must_use]
+    pub fn with_v1_where_mounted(sub: &str, controllers: &[&str]) -> Self {
+        let mounted: Vec<&str> = controllers
+            .iter()
+            .copied()
+            .filter(|c| v1_mount(c).is_some())
+            .collect();
+        Self::with_v1(sub, &mounted)
+    }
+
+    /// The cgroup's directory in the v1 hierarchy of `controller`, if the guard was created
+    /// there.
+    #[must_use]
+    pub fn v1_dir_if_created(&self, controller: &str) -> Option<&Path> {
+        self.hierarchies
+            .iter()
+            .find(|h| h.controller.as_deref() == Some(controller))
+            .map(|h| h.leaf.as_path())
+    }
+
     /// The unique top directory name, `collector-test-<pid>-<n>`.
     #[must_use]
     pub fn prefix(&self) -> &str {

@@ -44,7 +44,11 @@ const LAYOUTS: &[(&str, Option<&str>, Option<&str>)] = &[
         Some("cri-o"),
         Some(POD),
     ),
-    ("machine.slice/libpod-{id}.scope/container", Some("podman"), None),
+    (
+        "machine.slice/libpod-{id}.scope/container",
+        Some("podman"),
+        None,
+    ),
 ];
 
 fn expand(path: &str, id: &str) -> String {
@@ -108,8 +112,16 @@ fn a_process_moved_between_delegated_containers_is_followed_at_once() {
         };
         to.add_process(child.pid());
         let answer = lookup(daemon, child.pid());
-        assert_eq!(answer["container_id"], id.as_str(), "round {round}: {answer}");
-        assert_eq!(answer["cgroup_id"], to.inode_v2(), "round {round}: {answer}");
+        assert_eq!(
+            answer["container_id"],
+            id.as_str(),
+            "round {round}: {answer}"
+        );
+        assert_eq!(
+            answer["cgroup_id"],
+            to.inode_v2(),
+            "round {round}: {answer}"
+        );
     }
     let plain = delegated("system.slice/cron.service");
     plain.add_process(child.pid());
