@@ -78,7 +78,7 @@ enum Task {
     /// (see docs/testing.md); fails when a test fails or the guest overruns its time box.
     Vm {
         /// Wall-clock limit for the guest, in seconds; qemu is killed after it.
-        #[arg(long, default_value_t = 720)]
+        #[arg(long, default_value_t = vm::TIME_BOX_SECS)]
         timeout: u64,
         /// Arguments for the test binary in the guest (a name filter, `--nocapture`, ...),
         /// after `--`; without a filter, the v2 set (`tests::v2::`, layouts, lifecycle, ...).

@@ -58,6 +58,10 @@ pub(crate) const DEFAULT_FILTERS: &[&str] = &[
 /// does not have.
 const DEFAULT_SKIPS: &[&str] = &["tests::lifecycle::v1_only_placement"];
 
+/// The default wall-clock limit of a guest run, in seconds (`--timeout`): a full run took
+/// 41–51 s here, so this only stops a hung guest.
+pub(crate) const TIME_BOX_SECS: u64 = 720;
+
 /// Size of the ext4 disk image the block IO tests write to.
 const DISK_MIB: u64 = 512;
 
@@ -454,4 +458,25 @@ fn make_executable(path: &Path) -> Result<()> {
 /// Single-quotes `word` for sh.
 fn shell_quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{shell_quote, version_key};
+
+    #[test]
+    fn kernel_releases_compare_by_number() {
+        let mut releases = vec!["6.1.0-9-amd64", "6.1.0-57-amd64", "6.1.0-10-amd64"];
+        releases.sort_by_key(|r| version_key(r));
+        assert_eq!(
+            releases,
+            ["6.1.0-9-amd64", "6.1.0-10-amd64", "6.1.0-57-amd64"]
+        );
+    }
+
+    #[test]
+    fn shell_words_are_single_quoted() {
+        assert_eq!(shell_quote("tests::v2::"), "'tests::v2::'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
 }
