@@ -11,6 +11,7 @@ mod lint;
 mod run;
 mod setup;
 mod test;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -72,6 +73,18 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Set up, build, then boot a cgroup-v2-only VM (qemu, Debian's 6.1 kernel, the host's `/`
+    /// shared read-only) and run the integration tests that need no container runtime in it
+    /// (see docs/testing.md); fails when a test fails or the guest overruns its time box.
+    Vm {
+        /// Wall-clock limit for the guest, in seconds; qemu is killed after it.
+        #[arg(long, default_value_t = vm::TIME_BOX_SECS)]
+        timeout: u64,
+        /// Arguments for the test binary in the guest (a name filter, `--nocapture`, ...),
+        /// after `--`; without a filter, the v2 set (`tests::v2::`, layouts, lifecycle, ...).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Set up, build, prepare Docker as for `test`, then run `cargo bench -p collector-tests`
     /// as root.
     Bench {
@@ -114,6 +127,9 @@ fn main() -> ExitCode {
                 seconds,
                 args,
             } => fuzz::fuzz(target.as_deref(), seconds, &args, true).map(|()| ExitCode::SUCCESS),
+            Task::Vm { timeout, args } => setup::setup()
+                .and_then(|()| vm::vm(&args, std::time::Duration::from_secs(timeout)))
+                .map(|()| ExitCode::SUCCESS),
             Task::Bench { args } => bench::bench(&args).map(|()| ExitCode::SUCCESS),
         });
     match result {

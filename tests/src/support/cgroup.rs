@@ -93,6 +93,26 @@ pub fn v1_mount(controller: &str) -> Option<PathBuf> {
         .map(|m| m.point)
 }
 
+/// Whether this host has cgroup v2 alone, with controllers: cgroup2 mounted at
+/// /sys/fs/cgroup, no v1 hierarchy mounted, and the root's `cgroup.subtree_control` enabling
+/// memory, cpu, io and pids for its children (what systemd sets up on v2-only nodes, and
+/// `cargo xtask vm`'s guest).
+#[must_use]
+pub fn v2_only_with_controllers() -> bool {
+    let all = mounts();
+    let v2_at_root = all
+        .iter()
+        .any(|m| m.fstype == "cgroup2" && m.root == "/" && m.point == Path::new("/sys/fs/cgroup"));
+    let no_v1 = !all.iter().any(|m| m.fstype == "cgroup");
+    let enabled = fs::read_to_string("/sys/fs/cgroup/cgroup.subtree_control").unwrap_or_default();
+    let enabled: Vec<&str> = enabled.split_whitespace().collect();
+    v2_at_root
+        && no_v1
+        && ["memory", "cpu", "io", "pids"]
+            .iter()
+            .all(|c| enabled.contains(c))
+}
+
 /// The directories of one hierarchy that a [`TestCgroup`] made.
 struct Hierarchy {
     /// `None` for v2, else the v1 controller.
@@ -174,6 +194,29 @@ impl TestCgroup {
         cg
     }
 
+    /// As [`TestCgroup::with_v1`], in the v1 hierarchies of those of `controllers` that are
+    /// mounted: all of them on a hybrid host, none on a v2-only one (where `cgroup_no_v1` or
+    /// systemd leave cgroup2 the only hierarchy). For tests that hold on both.
+    #[must_use]
+    pub fn with_v1_where_mounted(sub: &str, controllers: &[&str]) -> Self {
+        let mounted: Vec<&str> = controllers
+            .iter()
+            .copied()
+            .filter(|c| v1_mount(c).is_some())
+            .collect();
+        Self::with_v1(sub, &mounted)
+    }
+
+    /// The cgroup's directory in the v1 hierarchy of `controller`, if the guard was created
+    /// there.
+    #[must_use]
+    pub fn v1_dir_if_created(&self, controller: &str) -> Option<&Path> {
+        self.hierarchies
+            .iter()
+            .find(|h| h.controller.as_deref() == Some(controller))
+            .map(|h| h.leaf.as_path())
+    }
+
     /// The unique top directory name, `collector-test-<pid>-<n>`.
     #[must_use]
     pub fn prefix(&self) -> &str {
@@ -252,6 +295,32 @@ impl TestCgroup {
             }
         }
         self.v2_dir().join(sub)
+    }
+
+    /// Enables, in the v2 hierarchy, every controller each directory is offered
+    /// (`cgroup.controllers`) in its `cgroup.subtree_control`, from the guard's top directory
+    /// down to the leaf's parent, as systemd and the runtimes do on v2 hosts: a controller's
+    /// files (memory.current, cpu.max, io.stat, pids.max, ...) exist in a cgroup only when its
+    /// parent enables it. Only directories this guard made are written; they hold no process
+    /// (v2's no-internal-process rule forbids processes beside enabled controllers).
+    pub fn enable_controllers(&self) {
+        let hierarchy = self.hierarchy(None);
+        let mut dir = hierarchy.mount.join(&self.prefix);
+        let mut parents = vec![dir.clone()];
+        let components: Vec<_> = self.sub.components().collect();
+        for component in components.iter().take(components.len().saturating_sub(1)) {
+            dir.push(component);
+            parents.push(dir.clone());
+        }
+        for parent in parents {
+            let offered = fs::read_to_string(parent.join("cgroup.controllers"))
+                .unwrap_or_else(|e| panic!("{}/cgroup.controllers: {e}", parent.display()));
+            for controller in offered.split_whitespace() {
+                let file = parent.join("cgroup.subtree_control");
+                fs::write(&file, format!("+{controller}"))
+                    .unwrap_or_else(|e| panic!("+{controller} > {}: {e}", file.display()));
+            }
+        }
     }
 
     fn hierarchy(&self, controller: Option<&str>) -> &Hierarchy {

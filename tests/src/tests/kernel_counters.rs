@@ -249,10 +249,12 @@ struct Disk {
     minor: u32,
 }
 
-/// The first of `/var/tmp`, the temp dir and the workspace whose filesystem is on a block
-/// device (its `st_dev` major is not 0, the anonymous-device major of tmpfs, overlay, ...).
+/// The first of `COLLECTOR_TEST_DISK_DIR` (the VM lane's disk), `/var/tmp`, the temp dir and
+/// the workspace whose filesystem is on a block device (its `st_dev` major is not 0, the
+/// anonymous-device major of tmpfs, overlay, 9p, ...).
 fn scratch_disk() -> Option<Disk> {
     let candidates = [
+        std::env::var_os("COLLECTOR_TEST_DISK_DIR").map_or_else(PathBuf::new, PathBuf::from),
         PathBuf::from("/var/tmp"),
         std::env::temp_dir(),
         crate::support::workspace_root(),

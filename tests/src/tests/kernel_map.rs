@@ -24,13 +24,17 @@ fn the_pinned_map_holds_live_processes_with_their_cgroup_ids() {
     let pin = daemon.pin_dir().join("processes");
     assert_eq!(health["pinned_map"], pin.display().to_string(), "{health}");
     let id = container_id("pinned");
-    let cg = TestCgroup::with_v1(&format!("docker/{id}"), &["memory"]);
+    let cg = TestCgroup::with_v1_where_mounted(&format!("docker/{id}"), &["memory"]);
 
     let mut child = spawn_in_cgroup(&cg, &["sleep", "60"]);
     let pid = child.pid();
     let entry = read_entry(&pin, pid).expect("a live process is in the map");
     assert_eq!(entry.cgroup_v2_id, cg.inode_v2());
-    assert_eq!(entry.cgroup_v1_id, cg.inode_v1("memory"));
+    // The v1 memory cgroup's id where that hierarchy is mounted, else 0 (none tracked).
+    let v1_id = cg
+        .v1_dir_if_created("memory")
+        .map_or(0, crate::support::cgroup::inode);
+    assert_eq!(entry.cgroup_v1_id, v1_id);
     assert_eq!(entry.ppid, std::process::id());
     let ticks = crate::support::process::start_time_ticks(pid).unwrap();
     assert_eq!(entry.start_boottime_ns / 10_000_000, ticks);

@@ -1,6 +1,8 @@
 //! Processes in cgroups laid out like every runtime's (made by the test under its own
 //! prefix, removed after), resolved by the eBPF index: exact container id, runtime and pod
 //! UID; and the layouts that are not containers.
+use std::path::Path;
+
 use serde_json::Value;
 
 use super::util::{container_id, lookup, root, sleep_in};
@@ -176,14 +178,19 @@ fn a_cgroup_nested_below_a_container_belongs_to_it() {
     }
     let daemon = Daemon::shared();
     let id = container_id("nested");
-    let mut cg = TestCgroup::with_v1(&format!("system.slice/docker-{id}.scope"), &["memory"]);
+    // In v1 memory too where it is mounted (hybrid hosts); v2-only hosts have v2 alone.
+    let mut cg =
+        TestCgroup::with_v1_where_mounted(&format!("system.slice/docker-{id}.scope"), &["memory"]);
     let nested = cg.mkdir_nested("init.scope/workers/w1");
-    // A process in the nested cgroup, in v2 and v1 alike.
-    let child = sleep_in(&[
-        nested.join("cgroup.procs"),
-        cg.v1_dir("memory")
-            .join("init.scope/workers/w1/cgroup.procs"),
-    ]);
+    let v1_memory = cg.v1_dir_if_created("memory").map(Path::to_path_buf);
+    // A process in the nested cgroup, in every hierarchy.
+    let mut procs = vec![nested.join("cgroup.procs")];
+    procs.extend(
+        v1_memory
+            .iter()
+            .map(|dir| dir.join("init.scope/workers/w1/cgroup.procs")),
+    );
+    let child = sleep_in(&procs);
     let answer = lookup(daemon, child.pid());
     assert_container(&answer, &id, Some("docker"), None);
     assert_eq!(
@@ -194,11 +201,13 @@ fn a_cgroup_nested_below_a_container_belongs_to_it() {
     // The nested directory's inodes, v2 and v1, belong to the container too.
     let inode = super::util::lookup_inode(daemon, crate::support::cgroup::inode(&nested));
     assert_eq!(inode["container_id"], id.as_str(), "{inode}");
-    let inode_v1 = super::util::lookup_inode(
-        daemon,
-        crate::support::cgroup::inode(&cg.v1_dir("memory").join("init.scope/workers")),
-    );
-    assert_eq!(inode_v1["container_id"], id.as_str(), "{inode_v1}");
+    if let Some(v1_memory) = v1_memory {
+        let inode_v1 = super::util::lookup_inode(
+            daemon,
+            crate::support::cgroup::inode(&v1_memory.join("init.scope/workers")),
+        );
+        assert_eq!(inode_v1["container_id"], id.as_str(), "{inode_v1}");
+    }
 }
 
 #[test]

@@ -105,8 +105,10 @@ fn a_process_moved_between_containers_is_followed_at_once() {
     }
     let daemon = Daemon::shared();
     let (a, b) = (container_id("from"), container_id("to"));
-    let cg_a = TestCgroup::with_v1(&format!("system.slice/docker-{a}.scope"), &["memory"]);
-    let cg_b = TestCgroup::with_v1(&format!("system.slice/docker-{b}.scope"), &["memory"]);
+    let cg_a =
+        TestCgroup::with_v1_where_mounted(&format!("system.slice/docker-{a}.scope"), &["memory"]);
+    let cg_b =
+        TestCgroup::with_v1_where_mounted(&format!("system.slice/docker-{b}.scope"), &["memory"]);
     let child = spawn_in_cgroup(&cg_a, &["sleep", "60"]);
     assert_eq!(lookup(daemon, child.pid())["container_id"], a.as_str());
     for round in 0..5 {
@@ -131,7 +133,7 @@ fn a_process_moved_between_containers_is_followed_at_once() {
         );
     }
     // Moved out of any container, in v2 and v1 alike.
-    let plain = TestCgroup::with_v1("system.slice/cron.service", &["memory"]);
+    let plain = TestCgroup::with_v1_where_mounted("system.slice/cron.service", &["memory"]);
     plain.add_process(child.pid());
     assert_eq!(lookup(daemon, child.pid())["container_id"], Value::Null);
 }

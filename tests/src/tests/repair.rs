@@ -126,8 +126,11 @@ fn a_full_pid_map_is_counted_and_logged_and_lookups_stay_right() {
     let id = container_id("full");
     let cg = TestCgroup::new(&format!("docker/{id}"));
     // More processes than the map holds, on top of the host's own.
+    // They must all live at once: 1,100 spawns take over a minute in the TCG VM of
+    // `cargo xtask vm`, so a `sleep 60` could end before the last one starts (the guards kill
+    // them at the end).
     let children: Vec<ChildGuard> = (0..1100)
-        .map(|_| spawn_in_cgroup(&cg, &["sleep", "60"]))
+        .map(|_| spawn_in_cgroup(&cg, &["sleep", "600"]))
         .collect();
     assert!(metric(&daemon, "collector_kernel_process_map_full_total") > 0);
     for child in children.iter().rev().take(50) {
