@@ -31,3 +31,4 @@ mod repair;
 mod restart;
 mod stats;
 mod util;
+mod v2;
