@@ -114,6 +114,9 @@ fn integration_tests(args: &[String]) -> Result<Cmd> {
     integration.args(["test", "--no-fail-fast", "-p", "collector-tests"]);
     root_env(&mut integration)?;
     integration.arg("--");
+    // `tests::v2::` needs a cgroup2 hierarchy with controllers (a v2-only host): the VM lane
+    // runs it; here it would skip, or fail under `CI=true`.
+    integration.args(["--skip", "tests::v2::"]);
     if !args
         .iter()
         .any(|a| a == "--test-threads" || a.starts_with("--test-threads="))
