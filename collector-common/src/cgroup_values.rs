@@ -21,6 +21,8 @@ pub const HAS_OOM_KILL: u32 = 1 << 6;
 /// `present` bit: the v2 memory fields (`memory_max_pages` .. `swap_max_pages`) hold the
 /// cgroup's `mem_cgroup` values (a cgroup of the v2 hierarchy, and BTF has the members).
 pub const HAS_V2_MEMORY: u32 = 1 << 7;
+/// `present` bit: `soft_limit_pages` holds `mem_cgroup.soft_limit` (`CONFIG_MEMCG_V1`).
+pub const HAS_SOFT_LIMIT: u32 = 1 << 8;
 /// `present` bit: a hierarchy's root cgroup (its values are not those of its files: the
 /// root's usage files sum statistics instead of reading its page counter).
 pub const IS_ROOT: u32 = 1 << 4;

@@ -117,6 +117,8 @@ pub struct KernelOffsets {
     pub values_kmem_ready: u32,
     /// `mem_cgroup.kmem` (`struct page_counter`, embedded).
     pub memcg_kmem: u32,
+    /// 1 when `memcg_soft_limit` is known (`CONFIG_MEMCG_V1` on 6.11+, always before).
+    pub values_soft_limit_ready: u32,
     /// `mem_cgroup.soft_limit` (`unsigned long`, pages).
     pub memcg_soft_limit: u32,
     /// 1 when `memcg_oom_kill` is known.
@@ -183,7 +185,7 @@ pub struct KernelOffsets {
 
 // The kernel programs and the daemon read these bytes with one layout: a field added,
 // removed or resized must fail the build on both sides, not misread a map.
-const _: () = assert!(size_of::<KernelOffsets>() == 316 && align_of::<KernelOffsets>() == 4); // 79 u32 fields
+const _: () = assert!(size_of::<KernelOffsets>() == 320 && align_of::<KernelOffsets>() == 4); // 80 u32 fields
 
 #[cfg(feature = "user")]
 // SAFETY: repr(C), only u32 fields, no padding.

@@ -21,7 +21,7 @@ use core::ffi::c_void;
 use collector_common::{
     cgroup_values::{
         CgroupValues, HAS_CPU, HAS_CPUSET, HAS_KMEM, HAS_MEMORY, HAS_OOM_KILL, HAS_PIDS,
-        HAS_V2_MEMORY, IS_ROOT,
+        HAS_SOFT_LIMIT, HAS_V2_MEMORY, IS_ROOT,
     },
     counters::{CGROUP_VALUES_FULL, READ_ERRORS},
     offsets::KernelOffsets,
@@ -186,8 +186,11 @@ fn memory(o: &KernelOffsets, memcg: *const u8, v: &mut CgroupValues) -> Result<(
     v.memory_usage_pages = Probe::read::<u64>(memcg, counter + o.page_counter_usage)?;
     v.memory_watermark_pages = Probe::read::<u64>(memcg, counter + o.page_counter_watermark)?;
     v.memory_failcnt = Probe::read::<u64>(memcg, counter + o.page_counter_failcnt)?;
-    v.soft_limit_pages = Probe::read::<u64>(memcg, o.memcg_soft_limit)?;
     v.present |= HAS_MEMORY;
+    if o.values_soft_limit_ready != 0 {
+        v.soft_limit_pages = Probe::read::<u64>(memcg, o.memcg_soft_limit)?;
+        v.present |= HAS_SOFT_LIMIT;
+    }
     if o.values_kmem_ready != 0 {
         v.kmem_usage_pages = Probe::read::<u64>(memcg, o.memcg_kmem + o.page_counter_usage)?;
         v.present |= HAS_KMEM;

@@ -122,6 +122,7 @@ pub(crate) static OFFSETS: Global<KernelOffsets> = Global::new(KernelOffsets {
     memcg_memory: 0,
     values_kmem_ready: 0,
     memcg_kmem: 0,
+    values_soft_limit_ready: 0,
     memcg_soft_limit: 0,
     values_oom_kill_ready: 0,
     memcg_oom_kill: 0,

@@ -220,7 +220,13 @@ fn memory_values_offsets(btf: &Btf, o: &mut KernelOffsets) -> Result<(), OffsetE
     o.memory_subsys_id = subsys_index(btf, "memory")?;
     let memcg = find_struct(btf, "mem_cgroup")?;
     o.memcg_memory = member_offset(btf, &memcg, "mem_cgroup", "memory")?;
-    o.memcg_soft_limit = member_offset(btf, &memcg, "mem_cgroup", "soft_limit")?;
+    // `soft_limit` is under CONFIG_MEMCG_V1 since 6.11 (a kernel without it has no v1 memory
+    // hierarchy): without it the v1 memory values are left to the files, the v2 ones are
+    // walked all the same.
+    if let Ok(soft_limit) = member_offset(btf, &memcg, "mem_cgroup", "soft_limit") {
+        o.memcg_soft_limit = soft_limit;
+        o.values_soft_limit_ready = 1;
+    }
     let counter = find_struct(btf, "page_counter")?;
     o.page_counter_usage = member_offset(btf, &counter, "page_counter", "usage")?;
     o.page_counter_watermark = member_offset(btf, &counter, "page_counter", "watermark")?;
@@ -586,6 +592,7 @@ mod tests {
         // The v2 members: `swap` follows `memory` in `mem_cgroup`; the limits follow the
         // usage in `page_counter`, min < low < high < max in declaration order.
         assert_eq!(o.values_v2_memory_ready, 1);
+        assert_eq!(o.values_soft_limit_ready, 1);
         assert!(o.memcg_swap > o.memcg_memory);
         assert!(o.page_counter_low > 0);
         assert!(o.page_counter_low < o.page_counter_high);

@@ -26,7 +26,7 @@ use aya::{
 use collector_common::{
     cgroup_values::{
         CgroupValues, CgroupWalk, HAS_CPU, HAS_CPUSET, HAS_KMEM, HAS_MEMORY, HAS_OOM_KILL,
-        HAS_PIDS, HAS_V2_MEMORY, IS_ROOT,
+        HAS_PIDS, HAS_SOFT_LIMIT, HAS_V2_MEMORY, IS_ROOT,
     },
     names::{CGROUP_VALUES_MAP, CGROUP_WALK_MAP, PROGRAM_CGROUP_VALUES},
 };
@@ -529,13 +529,16 @@ fn convert(r: &CgroupValues, page_size: u64, pids_max: i64) -> V1Values {
     let pages = |n: u64| n.saturating_mul(page_size);
     V1Values {
         // `mem_cgroup_read_u64()`: page counters times PAGE_SIZE.
-        memory: (r.present & HAS_MEMORY != 0).then(|| MemoryValues {
-            usage_bytes: pages(r.memory_usage_pages),
-            max_usage_bytes: pages(r.memory_watermark_pages),
-            failcnt: r.memory_failcnt,
-            soft_limit_bytes: pages(r.soft_limit_pages),
-            kmem_usage_bytes: (r.present & HAS_KMEM != 0).then(|| pages(r.kmem_usage_pages)),
-            oom_kill: (r.present & HAS_OOM_KILL != 0).then_some(r.oom_kill),
+        // (Without the soft limit, the v1 memory values are all read from the files.)
+        memory: (r.present & HAS_MEMORY != 0 && r.present & HAS_SOFT_LIMIT != 0).then(|| {
+            MemoryValues {
+                usage_bytes: pages(r.memory_usage_pages),
+                max_usage_bytes: pages(r.memory_watermark_pages),
+                failcnt: r.memory_failcnt,
+                soft_limit_bytes: pages(r.soft_limit_pages),
+                kmem_usage_bytes: (r.present & HAS_KMEM != 0).then(|| pages(r.kmem_usage_pages)),
+                oom_kill: (r.present & HAS_OOM_KILL != 0).then_some(r.oom_kill),
+            }
         }),
         // `cpu_shares_read_u64()`, `tg_get_cfs_quota()`, `tg_get_cfs_period()`,
         // `cpu_cfs_stat_show()`.
@@ -740,7 +743,7 @@ mod tests {
     fn records_become_the_values_files_print() {
         let raw = CgroupValues {
             cgroup_id: 42,
-            present: HAS_MEMORY | HAS_CPU | HAS_PIDS,
+            present: HAS_MEMORY | HAS_SOFT_LIMIT | HAS_CPU | HAS_PIDS,
             nr_periods: 7,
             nr_throttled: 3,
             memory_usage_pages: 10,
