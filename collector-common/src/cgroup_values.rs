@@ -1,9 +1,10 @@
 //! Per-cgroup values read in the kernel by the cgroup iterator (`collector-ebpf/src/
-//! cgroup_values.rs`): the cgroup-v1 counters and limits that are one number each in their
-//! files (`memory.usage_in_bytes`, `cpu.shares`, `pids.current`, ...), and the size of the
-//! CPU set. A full collection
-//! walks each v1 hierarchy once instead of opening, reading and parsing a dozen files per
-//! container. Raw kernel units here; the daemon turns them into the files' values.
+//! cgroup_values.rs`): the counters and limits that are one number each in their files
+//! (v1 `memory.usage_in_bytes`, `cpu.shares`, `pids.current`, ...; v2 `memory.current`,
+//! `memory.max`, `cpu.max`, `cpu.weight`, ...), and the size of the CPU set. A full
+//! collection walks each v1 hierarchy, or the v2 hierarchy when it has the controllers,
+//! once instead of opening, reading and parsing a dozen files per container. Raw kernel
+//! units here; the daemon turns them into the files' values.
 
 /// `present` bit: the memory fields hold the cgroup's `mem_cgroup` values.
 pub const HAS_MEMORY: u32 = 1;
@@ -17,6 +18,11 @@ pub const HAS_PIDS: u32 = 1 << 3;
 pub const HAS_CPUSET: u32 = 1 << 5;
 /// `present` bit: `oom_kill` holds `mem_cgroup.memory_events[MEMCG_OOM_KILL]`.
 pub const HAS_OOM_KILL: u32 = 1 << 6;
+/// `present` bit: the v2 memory fields (`memory_max_pages` .. `swap_max_pages`) hold the
+/// cgroup's `mem_cgroup` values (a cgroup of the v2 hierarchy, and BTF has the members).
+pub const HAS_V2_MEMORY: u32 = 1 << 7;
+/// `present` bit: `soft_limit_pages` holds `mem_cgroup.soft_limit` (`CONFIG_MEMCG_V1`).
+pub const HAS_SOFT_LIMIT: u32 = 1 << 8;
 /// `present` bit: a hierarchy's root cgroup (its values are not those of its files: the
 /// root's usage files sum statistics instead of reading its page counter).
 pub const IS_ROOT: u32 = 1 << 4;
@@ -61,6 +67,16 @@ pub struct CgroupValues {
     /// `mem_cgroup.memory_events[MEMCG_OOM_KILL]`: processes the OOM killer killed in the
     /// cgroup and below it.
     pub oom_kill: u64,
+    /// `mem_cgroup.memory.max`, in pages (`PAGE_COUNTER_MAX` when unlimited): `memory.max`.
+    pub memory_max_pages: u64,
+    /// `mem_cgroup.memory.high`, in pages (`PAGE_COUNTER_MAX` when unlimited): `memory.high`.
+    pub memory_high_pages: u64,
+    /// `mem_cgroup.memory.low`, in pages: `memory.low`.
+    pub memory_low_pages: u64,
+    /// `mem_cgroup.swap.usage`, in pages: `memory.swap.current`.
+    pub swap_usage_pages: u64,
+    /// `mem_cgroup.swap.max`, in pages (`PAGE_COUNTER_MAX` when unlimited): `memory.swap.max`.
+    pub swap_max_pages: u64,
 }
 
 /// What the last walk left.
@@ -79,7 +95,7 @@ pub struct CgroupWalk {
 
 // The kernel programs and the daemon read these bytes with one layout: a field added,
 // removed or resized must fail the build on both sides, not misread a map.
-const _: () = assert!(size_of::<CgroupValues>() == 120 && align_of::<CgroupValues>() == 8); // 13×8 + 4×4 bytes
+const _: () = assert!(size_of::<CgroupValues>() == 160 && align_of::<CgroupValues>() == 8); // 18×8 + 4×4 bytes
 const _: () = assert!(size_of::<CgroupWalk>() == 24 && align_of::<CgroupWalk>() == 8); // 3×8 bytes
 
 #[cfg(feature = "user")]

@@ -104,7 +104,8 @@ pub struct KernelOffsets {
     // Cgroup values (`cgroup_values.rs`). Each controller's group is used only when all its
     // members are known (`*_ready`); a missing one sends its files back to cgroupfs.
     /// `cgroup.subsys` (`struct cgroup_subsys_state *[]`): a v1 cgroup has the css of each
-    /// controller of its hierarchy there, NULL for the others.
+    /// controller of its hierarchy there, a v2 cgroup that of each controller enabled for it
+    /// (its parent's `cgroup.subtree_control`), NULL for the others.
     pub cgroup_subsys: u32,
     /// 1 when the memory members below are known.
     pub values_memory_ready: u32,
@@ -116,6 +117,8 @@ pub struct KernelOffsets {
     pub values_kmem_ready: u32,
     /// `mem_cgroup.kmem` (`struct page_counter`, embedded).
     pub memcg_kmem: u32,
+    /// 1 when `memcg_soft_limit` is known (`CONFIG_MEMCG_V1` on 6.11+, always before).
+    pub values_soft_limit_ready: u32,
     /// `mem_cgroup.soft_limit` (`unsigned long`, pages).
     pub memcg_soft_limit: u32,
     /// 1 when `memcg_oom_kill` is known.
@@ -129,6 +132,16 @@ pub struct KernelOffsets {
     pub page_counter_watermark: u32,
     /// `page_counter.failcnt` (`unsigned long`).
     pub page_counter_failcnt: u32,
+    /// 1 when the v2 memory members below are known (read for cgroups of the v2 hierarchy).
+    pub values_v2_memory_ready: u32,
+    /// `mem_cgroup.swap` (`struct page_counter`, in a union with v1's `memsw`).
+    pub memcg_swap: u32,
+    /// `page_counter.max` (`unsigned long`).
+    pub page_counter_max: u32,
+    /// `page_counter.high` (`unsigned long`).
+    pub page_counter_high: u32,
+    /// `page_counter.low` (`unsigned long`).
+    pub page_counter_low: u32,
     /// 1 when the CPU members below are known (`CONFIG_CFS_BANDWIDTH`).
     pub values_cpu_ready: u32,
     /// `cpu_cgrp_id`.
@@ -172,7 +185,7 @@ pub struct KernelOffsets {
 
 // The kernel programs and the daemon read these bytes with one layout: a field added,
 // removed or resized must fail the build on both sides, not misread a map.
-const _: () = assert!(size_of::<KernelOffsets>() == 296 && align_of::<KernelOffsets>() == 4); // 74 u32 fields
+const _: () = assert!(size_of::<KernelOffsets>() == 320 && align_of::<KernelOffsets>() == 4); // 80 u32 fields
 
 #[cfg(feature = "user")]
 // SAFETY: repr(C), only u32 fields, no padding.

@@ -210,6 +210,7 @@ fn load_kernel(
         net_counter_entries: options.net_counter_entries,
         io_counter_entries: options.io_counter_entries,
         cgroup_walk_mounts: cgroup_walk_mounts(layout),
+        cgroup_walk_v2: cgroup_walk_v2(layout),
         cgroup_values_entries: options.cgroup_values_entries,
     };
     match loader::load(&load_options) {
@@ -242,6 +243,18 @@ fn cgroup_walk_mounts(layout: &CgroupLayout) -> Vec<PathBuf> {
         }
     }
     mounts
+}
+
+/// The v2 hierarchy's mount point when its root has `memory`, `cpu`, `pids` or `cpuset` in
+/// `cgroup.controllers` (a v2 or v2-mostly host). A hybrid host's v2 has none (they are on
+/// v1), and walking it would only cost.
+fn cgroup_walk_v2(layout: &CgroupLayout) -> Option<PathBuf> {
+    let mount = &layout.v2()?.mount_point;
+    let controllers = std::fs::read_to_string(mount.join("cgroup.controllers")).ok()?;
+    controllers
+        .split_ascii_whitespace()
+        .any(|c| ["memory", "cpu", "pids", "cpuset"].contains(&c))
+        .then(|| mount.clone())
 }
 
 /// aya-log's reader of the kernel programs' log records.

@@ -1,7 +1,9 @@
 //! The cgroup iterator (`iter/cgroup`, kernel 6.1+; v1 hierarchies since the iterator takes
 //! a v1 cgroup's directory, `cgroup_v1v2_get_from_fd()`): for each cgroup of the walk, the
-//! v1 counters and limits that its files print one number each, read from the controllers'
-//! own structures (`mem_cgroup`, `task_group`, `pids_cgroup`).
+//! counters and limits that its files print one number each, read from the controllers'
+//! own structures (`mem_cgroup`, `task_group`, `pids_cgroup`, `cpuset`). One program walks
+//! v1 hierarchies and the v2 one alike: the structures are the same, and a cgroup of the v2
+//! hierarchy (`cgroup->root->hierarchy_id` 0) also gets the v2 memory limits and swap.
 //!
 //! Records go into the `CGROUP_VALUES` array, slot = the cgroup's position in the walk
 //! (`bpf_iter_meta.seq_num`), not into the iterator's file: a cgroup iterator must finish in
@@ -18,7 +20,8 @@ use core::ffi::c_void;
 
 use collector_common::{
     cgroup_values::{
-        CgroupValues, HAS_CPU, HAS_CPUSET, HAS_KMEM, HAS_MEMORY, HAS_OOM_KILL, HAS_PIDS, IS_ROOT,
+        CgroupValues, HAS_CPU, HAS_CPUSET, HAS_KMEM, HAS_MEMORY, HAS_OOM_KILL, HAS_PIDS,
+        HAS_SOFT_LIMIT, HAS_V2_MEMORY, IS_ROOT,
     },
     counters::{CGROUP_VALUES_FULL, READ_ERRORS},
     offsets::KernelOffsets,
@@ -26,7 +29,10 @@ use collector_common::{
 
 use crate::{
     counters::bump,
-    kernel::{Access as _, Direct, Probe, ReadError, cgroup_id, cgroup_level, offsets},
+    kernel::{
+        Access as _, Direct, Probe, ReadError, cgroup_hierarchy_id, cgroup_id, cgroup_level,
+        offsets,
+    },
     maps::{CGROUP_VALUES, CGROUP_WALK},
 };
 
@@ -105,6 +111,11 @@ fn values(o: &KernelOffsets, cgroup: *const u8) -> Result<CgroupValues, ReadErro
         let memcg = subsys(o, cgroup, o.memory_subsys_id)?;
         if !memcg.is_null() {
             memory(o, memcg, &mut v)?;
+            // The v2 hierarchy's `hierarchy_id` is 0 (`cgrp_dfl_root`, "0::" in
+            // /proc/<pid>/cgroup); on v1 `swap` is `memsw` and the limits are not the files'.
+            if o.values_v2_memory_ready != 0 && cgroup_hierarchy_id::<Direct>(cgroup, o)? == 0 {
+                memory_v2(o, memcg, &mut v)?;
+            }
         }
     }
     if o.values_cpu_ready != 0 {
@@ -175,8 +186,11 @@ fn memory(o: &KernelOffsets, memcg: *const u8, v: &mut CgroupValues) -> Result<(
     v.memory_usage_pages = Probe::read::<u64>(memcg, counter + o.page_counter_usage)?;
     v.memory_watermark_pages = Probe::read::<u64>(memcg, counter + o.page_counter_watermark)?;
     v.memory_failcnt = Probe::read::<u64>(memcg, counter + o.page_counter_failcnt)?;
-    v.soft_limit_pages = Probe::read::<u64>(memcg, o.memcg_soft_limit)?;
     v.present |= HAS_MEMORY;
+    if o.values_soft_limit_ready != 0 {
+        v.soft_limit_pages = Probe::read::<u64>(memcg, o.memcg_soft_limit)?;
+        v.present |= HAS_SOFT_LIMIT;
+    }
     if o.values_kmem_ready != 0 {
         v.kmem_usage_pages = Probe::read::<u64>(memcg, o.memcg_kmem + o.page_counter_usage)?;
         v.present |= HAS_KMEM;
@@ -185,6 +199,21 @@ fn memory(o: &KernelOffsets, memcg: *const u8, v: &mut CgroupValues) -> Result<(
         v.oom_kill = Probe::read::<u64>(memcg, o.memcg_oom_kill)?;
         v.present |= HAS_OOM_KILL;
     }
+    Ok(())
+}
+
+/// The v2 memory files' values (`mm/memcontrol.c` 6.1–6.18): `memory.max`, `memory.high`
+/// and `memory.low` print `memcg->memory.{max,high,low}`, `memory.swap.current` and
+/// `memory.swap.max` `memcg->swap.{usage,max}` (pages; `PAGE_COUNTER_MAX` prints "max").
+#[inline(always)]
+fn memory_v2(o: &KernelOffsets, memcg: *const u8, v: &mut CgroupValues) -> Result<(), ReadError> {
+    let (memory, swap) = (o.memcg_memory, o.memcg_swap);
+    v.memory_max_pages = Probe::read::<u64>(memcg, memory + o.page_counter_max)?;
+    v.memory_high_pages = Probe::read::<u64>(memcg, memory + o.page_counter_high)?;
+    v.memory_low_pages = Probe::read::<u64>(memcg, memory + o.page_counter_low)?;
+    v.swap_usage_pages = Probe::read::<u64>(memcg, swap + o.page_counter_usage)?;
+    v.swap_max_pages = Probe::read::<u64>(memcg, swap + o.page_counter_max)?;
+    v.present |= HAS_V2_MEMORY;
     Ok(())
 }
 

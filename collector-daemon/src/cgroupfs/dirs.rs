@@ -1,8 +1,8 @@
 //! Which directory serves each controller for one cgroup ([`CgroupDirs`]): its v2 directory
 //! and, per v1 controller the stats reader uses, the directory in the hierarchy that has the
 //! controller, from `/proc/<pid>/cgroup` style (hierarchy id, path) pairs and the mounts.
-//! On v1 hosts the directories also carry their keys in a kernel cgroup walk
-//! ([`KernelCgroupValues`]), so a read can take their values from the walk.
+//! The directories also carry their keys in a kernel cgroup walk ([`KernelCgroupValues`]),
+//! so a read can take their values from the walk.
 
 use std::{
     collections::BTreeMap,
@@ -10,7 +10,7 @@ use std::{
 };
 
 use super::{
-    kernel_values::{DirKey, KernelCgroupValues, V1Values},
+    kernel_values::{DirKey, KernelCgroupValues, V1Values, V2Values},
     mounts::{CgroupLayout, HierarchyKind, parse_proc_cgroup},
 };
 
@@ -29,6 +29,9 @@ pub struct CgroupDirs {
     /// The keys of the v1 directories whose values a kernel cgroup walk may give (see
     /// [`Self::with_dir_keys`]).
     pub v1_keys: V1DirKeys,
+    /// The key of the v2 directory in a kernel walk of the v2 hierarchy (see
+    /// [`Self::with_dir_keys`]).
+    pub v2_key: Option<DirKey>,
 }
 
 /// The keys in a kernel cgroup walk ([`KernelCgroupValues`]) of a cgroup's v1 directories of
@@ -53,6 +56,12 @@ impl V1DirKeys {
             effective_cpus: of(self.cpuset).and_then(|v| v.effective_cpus),
         }
     }
+}
+
+/// What `walk` has for the v2 directory whose key is `key`.
+pub(super) fn v2_values_in(key: Option<DirKey>, walk: &KernelCgroupValues) -> V2Values {
+    key.and_then(|k| walk.get_v2(k).copied())
+        .unwrap_or_default()
 }
 
 impl CgroupDirs {
@@ -93,10 +102,14 @@ impl CgroupDirs {
     }
 
     /// Adds the keys under which a kernel cgroup walk ([`KernelCgroupValues`]) has the v1
-    /// directories of `memory`, `cpu`, `pids` and `cpuset` (one `stat` each; a directory that cannot
+    /// directories of `memory`, `cpu`, `pids` and `cpuset`, and, when `v2` (the walk
+    /// includes the v2 hierarchy), the v2 directory (one `stat` each; a directory that cannot
     /// be stat'ed has none and is read from its files).
     #[must_use]
-    pub fn with_dir_keys(mut self) -> Self {
+    pub fn with_dir_keys(mut self, v2: bool) -> Self {
+        if v2 {
+            self.v2_key = self.v2.as_deref().and_then(DirKey::of);
+        }
         let key = |controller: &str| self.v1.get(controller).and_then(|d| DirKey::of(d));
         self.v1_keys = V1DirKeys {
             memory: key("memory"),

@@ -1,8 +1,8 @@
-//! The values of a v1 cgroup's one-number files (and its CPU set's size), read by the kernel
+//! The values of a cgroup's one-number files (and its CPU set's size), read by the kernel
 //! programs' cgroup walk instead of from the files (`crate::ebpf::cgroup_values` implements
-//! [`CgroupValuesSource`]): a full collection then walks each v1 hierarchy once, where it
-//! would open-read-parse eleven files per container (most of that cost is the system call and
-//! kernfs, not the value).
+//! [`CgroupValuesSource`]): a full collection then walks each v1 hierarchy once — or the v2
+//! hierarchy, when it has the controllers — where it would open-read-parse eleven files per
+//! container (most of that cost is the system call and kernfs, not the value).
 //!
 //! Values here are in the files' units and mean what the files print, so the stats reader
 //! uses them exactly as it would the files' text; a cgroup (or controller) the walk did not
@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::parse::Limit;
+use super::{cpu::CpuMax, parse::Limit};
 use crate::fast_map::FastMap;
 
 /// A cgroup directory: its filesystem (one per v1 hierarchy) and inode number (the cgroup's
@@ -81,18 +81,78 @@ pub struct V1Values {
     pub effective_cpus: Option<u32>,
 }
 
+/// `memory.swap.current` and `memory.swap.max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct V2SwapValues {
+    pub current_bytes: u64,
+    pub max: Limit,
+}
+
+/// `memory.current`, `memory.peak`, `memory.max`, `memory.high`, `memory.low` and the swap
+/// files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct V2MemoryValues {
+    pub current_bytes: u64,
+    pub peak_bytes: u64,
+    pub max: Limit,
+    pub high: Limit,
+    pub low: Limit,
+    /// None when the walk does not read swap (the files then are read, and are absent
+    /// without swap accounting).
+    pub swap: Option<V2SwapValues>,
+}
+
+/// `cpu.weight` and `cpu.max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct V2CpuValues {
+    pub weight: u64,
+    pub max: CpuMax,
+}
+
+/// What the walk read for one cgroup of the v2 hierarchy; a controller not enabled for the
+/// cgroup (or whose members this kernel's BTF lacks) is None.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct V2Values {
+    pub memory: Option<V2MemoryValues>,
+    pub cpu: Option<V2CpuValues>,
+    pub pids: Option<PidsValues>,
+    /// CPUs in `cpuset.cpus.effective`.
+    pub effective_cpus: Option<u32>,
+}
+
 /// One walk's values of every cgroup of the walked hierarchies.
 #[derive(Debug)]
 pub struct KernelCgroupValues {
     /// When the walk began: every value is at least this recent.
     pub taken: Instant,
+    /// Cgroups of the v1 hierarchies.
     pub by_dir: FastMap<DirKey, V1Values>,
+    /// Cgroups of the v2 hierarchy (walked only when it has controllers).
+    pub v2_by_dir: FastMap<DirKey, V2Values>,
 }
 
 impl KernelCgroupValues {
     #[must_use]
     pub fn get(&self, key: DirKey) -> Option<&V1Values> {
         self.by_dir.get(&key)
+    }
+
+    /// The values of the v2 cgroup whose directory is `key`.
+    #[must_use]
+    pub fn get_v2(&self, key: DirKey) -> Option<&V2Values> {
+        self.v2_by_dir.get(&key)
+    }
+
+    /// Cgroups recorded, in every hierarchy walked.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.by_dir.len() + self.v2_by_dir.len()
+    }
+
+    /// Whether the walk recorded no cgroup.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -103,4 +163,7 @@ pub trait CgroupValuesSource: Send + Sync {
 
     /// The last walk, if it began at most `max_age` ago (never for a `max_age` of 0).
     fn latest(&self, max_age: Duration) -> Option<Arc<KernelCgroupValues>>;
+
+    /// Whether the walks include the v2 hierarchy (then v2 directories need their keys).
+    fn walks_v2(&self) -> bool;
 }

@@ -115,7 +115,7 @@ impl SystemCollector {
                 let values = source.walk()?;
                 let mut walks = self.walks.lock().unwrap_or_else(PoisonError::into_inner);
                 walks.0 += 1;
-                walks.1 = values.by_dir.len();
+                walks.1 = values.len();
                 Some(values)
             })
         });
@@ -198,8 +198,8 @@ impl SystemCollector {
             .map(|r| (r.hierarchy_id, &*r.path))
             .collect();
         let mut dirs = CgroupDirs::from_paths(&self.layout, &paths);
-        if self.kernel_values.is_some() {
-            dirs = dirs.with_dir_keys();
+        if let Some(source) = &self.kernel_values {
+            dirs = dirs.with_dir_keys(source.walks_v2());
         }
         let dirs = Arc::new(dirs);
         if let Some(old) = read_dirs.insert(

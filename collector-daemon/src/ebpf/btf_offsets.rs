@@ -220,7 +220,13 @@ fn memory_values_offsets(btf: &Btf, o: &mut KernelOffsets) -> Result<(), OffsetE
     o.memory_subsys_id = subsys_index(btf, "memory")?;
     let memcg = find_struct(btf, "mem_cgroup")?;
     o.memcg_memory = member_offset(btf, &memcg, "mem_cgroup", "memory")?;
-    o.memcg_soft_limit = member_offset(btf, &memcg, "mem_cgroup", "soft_limit")?;
+    // `soft_limit` is under CONFIG_MEMCG_V1 since 6.11 (a kernel without it has no v1 memory
+    // hierarchy): without it the v1 memory values are left to the files, the v2 ones are
+    // walked all the same.
+    if let Ok(soft_limit) = member_offset(btf, &memcg, "mem_cgroup", "soft_limit") {
+        o.memcg_soft_limit = soft_limit;
+        o.values_soft_limit_ready = 1;
+    }
     let counter = find_struct(btf, "page_counter")?;
     o.page_counter_usage = member_offset(btf, &counter, "page_counter", "usage")?;
     o.page_counter_watermark = member_offset(btf, &counter, "page_counter", "watermark")?;
@@ -239,6 +245,22 @@ fn memory_values_offsets(btf: &Btf, o: &mut KernelOffsets) -> Result<(), OffsetE
     ) {
         o.memcg_oom_kill = events + index * 8;
         o.values_oom_kill_ready = 1;
+    }
+    // The v2 files' limits and swap (`memory.max`, `memory.high`, `memory.low`,
+    // `memory.swap.current`, `memory.swap.max`): `page_counter.{max,high,low}` (all since
+    // 5.x) and `mem_cgroup.swap` (in an anonymous union with v1's `memsw`, 6.1 and 6.18).
+    // Without them the v2 walk leaves those to the files.
+    if let (Ok(swap), Ok(max), Ok(high), Ok(low)) = (
+        member_offset(btf, &memcg, "mem_cgroup", "swap"),
+        member_offset(btf, &counter, "page_counter", "max"),
+        member_offset(btf, &counter, "page_counter", "high"),
+        member_offset(btf, &counter, "page_counter", "low"),
+    ) {
+        o.memcg_swap = swap;
+        o.page_counter_max = max;
+        o.page_counter_high = high;
+        o.page_counter_low = low;
+        o.values_v2_memory_ready = 1;
     }
     o.values_memory_ready = 1;
     Ok(())
@@ -567,6 +589,14 @@ mod tests {
         assert_eq!(o.page_counter_usage, 0);
         assert!(o.page_counter_watermark > 0 && o.page_counter_failcnt > 0);
         assert!(o.memcg_kmem > o.memcg_memory);
+        // The v2 members: `swap` follows `memory` in `mem_cgroup`; the limits follow the
+        // usage in `page_counter`, min < low < high < max in declaration order.
+        assert_eq!(o.values_v2_memory_ready, 1);
+        assert_eq!(o.values_soft_limit_ready, 1);
+        assert!(o.memcg_swap > o.memcg_memory);
+        assert!(o.page_counter_low > 0);
+        assert!(o.page_counter_low < o.page_counter_high);
+        assert!(o.page_counter_high < o.page_counter_max);
         assert!(o.cfs_b_quota > o.cfs_b_period);
         assert_eq!(o.values_cpuset_ready, 1);
         assert!(o.cpumask_words >= 1);

@@ -1,7 +1,8 @@
-//! Walking the v1 hierarchies with the kernel's cgroup iterator (`read_cgroup_values`,
-//! `collector-ebpf/src/cgroup_values.rs`): per walk one iterator file per hierarchy, read
-//! once, and the records the program left in the mmapped `CGROUP_VALUES` array turned into
-//! the values the cgroups' files would print ([`KernelCgroupValues`]).
+//! Walking the v1 hierarchies — or the v2 hierarchy when it has controllers — with the
+//! kernel's cgroup iterator (`read_cgroup_values`, `collector-ebpf/src/cgroup_values.rs`):
+//! per walk one iterator file per hierarchy, read once, and the records the program left in
+//! the mmapped `CGROUP_VALUES` array turned into the values the cgroups' files would print
+//! ([`KernelCgroupValues`]).
 //!
 //! aya 0.14 attaches iterators without target information, which a cgroup iterator needs
 //! (the cgroup to start from and the walk order): the links are made here with
@@ -25,16 +26,17 @@ use aya::{
 use collector_common::{
     cgroup_values::{
         CgroupValues, CgroupWalk, HAS_CPU, HAS_CPUSET, HAS_KMEM, HAS_MEMORY, HAS_OOM_KILL,
-        HAS_PIDS, IS_ROOT,
+        HAS_PIDS, HAS_SOFT_LIMIT, HAS_V2_MEMORY, IS_ROOT,
     },
     names::{CGROUP_VALUES_MAP, CGROUP_WALK_MAP, PROGRAM_CGROUP_VALUES},
 };
 
 use crate::{
     cgroupfs::{
+        cpu::CpuMax,
         kernel_values::{
             CgroupValuesSource, CpuValues, DirKey, KernelCgroupValues, MemoryValues, PidsValues,
-            V1Values,
+            V1Values, V2CpuValues, V2MemoryValues, V2SwapValues, V2Values,
         },
         parse::Limit,
     },
@@ -57,13 +59,24 @@ const RUNTIME_INF: u64 = u64::MAX;
 /// `PIDS_MAX` (`PID_MAX_LIMIT + 1` on 64-bit), the limit `pids.max` prints as "max", when
 /// the walk did not see the hierarchy's root (whose limit is always `PIDS_MAX`).
 const PIDS_MAX_DEFAULT: i64 = 4 * 1024 * 1024 + 1;
+/// `CGROUP_WEIGHT_DFL`, `_MIN` and `_MAX` (`include/linux/cgroup.h`): `cpu.weight`'s scale.
+const CGROUP_WEIGHT_DFL: u64 = 100;
+const CGROUP_WEIGHT_MIN: u64 = 1;
+const CGROUP_WEIGHT_MAX: u64 = 10_000;
+/// Swap files of the v2 hierarchy: not yet known, absent, present (see `swap_files`).
+const SWAP_UNKNOWN: u8 = 0;
+const SWAP_ABSENT: u8 = 1;
+const SWAP_PRESENT: u8 = 2;
 
 /// Why there is no cgroup walk (then the cgroup files are read).
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupWalkerError {
-    /// Nothing to walk: the host has no such v1 hierarchy (a pure cgroup-v2 host).
-    #[error("no v1 hierarchy with memory, cpu, pids or cpuset is mounted")]
-    NoV1Hierarchy,
+    /// Nothing to walk: no v1 hierarchy has these controllers, and the v2 hierarchy (if
+    /// any) has none of them either.
+    #[error(
+        "no v1 hierarchy with memory, cpu, pids or cpuset is mounted, nor a v2 hierarchy with any of them"
+    )]
+    NoHierarchy,
     /// The kernel's BTF lacks the members of every controller the walk reads.
     #[error("kernel BTF lacks what the cgroup walk reads")]
     NoControllerOffsets,
@@ -243,6 +256,8 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<OwnedFd> {
 struct Hierarchy {
     /// Its mount point (for messages).
     mount: PathBuf,
+    /// Whether it is the v2 hierarchy (its records become [`V2Values`]).
+    v2: bool,
     /// The filesystem device of its directories: with the kernfs id, the key of a cgroup.
     dev: u64,
     link: OwnedFd,
@@ -267,7 +282,8 @@ impl Drop for ValuesMapping {
     }
 }
 
-/// The cgroup walks of the v1 hierarchies with `memory`, `cpu` or `pids`.
+/// The cgroup walks of the v1 hierarchies with `memory`, `cpu`, `pids` or `cpuset`, or of the
+/// v2 hierarchy when it has any of them.
 pub struct CgroupWalker {
     hierarchies: Vec<Hierarchy>,
     values: ValuesMapping,
@@ -279,21 +295,30 @@ pub struct CgroupWalker {
     last: Mutex<Option<Arc<KernelCgroupValues>>>,
     /// Whether a full array was already logged.
     warned_full: std::sync::atomic::AtomicBool,
+    /// Whether the v2 hierarchy's cgroups have `memory.swap.*` files (`SWAP_*`): the kernel
+    /// adds them only with swap accounting (6.1 `mem_cgroup_swap_init()`: not with
+    /// `cgroup.memory=noswap`), which BTF does not tell. Learnt from the first cgroup below
+    /// the v2 root that has `memory.current`; until then swap is read from the files.
+    swap_files: std::sync::atomic::AtomicU8,
 }
 
 impl CgroupWalker {
-    /// Links `program` (a loaded `iter/cgroup` program) to each hierarchy mounted at
-    /// `mounts`, and maps `values_map`.
+    /// Links `program` (a loaded `iter/cgroup` program) to each v1 hierarchy mounted at
+    /// `mounts` and to the v2 hierarchy mounted at `v2_mount`, and maps `values_map`.
     pub fn new(
         program: BorrowedFd<'_>,
         mounts: &[PathBuf],
+        v2_mount: Option<&Path>,
         values_map: MapData,
         walk_state: Array<MapData, CgroupWalk>,
     ) -> Result<Self, CgroupWalkerError> {
         let values = map_values(&values_map)?;
         let mut hierarchies = Vec::new();
         for mount in mounts {
-            hierarchies.push(link(program, mount)?);
+            hierarchies.push(link(program, mount, false)?);
+        }
+        if let Some(mount) = v2_mount {
+            hierarchies.push(link(program, mount, true)?);
         }
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
@@ -305,6 +330,7 @@ impl CgroupWalker {
             page_size: u64::try_from(page).unwrap_or(4096),
             last: Mutex::new(None),
             warned_full: std::sync::atomic::AtomicBool::new(false),
+            swap_files: std::sync::atomic::AtomicU8::new(SWAP_UNKNOWN),
         })
     }
 
@@ -317,34 +343,51 @@ impl CgroupWalker {
     pub fn walk_now(&self) -> Result<Arc<KernelCgroupValues>, WalkError> {
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         let taken = Instant::now();
-        let mut by_dir = match last.take().map(Arc::try_unwrap) {
-            // Nobody holds the last walk any more: refill its table. (A walk of 1,000
+        let (mut by_dir, mut v2_by_dir) = match last.take().map(Arc::try_unwrap) {
+            // Nobody holds the last walk any more: refill its tables. (A walk of 1,000
             // containers has ~4,000 entries; allocating them at every walk shows in profiles.)
             Some(Ok(old)) => {
-                let mut table = old.by_dir;
-                table.clear();
-                table
+                let (mut v1, mut v2) = (old.by_dir, old.v2_by_dir);
+                v1.clear();
+                v2.clear();
+                (v1, v2)
             }
-            Some(Err(shared)) => FastMap::with_capacity_and_hasher(
-                shared.by_dir.len(),
-                foldhash::fast::RandomState::default(),
+            Some(Err(shared)) => (
+                FastMap::with_capacity_and_hasher(
+                    shared.by_dir.len(),
+                    foldhash::fast::RandomState::default(),
+                ),
+                FastMap::with_capacity_and_hasher(
+                    shared.v2_by_dir.len(),
+                    foldhash::fast::RandomState::default(),
+                ),
             ),
-            None => FastMap::default(),
+            None => (FastMap::default(), FastMap::default()),
         };
         for hierarchy in &self.hierarchies {
-            self.walk_one(hierarchy, &mut by_dir)?;
+            let recorded = self.walk_one(hierarchy)?;
+            if hierarchy.v2 {
+                let swap = self.swap_files(&hierarchy.mount);
+                v2_by_dir.extend(self.records(hierarchy.dev, recorded, |r, pids_max| {
+                    convert_v2(r, self.page_size, pids_max, swap)
+                }));
+            } else {
+                by_dir.extend(self.records(hierarchy.dev, recorded, |r, pids_max| {
+                    convert(r, self.page_size, pids_max)
+                }));
+            }
         }
-        let values = Arc::new(KernelCgroupValues { taken, by_dir });
+        let values = Arc::new(KernelCgroupValues {
+            taken,
+            by_dir,
+            v2_by_dir,
+        });
         *last = Some(Arc::clone(&values));
         Ok(values)
     }
 
-    /// Walks one hierarchy, adding its cgroups' values to `by_dir`.
-    fn walk_one(
-        &self,
-        hierarchy: &Hierarchy,
-        by_dir: &mut FastMap<DirKey, V1Values>,
-    ) -> Result<(), WalkError> {
+    /// Walks one hierarchy; returns how many records it left in the array.
+    fn walk_one(&self, hierarchy: &Hierarchy) -> Result<usize, WalkError> {
         let mount = || hierarchy.mount.clone();
         let state = || {
             self.state().map_err(|source| WalkError::State {
@@ -387,13 +430,18 @@ impl CgroupWalker {
                 "more cgroups than --cgroup-values-entries: the rest are read from their files"
             );
         }
-        self.read_records(hierarchy.dev, visited.min(self.values.slots), by_dir);
-        Ok(())
+        Ok(visited.min(self.values.slots))
     }
 
-    /// Adds the first `recorded` records of the array, the cgroups of the hierarchy on
-    /// filesystem device `dev`, to `by_dir`.
-    fn read_records(&self, dev: u64, recorded: usize, by_dir: &mut FastMap<DirKey, V1Values>) {
+    /// The first `recorded` records of the array, the cgroups of the hierarchy on filesystem
+    /// device `dev`, each turned into what its files print by `convert` (given the record
+    /// and the hierarchy's `PIDS_MAX`); a hierarchy's root is left out.
+    fn records<'s, T>(
+        &'s self,
+        dev: u64,
+        recorded: usize,
+        convert: impl Fn(&CgroupValues, i64) -> T + 's,
+    ) -> impl Iterator<Item = (DirKey, T)> + 's {
         let record = |i: usize| {
             // SAFETY: `i` < `slots`, within the mapping; the walk that wrote the records has
             // ended and no other runs (the lock is held).
@@ -406,17 +454,42 @@ impl CgroupWalker {
             .map(|_| record(0))
             .filter(|r| r.present & IS_ROOT != 0 && r.present & HAS_PIDS != 0)
             .map_or(PIDS_MAX_DEFAULT, |root| root.pids_limit);
-        for record in (0..recorded).map(record) {
+        (0..recorded).map(record).filter_map(move |record| {
             // A root's files print other things than its counters (and it is no container).
             if record.present & IS_ROOT != 0 || record.cgroup_id == 0 {
-                continue;
+                return None;
             }
             let key = DirKey {
                 dev,
                 ino: record.cgroup_id,
             };
-            by_dir.insert(key, convert(&record, self.page_size, pids_max));
+            Some((key, convert(&record, pids_max)))
+        })
+    }
+
+    /// Whether the v2 hierarchy at `mount` has swap files (see the field), learnt once.
+    fn swap_files(&self, mount: &Path) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        match self.swap_files.load(Relaxed) {
+            SWAP_PRESENT => return true,
+            SWAP_ABSENT => return false,
+            _ => {}
         }
+        // The root has no `memory.*` files (`CFTYPE_NOT_ON_ROOT`): a child with the memory
+        // controller tells.
+        let child = std::fs::read_dir(mount).ok().and_then(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| p.join("memory.current").exists())
+        });
+        let Some(child) = child else {
+            return false;
+        };
+        let present = child.join("memory.swap.current").exists();
+        self.swap_files
+            .store(if present { SWAP_PRESENT } else { SWAP_ABSENT }, Relaxed);
+        present
     }
 
     fn state(&self) -> Result<CgroupWalk, MapError> {
@@ -444,6 +517,10 @@ impl CgroupValuesSource for CgroupWalker {
             .filter(|l| l.taken.elapsed() <= max_age)
             .map(Arc::clone)
     }
+
+    fn walks_v2(&self) -> bool {
+        self.hierarchies.iter().any(|h| h.v2)
+    }
 }
 
 /// What the files of the cgroup would print, from its raw record (see the file docs in
@@ -452,13 +529,16 @@ fn convert(r: &CgroupValues, page_size: u64, pids_max: i64) -> V1Values {
     let pages = |n: u64| n.saturating_mul(page_size);
     V1Values {
         // `mem_cgroup_read_u64()`: page counters times PAGE_SIZE.
-        memory: (r.present & HAS_MEMORY != 0).then(|| MemoryValues {
-            usage_bytes: pages(r.memory_usage_pages),
-            max_usage_bytes: pages(r.memory_watermark_pages),
-            failcnt: r.memory_failcnt,
-            soft_limit_bytes: pages(r.soft_limit_pages),
-            kmem_usage_bytes: (r.present & HAS_KMEM != 0).then(|| pages(r.kmem_usage_pages)),
-            oom_kill: (r.present & HAS_OOM_KILL != 0).then_some(r.oom_kill),
+        // (Without the soft limit, the v1 memory values are all read from the files.)
+        memory: (r.present & HAS_MEMORY != 0 && r.present & HAS_SOFT_LIMIT != 0).then(|| {
+            MemoryValues {
+                usage_bytes: pages(r.memory_usage_pages),
+                max_usage_bytes: pages(r.memory_watermark_pages),
+                failcnt: r.memory_failcnt,
+                soft_limit_bytes: pages(r.soft_limit_pages),
+                kmem_usage_bytes: (r.present & HAS_KMEM != 0).then(|| pages(r.kmem_usage_pages)),
+                oom_kill: (r.present & HAS_OOM_KILL != 0).then_some(r.oom_kill),
+            }
         }),
         // `cpu_shares_read_u64()`, `tg_get_cfs_quota()`, `tg_get_cfs_period()`,
         // `cpu_cfs_stat_show()`.
@@ -484,6 +564,65 @@ fn convert(r: &CgroupValues, page_size: u64, pids_max: i64) -> V1Values {
     }
 }
 
+/// What the v2 files of the cgroup would print, from its raw record (`mm/memcontrol.c`,
+/// `kernel/sched/core.c`, `kernel/cgroup/pids.c`, `kernel/cgroup/cpuset.c` of 6.1–6.18).
+/// `swap` says whether the hierarchy has swap files (else swap is left to them).
+fn convert_v2(r: &CgroupValues, page_size: u64, pids_max: i64, swap: bool) -> V2Values {
+    let pages = |n: u64| n.saturating_mul(page_size);
+    // `PAGE_COUNTER_MAX` (`LONG_MAX / PAGE_SIZE` on 64-bit) is what `seq_puts_memcg_tunable()`
+    // prints as "max"; anything else is printed times PAGE_SIZE.
+    let page_counter_max = i64::MAX.unsigned_abs() / page_size.max(1);
+    let tunable = |n: u64| {
+        if n == page_counter_max {
+            Limit::Unlimited
+        } else {
+            Limit::Value(pages(n))
+        }
+    };
+    let v1 = convert(r, page_size, pids_max);
+    V2Values {
+        // `memory_current_read()`: the usage page counter; `memory_peak_read()` (6.1) and
+        // `peak_show()` (6.12+, for a file descriptor that never wrote a reset): its
+        // watermark.
+        memory: (r.present & HAS_MEMORY != 0 && r.present & HAS_V2_MEMORY != 0).then(|| {
+            V2MemoryValues {
+                current_bytes: pages(r.memory_usage_pages),
+                peak_bytes: pages(r.memory_watermark_pages),
+                max: tunable(r.memory_max_pages),
+                high: tunable(r.memory_high_pages),
+                low: tunable(r.memory_low_pages),
+                // `swap_current_read()`, `swap_max_show()`.
+                swap: swap.then(|| V2SwapValues {
+                    current_bytes: pages(r.swap_usage_pages),
+                    max: tunable(r.swap_max_pages),
+                }),
+            }
+        }),
+        // `cpu_weight_read_u64()`, `cpu_max_show()` (`tg_get_cfs_quota()`,
+        // `tg_get_cfs_period()`: the same as v1's files).
+        cpu: v1.cpu.map(|c| V2CpuValues {
+            weight: shares_to_weight(c.shares),
+            max: CpuMax {
+                quota_us: c.quota_us,
+                period_us: c.period_us,
+            },
+        }),
+        // `pids_current()`, `pids_max_show()`: as v1.
+        pids: v1.pids,
+        // `cpuset_common_seq_show()` (`FILE_EFFECTIVE_CPULIST`): the effective mask.
+        effective_cpus: v1.effective_cpus,
+    }
+}
+
+/// `cpu.weight` from `cpu.shares` (`scale_load_down(tg->shares)`): 6.18's
+/// `sched_weight_to_cgroup()`, `DIV_ROUND_CLOSEST_ULL(weight * CGROUP_WEIGHT_DFL, 1024)`
+/// clamped to the weight range; 6.1's `cpu_weight_read_u64()` is the same without the clamp
+/// (which any weight written through `cpu.weight` is within).
+fn shares_to_weight(shares: u64) -> u64 {
+    let scaled = shares.saturating_mul(CGROUP_WEIGHT_DFL);
+    (scaled.saturating_add(512) / 1024).clamp(CGROUP_WEIGHT_MIN, CGROUP_WEIGHT_MAX)
+}
+
 /// `scale_load_down()` of 64-bit kernels: the fixed-point weight back to `cpu.shares`, at
 /// least 2 when not 0.
 fn scale_load_down(weight: u64) -> u64 {
@@ -494,8 +633,9 @@ fn scale_load_down(weight: u64) -> u64 {
     }
 }
 
-/// A link of `program` walking the hierarchy mounted at `mount` from its top.
-fn link(program: BorrowedFd<'_>, mount: &Path) -> Result<Hierarchy, CgroupWalkerError> {
+/// A link of `program` walking the hierarchy mounted at `mount` (the v2 one when `v2`) from
+/// its top.
+fn link(program: BorrowedFd<'_>, mount: &Path, v2: bool) -> Result<Hierarchy, CgroupWalkerError> {
     use std::os::unix::fs::MetadataExt as _;
     let dir = File::open(mount).map_err(|source| CgroupWalkerError::OpenMount {
         mount: mount.to_owned(),
@@ -528,6 +668,7 @@ fn link(program: BorrowedFd<'_>, mount: &Path) -> Result<Hierarchy, CgroupWalker
     })?;
     Ok(Hierarchy {
         mount: mount.to_owned(),
+        v2,
         dev,
         link,
     })
@@ -602,7 +743,7 @@ mod tests {
     fn records_become_the_values_files_print() {
         let raw = CgroupValues {
             cgroup_id: 42,
-            present: HAS_MEMORY | HAS_CPU | HAS_PIDS,
+            present: HAS_MEMORY | HAS_SOFT_LIMIT | HAS_CPU | HAS_PIDS,
             nr_periods: 7,
             nr_throttled: 3,
             memory_usage_pages: 10,
@@ -650,5 +791,91 @@ mod tests {
         assert_eq!(v.memory, None);
         assert_eq!(v.cpu.map(|c| (c.shares, c.quota_us)), Some((2, None)));
         assert_eq!(v.pids.map(|p| p.max), Some(Limit::Unlimited));
+    }
+
+    #[test]
+    fn v2_records_become_the_values_v2_files_print() {
+        // PAGE_COUNTER_MAX with 4 KiB pages: LONG_MAX / 4096.
+        let unlimited_pages = 2_251_799_813_685_247;
+        let raw = CgroupValues {
+            cgroup_id: 42,
+            present: HAS_MEMORY | HAS_V2_MEMORY | HAS_CPU | HAS_PIDS | HAS_CPUSET,
+            effective_cpus: 1,
+            memory_usage_pages: 10,
+            memory_watermark_pages: 12,
+            memory_max_pages: 65_536,
+            memory_high_pages: unlimited_pages,
+            memory_low_pages: 0,
+            swap_usage_pages: 3,
+            swap_max_pages: unlimited_pages,
+            // cpu.weight 50 is written as shares DIV_ROUND_CLOSEST(50 * 1024, 100) = 512.
+            cpu_shares_raw: 512 << 10,
+            cfs_period_ns: 100_000_000,
+            cfs_quota_ns: 25_000_000,
+            pids_current: 4,
+            pids_limit: 64,
+            ..CgroupValues::default()
+        };
+        let v = convert_v2(&raw, 4096, PIDS_MAX_DEFAULT, true);
+        let memory = v.memory.expect("memory");
+        assert_eq!((memory.current_bytes, memory.peak_bytes), (40_960, 49_152));
+        assert_eq!(memory.max, Limit::Value(256 << 20));
+        assert_eq!(memory.high, Limit::Unlimited, "PAGE_COUNTER_MAX prints max");
+        assert_eq!(memory.low, Limit::Value(0));
+        assert_eq!(
+            memory.swap,
+            Some(V2SwapValues {
+                current_bytes: 12_288,
+                max: Limit::Unlimited
+            })
+        );
+        let cpu = v.cpu.expect("cpu");
+        assert_eq!(cpu.weight, 50);
+        assert_eq!(
+            cpu.max,
+            CpuMax {
+                quota_us: Some(25_000),
+                period_us: 100_000
+            }
+        );
+        assert_eq!(
+            v.pids.map(|p| (p.current, p.max)),
+            Some((4, Limit::Value(64)))
+        );
+        assert_eq!(v.effective_cpus, Some(1));
+
+        // Without swap files the walk leaves swap to them; a record without the v2 members
+        // leaves memory to the files.
+        assert_eq!(
+            convert_v2(&raw, 4096, PIDS_MAX_DEFAULT, false)
+                .memory
+                .and_then(|m| m.swap),
+            None
+        );
+        let v1_only = CgroupValues {
+            present: HAS_MEMORY,
+            ..raw
+        };
+        assert_eq!(
+            convert_v2(&v1_only, 4096, PIDS_MAX_DEFAULT, true).memory,
+            None
+        );
+    }
+
+    #[test]
+    fn cpu_weight_is_the_kernels_rounding_of_the_shares() {
+        // cpu.weight w is stored as shares DIV_ROUND_CLOSEST(w * 1024, 100)
+        // (`sched_weight_from_cgroup()`), and read back rounded: every weight round-trips.
+        for weight in [1, 2, 3, 7, 50, 99, 100, 101, 333, 1000, 9999, 10_000] {
+            let shares = (weight * 1024 + 50) / 100;
+            assert_eq!(shares_to_weight(shares), weight, "weight {weight}");
+        }
+        assert_eq!(shares_to_weight(1024), 100, "the default");
+        assert_eq!(shares_to_weight(2), 1, "clamped to CGROUP_WEIGHT_MIN");
+        assert_eq!(
+            shares_to_weight(1 << 30),
+            10_000,
+            "clamped to CGROUP_WEIGHT_MAX"
+        );
     }
 }

@@ -162,8 +162,12 @@ pub struct LoadOptions {
     /// Capacity of `IO_COUNTERS` (owner × disk pairs with IO).
     pub io_counter_entries: u32,
     /// Mount points of the v1 hierarchies the cgroup walk reads (those with `memory`, `cpu`,
-    /// `pids` or `cpuset`); empty: no walk (a pure v2 host reads its files).
+    /// `pids` or `cpuset`).
     pub cgroup_walk_mounts: Vec<PathBuf>,
+    /// Mount point of the v2 hierarchy when the cgroup walk reads it too (it has `memory`,
+    /// `cpu`, `pids` or `cpuset`; never on hybrid hosts, whose v2 has no controllers). With
+    /// no v1 mount either: no walk, the files are read.
+    pub cgroup_walk_v2: Option<PathBuf>,
     /// Capacity of `CGROUP_VALUES`: cgroups one hierarchy's walk records.
     pub cgroup_values_entries: u32,
 }
@@ -325,7 +329,7 @@ fn load_attached(
     match &cgroup_walker {
         Ok(walker) => tracing::info!(
             hierarchies = ?walker.mounts().collect::<Vec<_>>(),
-            "cgroup walk ready: full collections read v1 memory, cpu, pids and cpuset values in the kernel"
+            "cgroup walk ready: full collections read memory, cpu, pids and cpuset values in the kernel"
         ),
         Err(reason) => tracing::info!(%reason, "no cgroup walk; cgroup files are read"),
     }
@@ -417,10 +421,10 @@ fn attach_tracking(
     seeder.load("task", btf).map_err(iter_err)
 }
 
-/// Loads the cgroup iterator and links it to each v1 hierarchy of `cgroup_walk_mounts`, or
-/// says why not. A controller whose members this kernel lacks (`offsets_missing` says why)
-/// is left out of the walk, its files are read; no controller left, or no v1 hierarchy,
-/// means no walk.
+/// Loads the cgroup iterator and links it to each v1 hierarchy of `cgroup_walk_mounts` and
+/// to `cgroup_walk_v2`, or says why not. A controller whose members this kernel lacks
+/// (`offsets_missing` says why) is left out of the walk, its files are read; no controller
+/// left, or no hierarchy, means no walk.
 fn cgroup_walker(
     ebpf: &mut Ebpf,
     btf: &Btf,
@@ -428,8 +432,8 @@ fn cgroup_walker(
     offsets: &KernelOffsets,
     offsets_missing: &[(&'static str, OffsetError)],
 ) -> Result<CgroupWalker, CgroupWalkerError> {
-    if options.cgroup_walk_mounts.is_empty() {
-        return Err(CgroupWalkerError::NoV1Hierarchy);
+    if options.cgroup_walk_mounts.is_empty() && options.cgroup_walk_v2.is_none() {
+        return Err(CgroupWalkerError::NoHierarchy);
     }
     for (controller, e) in offsets_missing {
         tracing::info!(controller, error = %e, "cgroup walk: this controller's files are read");
@@ -449,6 +453,7 @@ fn cgroup_walker(
     CgroupWalker::new(
         program.as_fd(),
         &options.cgroup_walk_mounts,
+        options.cgroup_walk_v2.as_deref(),
         values,
         walk_state,
     )

@@ -453,6 +453,7 @@ mod tests {
             by_dir: [(DirKey { dev: 1, ino: 2 }, V1Values::default())]
                 .into_iter()
                 .collect(),
+            v2_by_dir: crate::fast_map::FastMap::default(),
         };
         let collection = CollectionContext {
             kernel_walk: Some(Arc::new(walk)),

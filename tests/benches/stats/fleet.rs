@@ -7,7 +7,7 @@ use std::{
 };
 
 use collector_tests::support::{
-    cgroup::{TestCgroup, v1_mount},
+    cgroup::{TestCgroup, v1_mount, v2_mount},
     process::{ChildGuard, bench_sleeper, enter_before_exec, random_container_id},
 };
 
@@ -47,6 +47,13 @@ impl Fleet {
             let docker = cgroup.v1_dir("cpuset");
             copy_cpuset(docker.parent().expect("docker/ is below the test prefix"));
             copy_cpuset(docker);
+        }
+        if controllers.is_empty() {
+            // A v2-only host: a container's controllers are those its parents enable in
+            // `cgroup.subtree_control`; enable the root's down to `docker/`.
+            let docker = cgroup.v2_dir();
+            enable_v2_controllers(docker.parent().expect("docker/ is below the test prefix"));
+            enable_v2_controllers(docker);
         }
         Self {
             children: Vec::new(),
@@ -89,6 +96,24 @@ impl Fleet {
             self.ids.push(id);
         }
     }
+}
+
+/// Enables in `dir`'s `cgroup.subtree_control` every controller the stats read that the
+/// v2 root offers (a hybrid host's offers none of them: nothing is written).
+fn enable_v2_controllers(dir: &Path) {
+    let mount = v2_mount().expect("a cgroup2 mount");
+    let offered = fs::read_to_string(mount.join("cgroup.controllers")).unwrap_or_default();
+    let enable: Vec<String> = offered
+        .split_ascii_whitespace()
+        .filter(|c| ["cpu", "cpuset", "io", "memory", "pids"].contains(c))
+        .map(|c| format!("+{c}"))
+        .collect();
+    if enable.is_empty() {
+        return;
+    }
+    let file = dir.join("cgroup.subtree_control");
+    fs::write(&file, enable.join(" "))
+        .unwrap_or_else(|e| panic!("writing {}: {e}", file.display()));
 }
 
 /// Copies `cpuset.cpus` and `cpuset.mems` from the parent of `dir` into `dir`.

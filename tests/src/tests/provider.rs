@@ -40,6 +40,7 @@ fn the_provider_goes_past_collectors_that_do_not_know_or_fail() {
         net_counter_entries: 1024,
         io_counter_entries: 1024,
         cgroup_walk_mounts: Vec::new(),
+        cgroup_walk_v2: None,
         cgroup_values_entries: 1024,
     })
     .expect("loading the kernel programs");

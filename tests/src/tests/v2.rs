@@ -4,6 +4,7 @@
 //! `cargo xtask vm` runs it in a v2-only guest (docs/testing.md).
 
 mod identity;
+mod kernel_walk;
 mod stats;
 
 use super::util::root;

@@ -20,10 +20,12 @@ impl<'a> Pass<'a> {
     pub(super) fn cpu(&mut self) -> Option<CpuStats> {
         let acct = self.v1("cpuacct");
         let cpu = self.v1("cpu");
-        let v2_cpu = if cpu.is_none() {
-            self.v2_has(Controllers::CPU)
-        } else {
-            None
+        // A walk's record of the v2 cgroup has cpu exactly when the controller is enabled for
+        // it: `cgroup.controllers` need not be read then.
+        let v2_cpu = match (cpu, self.kernel_v2.cpu) {
+            (Some(_), _) => None,
+            (None, Some(_)) => self.v2_dir(),
+            (None, None) => self.v2_has(Controllers::CPU),
         };
         // v2 cpu.stat serves usage (a core file) when there is no cpuacct, and throttling when
         // the v2 cpu controller is used; read it once for both.
@@ -136,7 +138,8 @@ impl<'a> Pass<'a> {
     }
 
     /// Weight and throttling from the v2 directory `d`, whose `cpu.stat` is `v2_stat`, into `s`
-    /// (`ok` set when a file was read); its `cpu.max`.
+    /// (`ok` set when a file was read); its `cpu.max`. Weight and `cpu.max` come from the
+    /// kernel walk when it has them (throttling stays in `cpu.stat`, per-CPU data).
     fn cpu_v2(
         &mut self,
         d: &Path,
@@ -144,14 +147,19 @@ impl<'a> Pass<'a> {
         s: &mut CpuStats,
         ok: &mut bool,
     ) -> Option<CpuMax> {
-        if let Ok(weight) = self.get(d, "cpu.weight", |t| single_u64("cpu.weight", t)) {
-            s.weight = Some(weight);
-            *ok = true;
-        }
         if let Some(st) = v2_stat {
             s.elapsed_periods = st.nr_periods;
             s.throttled_periods = st.nr_throttled;
             s.throttled_time = st.throttled_usec.map(us_to_ns);
+            *ok = true;
+        }
+        if let Some(k) = self.kernel_v2.cpu {
+            s.weight = Some(k.weight);
+            *ok = true;
+            return Some(k.max);
+        }
+        if let Ok(weight) = self.get(d, "cpu.weight", |t| single_u64("cpu.weight", t)) {
+            s.weight = Some(weight);
             *ok = true;
         }
         let max = self.get(d, "cpu.max", CpuMax::parse_v2).ok();
@@ -182,13 +190,14 @@ impl<'a> Pass<'a> {
         }
     }
 
-    /// CPUs in the cgroup's own effective set: the kernel walk's count for a v1 cpuset it
-    /// has, else the cpuset files.
+    /// CPUs in the cgroup's own effective set: the kernel walk's count for a cpuset it has,
+    /// else the cpuset files.
     fn own_cpus(&mut self) -> Option<u32> {
         let cpuset = self.cpuset_dir();
         let kernel_cpus = match cpuset {
             Some((_, true)) => self.kernel.effective_cpus,
-            _ => None,
+            Some((_, false)) => self.kernel_v2.effective_cpus,
+            None => None,
         };
         match kernel_cpus {
             // An empty set is unconfigured, as in `cpuset_count`.
@@ -247,10 +256,12 @@ impl<'a> Pass<'a> {
         )
     }
 
-    /// The directory giving the cgroup's CPU set, and whether it is v1.
+    /// The directory giving the cgroup's CPU set, and whether it is v1. (A walk's record of
+    /// the v2 cgroup has a CPU count exactly when cpuset is enabled for it.)
     fn cpuset_dir(&mut self) -> Option<(&'a Path, bool)> {
         match self.v1("cpuset") {
             Some(d) => Some((d, true)),
+            None if self.kernel_v2.effective_cpus.is_some() => self.v2_dir().map(|d| (d, false)),
             None => self.v2_has(Controllers::CPUSET).map(|d| (d, false)),
         }
     }

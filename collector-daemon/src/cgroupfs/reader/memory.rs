@@ -1,6 +1,7 @@
 //! The memory section of a read: the v1 memory controller's files (its one-number files from
-//! the kernel walk when it has them), else the v2 directory's when `cgroup.controllers` lists
-//! `memory`, with memory pressure.
+//! the kernel walk when it has them), else the v2 directory's when the walk has its values or
+//! `cgroup.controllers` lists `memory` (its one-number files from the walk when it has them),
+//! with memory pressure.
 
 use std::path::Path;
 
@@ -12,6 +13,14 @@ use crate::{
     },
     stats::MemoryStats,
 };
+
+/// The v2 memory files `memory.current`, `memory.max`, `memory.low` and `memory.peak`, as read.
+type V2MemoryFiles = (
+    Result<u64, Miss>,
+    Result<Limit, Miss>,
+    Result<Limit, Miss>,
+    Result<u64, Miss>,
+);
 
 /// The five one-number v1 memory files, as read: usage, kmem usage, soft limit, failcnt, peak.
 type V1MemoryFiles = (
@@ -29,7 +38,13 @@ impl Pass<'_> {
         let mut s = if let Some(d) = self.v1("memory") {
             self.memory_v1(d)?
         } else {
-            let d = self.v2_has(Controllers::MEMORY)?;
+            // A walk's record has memory exactly when the controller is enabled for the
+            // cgroup: `cgroup.controllers` need not be read then.
+            let d = if self.kernel_v2.memory.is_some() {
+                self.v2_dir()?
+            } else {
+                self.v2_has(Controllers::MEMORY)?
+            };
             self.memory_v2(d)?
         };
         (s.partial_stall_time, s.full_stall_time) = self.pressure("memory.pressure").totals();
@@ -114,20 +129,11 @@ impl Pass<'_> {
     }
 
     fn memory_v2(&mut self, d: &Path) -> Option<MemoryStats> {
-        let current = self.get(d, "memory.current", |t| single_u64("memory.current", t));
+        // memory.stat and memory.events stay files: the kernel sums them from per-CPU data.
         let stat = self.get(d, "memory.stat", |t| Some(MemoryStatV2::parse(t)));
-        let max = self.get(d, "memory.max", |t| single_limit("memory.max", t));
-        let low = self.get(d, "memory.low", |t| single_limit("memory.low", t));
         let events = self.get(d, "memory.events", |t| Some(MemoryEvents::parse(t)));
-        let sibling = current.is_ok();
-        // Swap files need swap accounting (CONFIG_MEMCG_SWAP); memory.peak is 5.19+.
-        let swap = self.optional(d, "memory.swap.current", sibling, |t| {
-            single_u64("memory.swap.current", t)
-        });
-        let swap_max = self.optional(d, "memory.swap.max", sibling, |t| {
-            single_limit("memory.swap.max", t)
-        });
-        let peak = self.optional(d, "memory.peak", sibling, |t| single_u64("memory.peak", t));
+        let (current, max, low, peak) = self.memory_v2_values(d);
+        let (swap, swap_max) = self.memory_v2_swap(d, current.is_ok());
         let ok = current.is_ok()
             || stat.is_ok()
             || max.is_ok()
@@ -161,6 +167,41 @@ impl Pass<'_> {
             pgmajfault: stat.pgmajfault,
             ..MemoryStats::default()
         })
+    }
+    /// `memory.current`, `memory.max`, `memory.low` and `memory.peak` of the v2 directory `d`:
+    /// the kernel walk's when it has them, else the files'.
+    fn memory_v2_values(&mut self, d: &Path) -> V2MemoryFiles {
+        if let Some(k) = self.kernel_v2.memory {
+            return (Ok(k.current_bytes), Ok(k.max), Ok(k.low), Ok(k.peak_bytes));
+        }
+        let current = self.get(d, "memory.current", |t| single_u64("memory.current", t));
+        let max = self.get(d, "memory.max", |t| single_limit("memory.max", t));
+        let low = self.get(d, "memory.low", |t| single_limit("memory.low", t));
+        // memory.peak is 5.19+.
+        let peak = self.optional(d, "memory.peak", current.is_ok(), |t| {
+            single_u64("memory.peak", t)
+        });
+        (current, max, low, peak)
+    }
+
+    /// `memory.swap.current` and `memory.swap.max` of the v2 directory `d`: the kernel
+    /// walk's when it has them, else the files' (`sibling_ok`: `memory.current` was read).
+    fn memory_v2_swap(
+        &mut self,
+        d: &Path,
+        sibling_ok: bool,
+    ) -> (Result<u64, Miss>, Result<Limit, Miss>) {
+        if let Some(s) = self.kernel_v2.memory.and_then(|k| k.swap) {
+            return (Ok(s.current_bytes), Ok(s.max));
+        }
+        // Swap files need swap accounting (CONFIG_MEMCG_SWAP, not `cgroup.memory=noswap`).
+        let swap = self.optional(d, "memory.swap.current", sibling_ok, |t| {
+            single_u64("memory.swap.current", t)
+        });
+        let swap_max = self.optional(d, "memory.swap.max", sibling_ok, |t| {
+            single_limit("memory.swap.max", t)
+        });
+        (swap, swap_max)
     }
 }
 

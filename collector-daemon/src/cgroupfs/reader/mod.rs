@@ -474,6 +474,7 @@ mod tests {
             ]
             .into_iter()
             .collect(),
+            v2_by_dir: crate::fast_map::FastMap::default(),
         };
         let stats = reader.read_with(&dirs, Some(&walk));
         let cpu = stats.cpu.expect("cpu");
@@ -541,6 +542,112 @@ mod tests {
         assert_eq!(memory.partial_stall_time, None);
         assert_eq!(stats.io, None, "no blkio hierarchy");
         assert_eq!(stats.pid.and_then(|p| p.thread_count), Some(3));
+    }
+
+    #[test]
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one walk's values against one fixture, every value checked in one place"
+    )]
+    fn a_v2_walk_gives_the_v2_one_number_values_and_the_rest_is_read_from_files() {
+        use super::super::{
+            cpu::CpuMax,
+            kernel_values::{PidsValues, V2CpuValues, V2MemoryValues, V2SwapValues, V2Values},
+        };
+        let (layout, reader) = fixture("v2");
+        // As the system collector reads (IO counters come from elsewhere): `io.stat` would
+        // need `cgroup.controllers`.
+        let reader = reader.without_io_counters();
+        let mut dirs =
+            CgroupDirs::from_proc_cgroup(&layout, &proc_cgroup(V2, &format!("/docker/{L}")));
+        // A fixture directory is no cgroup: a made-up key.
+        let key = DirKey { dev: 7, ino: 1 };
+        dirs.v2_key = Some(key);
+        // Values unlike the fixture files', so that where each comes from shows.
+        let walked = V2Values {
+            memory: Some(V2MemoryValues {
+                current_bytes: 1_000_000,
+                peak_bytes: 2_000_000,
+                max: Limit::Unlimited,
+                high: Limit::Value(500_000_000),
+                low: Limit::Value(4096),
+                swap: Some(V2SwapValues {
+                    current_bytes: 8192,
+                    max: Limit::Unlimited,
+                }),
+            }),
+            cpu: Some(V2CpuValues {
+                weight: 200,
+                max: CpuMax {
+                    quota_us: Some(150_000),
+                    period_us: 100_000,
+                },
+            }),
+            pids: Some(PidsValues {
+                current: 5,
+                max: Limit::Unlimited,
+            }),
+            effective_cpus: Some(1),
+        };
+        let walk = KernelCgroupValues {
+            taken: Instant::now(),
+            by_dir: crate::fast_map::FastMap::default(),
+            v2_by_dir: [(key, walked)].into_iter().collect(),
+        };
+        let stats = reader.read_with(&dirs, Some(&walk));
+        let cpu = stats.cpu.expect("cpu");
+        // The walk: weight, quota 150% and cpuset 1 CPU (of the fixture host's 2) → 100%.
+        assert_eq!(cpu.weight, Some(200));
+        assert_eq!(
+            (cpu.cfs_quota_us, cpu.cfs_period_us),
+            (Some(150_000), Some(100_000))
+        );
+        assert_eq!((cpu.limit, cpu.defaulted_limit), (Some(100.0), Some(false)));
+        // The files: cpu.stat's usage and throttling, pressure.
+        assert_eq!(cpu.total, Some(4_149_813_000));
+        assert_eq!(cpu.throttled_periods, Some(61));
+        assert_eq!(cpu.partial_stall_time, Some(15_493_465_000));
+        let memory = stats.memory.expect("memory");
+        assert_eq!(memory.usage_total, Some(1_000_000));
+        assert_eq!(memory.peak, Some(2_000_000));
+        assert_eq!(memory.limit, None, "max");
+        assert_eq!(memory.softlimit, Some(4096));
+        assert_eq!((memory.swap, memory.swap_limit), (Some(8192), None));
+        // memory.stat and memory.events stay files.
+        assert_eq!(memory.rss, Some(53_248));
+        assert_eq!(memory.oom_kills, Some(1));
+        assert_eq!(
+            stats.pid,
+            Some(PidStats {
+                thread_count: Some(5),
+                thread_limit: None,
+            })
+        );
+        let dir = dirs.v2.as_deref().expect("v2 dir");
+        for file in [
+            "cgroup.controllers",
+            "memory.current",
+            "memory.peak",
+            "memory.max",
+            "memory.low",
+            "memory.swap.current",
+            "memory.swap.max",
+            "cpu.weight",
+            "cpu.max",
+            "pids.current",
+            "pids.max",
+            "cpuset.cpus.effective",
+        ] {
+            assert!(!reader.files.holds(dir, file), "{file} was read");
+        }
+        assert!(reader.files.holds(dir, "memory.stat"));
+
+        // A cgroup the walk did not record is read from its files.
+        dirs.v2_key = Some(DirKey { dev: 7, ino: 2 });
+        let stats = reader.read_with(&dirs, Some(&walk));
+        assert_eq!(stats.cpu.and_then(|c| c.weight), Some(50));
+        assert_eq!(stats.memory.and_then(|m| m.usage_total), Some(290_816));
+        assert_eq!(stats.pid.and_then(|p| p.thread_limit), Some(64));
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::CgroupStatsReader;
 use crate::cgroupfs::{
-    dirs::CgroupDirs,
-    kernel_values::{KernelCgroupValues, V1Values},
+    dirs::{CgroupDirs, v2_values_in},
+    kernel_values::{KernelCgroupValues, V1Values, V2Values},
     psi::Pressure,
 };
 
@@ -113,6 +113,9 @@ pub(super) struct Pass<'a> {
     pub(super) dirs: &'a CgroupDirs,
     /// The v1 values a kernel cgroup walk gave for the cgroup, read instead of their files.
     pub(super) kernel: V1Values,
+    /// The v2 values a kernel walk of the v2 hierarchy gave for the cgroup, read instead of
+    /// their files.
+    pub(super) kernel_v2: V2Values,
     pub(super) buf: Vec<u8>,
     v2: Option<V2Dir<'a>>,
     /// The PSI ("some", "full") totals of [`PRESSURE_FILES`] in ns, read together on first
@@ -135,6 +138,8 @@ impl<'a> Pass<'a> {
             r,
             dirs,
             kernel: kernel.map_or_else(V1Values::default, |walk| dirs.v1_keys.values_in(walk)),
+            kernel_v2: kernel
+                .map_or_else(V2Values::default, |walk| v2_values_in(dirs.v2_key, walk)),
             buf: Vec::new(),
             v2: dirs.v2.as_deref().map(|dir| V2Dir {
                 dir,

@@ -1,6 +1,6 @@
-//! The PIDs section of a read: `pids.current` and `pids.max` of the v1 pids controller (from
-//! the kernel walk when it has them), else of the v2 directory when `cgroup.controllers` lists
-//! `pids`.
+//! The PIDs section of a read: `pids.current` and `pids.max` of the v1 pids controller, else of
+//! the v2 directory when `cgroup.controllers` lists `pids` (from the kernel walk when it has
+//! them, either way).
 
 use super::pass::{Controllers, Pass};
 use crate::{
@@ -16,6 +16,17 @@ impl Pass<'_> {
     pub(super) fn pids(&mut self) -> Option<PidStats> {
         if self.v1("pids").is_some()
             && let Some(k) = self.kernel.pids
+        {
+            return Some(PidStats {
+                thread_count: Some(k.current),
+                thread_limit: k.max.value(),
+            });
+        }
+        // A walk's record of the v2 cgroup has pids exactly when the controller is enabled
+        // for it.
+        if self.v1("pids").is_none()
+            && self.v2_dir().is_some()
+            && let Some(k) = self.kernel_v2.pids
         {
             return Some(PidStats {
                 thread_count: Some(k.current),
