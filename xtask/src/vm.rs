@@ -68,18 +68,107 @@ const DISK_MIB: u64 = 512;
 /// Where the guest mounts that disk; the tests find it through `COLLECTOR_TEST_DISK_DIR`.
 const GUEST_DISK_DIR: &str = "/mnt/vmdisk";
 
+/// What the guest runs once it is set up: `command` from the `tests/` directory with `CI=true`,
+/// `COLLECTOR_DAEMON_BIN` (the release daemon), `COLLECTOR_TEST_DISK_DIR` and `env`, after
+/// the shell lines of `prepare`.
+struct Payload {
+    /// For messages: "the integration tests", "the stats bench".
+    what: &'static str,
+    command: Vec<String>,
+    env: Vec<(&'static str, String)>,
+    prepare: &'static str,
+}
+
 /// Boots the VM and runs the integration tests in it: `args` go to the test binary (a name
 /// filter, `--nocapture`, ...); without a filter, [`DEFAULT_FILTERS`]. Fails when a test fails
 /// or the guest does not finish within `time_box`.
 pub(crate) fn vm(args: &[String], time_box: Duration) -> Result<()> {
+    ensure_guest_packages()?;
+    crate::build()?;
+    let mut command = vec![path_text(&test_binary()?)?];
+    command.extend(test_args(args));
+    run(
+        &Payload {
+            what: "the integration tests",
+            command,
+            env: Vec::new(),
+            prepare: "",
+        },
+        time_box,
+    )
+}
+
+/// The wall-clock limit of the stats bench in the guest: a full run (100 then 1,000
+/// containers, with a baseline daemon) took about 8 min under TCG.
+pub(crate) const BENCH_TIME_BOX_SECS: u64 = 2_400;
+
+/// Boots the VM and runs the stats bench (`tests/benches/stats`, full counts) in it, with
+/// `COLLECTOR_BASELINE_DAEMON_BIN` passed on when set; `args` go to the bench binary. The
+/// figures are relative (the guest is emulated): read the ratios (docs/benchmarks.md, run V).
+pub(crate) fn stats_bench(args: &[String], time_box: Duration) -> Result<()> {
+    ensure_guest_packages()?;
+    crate::build()?;
+    let mut command = vec![path_text(&bench_binary("stats")?)?, "--bench".to_owned()];
+    command.extend(args.iter().cloned());
+    let mut env = Vec::new();
+    if let Some(baseline) = std::env::var_os("COLLECTOR_BASELINE_DAEMON_BIN")
+        && !baseline.is_empty()
+    {
+        let baseline = std::path::absolute(&baseline)?;
+        // The guest sees the host's root, but its own empty tmpfs on these directories.
+        if let Some(hidden) = GUEST_TMPFS.iter().find(|d| baseline.starts_with(d)) {
+            bail!(
+                "COLLECTOR_BASELINE_DAEMON_BIN={} is under {hidden}, which the guest mounts a                  tmpfs on: copy it elsewhere (e.g. under target/)",
+                baseline.display()
+            );
+        }
+        env.push(("COLLECTOR_BASELINE_DAEMON_BIN", path_text(&baseline)?));
+    }
+    run(
+        &Payload {
+            what: "the stats bench",
+            command,
+            env,
+            // A network interface besides lo: a container's network is read from the
+            // interfaces of /proc/<pid>/net/dev other than lo, and the bench checks that the
+            // answers have it. A dummy interface is enough (its counters stay 0).
+            prepare: "modprobe dummy && ip link add collector-dummy0 type dummy && ip link set collector-dummy0 up",
+        },
+        time_box,
+    )
+}
+
+fn ensure_guest_packages() -> Result<()> {
     ensure_apt_packages(&[
         "qemu-system-x86",
         "linux-image-amd64",
         "busybox-static",
         "iproute2",
-    ])?;
-    crate::build()?;
-    let test_binary = test_binary()?;
+    ])
+}
+
+/// The test binary's arguments: `args`, with [`DEFAULT_FILTERS`] and [`DEFAULT_SKIPS`] when
+/// they hold no filter, and 2 test threads unless they say how many.
+fn test_args(args: &[String]) -> Vec<String> {
+    let mut test_args: Vec<String> = args.to_vec();
+    let has_filter = args.iter().any(|a| !a.starts_with('-'));
+    if !has_filter {
+        test_args.extend(DEFAULT_FILTERS.iter().map(|f| (*f).to_owned()));
+        for skip in DEFAULT_SKIPS {
+            test_args.extend(["--skip".to_owned(), (*skip).to_owned()]);
+        }
+    }
+    if !args
+        .iter()
+        .any(|a| a == "--test-threads" || a.starts_with("--test-threads="))
+    {
+        test_args.push("--test-threads=2".to_owned());
+    }
+    test_args
+}
+
+/// Boots the guest with `payload` and waits for its exit code.
+fn run(payload: &Payload, time_box: Duration) -> Result<()> {
     let kernel = guest_kernel()?;
     let dir = target_dir().join("xtask").join("vm");
     let share = dir.join("share");
@@ -92,51 +181,69 @@ pub(crate) fn vm(args: &[String], time_box: Duration) -> Result<()> {
     let vmlinux = extract_vmlinux(&kernel, &dir)?;
     let initrd = build_initramfs(&kernel, &dir, &share)?;
     let disk = make_disk(&dir)?;
-    write_guest_script(&share, &test_binary, args)?;
+    write_guest_script(&share, payload)?;
 
     let started = Instant::now();
     let rc = boot(&vmlinux, &initrd, &disk, &share, time_box);
-    // The disk holds only what the tests wrote: not worth keeping between runs.
+    // The disk holds only what the guest wrote: not worth keeping between runs.
     let _ = fs::remove_file(&disk);
     let rc = rc?;
     eprintln!(
-        "VM lane: guest finished with exit code {rc} after {:.1} s (console log: {})",
+        "VM lane: {} finished with exit code {rc} after {:.1} s (console log: {})",
+        payload.what,
         started.elapsed().as_secs_f64(),
         dir.join("console.log").display()
     );
     if rc != 0 {
-        bail!("the integration tests in the cgroup v2 VM failed (exit code {rc})");
+        bail!(
+            "{} in the cgroup v2 VM failed (exit code {rc})",
+            payload.what
+        );
     }
     Ok(())
 }
 
-/// Builds the collector-tests test binary and returns its path, from cargo's JSON messages
-/// (`compiler-artifact` of the `collector_tests` lib target built as a test).
+fn path_text(path: &Path) -> Result<String> {
+    path.to_str()
+        .map(str::to_owned)
+        .with_context(|| format!("{} is not UTF-8", path.display()))
+}
+
+/// Builds the bench binary `name` of collector-tests and returns its path.
+fn bench_binary(name: &str) -> Result<PathBuf> {
+    built_executable(
+        &["bench", "-p", "collector-tests", "--bench", name],
+        |msg| msg["target"]["name"] == name && msg["target"]["kind"][0] == "bench",
+    )
+}
+
+/// Builds the collector-tests test binary and returns its path.
 fn test_binary() -> Result<PathBuf> {
+    built_executable(&["test", "-p", "collector-tests", "--lib"], |msg| {
+        msg["target"]["name"] == "collector_tests" && msg["profile"]["test"] == true
+    })
+}
+
+/// Runs `cargo <args> --no-run --message-format=json` and returns the executable of the
+/// first `compiler-artifact` message that `wanted` accepts.
+fn built_executable(args: &[&str], wanted: impl Fn(&serde_json::Value) -> bool) -> Result<PathBuf> {
     let out = Cmd::new(cargo())
         .current_dir(workspace_root())
-        .args([
-            "test",
-            "-p",
-            "collector-tests",
-            "--lib",
-            "--no-run",
-            "--message-format=json",
-        ])
+        .args(args)
+        .args(["--no-run", "--message-format=json"])
         .read_stdout()?;
     for line in out.lines() {
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
         if msg["reason"] == "compiler-artifact"
-            && msg["target"]["name"] == "collector_tests"
-            && msg["profile"]["test"] == true
+            && wanted(&msg)
             && let Some(exe) = msg["executable"].as_str()
         {
             return Ok(PathBuf::from(exe));
         }
     }
-    bail!("cargo test -p collector-tests --no-run named no test executable")
+    bail!("cargo {} --no-run named no such executable", args.join(" "))
 }
 
 /// The release of the newest installed 6.1 kernel that has both /boot/vmlinuz-R and
@@ -290,26 +397,30 @@ fail "switch_root"
     )
 }
 
-/// Writes `guest.sh` into the results share: mounts, the test run (its output to the console
-/// and `tests.log`), and the exit code to `isa-debug-exit`.
-fn write_guest_script(share: &Path, test_binary: &Path, args: &[String]) -> Result<()> {
+/// The directories the guest mounts an empty tmpfs on (its scratch space; the host's root is
+/// read-only there).
+const GUEST_TMPFS: &[&str] = &[
+    "/tmp",
+    "/run",
+    "/var/tmp",
+    "/root",
+    "/mnt",
+    "/var/lib",
+    "/var/log",
+    "/var/cache",
+];
+
+/// Writes `guest.sh` into the results share: mounts, the payload (its output to the console
+/// and `output.log`), and the exit code to `isa-debug-exit`.
+fn write_guest_script(share: &Path, payload: &Payload) -> Result<()> {
     let daemon = std::path::absolute(target_dir().join("release").join("collector-daemon"))?;
     let tests_dir = workspace_root().join("tests");
-    let mut test_args: Vec<String> = args.to_vec();
-    let has_filter = args.iter().any(|a| !a.starts_with('-'));
-    if !has_filter {
-        test_args.extend(DEFAULT_FILTERS.iter().map(|f| (*f).to_owned()));
-        for skip in DEFAULT_SKIPS {
-            test_args.extend(["--skip".to_owned(), (*skip).to_owned()]);
-        }
-    }
-    if !args
+    let env: Vec<String> = payload
+        .env
         .iter()
-        .any(|a| a == "--test-threads" || a.starts_with("--test-threads="))
-    {
-        test_args.push("--test-threads=2".to_owned());
-    }
-    let quoted: Vec<String> = test_args.iter().map(|a| shell_quote(a)).collect();
+        .map(|(name, value)| format!("{name}={}", shell_quote(value)))
+        .collect();
+    let quoted: Vec<String> = payload.command.iter().map(|a| shell_quote(a)).collect();
     let script = format!(
         r#"#!/bin/sh
 # PID 1 of the guest, in the host's read-only root. Kernel facts: cgroup_no_v1=all leaves
@@ -322,7 +433,7 @@ set -e
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
-for d in /tmp /run /var/tmp /root /mnt /var/lib /var/log /var/cache; do mount -t tmpfs -o mode=1777 tmpfs "$d"; done
+for d in {tmpfs}; do mount -t tmpfs -o mode=1777 tmpfs "$d"; done
 chmod 0700 /root
 mount -t cgroup2 -o nsdelegate,memory_recursiveprot cgroup2 /sys/fs/cgroup
 for c in $(cat /sys/fs/cgroup/cgroup.controllers); do echo "+$c" > /sys/fs/cgroup/cgroup.subtree_control; done
@@ -333,15 +444,16 @@ mkdir -p {disk_dir}
 mount -t ext4 /dev/vda {disk_dir}
 chmod 1777 {disk_dir}
 ip link set lo up
+{prepare}
 set +e
 echo "guest: $(uname -r); $(grep cgroup /proc/self/mountinfo | cut -d' ' -f5,9-); subtree_control: $(cat /sys/fs/cgroup/cgroup.subtree_control)"
 cd {tests_dir}
 start=$(cut -d' ' -f1 /proc/uptime)
-env CI=true RUST_BACKTRACE=1 COLLECTOR_DAEMON_BIN={daemon} COLLECTOR_TEST_DISK_DIR={disk_dir} \
-    {binary} {args} > "$share/tests.log" 2>&1
+env CI=true RUST_BACKTRACE=1 COLLECTOR_DAEMON_BIN={daemon} COLLECTOR_TEST_DISK_DIR={disk_dir} {env} \
+    {command} > "$share/output.log" 2>&1
 rc=$?
-echo "guest: tests took $(awk -v s="$start" '{{print $1 - s}}' /proc/uptime) s (guest uptime $(cut -d' ' -f1 /proc/uptime) s)"
-cat "$share/tests.log"
+echo "guest: {what} took $(awk -v s="$start" '{{print $1 - s}}' /proc/uptime) s (guest uptime $(cut -d' ' -f1 /proc/uptime) s)"
+cat "$share/output.log"
 umount {disk_dir}
 [ "$rc" -gt 127 ] && rc=127
 report "$rc"
@@ -350,8 +462,11 @@ report "$rc"
         disk_dir = GUEST_DISK_DIR,
         tests_dir = shell_quote(&tests_dir.display().to_string()),
         daemon = shell_quote(&daemon.display().to_string()),
-        binary = shell_quote(&test_binary.display().to_string()),
-        args = quoted.join(" "),
+        tmpfs = GUEST_TMPFS.join(" "),
+        prepare = payload.prepare,
+        env = env.join(" "),
+        what = payload.what,
+        command = quoted.join(" "),
     );
     let path = share.join("guest.sh");
     fs::write(&path, script).with_context(|| format!("writing {}", path.display()))?;
