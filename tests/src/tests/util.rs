@@ -1,6 +1,7 @@
 //! Small helpers shared by the integration tests.
 use std::{
     fmt::Write as _,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -127,4 +128,57 @@ pub(super) fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> 
 /// These tests load eBPF and create cgroups: root only (skips outside CI when not root).
 pub(super) fn root() -> bool {
     require("root (eBPF programs and cgroups)", is_root())
+}
+
+// Cgroup files and full collections, as the kernel cgroup walk tests compare them.
+
+/// The trimmed text of `dir/file`.
+pub(super) fn read(dir: &Path, file: &str) -> String {
+    std::fs::read_to_string(dir.join(file))
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.join(file).display()))
+        .trim()
+        .to_owned()
+}
+
+/// `dir/file` as one number.
+pub(super) fn read_u64(dir: &Path, file: &str) -> u64 {
+    let text = read(dir, file);
+    text.parse()
+        .unwrap_or_else(|_| panic!("{}/{file}: {text:?}", dir.display()))
+}
+
+/// Writes `value` to `dir/file`.
+pub(super) fn write(dir: &Path, file: &str, value: &str) {
+    std::fs::write(dir.join(file), value)
+        .unwrap_or_else(|e| panic!("writing {value} to {}: {e}", dir.join(file).display()));
+}
+
+/// The container's entry in a full collection (`/v1/stats?max_age_ms=0`).
+pub(super) fn collected(daemon: &Daemon, id: &str) -> Value {
+    let response = daemon.get("/v1/stats?max_age_ms=0");
+    assert_eq!(response.status, 200, "{}", response.body);
+    let all = response.json();
+    all.as_array()
+        .and_then(|list| list.iter().find(|c| c["container_id"] == id))
+        .cloned()
+        .unwrap_or_else(|| panic!("{id} not in the full collection"))
+}
+
+/// The number at JSON `pointer` of `value`.
+pub(super) fn u64_at(value: &Value, pointer: &str) -> u64 {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("{pointer} is not a number in {value}"))
+}
+
+/// Paths of the files process `pid` holds open.
+pub(super) fn held_files(pid: u32) -> Vec<PathBuf> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }

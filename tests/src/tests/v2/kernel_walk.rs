@@ -4,14 +4,13 @@
 //! `pids.*` and `cpuset.cpus.effective` values from one walk instead of its files. The values
 //! must be the files' own ("max" is null, never 0), follow changes at once, and no descriptor
 //! of those files is held for the container.
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{path::Path, time::Duration};
 
 use serde_json::Value;
 
-use super::super::util::{container_id, metric, sleep_in, wait_for};
+use super::super::util::{
+    collected, container_id, held_files, metric, read, read_u64, sleep_in, u64_at, wait_for, write,
+};
 use crate::support::{daemon::Daemon, process::spawn_in_cgroup};
 
 /// The controllers the walk reads, enabled down to the test container.
@@ -34,19 +33,6 @@ const WALKED_FILES: [&str; 12] = [
     "cpuset.cpus.effective",
 ];
 
-fn read(dir: &Path, file: &str) -> String {
-    std::fs::read_to_string(dir.join(file))
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.join(file).display()))
-        .trim()
-        .to_owned()
-}
-
-fn read_u64(dir: &Path, file: &str) -> u64 {
-    let text = read(dir, file);
-    text.parse()
-        .unwrap_or_else(|_| panic!("{}/{file}: {text:?}", dir.display()))
-}
-
 /// A one-value file as the daemon reports it: "max" is null.
 fn limit(dir: &Path, file: &str) -> Value {
     let text = read(dir, file);
@@ -57,40 +43,6 @@ fn limit(dir: &Path, file: &str) -> Value {
         text.parse::<u64>()
             .unwrap_or_else(|_| panic!("{}/{file}: {text:?}", dir.display())),
     )
-}
-
-fn write(dir: &Path, file: &str, value: &str) {
-    std::fs::write(dir.join(file), value)
-        .unwrap_or_else(|e| panic!("writing {value} to {}: {e}", dir.join(file).display()));
-}
-
-/// The container's entry in a full collection (`/v1/stats?max_age_ms=0`).
-fn collected(daemon: &Daemon, id: &str) -> Value {
-    let response = daemon.get("/v1/stats?max_age_ms=0");
-    assert_eq!(response.status, 200, "{}", response.body);
-    let all = response.json();
-    all.as_array()
-        .and_then(|list| list.iter().find(|c| c["container_id"] == id))
-        .cloned()
-        .unwrap_or_else(|| panic!("{id} not in the full collection"))
-}
-
-fn u64_at(value: &Value, pointer: &str) -> u64 {
-    value
-        .pointer(pointer)
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("{pointer} is not a number in {value}"))
-}
-
-/// Paths of the files the daemon (pid) holds open.
-fn held_files(pid: u32) -> Vec<PathBuf> {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|entries| {
-            entries
-                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// `memory.current` and `memory.peak` of `dir`.
