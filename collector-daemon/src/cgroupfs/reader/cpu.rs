@@ -20,12 +20,9 @@ impl<'a> Pass<'a> {
     pub(super) fn cpu(&mut self) -> Option<CpuStats> {
         let acct = self.v1("cpuacct");
         let cpu = self.v1("cpu");
-        // A walk's record of the v2 cgroup has cpu exactly when the controller is enabled for
-        // it: `cgroup.controllers` need not be read then.
-        let v2_cpu = match (cpu, self.kernel_v2.cpu) {
-            (Some(_), _) => None,
-            (None, Some(_)) => self.v2_dir(),
-            (None, None) => self.v2_has(Controllers::CPU),
+        let v2_cpu = match cpu {
+            Some(_) => None,
+            None => self.v2_enabled(self.kernel_v2.cpu.is_some(), Controllers::CPU),
         };
         // v2 cpu.stat serves usage (a core file) when there is no cpuacct, and throttling when
         // the v2 cpu controller is used; read it once for both.
@@ -256,14 +253,14 @@ impl<'a> Pass<'a> {
         )
     }
 
-    /// The directory giving the cgroup's CPU set, and whether it is v1. (A walk's record of
-    /// the v2 cgroup has a CPU count exactly when cpuset is enabled for it.)
+    /// The directory giving the cgroup's CPU set, and whether it is v1.
     fn cpuset_dir(&mut self) -> Option<(&'a Path, bool)> {
-        match self.v1("cpuset") {
-            Some(d) => Some((d, true)),
-            None if self.kernel_v2.effective_cpus.is_some() => self.v2_dir().map(|d| (d, false)),
-            None => self.v2_has(Controllers::CPUSET).map(|d| (d, false)),
+        if let Some(d) = self.v1("cpuset") {
+            return Some((d, true));
         }
+        let walked = self.kernel_v2.effective_cpus.is_some();
+        self.v2_enabled(walked, Controllers::CPUSET)
+            .map(|d| (d, false))
     }
 
     /// CPUs in the cgroup's effective set; None when unreadable or empty (an unconfigured v1

@@ -38,13 +38,7 @@ impl Pass<'_> {
         let mut s = if let Some(d) = self.v1("memory") {
             self.memory_v1(d)?
         } else {
-            // A walk's record has memory exactly when the controller is enabled for the
-            // cgroup: `cgroup.controllers` need not be read then.
-            let d = if self.kernel_v2.memory.is_some() {
-                self.v2_dir()?
-            } else {
-                self.v2_has(Controllers::MEMORY)?
-            };
+            let d = self.v2_enabled(self.kernel_v2.memory.is_some(), Controllers::MEMORY)?;
             self.memory_v2(d)?
         };
         (s.partial_stall_time, s.full_stall_time) = self.pressure("memory.pressure").totals();
@@ -168,6 +162,7 @@ impl Pass<'_> {
             ..MemoryStats::default()
         })
     }
+
     /// `memory.current`, `memory.max`, `memory.low` and `memory.peak` of the v2 directory `d`:
     /// the kernel walk's when it has them, else the files'.
     fn memory_v2_values(&mut self, d: &Path) -> V2MemoryFiles {

@@ -199,6 +199,17 @@ impl<'a> Pass<'a> {
         (known.0 & controller != 0).then_some(dir)
     }
 
+    /// The v2 directory when `controller` is enabled for it. When the kernel walk recorded
+    /// the cgroup (`walked`: its record has the controller's values), the record says so and
+    /// `cgroup.controllers` is not read; else [`Self::v2_has`].
+    pub(super) fn v2_enabled(&mut self, walked: bool, controller: u8) -> Option<&'a Path> {
+        if walked {
+            self.v2_dir()
+        } else {
+            self.v2_has(controller)
+        }
+    }
+
     /// The cgroup's v2 directory, controllers or not.
     pub(super) fn v2_dir(&self) -> Option<&'a Path> {
         self.v2.as_ref().map(|v| v.dir)

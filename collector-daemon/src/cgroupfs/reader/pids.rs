@@ -14,29 +14,21 @@ use crate::{
 impl Pass<'_> {
     /// The PIDs section; None without a pids controller or when neither file gave a value.
     pub(super) fn pids(&mut self) -> Option<PidStats> {
-        if self.v1("pids").is_some()
-            && let Some(k) = self.kernel.pids
-        {
-            return Some(PidStats {
-                thread_count: Some(k.current),
-                thread_limit: k.max.value(),
-            });
-        }
-        // A walk's record of the v2 cgroup has pids exactly when the controller is enabled
-        // for it.
-        if self.v1("pids").is_none()
-            && self.v2_dir().is_some()
-            && let Some(k) = self.kernel_v2.pids
-        {
-            return Some(PidStats {
-                thread_count: Some(k.current),
-                thread_limit: k.max.value(),
-            });
-        }
-        let d = match self.v1("pids") {
-            Some(d) => d,
-            None => self.v2_has(Controllers::PIDS)?,
+        let (d, walked) = if let Some(d) = self.v1("pids") {
+            (d, self.kernel.pids)
+        } else {
+            let walked = self.kernel_v2.pids;
+            (
+                self.v2_enabled(walked.is_some(), Controllers::PIDS)?,
+                walked,
+            )
         };
+        if let Some(k) = walked {
+            return Some(PidStats {
+                thread_count: Some(k.current),
+                thread_limit: k.max.value(),
+            });
+        }
         let current = self.get(d, "pids.current", parse_current);
         let max = self.get(d, "pids.max", parse_max);
         if current.is_err() && max.is_err() {
